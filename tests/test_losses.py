@@ -1,0 +1,108 @@
+"""Losses on values worked out by hand, and feature matching under pmap == on one device."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wav2pix_jax import losses
+
+
+def test_lsgan_hand_values():
+  # (1-0)^2, (3-0)^2 -> mean 5 ; against 1: 0, 4 -> 2
+  assert float(losses.lsgan(scores=jnp.array([1.0, 3.0]), target=0.0)) == pytest.approx(5.0)
+  assert float(losses.lsgan(scores=jnp.array([1.0, 3.0]), target=1.0)) == pytest.approx(2.0)
+
+
+def test_lsgan_is_keyword_only():
+  with pytest.raises(TypeError):
+    losses.lsgan(jnp.array([1.0]), 0.0)  # pylint: disable=too-many-function-args
+
+
+def test_discriminator_loss_hand_values():
+  total, terms = losses.discriminator_loss(
+      real_scores=jnp.array([0.9, 1.9]),   # (0)^2, (1)^2 -> 0.5
+      fake_scores=jnp.array([1.0, -1.0]),  # 1, 1 -> 1
+      wrong_scores=jnp.array([2.0, 0.0]),  # 4, 0 -> 2
+  )
+  assert float(terms["d_real"]) == pytest.approx(0.5)
+  assert float(terms["d_fake"]) == pytest.approx(1.0)
+  assert float(terms["d_wrong"]) == pytest.approx(2.0)
+  assert float(total) == pytest.approx(3.5)
+
+
+def test_discriminator_loss_real_label_is_a_parameter():
+  total, _ = losses.discriminator_loss(real_scores=jnp.array([1.0]), fake_scores=jnp.array([0.0]),
+                                       wrong_scores=jnp.array([0.0]), real_label=1.0)
+  assert float(total) == 0.0
+
+
+def test_generator_adversarial_targets_one():
+  # (0-1)^2, (3-1)^2 -> (1 + 4) / 2
+  assert float(losses.generator_adversarial(fake_scores=jnp.array([0.0, 3.0]))) == pytest.approx(2.5)
+
+
+def test_feature_matching_compares_batch_means():
+  fake = jnp.array([[1.0, 2.0], [3.0, 4.0]])  # batch mean [2, 3]
+  real = jnp.array([[0.0, 0.0], [2.0, 0.0]])  # batch mean [1, 0]
+  # ((2-1)^2 + (3-0)^2) / 2 = 5
+  assert float(losses.feature_matching(fake_features=fake, real_features=real)) == pytest.approx(5.0)
+  # Per-sample differences would give a different number: it really is the batch MEAN.
+  per_sample = float(jnp.mean(jnp.square(fake - real)))
+  assert per_sample != pytest.approx(5.0)
+
+
+def test_feature_matching_real_side_gets_no_gradient():
+  fake = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+  real = jnp.array([[0.0, 0.0], [2.0, 0.0]])
+  g_fake, g_real = jax.grad(
+      lambda f, r: losses.feature_matching(fake_features=f, real_features=r), argnums=(0, 1))(fake, real)
+  np.testing.assert_allclose(g_real, 0.0)
+  # d/dfake_ij = 2 (mean_j - real_mean_j) / num_features / batch = (mean - real_mean) / 2
+  np.testing.assert_allclose(g_fake, [[0.5, 1.5], [0.5, 1.5]])
+
+
+def test_l1_hand_values():
+  assert float(losses.l1(predictions=jnp.array([1.0, -1.0]), targets=jnp.array([0.0, 1.0]))) == pytest.approx(1.5)
+
+
+def test_speaker_cross_entropy_hand_values():
+  # uniform logits over 4 speakers -> log 4 ; a very confident right answer -> ~0
+  ce = losses.speaker_cross_entropy(logits=jnp.zeros((2, 4)), labels=jnp.array([0, 3]))
+  assert float(ce) == pytest.approx(math.log(4.0), rel=1e-6)
+  confident = losses.speaker_cross_entropy(logits=jnp.array([[0.0, 100.0]]), labels=jnp.array([1]))
+  assert float(confident) == pytest.approx(0.0, abs=1e-6)
+  acc = losses.speaker_accuracy(logits=jnp.array([[0.0, 1.0], [1.0, 0.0]]), labels=jnp.array([1, 1]))
+  assert float(acc) == pytest.approx(0.5)
+
+
+def test_feature_matching_under_pmap_equals_one_device():
+  """Global batch means: value AND pmean'ed gradient on 2 devices == the single-device ones."""
+  n = jax.local_device_count()
+  assert n == 2, "conftest fakes 2 CPU devices"
+  rng = np.random.default_rng(0)
+  # Very different per-device statistics so local means would give a different answer.
+  x = jnp.asarray(rng.normal(size=(4, 3)) + np.array([[0.0], [0.0], [5.0], [5.0]]), jnp.float32)
+  real = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3)), jnp.float32)
+
+  def loss(w, x, real, axis_name=None):
+    return losses.feature_matching(fake_features=x @ w, real_features=real, axis_name=axis_name)
+
+  want_value, want_grad = jax.value_and_grad(loss)(w, x, real)
+
+  @functools.partial(jax.pmap, axis_name="batch", in_axes=(None, 0, 0))
+  def per_device(w, x, real):
+    value, grad = jax.value_and_grad(functools.partial(loss, axis_name="batch"))(w, x, real)
+    return value, jax.lax.pmean(grad, "batch")
+
+  value, grad = per_device(w, x.reshape(2, 2, 3), real.reshape(2, 2, 3))
+  np.testing.assert_allclose(value, [want_value] * 2, rtol=1e-5)
+  np.testing.assert_allclose(grad[0], want_grad, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(grad[1], want_grad, rtol=1e-5, atol=1e-6)
+  # And the local-mean version really is different (the test can fail).
+  local = jax.pmap(lambda x, r: loss(w, x, r))(x.reshape(2, 2, 3), real.reshape(2, 2, 3))
+  assert not np.allclose(local, want_value)
