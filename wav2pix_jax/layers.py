@@ -1,0 +1,378 @@
+"""Building blocks: the authors' spectral norm, SN (transposed) convs, the encoder's Conv1d.
+
+Every strided convolution has two implementations with the same parameters:
+
+* ``"xla"``: the plain strided / transposed convolution (``lax.conv_general_dilated`` with
+  window strides or lhs dilation).
+* ``"subpixel"``: the exactly equivalent stride-1 formulation (space-to-depth on the input
+  for strided convs, a per-phase kernel plus depth-to-space for transposed convs). XLA:CPU
+  runs transposed convolutions ~20x slower per FLOP than plain convolutions, and the
+  gradient of a strided conv w.r.t. its input is a transposed conv; the stride-1 forms keep
+  both the forward and the backward pass free of them.
+
+Kernels are stored in flax's ``(kh, kw, in, out)`` layout for both conv kinds. For the
+transposed conv, ``kernel[ky, kx, c, o]`` is torch's ``weight[c, o, ky, kx]`` (scatter
+semantics: input pixel ``i`` adds ``x[i, c] * kernel[k, c, o]`` to output ``i*stride - pad + k``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+from jax import lax
+
+Array = jax.Array
+Dtype = Any
+
+CONV_IMPLS = ("xla", "subpixel")
+_NHWC = ("NHWC", "HWIO", "NHWC")
+_NWC = ("NWC", "WIO", "NWC")
+_SN_EPS = 1e-12  # the authors' l2normalize epsilon (added to the norm, not inside the sqrt)
+
+
+# ------------------------------------------------------------------------------------------
+# Initialisers and small helpers
+# ------------------------------------------------------------------------------------------
+
+
+def weight_init(stddev: float = 0.02) -> Callable[..., Array]:
+    """N(0, stddev) weights, as in the paper (DCGAN-style)."""
+    return nn.initializers.normal(stddev=stddev)
+
+
+def batchnorm_scale_init(stddev: float = 0.02) -> Callable[..., Array]:
+    """N(1, stddev) BatchNorm scale, as in the paper."""
+
+    def init(key: Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> Array:
+        return 1.0 + stddev * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
+def conv_impl_for_backend(name: str) -> str:
+    """The fastest exact conv implementation for a JAX backend name ("cpu", "gpu", "tpu")."""
+    return "subpixel" if name.lower() == "cpu" else "xla"
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """Validates ``conv_impl``; ``"auto"`` picks by the default JAX backend."""
+    if conv_impl == "auto":
+        return conv_impl_for_backend(jax.default_backend())
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS} or 'auto', got {conv_impl!r}")
+    return conv_impl
+
+
+def _l2normalize(x: Array) -> Array:
+    """The authors' ``v / (||v|| + eps)``."""
+    return x / (jnp.linalg.norm(x) + _SN_EPS)
+
+
+def space_to_depth(x: Array, block: int) -> Array:
+    """[B, H, W, C] -> [B, H/block, W/block, block*block*C], channel order (dy, dx, c)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // block, block, w // block, block, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h // block, w // block, block * block * c)
+
+
+def depth_to_space(x: Array, block: int) -> Array:
+    """[B, H, W, block*block*C] (channel order (dy, dx, c)) -> [B, H*block, W*block, C]."""
+    b, h, w, c = x.shape
+    c_out = c // (block * block)
+    x = x.reshape(b, h, w, block, block, c_out)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * block, w * block, c_out)
+
+
+# ------------------------------------------------------------------------------------------
+# Spectral normalisation (the authors' wrapper: one power iteration per forward)
+# ------------------------------------------------------------------------------------------
+
+
+def conv_sn_matrix(kernel: Array) -> Array:
+    """torch ``Conv2d.weight.view(out, -1)`` from a flax (kh, kw, in, out) kernel: rows = out."""
+    kh, kw, cin, cout = kernel.shape
+    return kernel.transpose(3, 2, 0, 1).reshape(cout, cin * kh * kw)
+
+
+def conv_transpose_sn_matrix(kernel: Array) -> Array:
+    """torch ``ConvTranspose2d.weight.view(in, -1)`` from our (kh, kw, in, out) kernel: rows = in."""
+    kh, kw, cin, cout = kernel.shape
+    return kernel.transpose(2, 3, 0, 1).reshape(cin, cout * kh * kw)
+
+
+def spectral_normalize(
+    matrix: Array, u: Array, v: Array, *, update: bool
+) -> tuple[Array, Array, Array, Array]:
+    """Returns (matrix / sigma, u, v, sigma); one power iteration first when ``update``.
+
+    u and v carry no gradient (the authors update them on ``.data``); sigma = u^T W v does, via W.
+    """
+    matrix = matrix.astype(jnp.float32)
+    w = lax.stop_gradient(matrix)
+    u = u.astype(jnp.float32)
+    v = v.astype(jnp.float32)
+    if update:
+        v = _l2normalize(w.T @ u)
+        u = _l2normalize(w @ v)
+    u = lax.stop_gradient(u)
+    v = lax.stop_gradient(v)
+    sigma = u @ (matrix @ v)
+    return matrix / sigma, u, v, sigma
+
+
+class _SpectralKernel(nn.Module):
+    """Holds a (kh, kw, in, out) kernel and its power-iteration vectors; returns it normalised."""
+
+    shape: tuple[int, int, int, int]
+    transposed: bool
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, *, update_spectral: bool) -> Array:
+        """The float32 spectrally normalised kernel, in the (kh, kw, in, out) layout."""
+        kernel = self.param("kernel", weight_init(), self.shape, self.param_dtype)
+        kh, kw, cin, cout = self.shape
+        rows, cols = (cin, cout * kh * kw) if self.transposed else (cout, cin * kh * kw)
+        u_var = self.variable(
+            "spectral", "u",
+            lambda: _l2normalize(jax.random.normal(self.make_rng("params"), (rows,), jnp.float32)))
+        v_var = self.variable(
+            "spectral", "v",
+            lambda: _l2normalize(jax.random.normal(self.make_rng("params"), (cols,), jnp.float32)))
+        to_matrix = conv_transpose_sn_matrix if self.transposed else conv_sn_matrix
+        w_sn, u, v, sigma = spectral_normalize(
+            to_matrix(kernel), u_var.value, v_var.value, update=update_spectral)
+        if update_spectral and not self.is_initializing():
+            u_var.value = u
+            v_var.value = v
+        self.sow("intermediates", "sigma", sigma)
+        # Undo the matrix view: rows/cols back to (kh, kw, in, out).
+        if self.transposed:
+            return w_sn.reshape(cin, cout, kh, kw).transpose(2, 3, 0, 1)
+        return w_sn.reshape(cout, cin, kh, kw).transpose(2, 3, 1, 0)
+
+
+# ------------------------------------------------------------------------------------------
+# Pure conv functions (two implementations each)
+# ------------------------------------------------------------------------------------------
+
+
+def conv_transpose_xla(x: Array, kernel: Array, *, stride: int, padding: int) -> Array:
+    """torch ``conv_transpose2d`` (scatter semantics) as one lhs-dilated convolution."""
+    k = kernel.shape[0]
+    pad = k - 1 - padding
+    return lax.conv_general_dilated(
+        x, kernel[::-1, ::-1], window_strides=(1, 1), padding=[(pad, pad), (pad, pad)],
+        lhs_dilation=(stride, stride), dimension_numbers=_NHWC)
+
+
+def _subpixel_kernel_taps(k: int, stride: int, padding: int) -> tuple[int, int, list[list[int]]]:
+    """For each output phase r and stride-1 tap t, the transposed-conv kernel index (or -1).
+
+    Output j = stride*m + r receives x[i] * kernel[k] where j = stride*i - padding + k, i.e.
+    i = m + (r + padding - k) / stride. Taps t index i = m - lo + t.
+    """
+    offsets = {}
+    for r in range(stride):
+        for kk in range(k):
+            num = r + padding - kk
+            if num % stride == 0:
+                offsets[(r, kk)] = num // stride
+    lo = -min(offsets.values())
+    hi = max(offsets.values())
+    taps = hi + lo + 1
+    table = [[-1] * taps for _ in range(stride)]
+    for (r, kk), off in offsets.items():
+        table[r][off + lo] = kk
+    return lo, hi, table
+
+
+def subpixel_transpose_kernel(kernel: Array, *, stride: int, padding: int) -> Array:
+    """(k, k, in, out) transposed-conv kernel -> (t, t, in, stride*stride*out) stride-1 kernel."""
+    k, _, cin, cout = kernel.shape
+    _, _, table = _subpixel_kernel_taps(k, stride, padding)
+    idx = jnp.asarray(table)  # [stride, taps]
+    valid = idx >= 0
+    idx = jnp.where(valid, idx, 0)
+    # g[ry, ty, rx, tx, c, o] = kernel[idx[ry, ty], idx[rx, tx], c, o] (0 where no tap).
+    g = kernel[idx[:, :, None, None], idx[None, None, :, :]]
+    mask = (valid[:, :, None, None] & valid[None, None, :, :]).astype(kernel.dtype)
+    g = g * mask[..., None, None]
+    taps = idx.shape[1]
+    # -> (ty, tx, c, ry, rx, o) -> (ty, tx, c, stride*stride*out) with channel order (ry, rx, o).
+    g = g.transpose(1, 3, 4, 0, 2, 5)
+    return g.reshape(taps, taps, cin, stride * stride * cout)
+
+
+def conv_transpose_subpixel(x: Array, kernel: Array, *, stride: int, padding: int) -> Array:
+    """The same function as :func:`conv_transpose_xla`, using only stride-1 convolutions."""
+    k = kernel.shape[0]
+    if stride == 1:
+        # Already a plain correlation with the flipped kernel; no dilation involved.
+        return conv_transpose_xla(x, kernel, stride=1, padding=padding)
+    lo, hi, _ = _subpixel_kernel_taps(k, stride, padding)
+    sub = subpixel_transpose_kernel(kernel, stride=stride, padding=padding)
+    h, w = x.shape[1:3]
+    out_h = (h - 1) * stride + k - 2 * padding
+    out_w = (w - 1) * stride + k - 2 * padding
+    # Output row j = stride*m + r needs m < ceil(out / stride); the stride-1 conv yields
+    # H + (extra padding on the high side) values of m, so pad (or crop, if negative) there.
+    m_h = -(-out_h // stride)
+    m_w = -(-out_w // stride)
+    y = lax.conv_general_dilated(
+        x, sub, window_strides=(1, 1), padding=[(lo, hi + m_h - h), (lo, hi + m_w - w)],
+        dimension_numbers=_NHWC)
+    return depth_to_space(y, stride)[:, :out_h, :out_w]
+
+
+def conv_xla(x: Array, kernel: Array, *, stride: int, padding: int) -> Array:
+    """torch ``conv2d`` with symmetric zero padding, as one strided convolution."""
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=(stride, stride),
+        padding=[(padding, padding), (padding, padding)], dimension_numbers=_NHWC)
+
+
+def subpixel_conv_kernel(kernel: Array, *, stride: int) -> Array:
+    """(k, k, in, out) -> (k/s, k/s, s*s*in, out), matching :func:`space_to_depth` channel order."""
+    k, _, cin, cout = kernel.shape
+    kp = -(-k // stride) * stride
+    kernel = jnp.pad(kernel, ((0, kp - k), (0, kp - k), (0, 0), (0, 0)))
+    a = kp // stride
+    g = kernel.reshape(a, stride, a, stride, cin, cout)  # (ay, qy, ax, qx, c, o)
+    g = g.transpose(0, 2, 1, 3, 4, 5)
+    return g.reshape(a, a, stride * stride * cin, cout)
+
+
+def conv_subpixel(x: Array, kernel: Array, *, stride: int, padding: int) -> Array:
+    """The same function as :func:`conv_xla`: space-to-depth, then a stride-1 conv."""
+    k = kernel.shape[0]
+    b, h, w, _ = x.shape
+    out_h = (h + 2 * padding - k) // stride + 1
+    out_w = (w + 2 * padding - k) // stride + 1
+    a = -(-k // stride)
+    # Pad (or crop) so that the padded extent is exactly stride * (out + taps - 1).
+    need_h = stride * (out_h + a - 1)
+    need_w = stride * (out_w + a - 1)
+    xp = jnp.pad(x, ((0, 0), (padding, max(0, need_h - h - padding)),
+                     (padding, max(0, need_w - w - padding)), (0, 0)))
+    xp = xp[:, :need_h, :need_w]
+    z = space_to_depth(xp, stride)
+    return lax.conv_general_dilated(
+        z, subpixel_conv_kernel(kernel, stride=stride), window_strides=(1, 1),
+        padding="VALID", dimension_numbers=_NHWC)
+
+
+def conv1d_xla(x: Array, kernel: Array, *, stride: int, padding: tuple[int, int]) -> Array:
+    """Strided 1-D convolution, [B, T, C] x (k, in, out), asymmetric zero padding."""
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=(stride,), padding=[padding], dimension_numbers=_NWC)
+
+
+def conv1d_subpixel(x: Array, kernel: Array, *, stride: int, padding: tuple[int, int]) -> Array:
+    """The same function as :func:`conv1d_xla`: kernel padded to a multiple of stride, time
+    folded by stride into channels, then a stride-1 conv."""
+    k, cin, cout = kernel.shape
+    b, t, _ = x.shape
+    out_t = (t + padding[0] + padding[1] - k) // stride + 1
+    a = -(-k // stride)
+    kp = a * stride
+    need = stride * (out_t + a - 1)
+    xp = jnp.pad(x, ((0, 0), (padding[0], max(0, need - t - padding[0])), (0, 0)))[:, :need]
+    z = xp.reshape(b, need // stride, stride * cin)  # channel order (q, c)
+    sub = jnp.pad(kernel, ((0, kp - k), (0, 0), (0, 0))).reshape(a, stride * cin, cout)
+    return lax.conv_general_dilated(
+        z, sub, window_strides=(1,), padding="VALID", dimension_numbers=_NWC)
+
+
+# ------------------------------------------------------------------------------------------
+# Modules
+# ------------------------------------------------------------------------------------------
+
+
+class SNConvTranspose2d(nn.Module):
+    """Spectrally normalised ConvTranspose2d, no bias, torch padding semantics.
+
+    stride 1 / padding 0 maps 1x1 -> kxk ('VALID'); stride 2 / padding 1 doubles H and W.
+    """
+
+    features: int
+    kernel_size: int = 4
+    stride: int = 2
+    padding: int = 1
+    conv_impl: str = "xla"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, update_spectral: bool) -> Array:
+        """[B, H, W, in] -> [B, (H-1)*stride + k - 2*padding, ..., features]."""
+        impl = resolve_conv_impl(self.conv_impl)
+        k = self.kernel_size
+        kernel = _SpectralKernel(
+            (k, k, x.shape[-1], self.features), transposed=True, param_dtype=self.param_dtype,
+            name="sn")(update_spectral=update_spectral)
+        fn = conv_transpose_subpixel if impl == "subpixel" else conv_transpose_xla
+        return fn(x.astype(self.dtype), kernel.astype(self.dtype),
+                  stride=self.stride, padding=self.padding)
+
+
+class SNConv2d(nn.Module):
+    """Spectrally normalised Conv2d, no bias, symmetric zero padding (torch semantics)."""
+
+    features: int
+    kernel_size: int = 4
+    stride: int = 2
+    padding: int = 1
+    conv_impl: str = "xla"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, update_spectral: bool) -> Array:
+        """[B, H, W, in] -> [B, (H + 2p - k)//stride + 1, ..., features]."""
+        impl = resolve_conv_impl(self.conv_impl)
+        k = self.kernel_size
+        kernel = _SpectralKernel(
+            (k, k, x.shape[-1], self.features), transposed=False, param_dtype=self.param_dtype,
+            name="sn")(update_spectral=update_spectral)
+        fn = conv_subpixel if impl == "subpixel" else conv_xla
+        return fn(x.astype(self.dtype), kernel.astype(self.dtype),
+                  stride=self.stride, padding=self.padding)
+
+
+def conv1d_output_length(length: int, *, kernel_size: int, stride: int,
+                         padding: tuple[int, int]) -> int:
+    """Output length of :class:`Conv1d` (<= 0 means the input is too short)."""
+    padded = length + padding[0] + padding[1]
+    if padded < kernel_size:
+        return 0
+    return (padded - kernel_size) // stride + 1
+
+
+class Conv1d(nn.Module):
+    """The speech encoder's strided Conv1d with bias (default: kernel 15, stride 4, pad 6/7)."""
+
+    features: int
+    kernel_size: int = 15
+    stride: int = 4
+    padding: tuple[int, int] = (6, 7)
+    conv_impl: str = "xla"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """[B, T, in] -> [B, T', features]."""
+        impl = resolve_conv_impl(self.conv_impl)
+        kernel = self.param("kernel", weight_init(),
+                            (self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        fn = conv1d_subpixel if impl == "subpixel" else conv1d_xla
+        y = fn(x.astype(self.dtype), kernel.astype(self.dtype),
+               stride=self.stride, padding=tuple(self.padding))
+        return y + bias.astype(self.dtype)
