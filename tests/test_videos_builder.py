@@ -1,0 +1,281 @@
+"""wav2pix_videos: build from small videos made of the shared real faces and speech, then check.
+
+The videos are planted: faces placed at known spots on a plain background, the speech of the
+same speaker as the soundtrack, plus files that must be skipped and counted (corrupt, empty,
+no audio, silent, no face, a face too small, audio too short).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import av
+import numpy as np
+from PIL import Image
+import pytest
+import soundfile
+
+from data_prep.videos import extract
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+FRAME_W, FRAME_H = 320, 240
+FACE_SIDE = 160          # planted face side (dlib box about 125-150 px)
+SMALL_FACE_SIDE = 80     # planted face side of the "too small" video (dlib box about 72 px)
+MIN_FACE_SIZE = 100      # build option: keeps the big faces, drops the small one
+SECONDS = 3              # every planted video: frames sampled at 0, 1, 2 s
+FPS = 10
+SPEAKERS = {"javiermuniz": "javiermuniz", "Zoë speaker": "jaimealtozano"}  # folder -> source
+
+
+def _true_rgb_face(youtubers_dir, speaker: str, index: int) -> np.ndarray:
+  path = sorted((youtubers_dir / "train" / speaker).glob("cropped_face_frame_*.png"))[index]
+  bgr = np.asarray(Image.open(path).convert("RGB"))
+  return np.ascontiguousarray(bgr[..., ::-1])  # the release stores BGR
+
+
+def _speech(youtubers_dir, speaker: str, start: int, seconds: int) -> np.ndarray:
+  paths = sorted((youtubers_dir / "train" / speaker).glob("preprocessed_frame_*.wav"))
+  # Every other wav: the release keeps 2 windows per face, take one per face.
+  return np.concatenate([soundfile.read(p, dtype="int16")[0] for p in paths[start:start + 2 * seconds:2]])
+
+
+def _canvas(face: np.ndarray | None, side: int, left: int, top: int) -> np.ndarray:
+  image = np.zeros((FRAME_H, FRAME_W, 3), np.uint8)
+  image[..., 0], image[..., 1], image[..., 2] = 70, 110, 90
+  if face is not None:
+    image[top:top + side, left:left + side] = np.asarray(Image.fromarray(face).resize((side, side), Image.BICUBIC))
+  return image
+
+
+def _write_video(path: pathlib.Path, image: np.ndarray | None, audio: np.ndarray | None,
+                 video_codec: str = "libx264", audio_codec: str = "aac") -> None:
+  """A SECONDS-long video of a still image with `audio` (16 kHz int16) as its soundtrack."""
+  with av.open(str(path), "w") as out:
+    video = out.add_stream(video_codec, rate=FPS)
+    video.width, video.height, video.pix_fmt = FRAME_W, FRAME_H, "yuv420p"
+    sound = out.add_stream(audio_codec, rate=16_000, layout="mono") if audio is not None else None
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+    for i in range(SECONDS * FPS):
+      frame.pts = i
+      for packet in video.encode(frame):
+        out.mux(packet)
+    for packet in video.encode():
+      out.mux(packet)
+    if sound is not None:
+      samples = av.AudioFrame.from_ndarray((audio.astype(np.float32) / 32768.0)[None], format="fltp", layout="mono")
+      samples.sample_rate, samples.pts = 16_000, 0
+      for packet in [*sound.encode(samples), *sound.encode()]:
+        out.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def planted(youtubers_dir, tmp_path_factory):
+  """Writes the videos folder; returns (root, {clip_id: (canvas, speech, face box)})."""
+  root = tmp_path_factory.mktemp("videos")
+  good = {}
+  jm, za = root / "javiermuniz", root / "Zoë speaker"
+  jm.mkdir()
+  za.mkdir()
+  specs = [  # (clip_id, source speaker, face index, face position, speech start, codecs)
+      ("javiermuniz/clip one.mp4", "javiermuniz", 0, (30, 20), 0, ("libx264", "aac")),
+      ("javiermuniz/clip2.MKV", "javiermuniz", 200, (140, 60), 20, ("mpeg4", "aac")),
+      ("Zoë speaker/second.MOV", "jaimealtozano", 0, (150, 30), 0, ("libx264", "aac")),
+      ("Zoë speaker/vid é.webm", "jaimealtozano", 300, (40, 70), 20, ("libvpx", "libopus")),
+  ]
+  for clip_id, source, face_index, (left, top), speech_start, (vcodec, acodec) in specs:
+    canvas = _canvas(_true_rgb_face(youtubers_dir, source, face_index), FACE_SIDE, left, top)
+    speech = _speech(youtubers_dir, source, speech_start, SECONDS)
+    _write_video(root / clip_id, canvas, speech, vcodec, acodec)
+    good[clip_id] = (canvas, speech, (left, top, left + FACE_SIDE, top + FACE_SIDE))
+  face = _true_rgb_face(youtubers_dir, "javiermuniz", 100)
+  speech = _speech(youtubers_dir, "javiermuniz", 40, SECONDS)
+  (jm / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+  (jm / "empty.mp4").write_bytes(b"")
+  _write_video(jm / "mute.mp4", _canvas(face, FACE_SIDE, 60, 40), None)
+  _write_video(jm / "silent.mp4", _canvas(face, FACE_SIDE, 60, 40), np.zeros(SECONDS * 16_000, np.int16))
+  _write_video(jm / "noface.mp4", _canvas(None, 0, 0, 0), speech)
+  _write_video(jm / "small.mp4", _canvas(face, SMALL_FACE_SIDE, 60, 40), speech)
+  _write_video(jm / "short_audio.mp4", _canvas(face, FACE_SIDE, 60, 40), speech[:8_000])
+  (za / "notes.txt").write_text("not a video")
+  (root / "empty speaker").mkdir()
+  return root, good
+
+
+@pytest.fixture(scope="module")
+def built(planted, tmp_path_factory):
+  """Builds through the module CLI, as a user would; returns (root, good, data_dir, report, secs)."""
+  root, good = planted
+  data_dir = tmp_path_factory.mktemp("tfds")
+  command = [sys.executable, "-m", "data_prep.videos.build", f"--videos={root}", f"--data_dir={data_dir}",
+             "--validation_fraction=0.25", f"--min_face_size={MIN_FACE_SIZE}"]
+  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+  done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-4000:]
+  reports = list(data_dir.glob("wav2pix_videos/*/build_report.json"))
+  assert len(reports) == 1, list(data_dir.rglob("*"))
+  report = json.loads(reports[0].read_text(encoding="utf-8"))
+  assert json.loads(done.stdout[done.stdout.index("{"):]) == report  # the CLI prints it too
+  return root, good, data_dir, report
+
+
+def test_report_counts_what_was_planted(built):
+  _, _, _, report = built
+  assert report["speakers"] == ["Zoë speaker", "javiermuniz"]  # "empty speaker" holds no video
+  assert report["videos_found"] == 11
+  assert report["videos_failed"] == 3
+  assert report["videos_read"] == 8
+  assert report["failed_by_reason"] == {"unreadable": 2, "no_audio": 1, "no_video": 0}
+  assert set(report["failed_files"]) == {"javiermuniz/broken.mp4", "javiermuniz/empty.mp4",
+                                         "javiermuniz/mute.mp4"}
+  assert report["frames_sampled"] == 8 * SECONDS
+  assert report["dropped"] == {"no_face": 3, "face_too_small": 3, "too_short_audio": 3,
+                               "silent_audio": 3, "split_gap": 2}
+  # 4 good videos x 3 frames = 12; per speaker the last 2 of 6 go to validation, and the
+  # first frame of the boundary video shares speech with them, so it is dropped.
+  assert report["faces_kept"] == 10
+  assert report["records"] == {"train": 6, "validation": 4}
+  sampled = report["faces_kept"] + sum(report["dropped"].values())
+  assert sampled == report["frames_sampled"]
+
+
+def _records(data_dir, split):
+  import tensorflow_datasets as tfds  # noqa: F401 - registers nothing; the import below does
+  import data_prep.videos  # noqa: F401
+
+  source = tfds.data_source("wav2pix_videos", split=split, data_dir=str(data_dir))
+  return source, [source[i] for i in range(len(source))]
+
+
+def test_splits_are_contiguous_time_blocks(built):
+  _, _, data_dir, _ = built
+  source, train = _records(data_dir, "train")
+  _, validation = _records(data_dir, "validation")
+  names = source.dataset_info.features["speaker"].names
+  assert names == ["Zoë speaker", "javiermuniz"]
+  as_key = lambda r: (r["clip_id"].decode() if isinstance(r["clip_id"], bytes) else r["clip_id"], int(r["frame"]))
+  assert sorted(map(as_key, train)) == [("Zoë speaker/second.MOV", t) for t in (0, 1000, 2000)] + [
+      ("javiermuniz/clip one.mp4", t) for t in (0, 1000, 2000)]
+  assert sorted(map(as_key, validation)) == [("Zoë speaker/vid é.webm", t) for t in (1000, 2000)] + [
+      ("javiermuniz/clip2.MKV", t) for t in (1000, 2000)]
+  for record in train + validation:
+    name = record["speaker_name"].decode() if isinstance(record["speaker_name"], bytes) else record["speaker_name"]
+    assert names[int(record["speaker"])] == name
+    assert as_key(record)[0].startswith(name + "/")
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+  a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+  a, b = a - a.mean(), b - b.mean()
+  return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def test_faces_are_crops_of_the_planted_faces_in_true_rgb(built):
+  _, good, data_dir, _ = built
+  _, records = _records(data_dir, "train")
+  _, more = _records(data_dir, "validation")
+  detector = extract.face_detector()
+  options = extract.ExtractOptions()
+  for record in records + more:
+    clip_id = record["clip_id"].decode() if isinstance(record["clip_id"], bytes) else record["clip_id"]
+    canvas, _, (left, top, right, bottom) = good[clip_id]
+    face = np.asarray(record["face"])
+    assert face.shape == (options.face_size, options.face_size, 3) and face.dtype == np.uint8
+    # The detector finds the face where it was planted.
+    box, _ = extract.detect_face(detector, canvas, options)
+    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    assert left < centre[0] < right and top < centre[1] < bottom, (clip_id, box)
+    # The stored face is that crop (square, with margin), up to video + JPEG compression.
+    crop = extract.square_crop_box(box, options.face_margin, FRAME_W, FRAME_H)
+    expected = np.asarray(Image.fromarray(canvas).crop(crop).resize(face.shape[:2], Image.LANCZOS))
+    assert _correlation(face, expected) > 0.9, clip_id
+    # True RGB: channel means match the planted image (a red/blue swap would not).
+    np.testing.assert_allclose(face.reshape(-1, 3).mean(0), expected.reshape(-1, 3).mean(0), atol=12)
+    assert _correlation(face, expected[..., ::-1]) < _correlation(face, expected) - 0.02
+    # And it is not another planted face.
+    for other_id, (other_canvas, _, _) in good.items():
+      if other_id != clip_id:
+        other = np.asarray(Image.fromarray(other_canvas).crop(crop).resize(face.shape[:2], Image.LANCZOS))
+        assert _correlation(face, other) < _correlation(face, expected)
+
+
+def test_speech_is_the_planted_speech_around_the_frame(built):
+  _, good, data_dir, _ = built
+  _, records = _records(data_dir, "train")
+  _, more = _records(data_dir, "validation")
+  for record in records + more:
+    clip_id = record["clip_id"].decode() if isinstance(record["clip_id"], bytes) else record["clip_id"]
+    _, speech, _ = good[clip_id]
+    waveform = np.asarray(record["waveform"])
+    assert waveform.dtype == np.int16
+    frame_s = int(record["frame"]) / 1000
+    # frame +- 2 s clipped to the video: starts at 0 here, ends at min(frame + 2, length).
+    expected_len = int(min(frame_s + 2.0, SECONDS) * 16_000)
+    assert abs(len(waveform) - expected_len) <= 1100, (clip_id, len(waveform), expected_len)
+    # Cross-correlation against the source: the best lag is the codec delay at most.
+    n = min(len(waveform), len(speech))
+    x, y = waveform[:n].astype(np.float64), speech[:n].astype(np.float64)
+    lags = np.arange(-1100, 1101)
+    scores = [np.dot(x[max(0, l):n + min(0, l)], y[max(0, -l):n - max(0, l)]) for l in lags]
+    best = int(lags[int(np.argmax(scores))])
+    assert abs(best) <= 1100, (clip_id, best)
+    shifted = _correlation(x[max(0, best):n + min(0, best)], y[max(0, -best):n - max(0, best)])
+    assert shifted > 0.8, (clip_id, best, shifted)
+
+
+def test_rebuild_with_other_options_needs_overwrite(built):
+  from data_prep.videos import build
+
+  root, _, data_dir, report = built
+  same = build.build(str(root), str(data_dir), extract.ExtractOptions(min_face_size=MIN_FACE_SIZE), 0.25)
+  assert same == report  # already prepared with these options: reused, not rebuilt
+  with pytest.raises(ValueError, match="--overwrite"):
+    build.build(str(root), str(data_dir), extract.ExtractOptions(min_face_size=MIN_FACE_SIZE), 0.5)
+  with pytest.raises(FileNotFoundError, match="--videos folder not found"):
+    build.build(str(root / "nope"), str(data_dir))
+
+
+def test_find_videos_errors_and_extensions(tmp_path):
+  with pytest.raises(FileNotFoundError, match="one subfolder per speaker"):
+    extract.find_videos(tmp_path / "missing")
+  (tmp_path / "a").mkdir()
+  (tmp_path / "a" / "x.txt").write_text("")
+  with pytest.raises(ValueError, match="no videos found"):
+    extract.find_videos(tmp_path)
+  for name in ("b.MP4", "c.Mkv", "d.webm", "e.mov", ".hidden.mp4"):
+    (tmp_path / "a" / name).write_bytes(b"")
+  assert [p.name for p in extract.find_videos(tmp_path)["a"]] == ["b.MP4", "c.Mkv", "d.webm", "e.mov"]
+
+
+def test_square_crop_box_is_square_and_clamped():
+  assert extract.square_crop_box((100, 100, 140, 140), 0.25, 320, 240) == (90, 90, 150, 150)
+  assert extract.square_crop_box((0, 0, 40, 40), 0.25, 320, 240) == (0, 0, 60, 60)       # shifted in
+  assert extract.square_crop_box((300, 220, 320, 240), 0.5, 320, 240) == (280, 200, 320, 240)
+  assert extract.square_crop_box((0, 0, 300, 200), 0.5, 320, 240) == (30, 0, 270, 240)   # shrunk
+
+
+def test_detect_face_takes_the_most_confident_face():
+  class FakeRect:
+    def __init__(self, *ltrb):
+      self.ltrb = ltrb
+
+    def left(self): return self.ltrb[0]
+    def top(self): return self.ltrb[1]
+    def right(self): return self.ltrb[2]
+    def bottom(self): return self.ltrb[3]
+
+  class FakeDetector:
+    def run(self, image, upsample, threshold):
+      return [FakeRect(0, 0, 10, 10), FakeRect(20, 20, 40, 40), FakeRect(5, 5, 9, 9)], [0.3, 1.5, 0.9], [0, 0, 0]
+
+  image = np.zeros((1280, 960, 3), np.uint8)  # downscaled by 2 for detection: boxes scale back
+  box, score = extract.detect_face(FakeDetector(), image, extract.ExtractOptions(detect_max_side=640))
+  assert (box, score) == ((40, 40, 80, 80), 1.5)
+
+
+def test_options_are_validated():
+  with pytest.raises(ValueError, match="min_speech_seconds"):
+    extract.ExtractOptions(speech_seconds=1.0, min_speech_seconds=2.0)
+  with pytest.raises(ValueError, match="frames_per_second"):
+    extract.ExtractOptions(frames_per_second=0)
