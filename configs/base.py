@@ -1,0 +1,76 @@
+"""The paper's recipe: 64x64 faces from 1 s of 16 kHz speech, YouTubers dataset (PAPER.md).
+
+    python -m wav2pix_jax.main --config=configs/base.py --workdir=workdirs/base \
+        --config.optim.d.learning_rate=4e-4
+"""
+
+import os
+
+import ml_collections
+
+# The authors' release shared beside the repository: <repo>/../shared/youtubers.
+_SHARED_YOUTUBERS = os.path.abspath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "youtubers"))
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the paper's 64x64 YouTubers training config."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # seeds parameter init, dropout and the data order
+  config.batch_size = 64  # GLOBAL batch, split over processes then local devices
+  # ~200 epochs of the shared YouTubers train split (~2,000 pairs / 64 per step = ~31 steps/epoch).
+  config.num_train_steps = 6_400
+  config.skip_nonfinite = False  # True: skip updates with a non-finite loss/gradient instead of stopping
+  config.distributed = False  # True: jax.distributed.initialize() (multi-host; auto-detected on clusters)
+
+  config.model = model = ml_collections.ConfigDict()
+  model.image_size = 64  # face side in pixels: 64 or 128
+  model.embed_dim = 128  # speech embedding size (the generator's only input)
+  model.encoder_channels = (16, 32, 128, 256, 512, 1024)  # SEGAN encoder conv widths, one per block
+  model.encoder_kernel_size = 15  # encoder Conv1d kernel
+  model.encoder_stride = 4  # encoder Conv1d stride (16000 samples -> 4 steps after 6 blocks)
+  model.encoder_hidden = (256, 128)  # dense layers between the flattened conv output and the embedding
+  model.classifier_hidden = 200  # hidden width of the auxiliary speaker classifier
+  model.g_base_channels = 64  # generator width of the last hidden layer (doubles towards 4x4)
+  model.d_base_channels = 64  # discriminator width of the first conv (doubles towards 4x4)
+  model.dropout_rate = 0.5  # generator dropout (its only source of randomness)
+  model.conv_impl = "auto"  # "xla" | "subpixel" | "auto" (subpixel on CPU, xla elsewhere)
+  model.dtype = "float32"  # computation dtype: "float32" | "bfloat16" | "float16"
+  model.param_dtype = "float32"  # parameter dtype
+
+  config.input = inp = ml_collections.ConfigDict()
+  inp.dataset = "youtubers"  # TFDS builder name: youtubers | wav2pix_videos | synthetic_talking_faces
+  inp.data_dir = "~/tensorflow_datasets"  # TFDS data_dir holding the prepared ArrayRecord files
+  inp.manual_dir = _SHARED_YOUTUBERS  # raw release the builder reads if the dataset isn't prepared yet
+  inp.train_split = "train"  # split to train on
+  inp.eval_split = "validation"  # split for evaluation / image grids
+  inp.audio_samples = 16_000  # speech window fed to the encoder (1 s at 16 kHz)
+  inp.sample_rate = 16_000  # Hz
+  inp.preemphasis = 0.95  # y[t] = x[t] - a x[t-1] after peak normalisation
+  inp.num_workers = 0  # grain worker processes (0: decode in the main process)
+  inp.shuffle_seed = 0  # seed of the data order (independent of the model seed)
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.g = ml_collections.ConfigDict()
+  config.optim.g.learning_rate = 1e-4  # Adam lr of the generator side (encoder, classifier, G)
+  config.optim.g.b1 = 0.5  # Adam beta1
+  config.optim.g.b2 = 0.999  # Adam beta2
+  config.optim.d = ml_collections.ConfigDict()
+  config.optim.d.learning_rate = 4e-4  # Adam lr of the discriminator
+  config.optim.d.b1 = 0.5  # Adam beta1
+  config.optim.d.b2 = 0.999  # Adam beta2
+
+  config.loss = loss = ml_collections.ConfigDict()
+  loss.real_label = 0.9  # D target for real matching pairs (one-sided label smoothing)
+  loss.adversarial = 1.0  # weight of MSE(D(G(e), e), 1) in the G loss
+  loss.feature_matching = 100.0  # weight of MSE between D-feature batch means (fake vs real)
+  loss.l1 = 50.0  # weight of L1(G(e), real face)
+  loss.speaker_ce = 20.0  # weight of the auxiliary speaker cross-entropy
+
+  config.log = log = ml_collections.ConfigDict()
+  log.every_steps = 50  # scalars (losses, D scores, grad norms, steps/s) and a progress line
+  log.image_every_steps = 500  # generated-vs-real face grid in TensorBoard
+  log.num_images = 8  # faces per grid (pairs: generated next to real)
+  log.checkpoint_every_steps = 1_000  # checkpoint schedule (plus one at the end / on SIGTERM)
+  log.max_checkpoints = 3  # checkpoints kept
+  return config

@@ -1,0 +1,158 @@
+"""Orbax checkpoints under <workdir>/checkpoints: train state + input-pipeline state + run metadata.
+
+Each step directory holds three items:
+  "state": the (unreplicated) TrainState, StandardSave / StandardRestore;
+  "data":  the grain iterator's state (grain.checkpoint.CheckpointSave/Restore, one file per process);
+  "meta":  JSON: the config, num_speakers and speaker names (to refuse an incompatible resume).
+Orbax writes each step into a temporary directory and renames it when complete, so a
+half-written checkpoint (a crash mid-save) is never listed as a step nor picked up for resume.
+No pickle anywhere.
+"""
+
+import json
+import os
+from typing import Any, Iterable, Mapping, Optional
+
+import grain
+import grain.checkpoint  # noqa: F401  (registers grain's Orbax args)
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+# Config fields that fix the shapes of the state: a resume with different values can't work.
+SHAPE_FIELDS = (
+    "model.image_size", "model.embed_dim", "model.encoder_channels", "model.encoder_kernel_size",
+    "model.encoder_stride", "model.encoder_hidden", "model.classifier_hidden",
+    "model.g_base_channels", "model.d_base_channels", "model.param_dtype", "input.audio_samples",
+)
+
+ITEMS = ("state", "data", "meta")
+
+
+def checkpoint_dir(workdir: str) -> str:
+  """Where the checkpoints of a workdir live."""
+  return os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+
+
+def create_manager(workdir: str, *, max_to_keep: int, create: bool = True) -> ocp.CheckpointManager:
+  """A CheckpointManager for <workdir>/checkpoints keeping the `max_to_keep` latest steps."""
+  if not isinstance(max_to_keep, int) or max_to_keep < 1:
+    raise ValueError(f"config.log.max_checkpoints must be a positive integer, got {max_to_keep!r}")
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=create, cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
+
+
+class _IteratorStateSnapshot:
+  """Presents a recorded grain iterator state to grain's checkpoint handler.
+
+  The device prefetcher draws batches ahead of training; the state to store is the one right
+  after the last batch TRAINED on, recorded by the prefetcher, not the live iterator's state.
+  grain's handler writes `get_state().decode()` for anything that isn't a grain DatasetIterator;
+  its restore into a real DatasetIterator json-decodes the same text, so dict states go as JSON.
+  """
+
+  def __init__(self, state: Any):
+    self._state = state
+
+  def get_state(self) -> bytes:
+    if isinstance(self._state, bytes):
+      return self._state
+    return json.dumps(self._state, indent=4).encode()
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, Mapping):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (np.floating,)):
+    return float(value)
+  return value
+
+
+def make_meta(config: ml_collections.ConfigDict, *, num_speakers: int,
+              speaker_names: Optional[Iterable[str]] = None) -> dict:
+  """The JSON metadata stored beside each checkpoint (and as workdir/config.json)."""
+  return {
+      "config": _jsonable(config.to_dict()),
+      "num_speakers": int(num_speakers),
+      "speaker_names": list(speaker_names) if speaker_names is not None else None,
+  }
+
+
+def save(manager: ocp.CheckpointManager, step: int, *, state: PyTree, data_state: Any,
+         meta: dict, force: bool = True) -> bool:
+  """Saves host (numpy) `state`, the recorded input-pipeline state and `meta` (async)."""
+  items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+  if data_state is not None:
+    items["data"] = grain.checkpoint.CheckpointSave(_IteratorStateSnapshot(data_state))
+  return manager.save(int(step), args=ocp.args.Composite(**items), force=force)
+
+
+def latest_step(manager: ocp.CheckpointManager) -> Optional[int]:
+  """The newest COMPLETE checkpoint step, or None (temporary half-written dirs are ignored)."""
+  manager.reload()
+  return manager.latest_step()
+
+
+def load_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+  """The JSON metadata of a checkpoint step."""
+  return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def _abstract(tree: PyTree) -> PyTree:
+  """ShapeDtypeStructs placed on the first local device (restore target, nothing allocated)."""
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, *, abstract_state: PyTree,
+            data_iterator: Any = None) -> PyTree:
+  """Restores the state into `abstract_state`'s structure; sets `data_iterator`'s state in place."""
+  items = {"state": ocp.args.StandardRestore(_abstract(abstract_state))}
+  has_data = os.path.isdir(os.path.join(str(manager.directory), str(step), "data"))
+  if data_iterator is not None and has_data:
+    items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  return restored["state"]
+
+
+def _get(config_dict: Mapping, dotted: str) -> Any:
+  value: Any = config_dict
+  for key in dotted.split("."):
+    if not isinstance(value, Mapping) or key not in value:
+      return None
+    value = value[key]
+  return value
+
+
+def _normalise(value: Any) -> Any:
+  if isinstance(value, (list, tuple)):
+    return [_normalise(v) for v in value]
+  return value
+
+
+def check_compatible(meta: Mapping, config: ml_collections.ConfigDict, *, num_speakers: int,
+                     where: str = "") -> None:
+  """Raises ValueError naming every field whose value would change the state's shapes."""
+  new = make_meta(config, num_speakers=num_speakers)
+  differences = []
+  for field in SHAPE_FIELDS:
+    old_value, new_value = _get(meta.get("config", {}), field), _get(new["config"], field)
+    if _normalise(old_value) != _normalise(new_value):
+      differences.append(f"{field}: checkpoint {old_value!r} vs config {new_value!r}")
+  if meta.get("num_speakers") != num_speakers:
+    differences.append(f"num_speakers (from the dataset): checkpoint {meta.get('num_speakers')!r} "
+                       f"vs dataset {num_speakers!r}")
+  if differences:
+    raise ValueError(
+        f"refusing to resume from the checkpoint{(' in ' + where) if where else ''}: the config "
+        f"changes the shapes of the saved state ({'; '.join(differences)}). Use a new --workdir "
+        f"or the checkpoint's values.")
