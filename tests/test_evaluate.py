@@ -1,0 +1,137 @@
+"""evaluate library: report rows on real shared faces and noise, JSON output, image grid."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from wav2pix_jax import evaluate as ev
+from wav2pix_jax import face_metrics as fm
+
+SPEAKERS = ("jaimealtozano", "javiermuniz")
+PER_SPEAKER = 8
+
+
+def _frame_number(path: pathlib.Path) -> int:
+    return int(path.stem.rsplit("_", 1)[1])
+
+
+def _load_block(youtubers_dir, speaker, start, stop, count, size=64):
+    """uint8 RGB faces and int16 speech of `count` pairs from the contiguous block [start, stop) of N."""
+    paths = sorted((youtubers_dir / "train" / speaker).glob("cropped_face_frame_*.png"), key=_frame_number)
+    block = paths[int(start * len(paths)) : int(stop * len(paths))]
+    chosen = block[:: max(1, len(block) // count)][:count]
+    faces, waves = [], []
+    for path in chosen:
+        rgb = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB"))[..., ::-1])  # stored BGR
+        faces.append(np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC)))
+        wav = path.with_name(path.name.replace("cropped_face", "preprocessed").replace(".png", ".wav"))
+        waves.append(soundfile.read(wav, dtype="int16")[0])
+    return np.stack(faces), waves
+
+
+@pytest.fixture(scope="module")
+def data(youtubers_dir):
+    """Held-out pairs from the last 25 % of each speaker's frames; training faces from the first 40 %."""
+    real, waves, speakers, train_real, train_speakers = [], [], [], [], []
+    for label, speaker in enumerate(SPEAKERS):
+        faces, w = _load_block(youtubers_dir, speaker, 0.75, 1.0, PER_SPEAKER)
+        real.append(faces), waves.extend(w), speakers.extend([label] * len(faces))
+        faces, _ = _load_block(youtubers_dir, speaker, 0.0, 0.4, PER_SPEAKER)
+        train_real.append(faces), train_speakers.extend([label] * len(faces))
+    return dict(
+        real=np.concatenate(real),
+        loudness=fm.loudness_db(waves),
+        speakers=np.array(speakers),
+        train_real=np.concatenate(train_real),
+        train_speakers=np.array(train_speakers),
+    )
+
+
+@pytest.fixture(scope="module")
+def report(data):
+    """'Generated' = noise for speaker 0 and the real faces themselves for speaker 1."""
+    generated = data["real"].copy()
+    noise = np.random.default_rng(0).integers(0, 256, size=generated.shape, dtype=np.uint8)
+    generated[data["speakers"] == 0] = noise[data["speakers"] == 0]
+    return ev.evaluate(generated=generated, speaker_names=list(SPEAKERS), **data)
+
+
+def test_report_rows_and_definitions(report):
+    assert set(report["rows"]) == {"generated", "real", "mean_face"}
+    assert set(report["definitions"]) == {"face_detection_rate", "identity", "frechet_distance", "expressivity"}
+    assert report["num_examples"] == 2 * PER_SPEAKER
+    for row in report["rows"].values():
+        assert row["identity"]["chance"] == 0.5
+        assert [r["speaker"] for r in row["identity"]["per_speaker"]] == list(SPEAKERS)
+        assert row["expressivity"]["num_faces"] <= row["num_images"]
+
+
+def test_real_row_is_the_ceiling(report):
+    real = report["rows"]["real"]
+    assert real["face_detection_rate"] > 0.8
+    assert real["identity"]["accuracy"] > 0.9
+    assert real["frechet_distance"] < report["rows"]["generated"]["frechet_distance"]
+
+
+def test_generated_row_per_speaker(report):
+    generated = report["rows"]["generated"]
+    noise_row, real_row = generated["identity"]["per_speaker"]
+    assert noise_row["face_detection_rate"] < 0.1
+    assert real_row["face_detection_rate"] > 0.8 and real_row["accuracy"] > 0.9
+    assert generated["face_detection_rate"] == pytest.approx(
+        (noise_row["face_detection_rate"] + real_row["face_detection_rate"]) / 2
+    )
+    # The real half is identical to the real row's half.
+    assert real_row == report["rows"]["real"]["identity"]["per_speaker"][1]
+
+
+def test_mean_face_row(report, data):
+    mean = report["rows"]["mean_face"]
+    assert mean["face_detection_rate"] == 1.0
+    assert mean["identity"]["accuracy"] == 1.0
+    # One image per speaker, repeated: its mouth opening is a per-speaker constant.
+    assert mean["expressivity"]["num_faces"] == 2 * PER_SPEAKER
+    faces = ev.mean_faces(data["train_real"], data["train_speakers"], 2)
+    np.testing.assert_allclose(faces[1], data["train_real"][PER_SPEAKER:].mean(0), atol=0.5)
+
+
+def test_write_report_round_trips(report, tmp_path):
+    path = ev.write_report(report, tmp_path / "out")
+    assert path == tmp_path / "out" / "report.json"
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report))
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_save_grid_places_real_next_to_generated(tmp_path):
+    size, gap = 8, 4
+    real = np.full((3, size, size, 3), 10, np.uint8)
+    generated = np.full((3, size, size, 3), 200, np.uint8)
+    real[2], generated[2] = 50, 250
+    path = ev.save_grid(
+        tmp_path / "g.png", real=real, generated=generated, speakers=np.array([1, 0, 1]),
+        speaker_names=["a", "b"], gap=gap,
+    )
+    grid = np.asarray(Image.open(path))
+    label_h, cell_w = 14, 2 * size + gap
+    assert grid.shape == (2 * (label_h + size + gap) + gap, 2 * cell_w + 3 * gap, 3)
+    top = gap + label_h  # speaker "a" (index 0): example 1 only
+    assert (grid[top : top + size, gap : gap + size] == 10).all()
+    assert (grid[top : top + size, 2 * gap + size : 2 * gap + 2 * size] == 200).all()
+    top2 = top + size + gap + label_h  # speaker "b": examples 0 then 2
+    x2 = gap + cell_w + gap
+    assert (grid[top2 : top2 + size, x2 : x2 + size] == 50).all()
+    assert (grid[top2 : top2 + size, x2 + size + gap : x2 + 2 * size + gap] == 250).all()
+
+
+def test_evaluate_rejects_misaligned_inputs(data):
+    kwargs = dict(data, speaker_names=list(SPEAKERS))
+    with pytest.raises(ValueError, match="must align"):
+        ev.evaluate(**dict(kwargs, generated=data["real"][:-1]))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):
+        ev.evaluate(**dict(kwargs, generated=data["real"], speakers=data["speakers"] + 1))
+    with pytest.raises(ValueError, match="uint8"):
+        ev.evaluate(**dict(kwargs, generated=data["real"].astype(np.float32)))
