@@ -24,7 +24,8 @@ FRAME_W, FRAME_H = 320, 240
 FACE_SIDE = 160          # planted face side (dlib box about 125-150 px)
 SMALL_FACE_SIDE = 80     # planted face side of the "too small" video (dlib box about 72 px)
 MIN_FACE_SIZE = 100      # build option: keeps the big faces, drops the small one
-SECONDS = 3              # every planted video: frames sampled at 0, 1, 2 s
+SECONDS = 3              # planted videos: frames sampled at 0, 1, 2 s ...
+LONG_SECONDS = 6         # ... but "clip one.mp4": frames at 0..5 s, windows away from the start
 FPS = 10
 SPEAKERS = {"javiermuniz": "javiermuniz", "Zoë speaker": "jaimealtozano"}  # folder -> source
 
@@ -50,14 +51,14 @@ def _canvas(face: np.ndarray | None, side: int, left: int, top: int) -> np.ndarr
 
 
 def _write_video(path: pathlib.Path, image: np.ndarray | None, audio: np.ndarray | None,
-                 video_codec: str = "libx264", audio_codec: str = "aac") -> None:
-  """A SECONDS-long video of a still image with `audio` (16 kHz int16) as its soundtrack."""
+                 video_codec: str = "libx264", audio_codec: str = "aac", seconds: int = SECONDS) -> None:
+  """A `seconds`-long video of a still image with `audio` (16 kHz int16) as its soundtrack."""
   with av.open(str(path), "w") as out:
     video = out.add_stream(video_codec, rate=FPS)
     video.width, video.height, video.pix_fmt = FRAME_W, FRAME_H, "yuv420p"
     sound = out.add_stream(audio_codec, rate=16_000, layout="mono") if audio is not None else None
     frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-    for i in range(SECONDS * FPS):
+    for i in range(seconds * FPS):
       frame.pts = i
       for packet in video.encode(frame):
         out.mux(packet)
@@ -78,16 +79,16 @@ def planted(youtubers_dir, tmp_path_factory):
   jm, za = root / "javiermuniz", root / "Zoë speaker"
   jm.mkdir()
   za.mkdir()
-  specs = [  # (clip_id, source speaker, face index, face position, speech start, codecs)
-      ("javiermuniz/clip one.mp4", "javiermuniz", 0, (30, 20), 0, ("libx264", "aac")),
-      ("javiermuniz/clip2.MKV", "javiermuniz", 200, (140, 60), 20, ("mpeg4", "aac")),
-      ("Zoë speaker/second.MOV", "jaimealtozano", 0, (150, 30), 0, ("libx264", "aac")),
-      ("Zoë speaker/vid é.webm", "jaimealtozano", 300, (40, 70), 20, ("libvpx", "libopus")),
+  specs = [  # (clip_id, source speaker, face index, face position, speech start, codecs, seconds)
+      ("javiermuniz/clip one.mp4", "javiermuniz", 0, (30, 20), 0, ("libx264", "aac"), LONG_SECONDS),
+      ("javiermuniz/clip2.MKV", "javiermuniz", 200, (140, 60), 20, ("mpeg4", "aac"), SECONDS),
+      ("Zoë speaker/second.MOV", "jaimealtozano", 0, (150, 30), 0, ("libx264", "aac"), SECONDS),
+      ("Zoë speaker/vid é.webm", "jaimealtozano", 300, (40, 70), 20, ("libvpx", "libopus"), SECONDS),
   ]
-  for clip_id, source, face_index, (left, top), speech_start, (vcodec, acodec) in specs:
+  for clip_id, source, face_index, (left, top), speech_start, (vcodec, acodec), seconds in specs:
     canvas = _canvas(_true_rgb_face(youtubers_dir, source, face_index), FACE_SIDE, left, top)
-    speech = _speech(youtubers_dir, source, speech_start, SECONDS)
-    _write_video(root / clip_id, canvas, speech, vcodec, acodec)
+    speech = _speech(youtubers_dir, source, speech_start, seconds)
+    _write_video(root / clip_id, canvas, speech, vcodec, acodec, seconds)
     good[clip_id] = (canvas, speech, (left, top, left + FACE_SIDE, top + FACE_SIDE))
   face = _true_rgb_face(youtubers_dir, "javiermuniz", 100)
   speech = _speech(youtubers_dir, "javiermuniz", 40, SECONDS)
@@ -129,34 +130,39 @@ def test_report_counts_what_was_planted(built):
   assert report["failed_by_reason"] == {"unreadable": 2, "no_audio": 1, "no_video": 0}
   assert set(report["failed_files"]) == {"javiermuniz/broken.mp4", "javiermuniz/empty.mp4",
                                          "javiermuniz/mute.mp4"}
-  assert report["frames_sampled"] == 8 * SECONDS
+  assert report["frames_sampled"] == 7 * SECONDS + LONG_SECONDS
   assert report["dropped"] == {"no_face": 3, "face_too_small": 3, "too_short_audio": 3,
                                "silent_audio": 3, "split_gap": 2}
-  # 4 good videos x 3 frames = 12; per speaker the last 2 of 6 go to validation, and the
-  # first frame of the boundary video shares speech with them, so it is dropped.
-  assert report["faces_kept"] == 10
-  assert report["records"] == {"train": 6, "validation": 4}
+  # 4 good videos give 6 + 3 + 3 + 3 frames; per speaker the last 2 (round(0.25 * 9) and
+  # round(0.25 * 6)) go to validation, and the first frame of each boundary video shares
+  # speech with them, so it is dropped.
+  assert report["faces_kept"] == 13
+  assert report["records"] == {"train": 9, "validation": 4}
   sampled = report["faces_kept"] + sum(report["dropped"].values())
   assert sampled == report["frames_sampled"]
 
 
-def _records(data_dir, split):
-  import tensorflow_datasets as tfds  # noqa: F401 - registers nothing; the import below does
-  import data_prep.videos  # noqa: F401
+@pytest.fixture(scope="module")
+def splits(built):
+  """{split: (data source, decoded records)}, read back as the input pipeline will."""
+  import tensorflow_datasets as tfds
+  import data_prep.videos  # noqa: F401 - registers wav2pix_videos
 
-  source = tfds.data_source("wav2pix_videos", split=split, data_dir=str(data_dir))
-  return source, [source[i] for i in range(len(source))]
+  out = {}
+  for split in ("train", "validation"):
+    source = tfds.data_source("wav2pix_videos", split=split, data_dir=str(built[2]))
+    out[split] = source, [source[i] for i in range(len(source))]
+  return out
 
 
-def test_splits_are_contiguous_time_blocks(built):
-  _, _, data_dir, _ = built
-  source, train = _records(data_dir, "train")
-  _, validation = _records(data_dir, "validation")
+def test_splits_are_contiguous_time_blocks(splits):
+  source, train = splits["train"]
+  _, validation = splits["validation"]
   names = source.dataset_info.features["speaker"].names
   assert names == ["Zoë speaker", "javiermuniz"]
   as_key = lambda r: (r["clip_id"].decode() if isinstance(r["clip_id"], bytes) else r["clip_id"], int(r["frame"]))
   assert sorted(map(as_key, train)) == [("Zoë speaker/second.MOV", t) for t in (0, 1000, 2000)] + [
-      ("javiermuniz/clip one.mp4", t) for t in (0, 1000, 2000)]
+      ("javiermuniz/clip one.mp4", t) for t in range(0, LONG_SECONDS * 1000, 1000)]
   assert sorted(map(as_key, validation)) == [("Zoë speaker/vid é.webm", t) for t in (1000, 2000)] + [
       ("javiermuniz/clip2.MKV", t) for t in (1000, 2000)]
   for record in train + validation:
@@ -171,57 +177,59 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
   return float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
-def test_faces_are_crops_of_the_planted_faces_in_true_rgb(built):
-  _, good, data_dir, _ = built
-  _, records = _records(data_dir, "train")
-  _, more = _records(data_dir, "validation")
-  detector = extract.face_detector()
+def test_faces_are_crops_of_the_planted_faces_in_true_rgb(built, splits):
+  good = built[1]
+  records, more = splits["train"][1], splits["validation"][1]
   options = extract.ExtractOptions()
   for record in records + more:
     clip_id = record["clip_id"].decode() if isinstance(record["clip_id"], bytes) else record["clip_id"]
     canvas, _, (left, top, right, bottom) = good[clip_id]
     face = np.asarray(record["face"])
     assert face.shape == (options.face_size, options.face_size, 3) and face.dtype == np.uint8
-    # The detector finds the face where it was planted.
-    box, _ = extract.detect_face(detector, canvas, options)
-    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-    assert left < centre[0] < right and top < centre[1] < bottom, (clip_id, box)
-    # The stored face is that crop (square, with margin), up to video + JPEG compression.
-    crop = extract.square_crop_box(box, options.face_margin, FRAME_W, FRAME_H)
-    expected = np.asarray(Image.fromarray(canvas).crop(crop).resize(face.shape[:2], Image.LANCZOS))
+    # Found where it was planted: a square crop centred on the planted face, covering most of it.
+    x0, y0, x1, y1 = (int(v) for v in record["face_box"])
+    assert x1 - x0 == y1 - y0 >= MIN_FACE_SIZE, (clip_id, (x0, y0, x1, y1))
+    assert 0 <= x0 and 0 <= y0 and x1 <= FRAME_W and y1 <= FRAME_H
+    assert abs((x0 + x1) / 2 - (left + right) / 2) < 0.2 * FACE_SIDE, (clip_id, (x0, y0, x1, y1))
+    assert abs((y0 + y1) / 2 - (top + bottom) / 2) < 0.2 * FACE_SIDE, (clip_id, (x0, y0, x1, y1))
+    overlap = max(0, min(x1, right) - max(x0, left)) * max(0, min(y1, bottom) - max(y0, top))
+    assert overlap > 0.6 * FACE_SIDE**2, clip_id
+    # The stored face is that crop of the planted image, up to video + JPEG compression.
+    expected = np.asarray(Image.fromarray(canvas).crop((x0, y0, x1, y1)).resize(face.shape[:2], Image.LANCZOS))
     assert _correlation(face, expected) > 0.9, clip_id
     # True RGB: channel means match the planted image (a red/blue swap would not).
-    np.testing.assert_allclose(face.reshape(-1, 3).mean(0), expected.reshape(-1, 3).mean(0), atol=12)
+    np.testing.assert_allclose(face.reshape(-1, 3).mean(0), expected.reshape(-1, 3).mean(0), atol=8)
     assert _correlation(face, expected[..., ::-1]) < _correlation(face, expected) - 0.02
     # And it is not another planted face.
     for other_id, (other_canvas, _, _) in good.items():
       if other_id != clip_id:
-        other = np.asarray(Image.fromarray(other_canvas).crop(crop).resize(face.shape[:2], Image.LANCZOS))
-        assert _correlation(face, other) < _correlation(face, expected)
+        other = np.asarray(Image.fromarray(other_canvas).crop((x0, y0, x1, y1)).resize(face.shape[:2]))
+        assert _correlation(face, other) < _correlation(face, expected) - 0.1, (clip_id, other_id)
 
 
-def test_speech_is_the_planted_speech_around_the_frame(built):
-  _, good, data_dir, _ = built
-  _, records = _records(data_dir, "train")
-  _, more = _records(data_dir, "validation")
+def test_speech_is_the_planted_speech_around_the_frame(built, splits):
+  from scipy import signal
+
+  good = built[1]
+  records, more = splits["train"][1], splits["validation"][1]
   for record in records + more:
     clip_id = record["clip_id"].decode() if isinstance(record["clip_id"], bytes) else record["clip_id"]
     _, speech, _ = good[clip_id]
-    waveform = np.asarray(record["waveform"])
-    assert waveform.dtype == np.int16
-    frame_s = int(record["frame"]) / 1000
-    # frame +- 2 s clipped to the video: starts at 0 here, ends at min(frame + 2, length).
-    expected_len = int(min(frame_s + 2.0, SECONDS) * 16_000)
-    assert abs(len(waveform) - expected_len) <= 1100, (clip_id, len(waveform), expected_len)
-    # Cross-correlation against the source: the best lag is the codec delay at most.
-    n = min(len(waveform), len(speech))
-    x, y = waveform[:n].astype(np.float64), speech[:n].astype(np.float64)
-    lags = np.arange(-1100, 1101)
-    scores = [np.dot(x[max(0, l):n + min(0, l)], y[max(0, -l):n - max(0, l)]) for l in lags]
-    best = int(lags[int(np.argmax(scores))])
-    assert abs(best) <= 1100, (clip_id, best)
-    shifted = _correlation(x[max(0, best):n + min(0, best)], y[max(0, -best):n - max(0, best)])
-    assert shifted > 0.8, (clip_id, best, shifted)
+    waveform = np.asarray(record["waveform"]).astype(np.float64)
+    assert record["waveform"].dtype == np.int16
+    frame_s, length_s = int(record["frame"]) / 1000, len(speech) / 16_000
+    # Frame time +- 2 s, clipped to the video.
+    start, end = max(frame_s - 2.0, 0.0), min(frame_s + 2.0, length_s)
+    assert abs(len(waveform) - (end - start) * 16_000) <= 1100, (clip_id, frame_s, len(waveform))
+    # Where in the source speech does it come from? The best cross-correlation lag must be the
+    # window start, give or take the codec delay (AAC priming is 1024 samples).
+    source = speech.astype(np.float64)
+    scores = signal.correlate(source, waveform, mode="full")  # index k: lag k - (len(waveform) - 1)
+    lag = int(np.argmax(scores)) - (len(waveform) - 1)
+    assert abs(lag - start * 16_000) <= 1100, (clip_id, frame_s, lag)
+    skip = max(0, -lag)  # samples of the waveform before the source starts (codec delay)
+    n = min(len(waveform) - skip, len(source) - max(lag, 0))
+    assert _correlation(waveform[skip:skip + n], source[max(lag, 0):max(lag, 0) + n]) > 0.8, (clip_id, frame_s, lag)
 
 
 def test_rebuild_with_other_options_needs_overwrite(built):

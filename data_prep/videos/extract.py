@@ -75,6 +75,7 @@ class Record:
 
   waveform: np.ndarray  # int16, 16 kHz mono
   face_jpeg: bytes
+  face_box: tuple[int, int, int, int]  # the square crop (left, top, right, bottom) in frame pixels
   frame_ms: int
   window_ms: tuple[int, int]
 
@@ -179,7 +180,7 @@ def _rotate_for_display(image: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
 
 
 def _decode(path: pathlib.Path, options: ExtractOptions, detector) -> Iterator[tuple[str, object]]:
-  """One pass over the file: yields ("face", (frame_s, crop_jpeg | drop reason)) and finally
+  """One pass over the file: yields ("face", (frame_s, (jpeg, box) | drop reason)) and finally
   ("audio", (int16 16 kHz mono samples, start time in s))."""
   try:
     container = av.open(str(path), metadata_errors="ignore")
@@ -227,7 +228,7 @@ def _decode(path: pathlib.Path, options: ExtractOptions, detector) -> Iterator[t
     yield "audio", (samples, audio_start_s)
 
 
-def _face_or_reason(detector, image: np.ndarray, options: ExtractOptions) -> bytes | str:
+def _face_or_reason(detector, image: np.ndarray, options: ExtractOptions) -> tuple[bytes, tuple] | str:
   found = detect_face(detector, image, options)
   if found is None:
     return "no_face"
@@ -235,7 +236,8 @@ def _face_or_reason(detector, image: np.ndarray, options: ExtractOptions) -> byt
   if min(box[2] - box[0], box[3] - box[1]) < options.min_face_size:
     return "face_too_small"
   height, width = image.shape[:2]
-  return encode_face(image, square_crop_box(box, options.face_margin, width, height), options)
+  crop = square_crop_box(box, options.face_margin, width, height)
+  return encode_face(image, crop, options), crop
 
 
 def extract_video(path: pathlib.Path, options: ExtractOptions, detector=None) -> VideoResult:
@@ -267,6 +269,6 @@ def extract_video(path: pathlib.Path, options: ExtractOptions, detector=None) ->
     if rms < options.silence_rms:
       result.dropped["silent_audio"] += 1
       continue
-    result.records.append(Record(waveform=waveform, face_jpeg=face,
+    result.records.append(Record(waveform=waveform, face_jpeg=face[0], face_box=face[1],
                                  frame_ms=int(round(frame_s * 1000)), window_ms=window_ms))
   return result

@@ -21,6 +21,7 @@ import tempfile
 import time
 from typing import Iterator
 
+import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
@@ -37,8 +38,9 @@ paper built its YouTubers dataset: frames sampled at a fixed rate (default 1 per
 most confident dlib frontal face of each frame cropped square with a margin (stored as a JPEG,
 true RGB, 128 x 128 by default), paired with the speech around the frame (default frame time
 +- 2 s, clipped to the video) as 16 kHz mono int16. `clip_id` is the video path relative to the
-videos folder; `frame` is the frame time in milliseconds. Speaker labels are the sorted speaker
-folder names.
+videos folder; `frame` is the frame time in milliseconds; the extra `face_box` is the square
+crop (left, top, right, bottom) in pixels of the (display-rotated) frame. Speaker labels are the
+sorted speaker folder names.
 
 Splits are carved per speaker by contiguous time blocks, never at random: each speaker's
 records in time order (videos sorted by path, then frame time) go to "train", except the last
@@ -56,6 +58,7 @@ class _Item:
   clip_id: str
   frame_ms: int
   window_ms: tuple[int, int]
+  face_box: tuple[int, int, int, int]
   spill_path: str
   index: int
 
@@ -117,7 +120,8 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(
         description=_DESCRIPTION,
         # Speaker names come from the folders found, set in _split_generators.
-        features=record_features(None, face_format="jpeg"),
+        features=record_features(
+            None, face_format="jpeg", face_box=tfds.features.Tensor(shape=(4,), dtype=np.int32)),
         supervised_keys=("waveform", "face"),
         homepage="https://imatge-upc.github.io/wav2pix/",
     )
@@ -196,7 +200,7 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
       spill_path = str(self._spill_dir / f"{number:07d}.pkl")
       with open(spill_path, "wb") as f:
         pickle.dump([(r.waveform, r.face_jpeg) for r in result.records], f, protocol=pickle.HIGHEST_PROTOCOL)
-      items.extend(_Item(speaker, clip_id, r.frame_ms, r.window_ms, spill_path, i)
+      items.extend(_Item(speaker, clip_id, r.frame_ms, r.window_ms, r.face_box, spill_path, i)
                    for i, r in enumerate(result.records))
     return items, report
 
@@ -214,4 +218,5 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
           "speaker_name": item.speaker,
           "clip_id": item.clip_id,
           "frame": item.frame_ms,
+          "face_box": np.asarray(item.face_box, np.int32),
       }
