@@ -3,7 +3,9 @@
     python -m data_prep.videos.build --videos=PATH --data_dir=DIR [--frames_per_second=1 ...]
 
 Read it back with `tfds.data_source("wav2pix_videos", split="train", data_dir=DIR)`
-(after `import data_prep.videos`). The build report is written beside the prepared dataset.
+(after `import data_prep.videos`). The build report is written beside the prepared dataset
+(DIR/wav2pix_videos/1.0.0/build_report.json), logged, and printed. One DIR holds one build:
+asking for other videos or options where a build exists is an error unless --overwrite.
 """
 
 import dataclasses
@@ -78,8 +80,16 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _VIDEOS.value:
     raise app.UsageError("--videos=PATH is required (a folder with one subfolder per speaker)")
-  options = extract.ExtractOptions(**{name: flag.value for name, flag in _OPTION_FLAGS.items()})
-  report = build(_VIDEOS.value, _DATA_DIR.value, options, _VALIDATION_FRACTION.value, _OVERWRITE.value)
+  try:
+    options = extract.ExtractOptions(**{name: flag.value for name, flag in _OPTION_FLAGS.items()})
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  if not 0.0 <= _VALIDATION_FRACTION.value < 1.0:
+    raise app.UsageError(f"--validation_fraction must be in [0, 1), got {_VALIDATION_FRACTION.value}")
+  try:
+    report = build(_VIDEOS.value, _DATA_DIR.value, options, _VALIDATION_FRACTION.value, _OVERWRITE.value)
+  except (FileNotFoundError, ValueError) as e:
+    raise SystemExit(f"error: {e}") from None
   print(json.dumps(report, indent=2, ensure_ascii=False))
 
 

@@ -51,22 +51,22 @@ class ExtractOptions:
   jpeg_quality: int = 95
 
   def __post_init__(self):
-    checks = {
-        "frames_per_second": self.frames_per_second > 0,
-        "face_margin": self.face_margin >= 0,
-        "min_face_size": self.min_face_size >= 0,
-        "face_size": self.face_size > 0,
-        "speech_seconds": self.speech_seconds > 0,
-        "min_speech_seconds": 0 < self.min_speech_seconds <= self.speech_seconds,
-        "silence_rms": self.silence_rms >= 0,
-        "detect_max_side": self.detect_max_side >= 80,
-        "detector_upsample": self.detector_upsample >= 0,
-        "jpeg_quality": 1 <= self.jpeg_quality <= 100,
+    checks = {  # name: (valid, what is expected)
+        "frames_per_second": (self.frames_per_second > 0, "> 0"),
+        "face_margin": (self.face_margin >= 0, ">= 0"),
+        "min_face_size": (self.min_face_size >= 0, ">= 0"),
+        "face_size": (self.face_size > 0, "> 0"),
+        "speech_seconds": (self.speech_seconds > 0, "> 0"),
+        "min_speech_seconds": (0 < self.min_speech_seconds <= self.speech_seconds, "in (0, speech_seconds]"),
+        "silence_rms": (self.silence_rms >= 0, ">= 0"),
+        "detect_max_side": (self.detect_max_side >= 80, ">= 80 (dlib finds faces of 80 px and up)"),
+        "detector_upsample": (self.detector_upsample >= 0, ">= 0"),
+        "jpeg_quality": (1 <= self.jpeg_quality <= 100, "in [1, 100]"),
     }
-    bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
+    bad = [f"{name}={getattr(self, name)!r} (expected {expected})"
+           for name, (ok, expected) in checks.items() if not ok]
     if bad:
-      raise ValueError(f"invalid video extraction options: {', '.join(bad)} "
-                       "(min_speech_seconds must be in (0, speech_seconds], detect_max_side >= 80)")
+      raise ValueError(f"invalid video extraction options: {'; '.join(bad)}")
 
 
 @dataclasses.dataclass

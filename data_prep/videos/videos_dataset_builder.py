@@ -7,7 +7,11 @@ Layout read (the manual dir):
 Build (see `build.py` for every option):
 
     .venv/bin/python -m data_prep.videos.build --videos=PATH --data_dir=DIR
-    PYTHONPATH=. .venv/bin/tfds build data_prep/videos --manual_dir=PATH --data_dir=DIR  # defaults only
+
+or, default options only, with the TFDS CLI (which needs apache-beam installed: tfds 4.9.10's
+`tfds` command imports it at start-up, even for builders that do not use Beam):
+
+    PYTHONPATH=. tfds build data_prep/videos --manual_dir=PATH --data_dir=DIR
 """
 
 import collections
