@@ -99,6 +99,12 @@ def planted(youtubers_dir, tmp_path_factory):
   _write_video(jm / "noface.mp4", _canvas(None, 0, 0, 0), speech)
   _write_video(jm / "small.mp4", _canvas(face, SMALL_FACE_SIDE, 60, 40), speech)
   _write_video(jm / "short_audio.mp4", _canvas(face, FACE_SIDE, 60, 40), speech[:8_000])
+  with av.open(str(jm / "sound only.mp4"), "w") as out:  # an audio file with a video extension
+    sound = out.add_stream("aac", rate=16_000, layout="mono")
+    samples = av.AudioFrame.from_ndarray((speech.astype(np.float32) / 32768.0)[None], format="fltp", layout="mono")
+    samples.sample_rate, samples.pts = 16_000, 0
+    for packet in [*sound.encode(samples), *sound.encode()]:
+      out.mux(packet)
   (za / "notes.txt").write_text("not a video")
   (root / "empty speaker").mkdir()
   return root, good
@@ -106,7 +112,7 @@ def planted(youtubers_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(planted, tmp_path_factory):
-  """Builds through the module CLI, as a user would; returns (root, good, data_dir, report, secs)."""
+  """Builds through the module CLI, as a user would; returns (root, good, data_dir, report)."""
   root, good = planted
   data_dir = tmp_path_factory.mktemp("tfds")
   command = [sys.executable, "-m", "data_prep.videos.build", f"--videos={root}", f"--data_dir={data_dir}",
@@ -124,12 +130,13 @@ def built(planted, tmp_path_factory):
 def test_report_counts_what_was_planted(built):
   _, _, _, report = built
   assert report["speakers"] == ["Zoë speaker", "javiermuniz"]  # "empty speaker" holds no video
-  assert report["videos_found"] == 11
-  assert report["videos_failed"] == 3
+  assert report["videos_found"] == 12
+  assert report["videos_failed"] == 4
   assert report["videos_read"] == 8
-  assert report["failed_by_reason"] == {"unreadable": 2, "no_audio": 1, "no_video": 0}
-  assert set(report["failed_files"]) == {"javiermuniz/broken.mp4", "javiermuniz/empty.mp4",
-                                         "javiermuniz/mute.mp4"}
+  assert report["failed_by_reason"] == {"unreadable": 2, "no_audio": 1, "no_video": 1}
+  assert {k: v.split(":")[0] for k, v in report["failed_files"].items()} == {
+      "javiermuniz/broken.mp4": "unreadable", "javiermuniz/empty.mp4": "unreadable",
+      "javiermuniz/mute.mp4": "no_audio", "javiermuniz/sound only.mp4": "no_video"}
   assert report["frames_sampled"] == 7 * SECONDS + LONG_SECONDS
   assert report["dropped"] == {"no_face": 3, "face_too_small": 3, "too_short_audio": 3,
                                "silent_audio": 3, "split_gap": 2}
@@ -138,6 +145,8 @@ def test_report_counts_what_was_planted(built):
   # speech with them, so it is dropped.
   assert report["faces_kept"] == 13
   assert report["records"] == {"train": 9, "validation": 4}
+  assert report["per_speaker"] == {"Zoë speaker": {"videos": 2, "train": 3, "validation": 2},
+                                   "javiermuniz": {"videos": 10, "train": 6, "validation": 2}}
   sampled = report["faces_kept"] + sum(report["dropped"].values())
   assert sampled == report["frames_sampled"]
 
