@@ -256,3 +256,17 @@ def test_errors(data_dir, tmp_path):
     input_pipeline.create_train_iterator(make_cfg(data_dir), **{**kwargs, "process_index": 2})
   with pytest.raises(ValueError, match="num_workers"):
     input_pipeline.create_train_iterator(make_cfg(data_dir, num_workers=-1), **kwargs)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_decode_face_resizes_to_minus_one_one(fmt):
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  buffer = io.BytesIO()
+  Image.fromarray(np.broadcast_to(np.uint8([200, 40, 90]), (221, 203, 3)).copy()).save(buffer, format=fmt)
+  face = input_pipeline.decode_face(buffer.getvalue(), 64)
+  assert face.shape == (64, 64, 3) and face.dtype == np.float32
+  np.testing.assert_allclose(face.reshape(-1, 3).mean(0), np.array([200, 40, 90]) / 127.5 - 1, atol=0.03)
+  grey = input_pipeline.decode_face(np.zeros((10, 30, 3), np.uint8), 8)  # arrays too; upsampling works
+  assert grey.shape == (8, 8, 3) and np.all(grey == -1.0)
