@@ -181,8 +181,8 @@ class _StreamResampler:
     return out.astype(np.float32, copy=False)
 
 
-def _soundfile_blocks(path: str) -> tuple[int, Iterator[np.ndarray]]:
-  """(sample_rate, mono float32 blocks) via libsndfile; raises if libsndfile can't open it."""
+def _soundfile_blocks(path: str) -> tuple[int, int | None, Iterator[np.ndarray]]:
+  """(sample_rate, frames, mono float32 blocks) via libsndfile; raises if libsndfile can't open it."""
   import soundfile  # pylint: disable=g-import-not-at-top
 
   f = soundfile.SoundFile(path)
@@ -192,11 +192,11 @@ def _soundfile_blocks(path: str) -> tuple[int, Iterator[np.ndarray]]:
       for block in f.blocks(blocksize=_CHUNK_SAMPLES, dtype="float32", always_2d=True):
         yield block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
 
-  return f.samplerate, blocks()
+  return f.samplerate, (f.frames if 0 < f.frames < 2**40 else None), blocks()
 
 
-def _pyav_blocks(path: str) -> tuple[int, Iterator[np.ndarray]]:
-  """(sample_rate, mono float32 blocks) via FFmpeg (PyAV): compressed audio, video sound tracks."""
+def _pyav_blocks(path: str) -> tuple[int, int | None, Iterator[np.ndarray]]:
+  """(sample_rate, estimated frames, mono float32 blocks) via FFmpeg (PyAV): compressed audio, video sound tracks."""
   import av  # pylint: disable=g-import-not-at-top
 
   container = av.open(path)
@@ -208,6 +208,12 @@ def _pyav_blocks(path: str) -> tuple[int, Iterator[np.ndarray]]:
     rate = stream.codec_context.sample_rate or stream.rate
     if not rate:
       raise AudioError(f"{path}: audio stream has no sample rate")
+    if stream.duration and stream.time_base:
+      frames = int(stream.duration * stream.time_base * rate)
+    elif container.duration:
+      frames = int(container.duration * rate / av.time_base)
+    else:
+      frames = None
   except BaseException:
     container.close()
     raise
@@ -226,7 +232,7 @@ def _pyav_blocks(path: str) -> tuple[int, Iterator[np.ndarray]]:
         yield from to_mono(resampler.resample(frame))
       yield from to_mono(resampler.resample(None))
 
-  return int(rate), blocks()
+  return int(rate), frames, blocks()
 
 
 def load_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -241,11 +247,11 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np
   if os.path.getsize(path) == 0:
     raise AudioError(f"{path}: empty file")
   try:
-    rate, blocks = _soundfile_blocks(path)
+    rate, frames, blocks = _soundfile_blocks(path)
   except Exception:  # pylint: disable=broad-except
     # libsndfile doesn't know the format (m4a, video, ...): FFmpeg reads nearly everything.
     try:
-      rate, blocks = _pyav_blocks(path)
+      rate, frames, blocks = _pyav_blocks(path)
     except AudioError:
       raise
     except Exception as e:  # pylint: disable=broad-except
@@ -253,21 +259,48 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np
   if rate < 1:
     raise AudioError(f"{path}: invalid sample rate {rate}")
   resampler = _StreamResampler(int(rate), sample_rate)
-  pieces = []
+  expected = -(-frames * sample_rate // rate) if frames and frames < 2**36 else None
+  output = _Growable(expected)
   try:
     for block in blocks:
       if not np.all(np.isfinite(block)):
         raise AudioError(f"{path}: decoded audio contains NaN or infinite samples")
-      pieces.extend(resampler.push(block))
-    pieces.extend(resampler.flush())
+      for piece in resampler.push(block):
+        output.append(piece)
+    for piece in resampler.flush():
+      output.append(piece)
   except AudioError:
     raise
   except Exception as e:  # pylint: disable=broad-except
     raise AudioError(f"{path}: corrupt or unreadable audio data ({_one_line(e)})") from None
-  waveform = np.concatenate(pieces) if pieces else np.zeros((0,), np.float32)
+  waveform = output.array()
   if waveform.shape[0] == 0:
     raise AudioError(f"{path}: contains no audio samples")
   return waveform
+
+
+class _Growable:
+  """float32 output buffer: sized up front when the length is known, grown by 1.5x otherwise."""
+
+  def __init__(self, capacity: int | None):
+    self._data = np.empty(max(capacity or 0, 1 << 16), np.float32)
+    self._size = 0
+
+  def append(self, piece: np.ndarray) -> None:
+    end = self._size + piece.shape[0]
+    if end > self._data.shape[0]:
+      grown = np.empty(max(end, self._data.shape[0] * 3 // 2), np.float32)
+      grown[:self._size] = self._data[:self._size]
+      self._data = grown
+    self._data[self._size:end] = piece
+    self._size = end
+
+  def array(self) -> np.ndarray:
+    if self._size == self._data.shape[0]:
+      return self._data
+    if self._size * 4 >= self._data.shape[0] * 3:
+      return self._data[:self._size]  # a view: at most 1/4 of the buffer is wasted
+    return self._data[:self._size].copy()
 
 
 def _one_line(e: BaseException) -> str:
