@@ -226,3 +226,172 @@ def save_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path
+
+
+# ----------------------------------------------------------------------------- workdir evaluation / CLI
+
+
+def _centred(waveform: np.ndarray, window: int) -> np.ndarray:
+    """The centred `window` of a clip: the samples the model sees in evaluation (audio.preprocess)."""
+    start = max(0, (waveform.shape[0] - window) // 2)
+    return waveform[start:start + window]
+
+
+def _train_faces(input_cfg, info, *, image_size: int, per_speaker: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `per_speaker` real faces per speaker, evenly spaced over the train split (uint8 RGB)."""
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+    from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
+    from wav2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
+    split = input_cfg.get("train_split", "train")
+    source = tfds.data_source(info.name, split=split, data_dir=info.data_dir,
+                              decoders={"face": tfds.decode.SkipDecoding()})
+    speakers = np.array([int(source[i]["speaker"]) for i in range(len(source))], np.int64)
+    keys = []
+    for s in range(info.num_speakers):
+        own = np.flatnonzero(speakers == s)
+        if own.size == 0:
+            raise ValueError(f"speaker {info.speaker_names[s]!r} has no faces in split {split!r}: "
+                             "the identity classifier needs real faces of every speaker")
+        keys.extend(own[np.unique(np.linspace(0, own.size - 1, min(per_speaker, own.size)).round().astype(int))])
+    faces = np.stack([
+        inference.to_uint8(input_pipeline.decode_face(source[int(k)]["face"], image_size)) for k in keys])
+    return faces, speakers[keys]
+
+
+def evaluate_workdir(
+    workdir: str,
+    *,
+    split: str = "test",
+    out_dir: str | os.PathLike,
+    step: int | None = None,
+    max_examples: int | None = None,
+    batch_size: int = 32,
+    train_faces_per_speaker: int = 100,
+    data_dir: str | None = None,
+    grid_per_speaker: int = 8,
+) -> dict:
+    """Generates faces for `split` with a trained workdir's generator, evaluates, writes report + grid."""
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+    from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
+    from wav2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
+    generator = inference.load(workdir, step, batch_size=batch_size)
+    config = generator.config
+    input_cfg = config.input
+    if data_dir is not None:
+        input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
+    info = input_pipeline.get_dataset_info(input_cfg)
+    if info.num_speakers != generator.num_speakers or (
+            generator.speaker_names and tuple(generator.speaker_names) != tuple(info.speaker_names)):
+        raise ValueError(f"the checkpoint was trained on speakers {generator.speaker_names} "
+                         f"({generator.num_speakers}) but dataset {info.name!r} has {list(info.speaker_names)}")
+    size = generator.image_size
+
+    generated, real, speakers = [], [], []
+    for batch in input_pipeline.create_eval_iterator(
+            input_cfg, split=split, batch_size=batch_size, image_size=size, max_examples=max_examples,
+            process_index=0, process_count=1):
+        mask = np.asarray(batch["mask"], bool)
+        if not mask.any():
+            continue
+        generated.append(generator.generate_preprocessed(batch["waveform"][mask]))
+        real.append(inference.to_uint8(batch["face"][mask]))
+        speakers.append(np.asarray(batch["speaker"])[mask])
+    generated, real, speakers = np.concatenate(generated), np.concatenate(real), np.concatenate(speakers)
+
+    # Loudness of the raw (not peak-normalised) window the model heard; the eval iterator reads
+    # records in order, so record i is example i.
+    source = tfds.data_source(info.name, split=split, data_dir=info.data_dir,
+                              decoders={"face": tfds.decode.SkipDecoding()})
+    loudness = face_metrics.loudness_db(
+        [_centred(np.asarray(source[i]["waveform"]), generator.window) for i in range(len(generated))])
+
+    train_real, train_speakers = _train_faces(input_cfg, info, image_size=size,
+                                              per_speaker=train_faces_per_speaker)
+    report = evaluate(generated=generated, real=real, speakers=speakers, loudness=loudness,
+                      train_real=train_real, train_speakers=train_speakers,
+                      speaker_names=list(info.speaker_names))
+    report["run"] = {
+        "workdir": os.path.abspath(os.path.expanduser(str(workdir))),
+        "step": generator.step,
+        "dataset": info.name,
+        "split": split,
+        "train_faces_per_speaker": train_faces_per_speaker,
+    }
+    write_report(report, out_dir)
+    save_grid(pathlib.Path(out_dir) / "grid.png", real=real, generated=generated, speakers=speakers,
+              speaker_names=list(info.speaker_names), per_speaker=grid_per_speaker)
+    return report
+
+
+def _with_overrides(cfg, **overrides):
+    """A copy of a ConfigDict section with some fields replaced."""
+    cfg = cfg.copy_and_resolve_references()
+    for key, value in overrides.items():
+        cfg[key] = value
+    return cfg
+
+
+def summary(report: dict) -> str:
+    """A few readable lines: one per row."""
+    lines = [f"{report['num_examples']} examples, {len(report['speaker_names'])} speakers "
+             f"(identity chance {1 / len(report['speaker_names']):.1%})"]
+    for name, row in report["rows"].items():
+        fd = row["frechet_distance"]
+        corr = (row["expressivity"] or {}).get("loudness_correlation")
+        lines.append(
+            f"{name:>10}: detection {row['face_detection_rate']:.1%}  identity {row['identity']['accuracy']:.1%}  "
+            f"FD {'n/a' if fd is None else f'{fd:.3f}'}  mouth~loudness r "
+            f"{'n/a' if corr is None else f'{corr:+.2f}'}")
+    return "\n".join(lines)
+
+
+def _parser():
+    import argparse  # pylint: disable=g-import-not-at-top
+
+    parser = argparse.ArgumentParser(
+        prog="wav2pix-evaluate", description="The paper's metrics for a trained Wav2Pix workdir.")
+    parser.add_argument("--workdir", required=True, help="training workdir (or its checkpoints/ dir)")
+    parser.add_argument("--split", default="test", help="dataset split to evaluate (default: test)")
+    parser.add_argument("--out", required=True, help="output folder for report.json and grid.png")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    parser.add_argument("--max_examples", type=int, default=None, help="evaluate only the first N examples")
+    parser.add_argument("--batch_size", type=int, default=32, help="waveforms per generator call")
+    parser.add_argument("--train_faces_per_speaker", type=int, default=100,
+                        help="real training faces per speaker for the identity classifier / FD reference")
+    parser.add_argument("--data_dir", default=None, help="override config.input.data_dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: evaluate, print a summary; errors as one line on stderr and exit status 1."""
+    import sys  # pylint: disable=g-import-not-at-top
+
+    args = _parser().parse_args(argv)
+    for name in ("max_examples", "batch_size", "train_faces_per_speaker"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"wav2pix-evaluate: error: --{name} must be a positive integer, got {value}", file=sys.stderr)
+            return 2
+    try:
+        report = evaluate_workdir(args.workdir, split=args.split, out_dir=args.out, step=args.step,
+                                  max_examples=args.max_examples, batch_size=args.batch_size,
+                                  train_faces_per_speaker=args.train_faces_per_speaker, data_dir=args.data_dir)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"wav2pix-evaluate: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    print(summary(report))
+    print(f"report: {pathlib.Path(args.out) / REPORT_FILENAME}")
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point (wav2pix-evaluate)."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    run()

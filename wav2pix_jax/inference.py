@@ -1,0 +1,215 @@
+"""Load a trained generator from a workdir and turn speech into faces (uint8 RGB).
+
+    generator = inference.load("workdirs/base")          # latest checkpoint
+    faces = generator.generate(waveform, 16_000)         # [1, S, S, 3]: the centred 1 s window
+    frames = generator.generate(waveform, 16_000, every=0.04)  # one face per 40 ms hop
+
+Only the generator side (speech encoder, speaker classifier, generator: params, BatchNorm
+statistics, spectral-norm vectors) is restored from the Orbax checkpoint; the discriminator and the
+optimizer states are never read. The model is rebuilt from the workdir's config.json (or the config
+stored with the checkpoint) through `factory.make_generator`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from wav2pix_jax import audio
+from wav2pix_jax import checkpoints
+from wav2pix_jax import factory
+
+DEFAULT_BATCH_SIZE = 32  # windows per device call: bounds memory for long recordings
+
+
+def _find_checkpoints(path: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path | None, int | None]:
+    """(checkpoints dir, workdir or None, step fixed by the path or None) for any of the accepted paths."""
+    path = pathlib.Path(path).expanduser().absolute()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such workdir or checkpoint directory")
+    if not path.is_dir():
+        raise ValueError(f"{path}: expected a workdir or a checkpoint directory, got a file")
+    if (path / "checkpoints").is_dir():
+        return path / "checkpoints", path, None
+    if path.name.isdigit() and (path / "state").is_dir():  # one step: <workdir>/checkpoints/<step>
+        ckpt_dir = path.parent
+        workdir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else None
+        return ckpt_dir, workdir, int(path.name)
+    if any(p.name.isdigit() and p.is_dir() for p in path.iterdir()):
+        return path, path.parent if path.name == "checkpoints" else None, None
+    raise ValueError(f"{path}: neither a workdir (with checkpoints/) nor a checkpoint directory "
+                     "(with numbered step folders); has training saved a checkpoint yet?")
+
+
+@dataclasses.dataclass
+class FaceGenerator:
+    """A restored generator: speech -> faces. Build it with `load`."""
+
+    config: ml_collections.ConfigDict
+    num_speakers: int
+    speaker_names: tuple[str, ...] | None
+    step: int
+    variables: dict  # {"params", "batch_stats", "spectral"} of the G side
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def __post_init__(self):
+        self._model = factory.make_generator(self.config.model, self.num_speakers)
+        model = self._model
+
+        def forward(variables, waveform, rng, sample):
+            def fn(m, w):
+                # The encoder always runs in inference mode (BatchNorm running statistics);
+                # `sample` only switches the generator's dropout on, its one source of randomness.
+                return m.generator(m.encoder(w, train=False), train=sample, update_spectral=False)
+            return model.apply(variables, waveform, method=fn, rngs={"dropout": rng})
+
+        self._forward = jax.jit(forward, static_argnums=3)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.model.image_size)
+
+    @property
+    def window(self) -> int:
+        """Samples per model input (config.input.audio_samples)."""
+        return int(self.config.input.audio_samples)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config.input.get("sample_rate", audio.SAMPLE_RATE))
+
+    def generate_preprocessed(self, waveforms: np.ndarray, *, sample: bool = False, seed: int = 0) -> np.ndarray:
+        """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window], in fixed-size chunks."""
+        waveforms = np.asarray(waveforms, np.float32)
+        if waveforms.ndim != 2 or waveforms.shape[1] != self.window:
+            raise ValueError(f"preprocessed waveforms must be [B, {self.window}], got {waveforms.shape}")
+        out = np.zeros((waveforms.shape[0], self.image_size, self.image_size, 3), np.uint8)
+        key = jax.random.PRNGKey(seed)
+        for index, start in enumerate(range(0, waveforms.shape[0], self.batch_size)):
+            chunk = waveforms[start:start + self.batch_size]
+            rows = chunk.shape[0]
+            if rows < self.batch_size:  # one compiled shape, whatever the length
+                chunk = np.concatenate([chunk, np.zeros((self.batch_size - rows, self.window), np.float32)])
+            images = self._forward(self.variables, jnp.asarray(chunk), jax.random.fold_in(key, index), bool(sample))
+            out[start:start + rows] = to_uint8(np.asarray(images[:rows]))
+        return out
+
+    def generate(self, waveform: np.ndarray, sample_rate: int, *, every: float | None = None,
+                 sample: bool = False, seed: int = 0) -> np.ndarray:
+        """uint8 [N, S, S, 3] faces from a raw mono waveform at `sample_rate`.
+
+        every=None: one face from the centred `window` (the model's input length, 1 s in the paper).
+        every=seconds: one face per window starting at 0, every, 2 every, ... (silent windows give
+        the face of an all-zero input). sample=True switches the generator's dropout on (seeded).
+        """
+        waveform = self._resampled(waveform, sample_rate)
+        if every is None:
+            windows = audio.preprocess(waveform, window=self.window, preemphasis=self._preemphasis)[None]
+        else:
+            if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
+                raise ValueError(f"every must be a positive number of seconds, got {every!r}")
+            hop = max(1, int(round(every * self.sample_rate)))
+            windows = audio.windows(waveform, window=self.window, hop=hop, preemphasis=self._preemphasis,
+                                    silent="zeros")
+        return self.generate_preprocessed(windows, sample=sample, seed=seed)
+
+    @property
+    def _preemphasis(self) -> float:
+        return float(self.config.input.get("preemphasis", audio.PREEMPHASIS))
+
+    def _resampled(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+        waveform = np.asarray(waveform)
+        if waveform.ndim != 1:
+            raise ValueError(f"waveform must be mono [T], got shape {waveform.shape}; average the channels first")
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 1:
+            raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+        if np.issubdtype(waveform.dtype, np.integer):
+            waveform = waveform.astype(np.float32) / 32768.0
+        waveform = waveform.astype(np.float32)
+        if sample_rate == self.sample_rate:
+            return waveform
+        import scipy.signal  # pylint: disable=g-import-not-at-top
+
+        g = math.gcd(int(sample_rate), self.sample_rate)
+        return scipy.signal.resample_poly(waveform, self.sample_rate // g, int(sample_rate) // g).astype(np.float32)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images in [-1, 1] -> uint8 in [0, 255]."""
+    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _config_and_meta(ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step: int):
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+    manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(create=False),
+                                    item_names=checkpoints.ITEMS)
+    meta = checkpoints.load_meta(manager, step)
+    config_path = workdir / "config.json" if workdir is not None else None
+    if config_path is not None and config_path.is_file():
+        config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    elif meta.get("config"):
+        config = ml_collections.ConfigDict(meta["config"])
+    else:
+        raise ValueError(f"{ckpt_dir}: no config.json in the workdir and no config stored with step {step}")
+    num_speakers = meta.get("num_speakers")
+    names = meta.get("speaker_names")
+    if num_speakers is None and workdir is not None and (workdir / "dataset.json").is_file():
+        dataset = json.loads((workdir / "dataset.json").read_text())
+        num_speakers, names = dataset["num_speakers"], dataset.get("speaker_names")
+    if num_speakers is None:
+        raise ValueError(f"{ckpt_dir}: step {step} does not record num_speakers")
+    return manager, config, int(num_speakers), tuple(names) if names else None
+
+
+def load(workdir_or_checkpoint_dir: str | os.PathLike, step: int | None = None, *,
+         batch_size: int = DEFAULT_BATCH_SIZE) -> FaceGenerator:
+    """The generator of a training run: a workdir, its checkpoints/ dir, or one step's dir.
+
+    step=None picks the newest complete checkpoint (or the step the path names).
+    """
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+    ckpt_dir, workdir, path_step = _find_checkpoints(workdir_or_checkpoint_dir)
+    steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir())
+    if not steps:
+        raise ValueError(f"{ckpt_dir}: no complete checkpoint yet")
+    if step is None:
+        step = path_step if path_step is not None else steps[-1]
+    elif path_step is not None and step != path_step:
+        raise ValueError(f"step={step} contradicts the checkpoint path, which names step {path_step}")
+    if step not in steps:
+        raise ValueError(f"{ckpt_dir}: no checkpoint for step {step}; available steps: {steps}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+    manager, config, num_speakers, speaker_names = _config_and_meta(ckpt_dir, workdir, step)
+    model = factory.make_generator(config.model, num_speakers)
+    window = int(config.input.audio_samples)
+    abstract = jax.eval_shape(
+        lambda: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+                           jnp.zeros((1, window), jnp.float32), train=False, update_spectral=False))
+    # Only the G-side entries of the saved TrainState are read (partial restore).
+    target = {"g_params": abstract["params"], "g_batch_stats": abstract["batch_stats"],
+              "g_spectral": abstract["spectral"]}
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(item=target, partial_restore=True)))["state"]
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
+                         f"config ({' '.join(str(e).split())[:300]})") from None
+    variables = {"params": restored["g_params"], "batch_stats": restored["g_batch_stats"],
+                 "spectral": restored["g_spectral"]}
+    return FaceGenerator(config=config, num_speakers=num_speakers, speaker_names=speaker_names,
+                         step=step, variables=variables, batch_size=batch_size)
