@@ -135,3 +135,72 @@ def test_evaluate_rejects_misaligned_inputs(data):
         ev.evaluate(**dict(kwargs, generated=data["real"], speakers=data["speakers"] + 1))
     with pytest.raises(ValueError, match="uint8"):
         ev.evaluate(**dict(kwargs, generated=data["real"].astype(np.float32)))
+
+
+# ----------------------------------------------------------------------------- CLI on a trained-like workdir
+
+import tensorflow_datasets as tfds  # noqa: E402
+
+from data_prep import features  # noqa: E402
+
+
+class EvaluateTestFaces(tfds.core.GeneratorBasedBuilder):
+    """Real YouTubers pairs (true RGB): 6 train and 4 test per speaker from disjoint blocks of frames."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    SOURCE = None  # the shared YouTubers folder, set by the fixture
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=features.record_features(list(SPEAKERS), face_format="png"))
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {"train": self._generate_examples(0.0, 0.4, 6), "test": self._generate_examples(0.75, 1.0, 4)}
+
+    def _generate_examples(self, start, stop, count):
+        for label, speaker in enumerate(SPEAKERS):
+            faces, waves = _load_block(self.SOURCE, speaker, start, stop, count)
+            for i, (face, wave) in enumerate(zip(faces, waves)):
+                yield f"{speaker}_{start}_{i}", {"waveform": wave, "face": face, "speaker": label,
+                                                 "speaker_name": speaker, "clip_id": speaker, "frame": i}
+
+
+@pytest.fixture(scope="module")
+def workdir(youtubers_dir, tmp_path_factory):
+    from test_inference import save_run, tiny_config  # the same workdir layout as train.py leaves
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    EvaluateTestFaces.SOURCE = youtubers_dir
+    tfds.builder("evaluate_test_faces", data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    config = tiny_config()
+    config.input.dataset = "evaluate_test_faces"
+    config.input.data_dir = str(data_dir)
+    config.input.eval_split = "test"
+    path = tmp_path_factory.mktemp("run") / "wd"
+    save_run(path, config, steps=(4,), names=SPEAKERS)
+    return path
+
+
+def test_cli_writes_report_and_grid(workdir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert ev.main([f"--workdir={workdir}", "--split=test", f"--out={out}", "--max_examples=6",
+                    "--train_faces_per_speaker=5"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["step"] == 4 and report["run"]["split"] == "test"
+    assert report["num_examples"] == 6 and report["settings"]["num_train_faces"] == 10
+    real = report["rows"]["real"]
+    assert real["face_detection_rate"] > 0.8 and real["identity"]["accuracy"] > 0.8
+    assert sum(r["num_examples"] for r in real["identity"]["per_speaker"]) == 6
+    assert Image.open(out / "grid.png").size[0] > 2 * 64
+    printed = capsys.readouterr().out
+    assert "detection" in printed and "report:" in printed
+
+
+def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
+    assert ev.main([f"--workdir={workdir}", "--split=nope", f"--out={tmp_path / 'x'}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wav2pix-evaluate: error:") and "nope" in err and "\n" not in err
+    assert not (tmp_path / "x" / "report.json").exists()
+    assert ev.main([f"--workdir={tmp_path / 'missing'}", f"--out={tmp_path / 'y'}"]) == 1
+    assert "no such workdir" in capsys.readouterr().err
+    assert ev.main([f"--workdir={workdir}", f"--out={tmp_path / 'z'}", "--max_examples=0"]) == 2

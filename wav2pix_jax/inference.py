@@ -113,17 +113,17 @@ class FaceGenerator:
         """
         waveform = self._resampled(waveform, sample_rate)
         if every is None:
-            windows = audio.preprocess(waveform, window=self.window, preemphasis=self._preemphasis)[None]
+            windows = audio.preprocess(waveform, window=self.window, preemphasis=self.preemphasis)[None]
         else:
             if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
                 raise ValueError(f"every must be a positive number of seconds, got {every!r}")
             hop = max(1, int(round(every * self.sample_rate)))
-            windows = audio.windows(waveform, window=self.window, hop=hop, preemphasis=self._preemphasis,
+            windows = audio.windows(waveform, window=self.window, hop=hop, preemphasis=self.preemphasis,
                                     silent="zeros")
         return self.generate_preprocessed(windows, sample=sample, seed=seed)
 
     @property
-    def _preemphasis(self) -> float:
+    def preemphasis(self) -> float:
         return float(self.config.input.get("preemphasis", audio.PREEMPHASIS))
 
     def _resampled(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
