@@ -54,6 +54,9 @@ def batchnorm_scale_init(stddev: float = 0.02) -> Callable[..., Array]:
 
 def conv_impl_for_backend(name: str) -> str:
     """The fastest exact conv implementation for a JAX backend name ("cpu", "gpu", "tpu")."""
+    # Measured on XLA:CPU (batch 64, fwd+bwd): subpixel is ~12x faster for the Generator and
+    # ~20x for the SpeechEncoder, but ~2x SLOWER for the Discriminator, whose strided convs
+    # (and their input gradients) XLA:CPU already runs well. Callers may pick per model.
     return "subpixel" if name.lower() == "cpu" else "xla"
 
 
