@@ -1,0 +1,223 @@
+"""train.py: state, the D/G phases, the pmapped step (2 devices == 1), and train_and_evaluate."""
+
+import functools
+import glob
+import importlib.util
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wav2pix_jax import parallel
+from wav2pix_jax import train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NUM_SPEAKERS = 3
+
+
+def _load_config(name: str):
+  spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _tiny(**overrides):
+  config = _load_config("tiny")
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split(".")
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return config
+
+
+def _batch(config, batch_size=4, seed=0):
+  rng = np.random.default_rng(seed)
+  s = config.model.image_size
+  return {
+      "waveform": rng.uniform(-1, 1, (batch_size, config.input.audio_samples)).astype(np.float32),
+      "face": rng.uniform(-1, 1, (batch_size, s, s, 3)).astype(np.float32),
+      "wrong_face": rng.uniform(-1, 1, (batch_size, s, s, 3)).astype(np.float32),
+      "speaker": rng.integers(0, NUM_SPEAKERS, batch_size).astype(np.int32),
+  }
+
+
+def _equal(a, b) -> bool:
+  return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a, b)))
+
+
+# One config for the unit tests: dropout off (so 2 devices can be compared with 1: dropout
+# masks differ per device by design) and skip_nonfinite on (which changes nothing on finite
+# steps); shared so each function compiles once per module.
+@pytest.fixture(scope="module")
+def tiny_state():
+  config = _tiny(**{"model.dropout_rate": 0.0, "skip_nonfinite": True})
+  return config, train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="module")
+def single_step(tiny_state):
+  config, _ = tiny_state
+  return jax.jit(train.make_train_step(config, NUM_SPEAKERS, axis_name=None))
+
+
+def test_create_train_state_matches_eval_shape(tiny_state):
+  config, state = tiny_state
+  abstract = train.abstract_train_state(config, NUM_SPEAKERS)
+  assert jax.tree.structure(abstract) == jax.tree.structure(state)
+  assert all(jax.tree.leaves(jax.tree.map(lambda a, x: a.shape == x.shape and a.dtype == x.dtype,
+                                          abstract, state)))
+  assert int(state.step) == 0
+  assert state.g_params["classifier"]["fc1"]["kernel"].shape[-1] == NUM_SPEAKERS
+  assert jax.tree.leaves(state.g_spectral) and jax.tree.leaves(state.d_spectral)
+  assert jax.tree.leaves(state.g_batch_stats)
+
+
+def _phase_kwargs(config):
+  return train.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
+
+
+def test_d_update_leaves_g_params_untouched(tiny_state):
+  config, state = tiny_state
+  kw = _phase_kwargs(config)
+  d_update = jax.jit(functools.partial(train.d_update, g_model=kw["g_model"], d_model=kw["d_model"],
+                                       d_tx=kw["d_tx"], real_label=0.9))
+  new, metrics = d_update(state, _batch(config), rng=jax.random.PRNGKey(1))
+  assert _equal(new.g_params, state.g_params)
+  assert _equal(new.g_opt_state, state.g_opt_state)
+  assert _equal(new.g_batch_stats, state.g_batch_stats)
+  assert not _equal(new.d_params, state.d_params)
+  assert not _equal(new.d_spectral, state.d_spectral)  # one power iteration for D
+  assert not _equal(new.g_spectral, state.g_spectral)  # ... and one for G (its first call)
+  for key in ("d_loss", "d_real", "d_fake", "d_wrong", "d_score_real", "d_grad_norm"):
+    assert np.isfinite(metrics[key]), key
+  np.testing.assert_allclose(metrics["d_loss"], metrics["d_real"] + metrics["d_fake"] + metrics["d_wrong"],
+                             rtol=1e-5)
+
+
+def test_g_update_leaves_d_untouched(tiny_state):
+  config, state = tiny_state
+  kw = _phase_kwargs(config)
+  g_update = jax.jit(functools.partial(train.g_update, g_model=kw["g_model"], d_model=kw["d_model"],
+                                       g_tx=kw["g_tx"], loss_weights=config.loss))
+  new, metrics = g_update(state, _batch(config), rng=jax.random.PRNGKey(1))
+  assert _equal(new.d_params, state.d_params)
+  assert _equal(new.d_opt_state, state.d_opt_state)
+  assert _equal(new.d_spectral, state.d_spectral)
+  assert _equal(new.g_spectral, state.g_spectral)  # no second power iteration in the step
+  assert not _equal(new.g_params, state.g_params)
+  assert not _equal(new.g_batch_stats, state.g_batch_stats)
+  # Every G-side part learns from the G loss (the encoder included).
+  for part in ("encoder", "classifier", "generator"):
+    assert not _equal(new.g_params[part], state.g_params[part]), part
+  w = config.loss
+  want = (w.adversarial * metrics["g_adversarial"] + w.feature_matching * metrics["g_feature_matching"]
+          + w.l1 * metrics["g_l1"] + w.speaker_ce * metrics["g_speaker_ce"])
+  np.testing.assert_allclose(metrics["g_loss"], want, rtol=1e-5)
+
+
+def test_d_phase_does_not_differentiate_through_g(tiny_state):
+  """The fakes and the embedding are detached in the D phase: d(D loss)/d(G params) == 0."""
+  config, state = tiny_state
+  kw = _phase_kwargs(config)
+  batch = _batch(config)
+
+  def d_loss_of_g(g_params):
+    _, metrics = train.d_update(state.replace(g_params=g_params), batch, g_model=kw["g_model"],
+                                d_model=kw["d_model"], d_tx=kw["d_tx"], real_label=0.9,
+                                rng=jax.random.PRNGKey(1))
+    return metrics["d_loss"]
+
+  grads = jax.jit(jax.grad(d_loss_of_g))(state.g_params)
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
+
+
+def test_train_step_updates_both_and_skips_nonfinite(tiny_state, single_step):
+  _, state = tiny_state
+  config = tiny_state[0]
+  new, metrics = single_step(state, _batch(config))
+  assert int(new.step) == 1
+  assert not _equal(new.rng, state.rng)
+  assert not _equal(new.g_params, state.g_params) and not _equal(new.d_params, state.d_params)
+  for key in train.FINITE_CHECKED + ("d_score_fake", "d_score_wrong", "speaker_accuracy"):
+    assert key in metrics and np.isfinite(metrics[key]), key
+  assert float(metrics["d_skipped"]) == 0.0 and float(metrics["g_skipped"]) == 0.0
+
+  # A NaN in the input: with skip_nonfinite both updates are skipped, old params/opt states kept.
+  bad = _batch(config)
+  bad["waveform"][0, 0] = np.nan
+  skipped, bad_metrics = single_step(state, bad)
+  assert float(bad_metrics["d_skipped"]) == 1.0 and float(bad_metrics["g_skipped"]) == 1.0
+  assert train.nonfinite_terms(jax.device_get(bad_metrics))  # the host would name them
+  assert _equal(skipped.g_params, state.g_params) and _equal(skipped.d_params, state.d_params)
+  assert _equal(skipped.g_opt_state, state.g_opt_state) and _equal(skipped.d_opt_state, state.d_opt_state)
+  assert int(skipped.step) == 1  # the iteration still counts
+
+
+# Biases feeding a BatchNorm (train mode) have an identically zero gradient; float noise in it
+# becomes +-learning_rate Adam steps whose sign differs between summation orders. Those leaves
+# are compared only to the Adam step bound (and their Adam moments not at all).
+_BN_FED_BIASES = ("encoder/conv", "classifier/fc")
+
+
+def test_pmapped_step_on_two_devices_equals_one_device(tiny_state, single_step):
+  """Same global batch: 2 devices (pmean'ed grads, cross-device BatchNorm, global feature-matching
+  means) == 1 device, for two steps. Dropout is off in this config (masks differ per device)."""
+  config, state = tiny_state
+  p_step = train.make_p_train_step(config, NUM_SPEAKERS)
+  s1, p_state = state, parallel.replicate(state)
+  for i in range(2):
+    batch = _batch(config, batch_size=4, seed=i)
+    s1, m1 = single_step(s1, batch)
+    p_state, p_metrics = p_step(p_state, parallel.put_sharded(parallel.shard(batch)))
+  for key, value in m1.items():
+    np.testing.assert_allclose(p_metrics[key][0], value, rtol=2e-4, atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(p_metrics[key][1], value, rtol=2e-4, atol=1e-5, err_msg=key)
+  host = parallel.unreplicate_to_host(p_state)
+  adam_bound = 2 * 2 * config.optim.g.learning_rate * 1.01
+  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(jax.device_get(s1)),
+                               jax.tree.leaves(host)):
+    name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+    bn_fed_bias = name.endswith("bias") and any(p in name for p in _BN_FED_BIASES)
+    if bn_fed_bias and name.startswith("g_params/"):
+      assert np.abs(np.asarray(got) - np.asarray(want)).max() <= adam_bound, name
+    elif bn_fed_bias:
+      continue  # their Adam moments are statistics of float noise
+    else:
+      # BatchNorm running means include those noisy biases (momentum 0.1 x Adam bound).
+      atol = 1e-4 if name.startswith("g_batch_stats/") else 1e-5
+      np.testing.assert_allclose(got, want, rtol=1e-3, atol=atol, err_msg=name)
+
+
+def test_nonfinite_terms_names_them():
+  assert train.nonfinite_terms({"d_loss": 1.0, "g_l1": float("nan"), "g_grad_norm": float("inf"),
+                                "steps_per_sec": float("nan")}) == ["g_l1", "g_grad_norm"]
+
+
+def test_image_grid_layout():
+  generated = np.full((3, 4, 4, 3), 1.0, np.float32)
+  real = np.full((3, 4, 4, 3), -1.0, np.float32)
+  grid = train.image_grid(generated, real)
+  assert grid.shape == (8, 12, 3) and grid.dtype == np.uint8
+  assert (grid[:4] == 255).all() and (grid[4:] == 0).all()
+
+
+@pytest.mark.parametrize("key,value,field", [
+    ("batch_size", 3, "batch_size"),
+    ("model.image_size", 96, "model.image_size"),
+    ("model.conv_impl", "fft", "model.conv_impl"),
+    ("model.dtype", "float8", "model.dtype"),
+    ("optim.d.learning_rate", 0.0, "optim.d.learning_rate"),
+    ("log.every_steps", 0, "log.every_steps"),
+])
+def test_bad_configs_fail_fast_naming_the_field(tmp_path, key, value, field):
+  config = _tiny(**{key: value, "input.data_dir": str(tmp_path / "never_created")})
+  with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+    train.train_and_evaluate(config, str(tmp_path / "workdir"))
+  assert not (tmp_path / "never_created").exists()  # failed before touching the data

@@ -1,0 +1,527 @@
+"""Wav2Pix training: one state pytree, one pure pmapped step (D update, then G update), the loop."""
+
+import functools
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from absl import logging
+from clu import metric_writers
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from wav2pix_jax import checkpoints
+from wav2pix_jax import factory
+from wav2pix_jax import input_pipeline
+from wav2pix_jax import losses
+from wav2pix_jax import parallel
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+
+# Metrics the host checks for NaN/inf after every step (the loss terms and gradient norms).
+FINITE_CHECKED = ("d_loss", "d_real", "d_fake", "d_wrong", "d_grad_norm", "g_loss", "g_adversarial",
+                  "g_feature_matching", "g_l1", "g_speaker_ce", "g_grad_norm")
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training, both nets, one pytree (checkpointed as a whole)."""
+
+  step: jax.Array  # number of completed iterations (D update + G update)
+  g_params: PyTree  # speech encoder + speaker classifier + generator
+  g_opt_state: optax.OptState
+  g_batch_stats: PyTree  # BatchNorm running statistics (encoder, classifier)
+  g_spectral: PyTree  # generator spectral-norm power-iteration vectors
+  d_params: PyTree
+  d_opt_state: optax.OptState
+  d_spectral: PyTree
+  rng: jax.Array  # raw uint32[2] key; split every step
+
+
+# ------------------------------------------------------------------------------------------
+# State.
+# ------------------------------------------------------------------------------------------
+
+
+def make_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation,
+                                                                 optax.GradientTransformation]:
+  """Adam for each net, from config.optim.g / config.optim.d."""
+  def adam(section: str) -> optax.GradientTransformation:
+    cfg = config.optim[section]
+    if not cfg.learning_rate > 0:
+      raise ValueError(f"config.optim.{section}.learning_rate must be > 0, got {cfg.learning_rate!r}")
+    return optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
+
+  return adam("g"), adam("d")
+
+
+def create_train_state(config: ml_collections.ConfigDict, num_speakers: int,
+                       rng: jax.Array) -> TrainState:
+  """Initialises both nets and both optimizers (N(0, 0.02) weights; see models.py)."""
+  g_model = factory.make_generator(config.model, num_speakers)
+  d_model = factory.make_discriminator(config.model)
+  g_tx, d_tx = make_optimizers(config)
+  size = config.model.image_size
+
+  def init(rng):
+    g_rng, d_rng, dropout_rng, state_rng = jax.random.split(rng, 4)
+    waveform = jnp.zeros((1, config.input.audio_samples), jnp.float32)
+    g_vars = g_model.init({"params": g_rng, "dropout": dropout_rng}, waveform, train=False,
+                          update_spectral=False)
+    d_vars = d_model.init({"params": d_rng}, jnp.zeros((1, size, size, 3), jnp.float32),
+                          jnp.zeros((1, config.model.embed_dim), jnp.float32), update_spectral=False)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        g_params=g_vars["params"], g_opt_state=g_tx.init(g_vars["params"]),
+        g_batch_stats=g_vars["batch_stats"], g_spectral=g_vars["spectral"],
+        d_params=d_vars["params"], d_opt_state=d_tx.init(d_vars["params"]),
+        d_spectral=d_vars["spectral"], rng=state_rng)
+
+  return jax.jit(init)(rng)
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, num_speakers: int) -> TrainState:
+  """Shapes and dtypes of the state, nothing allocated (the restore target)."""
+  return jax.eval_shape(functools.partial(create_train_state, config, num_speakers),
+                        jax.random.PRNGKey(0))
+
+
+def count_params(tree: PyTree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+# ------------------------------------------------------------------------------------------
+# The step: D update, then G update against the updated D.
+# ------------------------------------------------------------------------------------------
+
+
+def _keep_if(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+  """`new` where `ok`, else `old` (leafwise; used to skip non-finite updates)."""
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def _all_finite(*values: jax.Array) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in values]))
+
+
+def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.GradientTransformation,
+             real_label: float, rng: jax.Array, axis_name: Optional[str] = None,
+             skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
+  """One D update on real (0.9), generated (0) and wrong-face (0) pairs; G's params are untouched.
+
+  G runs once here, in train mode, doing this step's spectral power iteration for G; its outputs
+  (faces and speech embedding) are constants for D: no gradient flows back into G.
+  """
+  (fakes, embedding, _), g_vars = g_model.apply(
+      {"params": state.g_params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral},
+      batch["waveform"], train=True, update_spectral=True, rngs={"dropout": rng},
+      mutable=["batch_stats", "spectral"])
+  fakes = jax.lax.stop_gradient(fakes)
+  embedding = jax.lax.stop_gradient(embedding)
+  # One D call on [real; fake; wrong] (D has no batch statistics, so this equals three calls).
+  images = jnp.concatenate([batch["face"], fakes.astype(batch["face"].dtype), batch["wrong_face"]])
+  embeddings = jnp.concatenate([embedding] * 3)
+
+  def loss_fn(d_params):
+    (scores, _), d_vars = d_model.apply(
+        {"params": d_params, "spectral": state.d_spectral}, images, embeddings,
+        update_spectral=True, mutable=["spectral"])
+    real, fake, wrong = jnp.split(scores.astype(jnp.float32), 3)
+    loss, terms = losses.discriminator_loss(real_scores=real, fake_scores=fake, wrong_scores=wrong,
+                                            real_label=real_label)
+    scores = {"d_score_real": jnp.mean(real), "d_score_fake": jnp.mean(fake),
+              "d_score_wrong": jnp.mean(wrong)}
+    return loss, (terms, scores, d_vars["spectral"])
+
+  (loss, (terms, scores, d_spectral)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.d_params)
+  grads = parallel.pmean(grads, axis_name)
+  updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
+  d_params = optax.apply_updates(state.d_params, updates)
+  metrics = parallel.pmean({"d_loss": loss, **terms, **scores}, axis_name)
+  metrics["d_grad_norm"] = optax.global_norm(grads)
+  new = state.replace(d_params=d_params, d_opt_state=d_opt_state, d_spectral=d_spectral,
+                      g_spectral=g_vars["spectral"])
+  if skip_nonfinite:
+    ok = _all_finite(metrics["d_loss"], metrics["d_grad_norm"])
+    new = _keep_if(ok, new, state)
+    metrics["d_skipped"] = 1.0 - ok.astype(jnp.float32)
+  return new, metrics
+
+
+def g_update(state: TrainState, batch: dict, *, g_model, d_model, g_tx: optax.GradientTransformation,
+             loss_weights: ml_collections.ConfigDict, rng: jax.Array, axis_name: Optional[str] = None,
+             skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
+  """One G-side update (encoder, classifier, generator) against the current D; D is untouched.
+
+  G loss = w_adv MSE(D(G(e), e), 1) + w_fm feature matching + w_l1 L1(G(e), face) + w_ce CE(speaker).
+  """
+  face = batch["face"]
+
+  def loss_fn(g_params):
+    (fakes, embedding, logits), g_vars = g_model.apply(
+        {"params": g_params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral},
+        batch["waveform"], train=True, update_spectral=False, rngs={"dropout": rng},
+        mutable=["batch_stats"])
+    # One D call on [fake; real]: scores of the fakes, features of both for feature matching.
+    scores, features = d_model.apply(
+        {"params": state.d_params, "spectral": state.d_spectral},
+        jnp.concatenate([fakes.astype(face.dtype), face]), jnp.concatenate([embedding, embedding]),
+        update_spectral=False)
+    fake_scores, _ = jnp.split(scores, 2)
+    fake_features, real_features = jnp.split(features, 2)
+    terms = {
+        "g_adversarial": losses.generator_adversarial(fake_scores=fake_scores),
+        "g_feature_matching": losses.feature_matching(
+            fake_features=fake_features, real_features=real_features, axis_name=axis_name),
+        "g_l1": losses.l1(predictions=fakes, targets=face),
+        "g_speaker_ce": losses.speaker_cross_entropy(logits=logits, labels=batch["speaker"]),
+    }
+    loss = (loss_weights.adversarial * terms["g_adversarial"]
+            + loss_weights.feature_matching * terms["g_feature_matching"]
+            + loss_weights.l1 * terms["g_l1"]
+            + loss_weights.speaker_ce * terms["g_speaker_ce"])
+    accuracy = losses.speaker_accuracy(logits=logits, labels=batch["speaker"])
+    return loss, (terms, accuracy, g_vars["batch_stats"])
+
+  (loss, (terms, accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.g_params)
+  grads = parallel.pmean(grads, axis_name)
+  updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
+  g_params = optax.apply_updates(state.g_params, updates)
+  metrics = parallel.pmean({"g_loss": loss, **terms, "speaker_accuracy": accuracy}, axis_name)
+  metrics["g_grad_norm"] = optax.global_norm(grads)
+  # BatchNorm already averaged its batch statistics over devices (axis_name in the model).
+  new = state.replace(g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=batch_stats)
+  if skip_nonfinite:
+    ok = _all_finite(metrics["g_loss"], metrics["g_grad_norm"])
+    new = _keep_if(ok, new, state)
+    metrics["g_skipped"] = 1.0 - ok.astype(jnp.float32)
+  return new, metrics
+
+
+def train_step(state: TrainState, batch: dict, *, g_model, d_model, g_tx, d_tx,
+               loss_cfg: ml_collections.ConfigDict, axis_name: Optional[str] = parallel.AXIS_NAME,
+               skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
+  """One Wav2Pix iteration: D update, then G update against the UPDATED D. Pure; pmap it."""
+  rng, d_rng, g_rng = jax.random.split(state.rng, 3)
+  d_rng = parallel.device_rng(d_rng, axis_name)  # different dropout masks on each device
+  g_rng = parallel.device_rng(g_rng, axis_name)
+  state, d_metrics = d_update(state, batch, g_model=g_model, d_model=d_model, d_tx=d_tx,
+                              real_label=loss_cfg.real_label, rng=d_rng, axis_name=axis_name,
+                              skip_nonfinite=skip_nonfinite)
+  state, g_metrics = g_update(state, batch, g_model=g_model, d_model=d_model, g_tx=g_tx,
+                              loss_weights=loss_cfg, rng=g_rng, axis_name=axis_name,
+                              skip_nonfinite=skip_nonfinite)
+  return state.replace(step=state.step + 1, rng=rng), {**d_metrics, **g_metrics}
+
+
+def make_train_step(config: ml_collections.ConfigDict, num_speakers: int, *,
+                    axis_name: Optional[str] = parallel.AXIS_NAME) -> Callable:
+  """train_step with the models, optimizers and loss weights bound (not yet pmapped)."""
+  g_tx, d_tx = make_optimizers(config)
+  return functools.partial(
+      train_step,
+      g_model=factory.make_generator(config.model, num_speakers, axis_name=axis_name),
+      d_model=factory.make_discriminator(config.model), g_tx=g_tx, d_tx=d_tx,
+      loss_cfg=config.loss, axis_name=axis_name,
+      skip_nonfinite=bool(config.get("skip_nonfinite", False)))
+
+
+def make_p_train_step(config: ml_collections.ConfigDict, num_speakers: int) -> Callable:
+  """The pmapped train step (state donated)."""
+  return parallel.pmap(make_train_step(config, num_speakers, axis_name=parallel.AXIS_NAME))
+
+
+def make_generate_fn(config: ml_collections.ConfigDict, num_speakers: int) -> Callable:
+  """jit: (g variables, waveform [B, T]) -> faces [B, S, S, 3] in [-1, 1], inference mode."""
+  g_model = factory.make_generator(config.model, num_speakers)
+
+  @jax.jit
+  def generate(variables, waveform):
+    images, _, _ = g_model.apply(variables, waveform, train=False, update_spectral=False)
+    return images
+
+  return generate
+
+
+def generator_variables(state: TrainState) -> dict:
+  """The G-side variables of a (host or single-device) state, as `Wav2PixG.apply` wants them."""
+  return {"params": state.g_params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral}
+
+
+# ------------------------------------------------------------------------------------------
+# Host-side helpers.
+# ------------------------------------------------------------------------------------------
+
+
+def check_config(config: ml_collections.ConfigDict) -> int:
+  """Fails fast (naming the field) on configs that can't train; returns the per-process batch."""
+  factory.check_model_config(config.model)
+  make_optimizers(config)
+  for field in ("num_train_steps", "log.every_steps", "log.image_every_steps",
+                "log.checkpoint_every_steps", "log.max_checkpoints", "log.num_images",
+                "input.audio_samples"):
+    value = config
+    for key in field.split("."):
+      value = value[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"config.{field} must be a positive integer, got {value!r}")
+  for field in ("adversarial", "feature_matching", "l1", "speaker_ce"):
+    if config.loss[field] < 0:
+      raise ValueError(f"config.loss.{field} must be >= 0, got {config.loss[field]!r}")
+  return parallel.check_batch_size(config.batch_size)
+
+
+def nonfinite_terms(metrics: dict) -> list[str]:
+  """Names of the checked loss terms / gradient norms that are NaN or inf."""
+  return [k for k in FINITE_CHECKED if k in metrics and not math.isfinite(float(metrics[k]))]
+
+
+def image_grid(generated: np.ndarray, real: np.ndarray) -> np.ndarray:
+  """uint8 [2S, N*S, 3]: generated faces on the top row, the real faces for the same speech below."""
+  def row(images):
+    images = np.clip((np.asarray(images, np.float32) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    return np.concatenate(list(images), axis=1)
+
+  return np.concatenate([row(generated), row(real)], axis=0)
+
+
+def _save_png(path: str, image: np.ndarray) -> None:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(image).save(path)
+
+
+def _hparams(config: ml_collections.ConfigDict) -> dict:
+  flat = {}
+
+  def walk(prefix, node):
+    for key, value in node.items():
+      name = f"{prefix}{key}"
+      if isinstance(value, (ml_collections.ConfigDict, dict)):
+        walk(name + ".", value)
+      elif isinstance(value, (bool, int, float, str)):
+        flat[name] = value
+      else:
+        flat[name] = str(value)
+
+  walk("", config)
+  return flat
+
+
+class _StopRequest:
+  """SIGTERM / SIGINT -> finish the current step, checkpoint, return (installed on the main thread)."""
+
+  def __init__(self):
+    self.signal_name: Optional[str] = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signal_name is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C: stop now
+    self.signal_name = signal.Signals(signum).name
+    logging.warning("%s received: finishing the current step, then saving a checkpoint.",
+                    self.signal_name)
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
+
+
+def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  multi_host_env = any(os.environ.get(k) for k in (
+      "JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_JOB_NUM_NODES_GT1",
+      "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"))
+  if config.get("distributed", False) or multi_host_env:
+    try:
+      jax.distributed.initialize()
+    except RuntimeError as e:
+      if "already" not in str(e).lower():  # initialised by the caller
+        raise
+
+
+# ------------------------------------------------------------------------------------------
+# The loop.
+# ------------------------------------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (resuming from workdir's latest checkpoint), logs, checkpoints; returns the host state."""
+  _maybe_initialize_distributed(config)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  local_batch = check_config(config)
+  is_chief = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+
+  info = input_pipeline.get_dataset_info(config.input)
+  num_speakers = info.num_speakers
+  meta = checkpoints.make_meta(config, num_speakers=num_speakers, speaker_names=info.speaker_names)
+
+  manager = checkpoints.create_manager(workdir, max_to_keep=config.log.max_checkpoints)
+  latest = checkpoints.latest_step(manager)
+  if latest is not None:  # refuse an incompatible resume before building anything
+    checkpoints.check_compatible(checkpoints.load_meta(manager, latest), config,
+                                 num_speakers=num_speakers, where=workdir)
+
+  train_iter = input_pipeline.create_train_iterator(
+      config.input, batch_size=local_batch, image_size=config.model.image_size,
+      seed=config.input.shuffle_seed, process_index=jax.process_index(),
+      process_count=jax.process_count())
+
+  abstract = abstract_train_state(config, num_speakers)
+  logging.info("G parameters: %d, D parameters: %d", count_params(abstract.g_params),
+               count_params(abstract.d_params))
+  if latest is not None:
+    state = checkpoints.restore(manager, latest, abstract_state=abstract, data_iterator=train_iter)
+    logging.info("Resumed from %s at step %d.", manager.directory, int(state.step))
+  else:
+    state = create_train_state(config, num_speakers, jax.random.PRNGKey(config.seed))
+  start_step = int(state.step)
+
+  if is_chief:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, "dataset.json"), "w") as f:
+      json.dump({"dataset": info.name, "num_speakers": num_speakers,
+                 "speaker_names": list(info.speaker_names)}, f, indent=2)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  if start_step == 0:
+    writer.write_hparams(_hparams(config))
+
+  # A fixed batch for the image grids: validation speech if there is such a split.
+  num_images = config.log.num_images
+  generate = make_generate_fn(config, num_speakers)
+  grid_batch = None
+  if is_chief:
+    try:
+      grid_batch = next(iter(input_pipeline.create_eval_iterator(
+          config.input, batch_size=num_images, image_size=config.model.image_size,
+          process_index=0, process_count=1, max_examples=num_images)))
+    except (ValueError, StopIteration) as e:
+      logging.warning("No eval batch for image grids (%s); using the first training batch.", e)
+
+  p_train_step = make_p_train_step(config, num_speakers)
+  state = parallel.replicate(state)
+  prefetcher = parallel.prefetch_to_device(train_iter, size=2, get_state=train_iter.get_state)
+
+  def save(step: int) -> None:
+    checkpoints.save(manager, step, state=parallel.unreplicate_to_host(state),
+                     data_state=prefetcher.last_state, meta=meta)
+
+  def write_images(step: int) -> None:
+    nonlocal grid_batch
+    if not is_chief:
+      return
+    if grid_batch is None:
+      grid_batch = {k: np.asarray(v).reshape((-1,) + v.shape[2:])[:num_images]
+                    for k, v in jax.device_get(batch).items()}
+    images = generate(generator_variables(parallel.unreplicate(state)), grid_batch["waveform"])
+    grid = image_grid(np.asarray(images), grid_batch["face"])
+    writer.write_images(step, {"faces/generated_top_real_bottom": grid[None]})
+    _save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+
+  num_steps = config.num_train_steps
+  history: list[dict] = []
+  pending = None  # (step, device metrics) of the last step, checked one step late (no stall)
+  last_log_time, last_log_step = time.time(), start_step
+  step = start_step
+  stopped_by = None
+
+  def flush(item) -> None:
+    step_done, device_metrics = item
+    host = {k: float(v[0]) for k, v in jax.device_get(device_metrics).items()}
+    bad = nonfinite_terms(host)
+    if bad:
+      raise FloatingPointError(
+          f"non-finite {', '.join(bad)} at step {step_done} "
+          f"({', '.join(f'{k}={host[k]}' for k in bad)}); training stopped, the last good checkpoint "
+          f"(step {checkpoints.latest_step(manager)}) stays the latest. Lower the learning rates "
+          f"(config.optim.*.learning_rate) or set config.skip_nonfinite=True.")
+    history.append(host)
+
+  logging.info("Training from step %d to %d, %d examples per step (%d per process, %d local devices).",
+               start_step, num_steps, config.batch_size, local_batch, jax.local_device_count())
+  try:
+    with _StopRequest() as stop:
+      for step in range(start_step + 1, num_steps + 1):  # `step` = iterations completed after it
+        try:
+          batch = next(prefetcher)
+        except StopIteration:
+          logging.warning("The training data ran out at step %d.", step - 1)
+          step -= 1
+          break
+        state, metrics = p_train_step(state, batch)
+        if pending is not None:
+          flush(pending)
+        pending = (step, metrics)
+
+        boundary = (step % config.log.every_steps == 0 or step % config.log.checkpoint_every_steps == 0
+                    or step == num_steps or stop.signal_name is not None)
+        if boundary:
+          flush(pending)
+          pending = None
+        if step % config.log.every_steps == 0 or step == num_steps:
+          now = time.time()
+          steps_per_sec = (step - last_log_step) / max(now - last_log_time, 1e-9)
+          last_log_time, last_log_step = now, step
+          scalars = {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
+          scalars["steps_per_sec"] = steps_per_sec
+          history.clear()
+          writer.write_scalars(step, scalars)
+          eta = (num_steps - step) / max(steps_per_sec, 1e-9)
+          logging.info("step %d/%d  d_loss %.4f  g_loss %.4f (adv %.4f fm %.4f l1 %.4f ce %.4f)  "
+                       "%.2f steps/s  ETA %s", step, num_steps, scalars["d_loss"], scalars["g_loss"],
+                       scalars["g_adversarial"], scalars["g_feature_matching"], scalars["g_l1"],
+                       scalars["g_speaker_ce"], steps_per_sec, _format_eta(eta))
+        if step % config.log.image_every_steps == 0 or step == num_steps:
+          write_images(step)
+        if step % config.log.checkpoint_every_steps == 0 and step != num_steps:
+          save(step)
+        if stop.signal_name is not None:
+          stopped_by = stop.signal_name
+          break
+      if pending is not None:
+        flush(pending)
+        pending = None
+      if step > start_step or latest is None:
+        if checkpoints.latest_step(manager) != step:
+          save(step)
+      manager.wait_until_finished()
+    if stopped_by:
+      logging.warning("Stopped by %s after step %d; checkpoint saved in %s.", stopped_by, step,
+                      manager.directory)
+    else:
+      logging.info("Finished at step %d; checkpoint in %s.", step, manager.directory)
+  finally:
+    prefetcher.close()
+    manager.wait_until_finished()
+    writer.flush()
+  final = parallel.unreplicate_to_host(state)
+  manager.close()
+  return final
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
