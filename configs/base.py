@@ -18,10 +18,9 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # seeds parameter init, dropout and the data order
   config.batch_size = 64  # GLOBAL batch, split over processes then local devices
-  # ~200 epochs of the shared YouTubers train split (~2,000 pairs / 64 per step = ~31 steps/epoch).
-  config.num_train_steps = 6_400
+  config.num_train_steps = 6_400  # ~200 epochs of the YouTubers train split (~2,000 pairs / 64)
   config.skip_nonfinite = False  # True: skip updates with a non-finite loss/gradient instead of stopping
-  config.distributed = False  # True: jax.distributed.initialize() (multi-host; auto-detected on clusters)
+  config.distributed = False  # True: jax.distributed.initialize() first (multi-host; SLURM/MPI/TPU auto-detected)
 
   config.model = model = ml_collections.ConfigDict()
   model.image_size = 64  # face side in pixels: 64 or 128

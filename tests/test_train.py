@@ -221,3 +221,79 @@ def test_bad_configs_fail_fast_naming_the_field(tmp_path, key, value, field):
   with pytest.raises(ValueError, match=field.replace(".", r"\.")):
     train.train_and_evaluate(config, str(tmp_path / "workdir"))
   assert not (tmp_path / "never_created").exists()  # failed before touching the data
+
+
+# ------------------------------------------------------------------------------------------
+# train_and_evaluate end to end on the synthetic dataset (generated into a temp data_dir).
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic_data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _latest(workdir):
+  from wav2pix_jax import checkpoints
+  return checkpoints.latest_step(checkpoints.create_manager(workdir, max_to_keep=2, create=False))
+
+
+def test_train_checkpoint_resume_and_refusals(tmp_path, synthetic_data_dir, caplog, monkeypatch):
+  workdir = str(tmp_path / "workdir")
+  config = _tiny(**{"input.data_dir": synthetic_data_dir})
+
+  # 1. Three steps from scratch: checkpoints on step 2 (schedule) and 3 (end).
+  state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 3
+  assert _latest(workdir) == 3
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]
+  assert glob.glob(os.path.join(workdir, "events.out.tfevents.*")), "no TensorBoard event file"
+  grids = sorted(glob.glob(os.path.join(workdir, "samples", "*.png")))
+  assert [os.path.basename(g) for g in grids] == ["step_0000002.png", "step_0000003.png"]
+  from PIL import Image
+  grid = np.asarray(Image.open(grids[-1]))
+  s = config.model.image_size
+  assert grid.shape == (2 * s, config.log.num_images * s, 3)  # generated row over real row
+  saved = json.loads(open(os.path.join(workdir, "config.json")).read())
+  assert saved["model"]["encoder_channels"] == list(config.model.encoder_channels)
+  dataset = json.loads(open(os.path.join(workdir, "dataset.json")).read())
+  assert dataset["num_speakers"] == len(dataset["speaker_names"]) == 8
+  _assert_event_tags(workdir, {"d_loss", "g_loss", "g_l1", "d_score_real", "d_grad_norm",
+                               "g_grad_norm", "steps_per_sec", "faces/generated_top_real_bottom"})
+
+  # 2. Restart with more steps: resumes at 3 (restored, not re-initialised), ends at 5.
+  config.num_train_steps = 5
+  caplog.set_level("INFO")
+  state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 5
+  assert "Resumed from" in caplog.text and "at step 3" in caplog.text
+  assert _latest(workdir) == 5
+
+  # 3. A resume with different shapes is refused before anything is touched, naming the fields.
+  bad = _tiny(**{"input.data_dir": synthetic_data_dir, "model.g_base_channels": 8,
+                 "input.audio_samples": 2048, "num_train_steps": 7})
+  with pytest.raises(ValueError, match=r"model\.g_base_channels.*input\.audio_samples|"
+                                       r"input\.audio_samples.*model\.g_base_channels") as info:
+    train.train_and_evaluate(bad, workdir)
+  assert "refusing to resume" in str(info.value)
+  assert _latest(workdir) == 5
+
+  # 4. A non-finite loss stops training with the step and the terms; step 5 stays the latest.
+  nan_config = _tiny(**{"input.data_dir": synthetic_data_dir, "num_train_steps": 7})
+  nan_config.loss.l1 = float("nan")
+  with pytest.raises(FloatingPointError, match=r"g_loss.*at step 6.*step 5\) stays the latest"):
+    train.train_and_evaluate(nan_config, workdir)
+  assert _latest(workdir) == 5
+
+
+def _assert_event_tags(workdir, want):
+  from tensorboard.backend.event_processing import event_accumulator
+  files = glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+  tags = set()
+  for f in files:
+    acc = event_accumulator.EventAccumulator(f, size_guidance={"tensors": 0, "images": 0})
+    acc.Reload()
+    for kind in ("tensors", "images", "scalars"):
+      tags.update(acc.Tags().get(kind, []))
+  missing = want - tags
+  assert not missing, f"missing TensorBoard tags {missing}; found {sorted(tags)}"

@@ -346,16 +346,12 @@ class _StopRequest:
     return False
 
 
-def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  multi_host_env = any(os.environ.get(k) for k in (
-      "JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_JOB_NUM_NODES_GT1",
-      "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES"))
-  if config.get("distributed", False) or multi_host_env:
-    try:
-      jax.distributed.initialize()
-    except RuntimeError as e:
-      if "already" not in str(e).lower():  # initialised by the caller
-        raise
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """jax.distributed.initialize() when config.distributed is set (or JAX_COORDINATOR_ADDRESS is)."""
+  # With no arguments, initialize() auto-detects SLURM / Open MPI / Cloud TPU clusters.
+  multi_host_env = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+  if (config.get("distributed", False) or multi_host_env) and not jax.distributed.is_initialized():
+    jax.distributed.initialize()
 
 
 # ------------------------------------------------------------------------------------------
@@ -365,7 +361,7 @@ def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from workdir's latest checkpoint), logs, checkpoints; returns the host state."""
-  _maybe_initialize_distributed(config)
+  maybe_initialize_distributed(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   local_batch = check_config(config)
   is_chief = jax.process_index() == 0
@@ -423,9 +419,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   state = parallel.replicate(state)
   prefetcher = parallel.prefetch_to_device(train_iter, size=2, get_state=train_iter.get_state)
 
+  last_saved = latest
+
   def save(step: int) -> None:
+    nonlocal last_saved
     checkpoints.save(manager, step, state=parallel.unreplicate_to_host(state),
                      data_state=prefetcher.last_state, meta=meta)
+    last_saved = step
 
   def write_images(step: int) -> None:
     nonlocal grid_batch
@@ -454,7 +454,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       raise FloatingPointError(
           f"non-finite {', '.join(bad)} at step {step_done} "
           f"({', '.join(f'{k}={host[k]}' for k in bad)}); training stopped, the last good checkpoint "
-          f"(step {checkpoints.latest_step(manager)}) stays the latest. Lower the learning rates "
+          f"(step {last_saved}) stays the latest. Lower the learning rates "
           f"(config.optim.*.learning_rate) or set config.skip_nonfinite=True.")
     history.append(host)
 
@@ -470,6 +470,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           step -= 1
           break
         state, metrics = p_train_step(state, batch)
+        if step == start_step + 1:  # steps/s excludes compilation
+          jax.block_until_ready(metrics)
+          last_log_time, last_log_step = time.time(), step
         if pending is not None:
           flush(pending)
         pending = (step, metrics)
@@ -481,17 +484,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           pending = None
         if step % config.log.every_steps == 0 or step == num_steps:
           now = time.time()
-          steps_per_sec = (step - last_log_step) / max(now - last_log_time, 1e-9)
-          last_log_time, last_log_step = now, step
           scalars = {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
-          scalars["steps_per_sec"] = steps_per_sec
           history.clear()
+          speed = ""
+          if step > last_log_step:
+            steps_per_sec = (step - last_log_step) / max(now - last_log_time, 1e-9)
+            scalars["steps_per_sec"] = steps_per_sec
+            eta = _format_eta((num_steps - step) / max(steps_per_sec, 1e-9))
+            speed = f"  {steps_per_sec:.2f} steps/s  ETA {eta}"
+          last_log_time, last_log_step = now, step
           writer.write_scalars(step, scalars)
-          eta = (num_steps - step) / max(steps_per_sec, 1e-9)
-          logging.info("step %d/%d  d_loss %.4f  g_loss %.4f (adv %.4f fm %.4f l1 %.4f ce %.4f)  "
-                       "%.2f steps/s  ETA %s", step, num_steps, scalars["d_loss"], scalars["g_loss"],
-                       scalars["g_adversarial"], scalars["g_feature_matching"], scalars["g_l1"],
-                       scalars["g_speaker_ce"], steps_per_sec, _format_eta(eta))
+          logging.info("step %d/%d  d_loss %.4f  g_loss %.4f (adv %.4f fm %.4f l1 %.4f ce %.4f)%s",
+                       step, num_steps, scalars["d_loss"], scalars["g_loss"], scalars["g_adversarial"],
+                       scalars["g_feature_matching"], scalars["g_l1"], scalars["g_speaker_ce"], speed)
         if step % config.log.image_every_steps == 0 or step == num_steps:
           write_images(step)
         if step % config.log.checkpoint_every_steps == 0 and step != num_steps:
@@ -502,9 +507,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if pending is not None:
         flush(pending)
         pending = None
-      if step > start_step or latest is None:
-        if checkpoints.latest_step(manager) != step:
-          save(step)
+      if last_saved != step:
+        save(step)
       manager.wait_until_finished()
     if stopped_by:
       logging.warning("Stopped by %s after step %d; checkpoint saved in %s.", stopped_by, step,

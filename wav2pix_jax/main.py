@@ -1,0 +1,42 @@
+"""Trains Wav2Pix: `python -m wav2pix_jax.main --config=configs/demo.py --workdir=workdirs/demo`.
+
+Every config field can be overridden on the command line, e.g. `--config.batch_size=32
+--config.optim.d.learning_rate=2e-4`. Re-running with the same --workdir resumes training.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and samples.")
+config_flags.DEFINE_config_file(
+    "config", None, "Training configuration file (e.g. configs/base.py).", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # TF only decodes data here; keep it off the accelerators JAX uses.
+  tf.config.experimental.set_visible_devices([], "GPU")
+
+  from wav2pix_jax import train  # pylint: disable=g-import-not-at-top
+  train.maybe_initialize_distributed(FLAGS.config)  # before the first device query
+  logging.info("JAX process %d / %d; local devices: %s", jax.process_index(), jax.process_count(),
+               jax.local_devices())
+  logging.info("Config:\n%s", FLAGS.config)
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def run():
+  """Console-script entry point (`wav2pix-train`)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
