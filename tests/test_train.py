@@ -297,3 +297,32 @@ def _assert_event_tags(workdir, want):
       tags.update(acc.Tags().get(kind, []))
   missing = want - tags
   assert not missing, f"missing TensorBoard tags {missing}; found {sorted(tags)}"
+
+
+def test_sigterm_finishes_the_step_saves_and_returns(tmp_path, synthetic_data_dir, caplog, monkeypatch):
+  import signal
+  workdir = str(tmp_path / "workdir")
+  config = _tiny(**{"input.data_dir": synthetic_data_dir, "num_train_steps": 50,
+                    "log.checkpoint_every_steps": 100, "log.image_every_steps": 100})
+  real_make = train.make_p_train_step
+
+  def make_with_sigterm_on_step_2(*args, **kwargs):
+    p_step = real_make(*args, **kwargs)
+    calls = []
+
+    def step(state, batch):
+      out = p_step(state, batch)
+      calls.append(1)
+      if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-run, like a preemption notice
+      return out
+    return step
+
+  monkeypatch.setattr(train, "make_p_train_step", make_with_sigterm_on_step_2)
+  before = signal.getsignal(signal.SIGTERM)
+  caplog.set_level("INFO")
+  state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 2
+  assert _latest(workdir) == 2
+  assert "Stopped by SIGTERM after step 2" in caplog.text
+  assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
