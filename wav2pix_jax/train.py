@@ -517,11 +517,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       logging.info("Finished at step %d; checkpoint in %s.", step, manager.directory)
   finally:
     prefetcher.close()
-    manager.wait_until_finished()
+    manager.wait_until_finished()  # async saves are lost otherwise
+    manager.close()
     writer.flush()
-  final = parallel.unreplicate_to_host(state)
-  manager.close()
-  return final
+  return parallel.unreplicate_to_host(state)
 
 
 def _format_eta(seconds: float) -> str:
