@@ -181,6 +181,22 @@ class _StreamResampler:
     return out.astype(np.float32, copy=False)
 
 
+# Leading bytes of the files handed to libsndfile (WAV/RF64/W64, AIFF, FLAC, Ogg, AU, CAF, NIST, VOC,
+# MP3 with an ID3 tag); everything else goes straight to FFmpeg. libsndfile sniffs unrecognised
+# bytes as MPEG audio, and its mpg123 then prints warnings on the process's stderr (fd 2), which a
+# CLI cannot silence: a corrupt file must give ONE error line.
+_SNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"riff", b"FORM", b"fLaC", b"OggS", b".snd", b"dns.",
+                  b"caff", b"NIST", b"Creative Voice", b"ID3")
+
+
+def _sndfile_format(path: str) -> bool:
+  """Whether the file starts like a format libsndfile reads (else FFmpeg reads it)."""
+  with open(path, "rb") as f:
+    head = f.read(16)
+  # MP3s without an ID3 tag start with a frame sync that random bytes often mimic: FFmpeg reads them.
+  return head.startswith(_SNDFILE_MAGIC)
+
+
 def _soundfile_blocks(path: str) -> tuple[int, int | None, Iterator[np.ndarray]]:
   """(sample_rate, frames, mono float32 blocks) via libsndfile; raises if libsndfile can't open it."""
   import soundfile  # pylint: disable=g-import-not-at-top
@@ -247,6 +263,8 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np
   if os.path.getsize(path) == 0:
     raise AudioError(f"{path}: empty file")
   try:
+    if not _sndfile_format(path):
+      raise AudioError("not a libsndfile format")
     rate, frames, blocks = _soundfile_blocks(path)
   except Exception:  # pylint: disable=broad-except
     # libsndfile doesn't know the format (m4a, video, ...): FFmpeg reads nearly everything.

@@ -122,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
 
-        generator = inference.load(args.workdir, args.step)
+        try:
+            generator = inference.load(args.workdir, args.step)
+        except (AttributeError, KeyError, TypeError) as e:
+            # A hand-edited config.json (a list, a missing section, a key like "__reduce__").
+            return fail(f"{args.workdir}: config.json does not describe a model ({type(e).__name__}: {e})")
         # Decode everything first: a bad file fails before anything is written.
         waveforms = [audio.load_audio(f, sample_rate=generator.sample_rate) for f in files]
         out_dir = pathlib.Path(args.out)
