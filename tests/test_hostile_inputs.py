@@ -365,3 +365,231 @@ def test_package_never_unpickles_or_evals():
   assert len(files) >= 10
   offenders = {str(f.relative_to(REPO)): bad for f in files if (bad := _unsafe_loading(f.read_text()))}
   assert offenders == {}
+
+
+# =============================================================================================
+# Dataset building: the youtubers builder on a copy of the shared release with planted bad files.
+
+GOOD_PAIRS = 6  # per speaker, copied from the release
+ODD = "Zoë Ñ 日本 speaker"  # a speaker folder with spaces and non-ASCII characters
+# Planted pairs in the ODD folder: name -> (frame N, what the build must do with it).
+PLANTED = {
+    "truncated_jpeg": (100000, "skip"),
+    "empty_face": (100005, "skip"),
+    "zero_length_wav": (100010, "skip"),
+    "zero_byte_wav": (100015, "skip"),
+    "wav_8bit": (100020, "convert"),
+    "wav_44k": (100025, "convert"),
+    "wav_stereo": (100030, "convert"),
+    "wav_float": (100035, "convert"),
+    "wav_24bit": (100040, "convert"),
+    "real_png": (100045, "keep"),
+    "face_is_directory": (100050, "skip"),
+    "wav_is_directory": (100055, "skip"),
+    "wav_broken_symlink": (100060, "skip"),
+    "face_broken_symlink": (100065, "skip"),
+}
+
+
+def _release_frames(speaker_dir: pathlib.Path) -> list[int]:
+  return sorted(int(p.stem.rsplit("_", 1)[1]) for p in speaker_dir.glob("cropped_face_frame_*.png"))
+
+
+def _plant_release(youtubers_dir: pathlib.Path, manual: pathlib.Path) -> dict:
+  """Copies GOOD_PAIRS pairs per speaker (javiermuniz into the ODD folder) and plants PLANTED."""
+  from scipy import signal
+
+  sources = {"jaimealtozano": "jaimealtozano", ODD: "javiermuniz"}
+  for folder, source in sources.items():
+    src, dst = youtubers_dir / "train" / source, manual / "train" / folder
+    dst.mkdir(parents=True)
+    for n in _release_frames(src)[:GOOD_PAIRS]:
+      shutil.copy(src / f"cropped_face_frame_{n}.png", dst)
+      shutil.copy(src / f"preprocessed_frame_{n}.wav", dst)
+  odd = manual / "train" / ODD
+  src = youtubers_dir / "train" / "javiermuniz"
+  first = _release_frames(src)[0]
+  face_bytes = (src / f"cropped_face_frame_{first}.png").read_bytes()
+  speech, rate = soundfile.read(src / f"preprocessed_frame_{first}.wav", dtype="int16")
+  assert rate == SR and speech.shape == (SR,)
+  as_float = speech.astype(np.float32) / 32768.0
+  for name, (n, _) in PLANTED.items():
+    face, wav = odd / f"cropped_face_frame_{n}.png", odd / f"preprocessed_frame_{n}.wav"
+    face.write_bytes(face_bytes)
+    soundfile.write(wav, speech, SR, subtype="PCM_16")
+    if name == "truncated_jpeg":
+      face.write_bytes(face_bytes[:len(face_bytes) // 2])
+    elif name == "empty_face":
+      face.write_bytes(b"")
+    elif name == "zero_length_wav":
+      soundfile.write(wav, np.zeros(0, np.int16), SR, subtype="PCM_16")
+    elif name == "zero_byte_wav":
+      wav.write_bytes(b"")
+    elif name == "wav_8bit":
+      soundfile.write(wav, as_float, SR, subtype="PCM_U8")
+    elif name == "wav_44k":
+      soundfile.write(wav, signal.resample_poly(as_float, 441, 160).astype(np.float32), 44_100, subtype="PCM_16")
+    elif name == "wav_stereo":
+      soundfile.write(wav, np.stack([as_float, as_float], 1), SR, subtype="PCM_16")
+    elif name == "wav_float":
+      soundfile.write(wav, as_float, SR, subtype="FLOAT")
+    elif name == "wav_24bit":
+      soundfile.write(wav, as_float, SR, subtype="PCM_24")
+    elif name == "real_png":  # a true PNG (of the same BGR pixels) under the release's .png name
+      with Image.open(io.BytesIO(face_bytes)) as image:
+        image.convert("RGB").save(face, format="PNG")
+      assert face.read_bytes().startswith(b"\x89PNG")
+    elif name == "face_is_directory":
+      face.unlink()
+      face.mkdir()
+    elif name == "wav_is_directory":
+      wav.unlink()
+      wav.mkdir()
+    elif name == "wav_broken_symlink":
+      wav.unlink()
+      wav.symlink_to(odd / "missing.wav")
+    elif name == "face_broken_symlink":
+      face.unlink()
+      face.symlink_to(odd / "missing.png")
+  (odd / "notes.txt").write_text("not part of the release")
+  (odd / "cropped_face_frame_x.png").write_bytes(face_bytes)  # no frame number
+  (manual / "train" / "stray file.wav").write_bytes(b"")  # a file where speaker folders live
+  return {"speech": speech, "face_bytes": face_bytes}
+
+
+class _Records(logging.Handler):
+  def __init__(self):
+    super().__init__(logging.INFO)
+    self.messages = []
+
+  def emit(self, record):
+    self.messages.append(record.getMessage())
+
+
+def _build_youtubers(manual, data_dir):
+  import tensorflow_datasets as tfds
+  from data_prep.youtubers import Youtubers
+
+  builder = Youtubers(data_dir=str(data_dir))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  return builder
+
+
+def _all_records(data_dir) -> dict:
+  import tensorflow_datasets as tfds
+
+  records = {}
+  for split in ("train", "validation"):
+    source = tfds.data_source("youtubers", split=split, data_dir=str(data_dir))
+    for i in range(len(source)):
+      r = source[i]
+      records[(r["speaker_name"].decode(), int(r["frame"]))] = r
+  return records
+
+
+@pytest.fixture(scope="module")
+def hostile_release(youtubers_dir, tmp_path_factory):
+  manual = tmp_path_factory.mktemp("hostile manual ä")
+  planted = _plant_release(youtubers_dir, manual)
+  data_dir = tmp_path_factory.mktemp("hostile data")
+  handler, root = _Records(), logging.getLogger()
+  old_level = root.level
+  root.addHandler(handler)
+  root.setLevel(logging.INFO)
+  try:
+    builder = _build_youtubers(manual, data_dir)
+  finally:
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+  return {"manual": manual, "data_dir": data_dir, "builder": builder, "log": handler.messages,
+          "records": _all_records(data_dir), **planted}
+
+
+def _outcome(hostile_release, name: str):
+  """The record of a planted pair, or None; a skipped pair must be logged as skipped."""
+  n, expected = PLANTED[name]
+  record = hostile_release["records"].get((ODD, n))
+  skipped = [m for m in hostile_release["log"] if m.startswith(f"youtubers: skipping {ODD}/{n}:")]
+  assert (record is None) == bool(skipped) == (expected == "skip"), (name, skipped)
+  return record
+
+
+def test_build_completes_with_counts_and_labels(hostile_release):
+  builder, records = hostile_release["builder"], hostile_release["records"]
+  assert builder.info.features["speaker"].names == [ODD, "jaimealtozano"]  # sorted; spaces, non-ASCII kept
+  kept = sum(1 for _, what in PLANTED.values() if what != "skip")
+  num_skipped = len(PLANTED) - kept
+  assert len(records) == 2 * GOOD_PAIRS + kept
+  assert sum(s.num_examples for s in builder.info.splits.values()) == 2 * GOOD_PAIRS + kept
+  # Skipped pairs are counted in the log (per split), unrecognised files at pairing time.
+  unreadable = [m for m in hostile_release["log"] if "unreadable pairs skipped" in m]
+  assert sum(int(m.split(" records, ")[1].split()[0]) for m in unreadable) == num_skipped, unreadable
+  summary = next(m for m in hostile_release["log"] if "files left out" in m)
+  assert "'unrecognised_file': 2" in summary, summary  # notes.txt, cropped_face_frame_x.png
+  for record in records.values():
+    assert record["waveform"].dtype == np.int16 and record["waveform"].shape == (SR,)
+    assert record["face"].dtype == np.uint8 and record["face"].ndim == 3 and record["face"].shape[2] == 3
+
+
+def test_speaker_folder_with_spaces_and_non_ascii(hostile_release):
+  names = hostile_release["builder"].info.features["speaker"].names
+  ours = [r for (speaker, n), r in hostile_release["records"].items() if speaker == ODD and n < 100000]
+  assert len(ours) == GOOD_PAIRS
+  for r in ours:
+    assert names[int(r["speaker"])] == ODD and r["clip_id"].decode().startswith(f"{ODD}/face")
+
+
+@pytest.mark.parametrize("name", [k for k, (_, what) in PLANTED.items() if what == "skip"])
+def test_bad_pair_is_skipped_and_logged(hostile_release, name):
+  # truncated JPEG, 0-byte face, 0-frame wav, 0-byte wav, directories and dangling symlinks named
+  # like release files: each pair is left out and logged, the build goes on.
+  assert _outcome(hostile_release, name) is None
+
+
+@pytest.mark.parametrize("name", ["wav_8bit", "wav_44k", "wav_stereo", "wav_float", "wav_24bit"])
+def test_wrong_wav_format_is_converted(hostile_release, name):
+  # Decision: convert (downmix, resample to 16 kHz, requantise to int16), not skip.
+  record = _outcome(hostile_release, name)
+  got = record["waveform"].astype(np.float64)
+  want = hostile_release["speech"].astype(np.float64)
+  assert got.shape == want.shape == (SR,)
+  rel_err = np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2))
+  assert rel_err < {"wav_8bit": 0.2, "wav_44k": 0.05}.get(name, 1e-3), (name, rel_err)
+
+
+def test_real_png_named_png_is_read_and_swapped(hostile_release):
+  record = _outcome(hostile_release, "real_png")
+  with Image.open(io.BytesIO(hostile_release["face_bytes"])) as image:
+    bgr = np.asarray(image.convert("RGB")).astype(float)
+  face = record["face"].astype(float)
+  assert face.shape == bgr.shape
+  # Treated like the release's JPEG-in-.png faces: BGR swapped to true RGB.
+  assert np.abs(face - bgr[..., ::-1]).mean() < 3.0 < np.abs(face - bgr).mean()
+
+
+def test_interrupted_build_rerun_completes(hostile_release, tmp_path):
+  """A build killed (SIGKILL) half-way leaves a partial dir; the re-run completes with the right counts."""
+  data_dir = tmp_path / "data"
+  script = (
+      "import os, signal\n"
+      "from data_prep.youtubers import youtubers_dataset_builder as ytb\n"
+      "load, calls = ytb._load_example, [0]\n"
+      "def dying(pair):\n"
+      "  calls[0] += 1\n"
+      "  if calls[0] == 8: os.kill(os.getpid(), signal.SIGKILL)\n"
+      "  return load(pair)\n"
+      "ytb._load_example = dying\n"
+      "import tensorflow_datasets as tfds\n"
+      f"b = ytb.Youtubers(data_dir={str(data_dir)!r})\n"
+      f"b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir={str(hostile_release['manual'])!r}))\n"
+  )
+  done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=_env(), capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+  leftovers = [p for p in data_dir.rglob("*") if "incomplete" in p.name or "tmp" in p.name.lower()]
+  assert leftovers, sorted(data_dir.rglob("*"))  # the kill really left a partial build behind
+  builder = _build_youtubers(hostile_release["manual"], data_dir)
+  expected = hostile_release["builder"].info.splits
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {k: v.num_examples for k, v in expected.items()}
+  records = _all_records(data_dir)
+  assert records.keys() == hostile_release["records"].keys()

@@ -43,7 +43,8 @@ Only two of the paper's ten speakers were published (`jaimealtozano`, `javiermun
 
 Each record pairs `cropped_face_frame_N` with `preprocessed_frame_N` (same N). The release's
 ".png" faces hold JPEG bytes in BGR order; they are stored here in true RGB, re-encoded as
-JPEG quality {JPEG_QUALITY}. Waveforms are 16 kHz mono int16 as released. Speaker labels are the
+JPEG quality {JPEG_QUALITY}. Waveforms are 16 kHz mono int16 as released (a wav in another
+format: 8/24-bit, float, another rate, stereo, is converted: scaled, downmixed, resampled). Speaker labels are the
 sorted speaker folder names found. `clip_id` is `<speaker>/face<N // {FRAMES_PER_FACE}>`: the
 {FRAMES_PER_FACE} consecutive N that share one face (one moment of one video); `frame` is N.
 
@@ -132,14 +133,15 @@ def load_face_rgb_jpeg(path: epath.Path) -> bytes:
 
 
 def load_waveform_int16(path: epath.Path) -> np.ndarray:
-  """Reads a release wav as 16 kHz mono int16 (downmixes and resamples if a file differs)."""
+  """Reads a release wav as 16 kHz mono int16 (converts, downmixes and resamples if a file differs)."""
   import soundfile  # pylint: disable=g-import-not-at-top
 
   with path.open("rb") as f:
-    samples, rate = soundfile.read(f, dtype="int16", always_2d=True)
+    # Read as float, then scale: libsndfile reads a float WAV as int16 WITHOUT scaling (all ~0).
+    samples, rate = soundfile.read(f, dtype="float64", always_2d=True)
   if samples.size == 0:
     raise ValueError(f"{path}: empty audio")
-  mono = samples.astype(np.float32).mean(axis=1)
+  mono = samples.mean(axis=1) * 32768.0
   if rate != SAMPLE_RATE:
     import math  # pylint: disable=g-import-not-at-top
     from scipy import signal  # pylint: disable=g-import-not-at-top
