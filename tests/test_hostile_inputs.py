@@ -593,3 +593,52 @@ def test_interrupted_build_rerun_completes(hostile_release, tmp_path):
   assert {k: v.num_examples for k, v in builder.info.splits.items()} == {k: v.num_examples for k, v in expected.items()}
   records = _all_records(data_dir)
   assert records.keys() == hostile_release["records"].keys()
+
+
+# =============================================================================================
+# Dataset building: the wav2pix_videos extraction on bad files (each a failure reason, never a raise).
+
+
+def _sine(seconds: float) -> np.ndarray:
+  t = np.arange(int(seconds * SR)) / SR
+  return (8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+
+
+def test_videos_audio_file_with_video_extension_is_no_video(tmp_path):
+  from data_prep.videos import extract
+
+  soundfile.write(tmp_path / "speech.mp4", _sine(2.0), SR, subtype="PCM_16", format="WAV")  # WAV bytes, .mp4 name
+  result = extract.extract_video(tmp_path / "speech.mp4", extract.ExtractOptions())
+  assert result.failure == "no_video" and not result.records, result
+  Image.new("RGB", (64, 64)).save(tmp_path / "still.mov", format="JPEG")  # a picture, .mov name
+  result = extract.extract_video(tmp_path / "still.mov", extract.ExtractOptions())
+  assert result.failure in ("no_audio", "unreadable") and not result.records, result
+
+
+def test_videos_truncated_file_is_counted_not_raised(tmp_path):
+  from data_prep.videos import extract
+  from test_videos_builder import _write_video
+
+  image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+  _write_video(tmp_path / "whole.mp4", image, _sine(3.0))
+  data = (tmp_path / "whole.mp4").read_bytes()
+  (tmp_path / "cut.mp4").write_bytes(data[:len(data) // 2])
+  assert extract.extract_video(tmp_path / "whole.mp4", extract.ExtractOptions()).failure is None
+  result = extract.extract_video(tmp_path / "cut.mp4", extract.ExtractOptions())
+  assert result.failure == "unreadable" and result.error, result  # moov atom (the index) is at the end
+
+
+def test_videos_directory_and_dangling_symlink_named_like_videos(tmp_path):
+  from data_prep.videos import extract
+
+  speaker = tmp_path / "Zoë speaker"
+  speaker.mkdir()
+  soundfile.write(speaker / "sound.mp4", _sine(2.0), SR, subtype="PCM_16", format="WAV")
+  (speaker / "folder.mp4").mkdir()  # a folder named like a video: a folder (searched), not a video
+  (speaker / "gone.mp4").symlink_to(tmp_path / "moved away.mp4")  # a dangling link: a failed video
+  found = extract.find_videos(tmp_path)
+  assert found == {"Zoë speaker": [speaker / "gone.mp4", speaker / "sound.mp4"]}
+  result = extract.extract_video(speaker / "gone.mp4", extract.ExtractOptions())
+  assert result.failure == "unreadable" and "No such file" in result.error, result
+  result = extract.extract_video(speaker / "folder.mp4", extract.ExtractOptions())
+  assert result.failure == "unreadable", result

@@ -106,8 +106,10 @@ def find_videos(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
     raise FileNotFoundError(f"videos folder not found: {root} (expected one subfolder per speaker)")
   speakers = {}
   for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    # A dangling symlink named like a video is listed too, so the build counts it as unreadable.
     videos = sorted(p for p in folder.rglob("*")
-                    if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+                    if (p.is_file() or (p.is_symlink() and not p.exists()))
+                    and p.suffix.lower() in VIDEO_EXTENSIONS
                     and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if videos:
       speakers[folder.name] = videos
