@@ -642,3 +642,17 @@ def test_videos_directory_and_dangling_symlink_named_like_videos(tmp_path):
   assert result.failure == "unreadable" and "No such file" in result.error, result
   result = extract.extract_video(speaker / "folder.mp4", extract.ExtractOptions())
   assert result.failure == "unreadable", result
+
+
+def test_evaluate_cli_malformed_config_is_one_line(workdir, tmp_path, capfd):
+  from wav2pix_jax import evaluate
+
+  planted = tmp_path / "wd"
+  shutil.copytree(workdir, planted)
+  config = json.loads((planted / "config.json").read_text())
+  (planted / "config.json").write_text(json.dumps({**config, "__reduce__": "x"}))
+  capfd.readouterr()
+  assert evaluate.main([f"--workdir={planted}", f"--out={tmp_path / 'out'}"]) == 1
+  err = capfd.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("wav2pix-evaluate: error:") and "config.json" in err, err
+  assert not (tmp_path / "out").exists()

@@ -278,7 +278,11 @@ def evaluate_workdir(
     from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
     from wav2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 
-    generator = inference.load(workdir, step, batch_size=batch_size)
+    try:
+        generator = inference.load(workdir, step, batch_size=batch_size)
+    except (AttributeError, KeyError, TypeError) as e:
+        # A hand-edited config.json (a list, a missing section, a key like "__reduce__").
+        raise ValueError(f"{workdir}: config.json does not describe a model ({type(e).__name__}: {e})") from None
     config = generator.config
     input_cfg = config.input
     if data_dir is not None:
