@@ -68,7 +68,7 @@ class Row:
     @property
     def torch_mode(self) -> str | None:
         """The reference's --mode for this row, or None where it has no counterpart."""
-        return {"train": "train", "generate": "infer"}.get(self.kind)
+        return {"train": "train", "generate": "infer", "peak": "peak"}.get(self.kind)
 
 
 def parse_row(name: str) -> Row:
