@@ -72,4 +72,13 @@ def get_config() -> ml_collections.ConfigDict:
   log.num_images = 8  # faces per grid (pairs: generated next to real)
   log.checkpoint_every_steps = 1_000  # checkpoint schedule (plus one at the end / on SIGTERM)
   log.max_checkpoints = 3  # checkpoints kept
+
+  # Periodic evaluation during training (evaluate.py's metrics on the current G, process 0 only;
+  # scalars "eval/<row>/<metric>" in TensorBoard). The same report: python -m wav2pix_jax.evaluate.
+  config.eval = ev = ml_collections.ConfigDict()
+  ev.every_steps = 1_000  # 0: off; also runs after the last step
+  ev.max_examples = 64  # the first N examples of the split (records are in a fixed shuffled order)
+  ev.split = ""  # "" = input.eval_split
+  ev.dlib = True  # the paper's dlib metrics (slow: ~0.1-0.3 s per face on a CPU; real faces only)
+  ev.reference_faces_per_speaker = 50  # real training faces per speaker: identity classifier, mean faces
   return config

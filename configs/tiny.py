@@ -41,4 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.log.checkpoint_every_steps = 2  # a scheduled checkpoint on step 2 (and one at the end)
   config.log.max_checkpoints = 2  # keep two
   config.log.num_images = 4  # faces per grid
+
+  config.eval.every_steps = 0  # no periodic evaluation (tests/test_periodic_eval.py turns it on)
+  config.eval.max_examples = 6  # a handful of examples when it is on
+  config.eval.dlib = False  # pixel-space metrics only (dlib can't see the synthetic cartoon faces)
+  config.eval.reference_faces_per_speaker = 2  # mean faces from 2 training faces per speaker
   return config

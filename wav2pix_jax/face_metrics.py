@@ -277,3 +277,59 @@ def expressivity(analysis: FaceAnalysis, loudness: np.ndarray) -> dict:
         "mouth_opening_std": float(opening.std()) if opening.size else None,
         "loudness_correlation": pearson(opening, loudness[mask]),
     }
+
+
+# ----------------------------------------------------------------------------- pixel space (known layout)
+#
+# For datasets whose face layout is known in advance (the synthetic cartoon faces, which dlib's
+# detector does not see): identity as the nearest per-speaker mean training face in pixel space,
+# and the mouth opening measured directly in a box that holds every speaker's mouth.
+
+Box = tuple  # (top, bottom, left, right) in pixels, bottom/right exclusive
+
+# Mouth-interior membership of a pixel: 1 at luma <= DARK_LUMA[0] (the interior is ~30), 0 at
+# luma >= DARK_LUMA[1] (lips, skin, noses and beards are brighter), linear in between.
+DARK_LUMA = (30.0, 70.0)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _crop(images: np.ndarray, box: Box) -> np.ndarray:
+    top, bottom, left, right = box
+    h, w = images.shape[1:3]
+    if not (0 <= top < bottom <= h and 0 <= left < right <= w):
+        raise ValueError(f"box {box} (top, bottom, left, right) does not fit images of {h}x{w}")
+    return images[:, top:bottom, left:right]
+
+
+def pixel_vectors(images: np.ndarray, box: Box | None = None) -> np.ndarray:
+    """float32 [N, D]: the (cropped) pixels of each image, 0..255, flattened."""
+    images = check_images(images)
+    if box is not None:
+        images = _crop(images, box)
+    return images.reshape(images.shape[0], -1).astype(np.float32)
+
+
+def mouth_opening_px(images: np.ndarray, box: Box) -> np.ndarray:
+    """float32 [N]: height in pixels of the dark mouth interior inside `box`.
+
+    Per row, the mean over the box's columns of the interior membership (see DARK_LUMA); summed over
+    rows. A blurry half-open mouth counts fractionally, so this is continuous for generated faces.
+    """
+    crop = _crop(check_images(images), box).astype(np.float32)
+    luma = crop @ _LUMA
+    lo, hi = DARK_LUMA
+    membership = np.clip((hi - luma) / (hi - lo), 0.0, 1.0)
+    return membership.mean(axis=2).sum(axis=1).astype(np.float32)
+
+
+def mouth_expressivity(opening: np.ndarray, loudness: np.ndarray) -> dict:
+    """Mouth opening (px) of every image and its Pearson correlation with speech loudness (dB)."""
+    opening, loudness = np.asarray(opening, np.float64), np.asarray(loudness, np.float64)
+    if opening.shape != loudness.shape:
+        raise ValueError(f"opening {opening.shape} and loudness {loudness.shape} must align")
+    return {
+        "num_faces": int(opening.size),
+        "mouth_opening_mean": float(opening.mean()),
+        "mouth_opening_std": float(opening.std()),
+        "loudness_correlation": pearson(opening, loudness),
+    }

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from wav2pix_jax import checkpoints
+from wav2pix_jax import evaluate as evaluate_lib
 from wav2pix_jax import factory
 from wav2pix_jax import input_pipeline
 from wav2pix_jax import losses
@@ -279,6 +280,11 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   for field in ("adversarial", "feature_matching", "l1", "speaker_ce"):
     if config.loss[field] < 0:
       raise ValueError(f"config.loss.{field} must be >= 0, got {config.loss[field]!r}")
+  if config.get("eval") is not None:  # periodic evaluation (optional section)
+    for field, minimum in (("every_steps", 0), ("max_examples", 1)):
+      value = config.eval.get(field)
+      if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"config.eval.{field} must be an integer >= {minimum}, got {value!r}")
   return parallel.check_batch_size(config.batch_size)
 
 
@@ -415,6 +421,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     except (ValueError, StopIteration) as e:
       logging.warning("No eval batch for image grids (%s); using the first training batch.", e)
 
+  # Periodic evaluation (config.eval.every_steps > 0): the eval set is read once, on process 0.
+  evaluator = None
+  eval_every = config.eval.every_steps if config.get("eval") is not None else 0
+  if is_chief and eval_every:
+    evaluator = evaluate_lib.PeriodicEvaluator(config, generate)
+    logging.info("Evaluating every %d steps on %d examples of split %r.", eval_every,
+                 len(evaluator.eval_set.speakers), evaluator.split)
+
   p_train_step = make_p_train_step(config, num_speakers)
   state = parallel.replicate(state)
   prefetcher = parallel.prefetch_to_device(train_iter, size=2, get_state=train_iter.get_state)
@@ -438,6 +452,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     grid = image_grid(np.asarray(images), grid_batch["face"])
     writer.write_images(step, {"faces/generated_top_real_bottom": grid[None]})
     _save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+
+  def run_eval(step: int) -> None:
+    start = time.time()
+    report, eval_scalars = evaluator(generator_variables(parallel.unreplicate(state)))
+    eval_scalars["eval/seconds"] = time.time() - start
+    writer.write_scalars(step, eval_scalars)
+    evaluate_lib.write_report(report, os.path.join(workdir, "eval", "periodic"))  # the latest one
+    logging.info("eval at step %d (%s, %.1f s):\n%s", step, evaluator.split, eval_scalars["eval/seconds"],
+                 evaluate_lib.summary(report))
 
   num_steps = config.num_train_steps
   history: list[dict] = []
@@ -499,6 +522,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                        scalars["g_feature_matching"], scalars["g_l1"], scalars["g_speaker_ce"], speed)
         if step % config.log.image_every_steps == 0 or step == num_steps:
           write_images(step)
+        if evaluator is not None and (step % eval_every == 0 or step == num_steps):
+          run_eval(step)
         if step % config.log.checkpoint_every_steps == 0 and step != num_steps:
           save(step)
         if stop.signal_name is not None:

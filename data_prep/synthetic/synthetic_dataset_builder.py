@@ -36,6 +36,11 @@ CLIP_SAMPLES = int(CLIP_SECONDS * SAMPLE_RATE)
 IMAGE_SIZE = 64
 PITCH_SHIFT_RANGE = (-1.0, 1.0)  # semitones around the speaker's own pitch
 _CANVAS = 4 * IMAGE_SIZE  # faces are drawn 4x larger, then downsampled (anti-aliasing)
+# The face layout at IMAGE_SIZE px, the same for every speaker (see draw_face), for pixel-space
+# metrics of generated faces (dlib's detector does not see these cartoon faces):
+# (top, bottom, left, right) pixel boxes, bottom/right exclusive.
+FACE_BOX = (12, 52, 18, 46)  # inside every head: skin, eyes, nose, mouth; almost no background
+MOUTH_BOX = (34, 50, 29, 35)  # holds every speaker's dark mouth interior at any opening, below the nose
 
 # Vowel formants (F1, F2, F3) in Hz for an adult male tract; speakers scale them.
 _VOWELS = np.array([[730, 1090, 2440], [530, 1840, 2480], [270, 2290, 3010],

@@ -1,0 +1,118 @@
+"""Periodic evaluation during training (config.eval) and the pixel-space metrics it uses on synthetic faces."""
+
+import glob
+import importlib.util
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from data_prep.synthetic import synthetic_dataset_builder as syn
+from wav2pix_jax import evaluate as ev
+from wav2pix_jax import face_metrics as fm
+from wav2pix_jax import train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LAYOUT = {"face_box": syn.FACE_BOX, "mouth_box": syn.MOUTH_BOX}
+
+
+def _tiny(**overrides):
+  spec = importlib.util.spec_from_file_location("cfg_tiny_periodic", REPO / "configs" / "tiny.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split(".")
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def clips():
+  """Faces and loudness of 5 clips per speaker, drawn by the builder (no TFDS)."""
+  speakers = syn.make_speakers()
+  records = [syn.make_clip(s, c, speakers=speakers) for s in range(len(speakers)) for c in range(5)]
+  return {
+      "faces": np.stack([r["face"] for r in records]),
+      "speakers": np.array([syn.SPEAKERS.index(r["speaker"]) for r in records]),
+      "loudness": np.array([r["loudness"] for r in records], np.float64),
+      "loudness_db": fm.loudness_db([r["waveform"] for r in records]),
+  }
+
+
+def test_mouth_opening_px_follows_loudness_on_every_speaker(clips):
+  opening = fm.mouth_opening_px(clips["faces"], syn.MOUTH_BOX)
+  assert np.corrcoef(opening, clips["loudness"])[0, 1] > 0.97
+  for s in range(len(syn.SPEAKERS)):
+    mask = clips["speakers"] == s
+    assert np.corrcoef(opening[mask], clips["loudness"][mask])[0, 1] > 0.95, syn.SPEAKERS[s]
+  # A closed mouth is ~1 px of interior, a wide open one ~7 px (64 px faces).
+  assert 0.3 < opening[clips["loudness"].argmin()] < 2.0 and opening[clips["loudness"].argmax()] > 5.0
+  with pytest.raises(ValueError, match="does not fit"):
+    fm.mouth_opening_px(clips["faces"], (60, 70, 0, 4))
+
+
+def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
+  """Reference faces: clips 0-2; evaluated: clips 3-4. The last speaker has no reference face at all."""
+  c = np.tile(np.arange(5), len(syn.SPEAKERS))
+  ref = (c < 3) & (clips["speakers"] < len(syn.SPEAKERS) - 1)
+  held = (c >= 3) & (clips["speakers"] < len(syn.SPEAKERS) - 1)
+  kwargs = dict(real=clips["faces"][held], speakers=clips["speakers"][held], loudness=clips["loudness_db"][held],
+                train_real=clips["faces"][ref], train_speakers=clips["speakers"][ref],
+                speaker_names=list(syn.SPEAKERS), dlib_metrics=False, layout=LAYOUT)
+  blank = np.full_like(clips["faces"][held], 128)
+  report = ev.evaluate(generated=blank, **kwargs)
+  rows = report["rows"]
+  assert set(rows) == {"generated", "real", "mean_face"} and "face_detection_rate" not in rows["real"]
+  assert set(report["definitions"]) == {"pixel_identity", "pixel_mouth"}
+  assert report["settings"]["reference_speakers"] == list(syn.SPEAKERS[:-1])
+  assert rows["real"]["pixel"]["identity"]["accuracy"] == 1.0
+  assert rows["real"]["pixel"]["identity"]["chance"] == pytest.approx(1 / (len(syn.SPEAKERS) - 1))
+  assert rows["mean_face"]["pixel"]["identity"]["accuracy"] == 1.0
+  assert rows["real"]["pixel"]["mouth"]["loudness_correlation"] > 0.8
+  assert rows["generated"]["pixel"]["mouth"]["loudness_correlation"] is None  # constant: undefined
+  assert rows["generated"]["pixel"]["identity"]["accuracy"] <= 2 / (len(syn.SPEAKERS) - 1)
+  flat = ev.scalars(report)
+  assert flat["eval/real/pixel_identity"] == 1.0 and "eval/generated/pixel_identity" in flat
+  assert "pixel: identity 100.0%" in ev.summary(report)
+  # An evaluated speaker without reference faces is an error naming it.
+  with pytest.raises(ValueError, match=syn.SPEAKERS[-1]):
+    ev.evaluate(**dict(kwargs, generated=clips["faces"], real=clips["faces"], speakers=clips["speakers"],
+                       loudness=clips["loudness_db"]))
+  with pytest.raises(ValueError, match="nothing to compute"):
+    ev.evaluate(generated=blank, **dict(kwargs, layout=None))
+
+
+def test_bad_eval_config_fails_fast():
+  for field, value in (("every_steps", -1), ("max_examples", 0)):
+    with pytest.raises(ValueError, match=f"config.eval.{field}"):
+      train.check_config(_tiny(**{f"eval.{field}": value}))
+
+
+def test_training_evaluates_periodically_into_tensorboard(tmp_path, caplog):
+  workdir = str(tmp_path / "workdir")
+  config = _tiny(**{"input.data_dir": str(tmp_path / "tfds"), "eval.every_steps": 2, "eval.split": "test",
+                    "num_train_steps": 3})
+  caplog.set_level("INFO")
+  train.train_and_evaluate(config, workdir)
+  assert caplog.text.count("eval at step") == 2  # step 2 (schedule) and 3 (the end)
+  report = json.loads((pathlib.Path(workdir) / "eval" / "periodic" / "report.json").read_text())
+  assert report["num_examples"] == 6 and report["run"]["split"] == "test"
+  assert report["rows"]["real"]["pixel"]["identity"]["accuracy"] == 1.0
+
+  from tensorboard.backend.event_processing import event_accumulator
+  steps = {}
+  for f in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+    acc = event_accumulator.EventAccumulator(f, size_guidance={"tensors": 0})
+    acc.Reload()
+    for tag in acc.Tags().get("tensors", []):
+      if tag.startswith("eval/"):
+        steps[tag] = sorted(e.step for e in acc.Tensors(tag))
+  for tag in ("eval/generated/pixel_identity", "eval/real/pixel_identity", "eval/mean_face/pixel_identity",
+              "eval/real/pixel_mouth_loudness_r", "eval/seconds"):
+    assert steps.get(tag) == [2, 3], (tag, sorted(steps))
