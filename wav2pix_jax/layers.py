@@ -9,6 +9,10 @@ Every strided convolution has two implementations with the same parameters:
   runs transposed convolutions ~20x slower per FLOP than plain convolutions, and the
   gradient of a strided conv w.r.t. its input is a transposed conv; the stride-1 forms keep
   both the forward and the backward pass free of them.
+* ``"matmul"``: the stride-1 forms written as explicit patches (a concat of shifted slices)
+  times one matrix, ``[B*H*W, taps*C] x [taps*C, out]``; the transposed conv per output phase
+  (only the kernel taps that phase uses). Forward and backward are then matmuls plus sums of
+  shifted slices: no convolution at all.
 
 Kernels are stored in flax's ``(kh, kw, in, out)`` layout for both conv kinds. For the
 transposed conv, ``kernel[ky, kx, c, o]`` is torch's ``weight[c, o, ky, kx]`` (scatter
@@ -27,7 +31,7 @@ from jax import lax
 Array = jax.Array
 Dtype = Any
 
-CONV_IMPLS = ("xla", "subpixel")
+CONV_IMPLS = ("xla", "subpixel", "matmul")
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _NWC = ("NWC", "WIO", "NWC")
 _SN_EPS = 1e-12  # the authors' l2normalize epsilon (added to the norm, not inside the sqrt)
@@ -293,6 +297,118 @@ def conv1d_subpixel(x: Array, kernel: Array, *, stride: int, padding: tuple[int,
 
 
 # ------------------------------------------------------------------------------------------
+# "matmul": explicit patches (concat of shifted slices) x one matrix; no convolutions
+# ------------------------------------------------------------------------------------------
+
+
+def _matmul_last(p: Array, w: Array) -> Array:
+    """[..., K] x [K, N] -> [..., N] as one 2-D matmul."""
+    lead = p.shape[:-1]
+    y = jnp.dot(p.reshape(-1, p.shape[-1]), w)
+    return y.reshape(*lead, w.shape[-1])
+
+
+def _patches(x: Array, taps: tuple[int, ...], out: tuple[int, ...]) -> Array:
+    """[B, *S, C] -> [B, *out, prod(taps)*C]: shifted VALID windows, channel order (t..., c)."""
+    if all(t == 1 for t in taps):
+        return x[(slice(None),) + tuple(slice(0, o) for o in out)]
+    views = []
+    for offs in _tap_offsets(taps):
+        views.append(x[(slice(None),) + tuple(slice(t, t + o) for t, o in zip(offs, out))])
+    return jnp.concatenate(views, axis=-1)
+
+
+def _tap_offsets(taps: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """All tap offsets in row-major order (matching a (t0, t1, ..., C) kernel reshape)."""
+    offsets: list[tuple[int, ...]] = [()]
+    for t in taps:
+        offsets = [o + (i,) for o in offsets for i in range(t)]
+    return offsets
+
+
+def _pad_or_crop(x: Array, pads: list[tuple[int, int]]) -> Array:
+    """Zero-pads (or, for negative amounts, crops) the spatial axes 1.. of x."""
+    x = jnp.pad(x, [(0, 0)] + [(max(0, lo), max(0, hi)) for lo, hi in pads] + [(0, 0)])
+    idx = [slice(None)]
+    for (lo, hi), n in zip(pads, x.shape[1:-1]):
+        idx.append(slice(max(0, -lo), n - max(0, -hi)))
+    return x[tuple(idx)]
+
+
+def _valid_conv_matmul(x: Array, kernel: Array) -> Array:
+    """A stride-1 VALID correlation [B, *S, C] x (*taps, C, N) as patches @ kernel."""
+    taps = kernel.shape[:-2]
+    out = tuple(n - t + 1 for n, t in zip(x.shape[1:-1], taps))
+    return _matmul_last(_patches(x, taps, out), kernel.reshape(-1, kernel.shape[-1]))
+
+
+def conv_transpose_matmul(x: Array, kernel: Array, *, stride: int, padding: int) -> Array:
+    """The same function as :func:`conv_transpose_xla`: per output phase, the kernel taps that
+    phase uses as one patches @ matrix product; phases interleaved by depth-to-space."""
+    k, _, cin, cout = kernel.shape
+    b, h, w, _ = x.shape
+    out_h = (h - 1) * stride + k - 2 * padding
+    out_w = (w - 1) * stride + k - 2 * padding
+    if h == 1 and w == 1 and padding >= 0:
+        # One input pixel: output (y, x) = x @ kernel[y + padding, x + padding]; a dense layer.
+        sub = kernel[padding:padding + out_h, padding:padding + out_w]  # (oh, ow, c, o)
+        mat = sub.transpose(2, 0, 1, 3).reshape(cin, out_h * out_w * cout)
+        return jnp.dot(x.reshape(b, cin), mat).reshape(b, out_h, out_w, cout)
+    if stride == 1:
+        pad = k - 1 - padding
+        return _valid_conv_matmul(_pad_or_crop(x, [(pad, pad), (pad, pad)]), kernel[::-1, ::-1])
+    lo, hi, table = _subpixel_kernel_taps(k, stride, padding)
+    m_h = -(-out_h // stride)
+    m_w = -(-out_w // stride)
+    xp = _pad_or_crop(x, [(lo, hi + m_h - h), (lo, hi + m_w - w)])
+    rows = []
+    for ry in range(stride):
+        cols = []
+        for rx in range(stride):
+            ty = [t for t, kk in enumerate(table[ry]) if kk >= 0]
+            tx = [t for t, kk in enumerate(table[rx]) if kk >= 0]
+            if not ty or not tx:
+                cols.append(jnp.zeros((b, m_h, m_w, cout), x.dtype))
+                continue
+            views = [xp[:, a:a + m_h, c:c + m_w] for a in ty for c in tx]
+            p = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+            mat = jnp.concatenate([kernel[table[ry][a], table[rx][c]] for a in ty for c in tx])
+            cols.append(_matmul_last(p, mat))  # [B, m_h, m_w, cout]
+        rows.append(jnp.stack(cols, axis=3))  # [B, m_h, m_w, rx, cout]
+    y = jnp.stack(rows, axis=2)  # [B, m_h, ry, m_w, rx, cout]
+    return y.reshape(b, m_h * stride, m_w * stride, cout)[:, :out_h, :out_w]
+
+
+def conv_matmul(x: Array, kernel: Array, *, stride: int, padding: int) -> Array:
+    """The same function as :func:`conv_xla`: space-to-depth, then patches @ matrix."""
+    k = kernel.shape[0]
+    h, w = x.shape[1:3]
+    out_h = (h + 2 * padding - k) // stride + 1
+    out_w = (w + 2 * padding - k) // stride + 1
+    a = -(-k // stride)
+    need_h = stride * (out_h + a - 1)
+    need_w = stride * (out_w + a - 1)
+    xp = _pad_or_crop(x, [(padding, need_h - h - padding), (padding, need_w - w - padding)])
+    z = space_to_depth(xp, stride) if stride > 1 else xp
+    return _valid_conv_matmul(z, subpixel_conv_kernel(kernel, stride=stride))
+
+
+def conv1d_matmul(x: Array, kernel: Array, *, stride: int, padding: tuple[int, int]) -> Array:
+    """The same function as :func:`conv1d_xla`: kernel padded to a multiple of stride, time
+    folded by stride into channels, then patches ([T', taps*stride*C]) @ matrix."""
+    k, cin, cout = kernel.shape
+    b, t, _ = x.shape
+    out_t = (t + padding[0] + padding[1] - k) // stride + 1
+    a = -(-k // stride)
+    kp = a * stride
+    need = stride * (out_t + a - 1)
+    xp = _pad_or_crop(x, [(padding[0], need - t - padding[0])])
+    z = xp.reshape(b, need // stride, stride * cin)  # channel order (q, c)
+    sub = jnp.pad(kernel, ((0, kp - k), (0, 0), (0, 0))).reshape(a, stride * cin, cout)
+    return _valid_conv_matmul(z, sub)
+
+
+# ------------------------------------------------------------------------------------------
 # Modules
 # ------------------------------------------------------------------------------------------
 
@@ -319,7 +435,8 @@ class SNConvTranspose2d(nn.Module):
         kernel = _SpectralKernel(
             (k, k, x.shape[-1], self.features), transposed=True, param_dtype=self.param_dtype,
             name="sn")(update_spectral=update_spectral)
-        fn = conv_transpose_subpixel if impl == "subpixel" else conv_transpose_xla
+        fn = {"subpixel": conv_transpose_subpixel, "matmul": conv_transpose_matmul}.get(
+            impl, conv_transpose_xla)
         return fn(x.astype(self.dtype), kernel.astype(self.dtype),
                   stride=self.stride, padding=self.padding)
 
@@ -343,7 +460,7 @@ class SNConv2d(nn.Module):
         kernel = _SpectralKernel(
             (k, k, x.shape[-1], self.features), transposed=False, param_dtype=self.param_dtype,
             name="sn")(update_spectral=update_spectral)
-        fn = conv_subpixel if impl == "subpixel" else conv_xla
+        fn = {"subpixel": conv_subpixel, "matmul": conv_matmul}.get(impl, conv_xla)
         return fn(x.astype(self.dtype), kernel.astype(self.dtype),
                   stride=self.stride, padding=self.padding)
 
@@ -375,7 +492,7 @@ class Conv1d(nn.Module):
         kernel = self.param("kernel", weight_init(),
                             (self.kernel_size, x.shape[-1], self.features), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        fn = conv1d_subpixel if impl == "subpixel" else conv1d_xla
+        fn = {"subpixel": conv1d_subpixel, "matmul": conv1d_matmul}.get(impl, conv1d_xla)
         y = fn(x.astype(self.dtype), kernel.astype(self.dtype),
                stride=self.stride, padding=tuple(self.padding))
         return y + bias.astype(self.dtype)
