@@ -63,6 +63,18 @@ elif fault == "nan_l1":
   from wav2pix_jax import losses
   original_l1 = losses.l1
   losses.l1 = lambda **kw: original_l1(**kw) * jnp.nan
+elif fault.startswith("speakers:"):
+  # The dataset now has a different number of speakers (e.g. speakers were added to the data).
+  import dataclasses
+  from wav2pix_jax import input_pipeline
+  original_info = input_pipeline.get_dataset_info
+  n = int(fault.split(":")[1])
+
+  def get_dataset_info(input_cfg):
+    info = original_info(input_cfg)
+    return dataclasses.replace(info, num_speakers=n, speaker_names=tuple(f"s{i}" for i in range(n)))
+
+  input_pipeline.get_dataset_info = get_dataset_info
 sys.argv = ["wav2pix_jax.main"] + sys.argv[1:]
 from wav2pix_jax import main
 main.run()
@@ -249,3 +261,108 @@ def test_signal_finishes_step_checkpoints_and_exits_0(env, reference, tmp_path, 
   assert f"checkpoint saved in {_ckpt_dir(workdir)}" in stopped[0]
   assert _complete_steps(workdir) == [step] and not _tmp_dirs(workdir)  # written AND finalized
   assert int(_restore(workdir, step).step) == step
+
+
+def _copy(workdir, dest) -> pathlib.Path:
+  import shutil
+  shutil.copytree(workdir, dest)
+  return pathlib.Path(dest)
+
+
+def _error_line(text: str, kind: str) -> str:
+  lines = [line for line in text.splitlines() if line.startswith(kind + ":")]
+  assert lines, text[-3000:]
+  return lines[-1]
+
+
+# ------------------------------------------------------------------------------------------
+# 3. A non-finite loss: the error names the step and the term; the last good checkpoint stays the
+#    latest. With skip_nonfinite=True the bad updates are skipped, counted and logged.
+# ------------------------------------------------------------------------------------------
+
+
+def test_nonfinite_loss_stops_naming_step_and_term_or_is_skipped(env, reference, tmp_path):
+  workdir = _copy(reference, tmp_path / "workdir")
+  before = _complete_steps(workdir)
+  assert before[-1] == NUM_STEPS
+  rc, text = _run(env, workdir, tmp_path / "log.txt", fault="nan_l1", steps=NUM_STEPS + 6)
+  assert rc != 0
+  error = _error_line(text, "FloatingPointError")
+  assert f"at step {NUM_STEPS + 1} " in error and "g_l1" in error and "g_loss" in error, error
+  assert "d_loss" not in error  # D's step was fine: only the culprits are named
+  assert f"the last good checkpoint (step {NUM_STEPS}) stays the latest" in error
+  assert _complete_steps(workdir) == before and not _tmp_dirs(workdir)
+
+  # skip_nonfinite: every G update is skipped (G unchanged), D trains on; counted and logged.
+  rc, text = _run(env, workdir, tmp_path / "log_skip.txt", "--config.skip_nonfinite=True",
+                  fault="nan_l1", steps=NUM_STEPS + 6)
+  assert rc == 0, text[-3000:]
+  skipped = [line for line in text.splitlines() if "Skipped the non-finite" in line]
+  assert len(skipped) == 6, text[-3000:]
+  assert f"step {NUM_STEPS + 1}" in skipped[0] and "g_l1" in skipped[0] and "G update" in skipped[0]
+  assert "D update" not in skipped[0]
+  assert "6 of 6 steps had a skipped update (G: 6, D: 0)" in text, text[-3000:]
+  assert _complete_steps(workdir)[-1] == NUM_STEPS + 6
+  old, new = _restore(reference, NUM_STEPS), _restore(workdir, NUM_STEPS + 6)
+  diffs = _max_abs_diff(new, old)
+  assert diffs["g_params"] == 0.0 and diffs["g_opt_state"] == 0.0 and diffs["d_params"] > 0.0, diffs
+
+
+# ------------------------------------------------------------------------------------------
+# 4. The disk fills up while a checkpoint is written.
+# ------------------------------------------------------------------------------------------
+
+
+def test_disk_full_during_save_is_a_clear_error_and_earlier_checkpoints_survive(env, reference, tmp_path):
+  workdir = _copy(reference, tmp_path / "workdir")
+  fail_step = NUM_STEPS + EVERY
+  rc, text = _run(env, workdir, tmp_path / "log.txt", fault=f"enospc:{fail_step}",
+                  steps=NUM_STEPS + 2 * EVERY)
+  assert rc != 0
+  error = _error_line(text, "OSError")
+  assert "disk full" in error.lower() and f"checkpoint of step {fail_step}" in error, error
+  assert str(_ckpt_dir(workdir)) in error, error
+  assert _complete_steps(workdir)[-1] == NUM_STEPS  # nothing newer was finalized
+  assert int(_restore(workdir, NUM_STEPS).step) == NUM_STEPS  # ... and the latest is intact
+
+  # The next start ignores (and removes) what the failed save left behind, resumes, finishes.
+  rc, text = _run(env, workdir, tmp_path / "log_2.txt", steps=NUM_STEPS + 2 * EVERY)
+  assert rc == 0, text[-3000:]
+  assert f"at step {NUM_STEPS}." in text
+  assert _complete_steps(workdir)[-1] == NUM_STEPS + 2 * EVERY and not _tmp_dirs(workdir)
+
+
+# ------------------------------------------------------------------------------------------
+# 5. A resume whose shapes differ is refused before anything in the workdir is touched.
+# ------------------------------------------------------------------------------------------
+
+
+def _snapshot(workdir) -> dict:
+  out = {}
+  for root, dirs, files in os.walk(workdir):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      st = os.stat(path)
+      data = open(path, "rb").read() if os.path.isfile(path) else None
+      out[os.path.relpath(path, workdir)] = (st.st_mtime_ns, st.st_size, data)
+  return out
+
+
+@pytest.mark.parametrize("flags,fault,fields", [
+    (["--config.model.image_size=128"], None, ["model.image_size"]),
+    (["--config.input.audio_samples=2048"], None, ["input.audio_samples"]),
+    ([], "speakers:5", ["num_speakers"]),
+    (["--config.model.image_size=128", "--config.input.audio_samples=2048"], "speakers:9",
+     ["model.image_size", "input.audio_samples", "num_speakers"]),
+], ids=["image_size", "audio_samples", "num_speakers", "all_three"])
+def test_incompatible_resume_refused_before_touching_the_workdir(env, reference, tmp_path, flags, fault,
+                                                                 fields):
+  workdir = _copy(reference, tmp_path / "workdir")
+  before = _snapshot(workdir)
+  rc, text = _run(env, workdir, tmp_path / "log.txt", *flags, fault=fault, steps=NUM_STEPS + 3)
+  assert rc != 0
+  error = _error_line(text, "ValueError")
+  assert "refusing to resume" in error, error
+  for field in fields:
+    assert field in error, error
+  assert _snapshot(workdir) == before

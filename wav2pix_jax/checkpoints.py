@@ -9,8 +9,10 @@ half-written checkpoint (a crash mid-save) is never listed as a step nor picked 
 No pickle anywhere.
 """
 
+import errno
 import json
 import os
+import re
 from typing import Any, Iterable, Mapping, Optional
 
 import grain
@@ -93,6 +95,33 @@ def save(manager: ocp.CheckpointManager, step: int, *, state: PyTree, data_state
   if data_state is not None:
     items["data"] = grain.checkpoint.CheckpointSave(_IteratorStateSnapshot(data_state))
   return manager.save(int(step), args=ocp.args.Composite(**items), force=force)
+
+
+def disk_full_error(error: BaseException, directory: str, step: Optional[int]) -> Optional[OSError]:
+  """A clear OSError(ENOSPC) if `error` (or what it was raised from) is the disk filling up in a save.
+
+  Orbax raises a failed write of an async save from a later save, wait or close, wrapped or not;
+  the failing file's name, if it is inside a step's temporary directory, gives the step.
+  """
+  seen, e = set(), error
+  while e is not None and id(e) not in seen:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      break
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  else:
+    return None
+  where = str(e.filename or "")
+  match = re.search(r"(?:^|/)(\d+)\.orbax-checkpoint-tmp", where)
+  if match:
+    step = int(match.group(1))
+  complete = sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
+  latest = f"step {complete[-1]}" if complete else "none"
+  return OSError(errno.ENOSPC,
+                 f"disk full: no space left on the device while writing the checkpoint of step {step} "
+                 f"in {directory}{f' ({where})' if where else ''}. The complete checkpoints there "
+                 f"(latest: {latest}) are intact and the half-written one is never used: free some "
+                 f"space (or lower config.log.max_checkpoints) and re-run the same command to resume.")
 
 
 def latest_step(manager: ocp.CheckpointManager) -> Optional[int]:

@@ -434,9 +434,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   prefetcher = parallel.prefetch_to_device(train_iter, size=2, get_state=train_iter.get_state)
 
   last_saved = latest
+  last_attempted = latest  # the step of the latest save started (named if the disk fills up)
 
   def save(step: int) -> None:
-    nonlocal last_saved
+    nonlocal last_saved, last_attempted
+    last_attempted = step
     checkpoints.save(manager, step, state=parallel.unreplicate_to_host(state),
                      data_state=prefetcher.last_state, meta=meta)
     last_saved = step
@@ -468,12 +470,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   last_log_time, last_log_step = time.time(), start_step
   step = start_step
   stopped_by = None
+  skipped = {"steps": 0, "G": 0, "D": 0}  # steps with a skipped non-finite update (skip_nonfinite)
 
   def flush(item) -> None:
     step_done, device_metrics = item
     host = {k: float(v[0]) for k, v in jax.device_get(device_metrics).items()}
     bad = nonfinite_terms(host)
-    if bad:
+    phases = [p for p, key in (("D", "d_skipped"), ("G", "g_skipped")) if host.get(key, 0.0) > 0]
+    if bad and phases:  # config.skip_nonfinite: the step kept the old params of those phases
+      skipped["steps"] += 1
+      for phase in phases:
+        skipped[phase] += 1
+      logging.warning("Skipped the non-finite %s update at step %d (%s); %d step(s) skipped so far.",
+                      " and ".join(phases), step_done, ", ".join(f"{k}={host[k]}" for k in bad),
+                      skipped["steps"])
+    elif bad:
       raise FloatingPointError(
           f"non-finite {', '.join(bad)} at step {step_done} "
           f"({', '.join(f'{k}={host[k]}' for k in bad)}); training stopped, the last good checkpoint "
@@ -483,6 +494,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   logging.info("Training from step %d to %d, %d examples per step (%d per process, %d local devices).",
                start_step, num_steps, config.batch_size, local_batch, jax.local_device_count())
+  completed = False
   try:
     with _StopRequest() as stop:
       for step in range(start_step + 1, num_steps + 1):  # `step` = iterations completed after it
@@ -535,15 +547,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if last_saved != step:
         save(step)
       manager.wait_until_finished()
+    if skipped["steps"]:
+      logging.warning("%d of %d steps had a skipped update (G: %d, D: %d): non-finite losses or "
+                      "gradients (config.skip_nonfinite).", skipped["steps"], step - start_step,
+                      skipped["G"], skipped["D"])
     if stopped_by:
       logging.warning("Stopped by %s after step %d; checkpoint saved in %s.", stopped_by, step,
                       manager.directory)
     else:
       logging.info("Finished at step %d; checkpoint in %s.", step, manager.directory)
+    completed = True
+  except Exception as e:  # pylint: disable=broad-except
+    full = checkpoints.disk_full_error(e, str(manager.directory), last_attempted)
+    if full is not None:
+      raise full from e
+    raise
   finally:
     prefetcher.close()
-    manager.wait_until_finished()  # async saves are lost otherwise
-    manager.close()
+    try:
+      manager.wait_until_finished()  # async saves are lost otherwise
+      manager.close()
+    except Exception:  # pylint: disable=broad-except
+      if completed:
+        raise
+      # Already failing: don't let the failed async save's error, raised again, hide the first one.
+      logging.exception("Closing the checkpoint manager failed too.")
     writer.flush()
   return parallel.unreplicate_to_host(state)
 
