@@ -179,3 +179,18 @@ def test_reads_back_without_tensorflow(built):
   )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert out.returncode == 0 and f"OK {len(syn.UNSEEN_SPEAKERS) * syn.CLIPS_PER_SPEAKER}" in out.stdout, out.stderr[-2000:]
+
+
+def test_export_wav_writes_clips_faces_and_one_recording_per_speaker(built, tmp_path):
+  import soundfile
+  from data_prep.synthetic.__main__ import export_wav
+  _, builder, records = built
+  paths = export_wav(builder, str(tmp_path), "test", max_clips=2)
+  assert len(paths) == 3 * len(SEEN)  # two clips and one concatenation per seen speaker
+  first = min(r["clip_id"] for r in records["test"] if r["speaker_name"].decode() == SEEN[0])
+  stem = first.decode().replace("/", "_")
+  wave, rate = soundfile.read(tmp_path / f"{stem}.wav", dtype="int16")
+  want = next(r for r in records["test"] if r["clip_id"] == first)
+  assert rate == syn.SAMPLE_RATE and np.array_equal(wave, want["waveform"])
+  assert (tmp_path / f"{stem}.png").is_file()
+  assert soundfile.info(tmp_path / f"{SEEN[0]}_all.wav").frames == 2 * syn.CLIP_SAMPLES
