@@ -26,9 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
   """Returns base.py on the synthetic dataset, with about 1/4 of the widths."""
   config = _sibling("base").get_config()
   config.batch_size = 16  # ~10 steps per epoch of the 168 synthetic training clips
-  # ~70 epochs, 3-5 minutes on 2 CPU cores: faces of the right speaker from held-out speech (pixel
-  # identity ~95-100 % vs 17 % chance); the mouth does NOT yet follow loudness at this length.
-  config.num_train_steps = 700
+  # Faces of the right speaker from held-out speech (pixel identity ~95-100 % vs 17 % chance);
+  # the mouth does NOT yet follow loudness at this length.
+  config.num_train_steps = 700  # ~70 epochs, 3-5 minutes on 2 CPU cores
 
   config.model.embed_dim = 64  # speech embedding size
   config.model.encoder_channels = (16, 32, 64, 128, 256)  # 5 blocks: 8000 samples -> 8 steps
@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.d_base_channels = 32  # discriminator widths 32-64-128-256
   # No generator dropout (the paper: 0.5): with it G only learns the average face in the demo's
   # budget (pixel identity at chance after 200 steps, average faces at 700).
-  config.model.dropout_rate = 0.0
+  config.model.dropout_rate = 0.0  # the generated face is a deterministic function of the speech
 
   # Faster G side, slower D, reconstruction first: speaker identity appears within ~300 steps.
   # (G lr 2e-3, or 1e-3 with the paper's adversarial weight and D lr, made D's scores blow up.)
