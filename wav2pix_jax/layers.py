@@ -315,7 +315,16 @@ def _patches(x: Array, taps: tuple[int, ...], out: tuple[int, ...]) -> Array:
     views = []
     for offs in _tap_offsets(taps):
         views.append(x[(slice(None),) + tuple(slice(t, t + o) for t, o in zip(offs, out))])
-    return jnp.concatenate(views, axis=-1)
+    return _stack_channels(views)
+
+
+def _stack_channels(views: list[Array]) -> Array:
+    """Concatenates equally shaped arrays along the last axis. A stack on a new axis plus a
+    reshape: XLA:CPU emits that ~2x faster than the same ``concatenate`` (measured)."""
+    if len(views) == 1:
+        return views[0]
+    y = jnp.stack(views, axis=-2)
+    return y.reshape(*y.shape[:-2], y.shape[-2] * y.shape[-1])
 
 
 def _tap_offsets(taps: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -371,7 +380,7 @@ def conv_transpose_matmul(x: Array, kernel: Array, *, stride: int, padding: int)
                 cols.append(jnp.zeros((b, m_h, m_w, cout), x.dtype))
                 continue
             views = [xp[:, a:a + m_h, c:c + m_w] for a in ty for c in tx]
-            p = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+            p = _stack_channels(views)
             mat = jnp.concatenate([kernel[table[ry][a], table[rx][c]] for a in ty for c in tx])
             cols.append(_matmul_last(p, mat))  # [B, m_h, m_w, cout]
         rows.append(jnp.stack(cols, axis=3))  # [B, m_h, m_w, rx, cout]
