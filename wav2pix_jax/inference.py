@@ -62,7 +62,7 @@ class FaceGenerator:
     batch_size: int = DEFAULT_BATCH_SIZE
 
     def __post_init__(self):
-        self._model = factory.make_generator(self.config.model, self.num_speakers)
+        self._model = factory.make_generator(self.config.model, self.num_speakers, inference=True)
         model = self._model
 
         def forward(variables, waveform, rng, sample):
