@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from absl import logging
 from clu import metric_writers
@@ -114,18 +114,42 @@ def _all_finite(*values: jax.Array) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in values]))
 
 
+class GForward(NamedTuple):
+  """One train-mode forward of the G side, shared by both phases of a step (G runs once)."""
+
+  outputs: tuple  # (fakes [B, S, S, 3], embedding [B, E], logits [B, num_speakers])
+  pullback: Callable  # cotangents of `outputs` -> gradients w.r.t. g_params (the forward's vjp)
+  batch_stats: PyTree  # BatchNorm statistics after this forward
+  spectral: PyTree  # G's power-iteration vectors after this forward
+
+
+def g_forward(state: TrainState, batch: dict, *, g_model, rng: jax.Array,
+              update_spectral: bool) -> GForward:
+  """The G side in train mode (dropout mask from `rng`), with its vjp kept for the G phase."""
+  def apply(g_params):
+    return g_model.apply(
+        {"params": g_params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral},
+        batch["waveform"], train=True, update_spectral=update_spectral, rngs={"dropout": rng},
+        mutable=["batch_stats", "spectral"])
+
+  outputs, vjp_fn, g_vars = jax.vjp(apply, state.g_params, has_aux=True)
+  return GForward(outputs=outputs, pullback=lambda cotangents: vjp_fn(cotangents)[0],
+                  batch_stats=g_vars["batch_stats"], spectral=g_vars["spectral"])
+
+
 def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.GradientTransformation,
              real_label: float, rng: jax.Array, axis_name: Optional[str] = None,
-             skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
+             skip_nonfinite: bool = False,
+             g_out: Optional[GForward] = None) -> tuple[TrainState, Metrics]:
   """One D update on real (0.9), generated (0) and wrong-face (0) pairs; G's params are untouched.
 
-  G runs once here, in train mode, doing this step's spectral power iteration for G; its outputs
-  (faces and speech embedding) are constants for D: no gradient flows back into G.
+  `g_out`: this step's G forward (train_step passes the one both phases share); None runs it here
+  (dropout from `rng`, with this step's spectral power iteration for G). Its faces and speech
+  embedding are constants for D: no gradient flows back into G.
   """
-  (fakes, embedding, _), g_vars = g_model.apply(
-      {"params": state.g_params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral},
-      batch["waveform"], train=True, update_spectral=True, rngs={"dropout": rng},
-      mutable=["batch_stats", "spectral"])
+  if g_out is None:
+    g_out = g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=True)
+  fakes, embedding, _ = g_out.outputs
   fakes = jax.lax.stop_gradient(fakes)
   embedding = jax.lax.stop_gradient(embedding)
   # One D call on [real; fake; wrong] (D has no batch statistics, so this equals three calls).
@@ -151,7 +175,7 @@ def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.Gr
   metrics = parallel.pmean({"d_loss": loss, **terms, **scores}, axis_name)
   metrics["d_grad_norm"] = optax.global_norm(grads)
   new = state.replace(d_params=d_params, d_opt_state=d_opt_state, d_spectral=d_spectral,
-                      g_spectral=g_vars["spectral"])
+                      g_spectral=g_out.spectral)
   if skip_nonfinite:
     ok = _all_finite(metrics["d_loss"], metrics["d_grad_norm"])
     new = _keep_if(ok, new, state)
@@ -159,20 +183,18 @@ def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.Gr
   return new, metrics
 
 
-def g_update(state: TrainState, batch: dict, *, g_model, d_model, g_tx: optax.GradientTransformation,
-             loss_weights: ml_collections.ConfigDict, rng: jax.Array, axis_name: Optional[str] = None,
-             skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
-  """One G-side update (encoder, classifier, generator) against the current D; D is untouched.
+def g_loss_and_grads(state: TrainState, batch: dict, g_out: GForward, *, d_model,
+                     loss_weights: ml_collections.ConfigDict,
+                     axis_name: Optional[str] = None) -> tuple[jax.Array, tuple, PyTree]:
+  """(G loss, (terms, speaker accuracy), d loss / d g_params) against state's D, via g_out's vjp.
 
-  G loss = w_adv MSE(D(G(e), e), 1) + w_fm feature matching + w_l1 L1(G(e), face) + w_ce CE(speaker).
+  The loss is differentiated w.r.t. G's outputs (through D), and that cotangent is pulled back
+  through the saved forward: the same gradient as differentiating a fresh forward, without one.
   """
   face = batch["face"]
 
-  def loss_fn(g_params):
-    (fakes, embedding, logits), g_vars = g_model.apply(
-        {"params": g_params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral},
-        batch["waveform"], train=True, update_spectral=False, rngs={"dropout": rng},
-        mutable=["batch_stats"])
+  def loss_fn(outputs):
+    fakes, embedding, logits = outputs
     # One D call on [fake; real]: scores of the fakes, features of both for feature matching.
     scores, features = d_model.apply(
         {"params": state.d_params, "spectral": state.d_spectral},
@@ -192,17 +214,33 @@ def g_update(state: TrainState, batch: dict, *, g_model, d_model, g_tx: optax.Gr
             + loss_weights.l1 * terms["g_l1"]
             + loss_weights.speaker_ce * terms["g_speaker_ce"])
     accuracy = losses.speaker_accuracy(logits=logits, labels=batch["speaker"])
-    return loss, (terms, accuracy, g_vars["batch_stats"])
+    return loss, (terms, accuracy)
 
-  (loss, (terms, accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.g_params)
+  (loss, aux), cotangents = jax.value_and_grad(loss_fn, has_aux=True)(g_out.outputs)
+  return loss, aux, g_out.pullback(cotangents)
+
+
+def g_update(state: TrainState, batch: dict, *, g_model, d_model, g_tx: optax.GradientTransformation,
+             loss_weights: ml_collections.ConfigDict, rng: jax.Array, axis_name: Optional[str] = None,
+             skip_nonfinite: bool = False,
+             g_out: Optional[GForward] = None) -> tuple[TrainState, Metrics]:
+  """One G-side update (encoder, classifier, generator) against the current D; D is untouched.
+
+  G loss = w_adv MSE(D(G(e), e), 1) + w_fm feature matching + w_l1 L1(G(e), face) + w_ce CE(speaker).
+  `g_out`: this step's shared G forward (from train_step); None runs one here (dropout from `rng`,
+  no power iteration). BatchNorm statistics are taken from that forward.
+  """
+  if g_out is None:
+    g_out = g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=False)
+  loss, (terms, accuracy), grads = g_loss_and_grads(state, batch, g_out, d_model=d_model,
+                                                    loss_weights=loss_weights, axis_name=axis_name)
   grads = parallel.pmean(grads, axis_name)
   updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, updates)
   metrics = parallel.pmean({"g_loss": loss, **terms, "speaker_accuracy": accuracy}, axis_name)
   metrics["g_grad_norm"] = optax.global_norm(grads)
   # BatchNorm already averaged its batch statistics over devices (axis_name in the model).
-  new = state.replace(g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=batch_stats)
+  new = state.replace(g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=g_out.batch_stats)
   if skip_nonfinite:
     ok = _all_finite(metrics["g_loss"], metrics["g_grad_norm"])
     new = _keep_if(ok, new, state)
@@ -213,16 +251,21 @@ def g_update(state: TrainState, batch: dict, *, g_model, d_model, g_tx: optax.Gr
 def train_step(state: TrainState, batch: dict, *, g_model, d_model, g_tx, d_tx,
                loss_cfg: ml_collections.ConfigDict, axis_name: Optional[str] = parallel.AXIS_NAME,
                skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
-  """One Wav2Pix iteration: D update, then G update against the UPDATED D. Pure; pmap it."""
-  rng, d_rng, g_rng = jax.random.split(state.rng, 3)
-  d_rng = parallel.device_rng(d_rng, axis_name)  # different dropout masks on each device
-  g_rng = parallel.device_rng(g_rng, axis_name)
+  """One Wav2Pix iteration: D update, then G update against the UPDATED D. Pure; pmap it.
+
+  G's params don't change during the D phase, so G runs forward once (one dropout mask, one
+  power iteration, one BatchNorm statistics update): the D phase uses its outputs as constants,
+  the G phase pulls the loss gradient back through its saved vjp.
+  """
+  rng, dropout_rng = jax.random.split(state.rng)
+  dropout_rng = parallel.device_rng(dropout_rng, axis_name)  # different masks on each device
+  g_out = g_forward(state, batch, g_model=g_model, rng=dropout_rng, update_spectral=True)
   state, d_metrics = d_update(state, batch, g_model=g_model, d_model=d_model, d_tx=d_tx,
-                              real_label=loss_cfg.real_label, rng=d_rng, axis_name=axis_name,
-                              skip_nonfinite=skip_nonfinite)
+                              real_label=loss_cfg.real_label, rng=dropout_rng, axis_name=axis_name,
+                              skip_nonfinite=skip_nonfinite, g_out=g_out)
   state, g_metrics = g_update(state, batch, g_model=g_model, d_model=d_model, g_tx=g_tx,
-                              loss_weights=loss_cfg, rng=g_rng, axis_name=axis_name,
-                              skip_nonfinite=skip_nonfinite)
+                              loss_weights=loss_cfg, rng=dropout_rng, axis_name=axis_name,
+                              skip_nonfinite=skip_nonfinite, g_out=g_out)
   return state.replace(step=state.step + 1, rng=rng), {**d_metrics, **g_metrics}
 
 
@@ -245,7 +288,8 @@ def make_p_train_step(config: ml_collections.ConfigDict, num_speakers: int) -> C
 
 def make_generate_fn(config: ml_collections.ConfigDict, num_speakers: int) -> Callable:
   """jit: (g variables, waveform [B, T]) -> faces [B, S, S, 3] in [-1, 1], inference mode."""
-  g_model = factory.make_generator(config.model, num_speakers)
+  # Forward only: "auto" picks the fastest forward conv_impl (same parameters as training's).
+  g_model = factory.make_generator(config.model, num_speakers, inference=True)
 
   @jax.jit
   def generate(variables, waveform):
