@@ -13,8 +13,11 @@ alike; the table shows medians over rounds. GFLOP/s use the NOMINAL FLOPs of the
 (2 * outputs * k*k*cin for a conv, 2 * inputs * k*k*cout for a transposed conv; 3x that for
 fwd+bwd), the same count for every impl, so GFLOP/s compare like times do.
 
-`matmul_full` (benchmark only) is the transposed conv as ONE matmul with the 3x3 subpixel kernel
-([B*H*W, 9*cin] x [9*cin, 4*cout], 2.25x the FLOPs of the per-phase form that "matmul" uses).
+Benchmark-only variants: `matmul_phase`, the transposed conv per output phase (input patches of
+that phase's 2x2 taps @ matrix); `matmul_full`, the transposed conv as ONE matmul with the 3x3
+subpixel kernel ([B*H*W, 9*cin] x [9*cin, 4*cout], 2.25x the FLOPs); `matmul_out`, the strided
+convs output side (Y = x @ [C, taps*N], then a sum of shifted slices of Y), the form that
+"matmul" uses for the transposed conv (col2im).
 """
 
 from __future__ import annotations
@@ -75,6 +78,31 @@ def default_layers(batch: int = 64, image_size: int = 64, audio: int = 16000) ->
     return out
 
 
+def conv_transpose_matmul_phase(x, kernel, *, stride, padding):
+    """Transposed conv per output phase: only that phase's kernel taps, input patches @ matrix."""
+    k, _, cin, cout = kernel.shape
+    b, h, w, _ = x.shape
+    if (h == 1 and w == 1) or stride == 1:
+        return layers.conv_transpose_matmul(x, kernel, stride=stride, padding=padding)
+    out_h = (h - 1) * stride + k - 2 * padding
+    out_w = (w - 1) * stride + k - 2 * padding
+    lo, hi, table = layers._subpixel_kernel_taps(k, stride, padding)
+    m_h, m_w = -(-out_h // stride), -(-out_w // stride)
+    xp = layers._pad_or_crop(x, [(lo, hi + m_h - h), (lo, hi + m_w - w)])
+    rows = []
+    for ry in range(stride):
+        cols = []
+        for rx in range(stride):
+            ty = [t for t, kk in enumerate(table[ry]) if kk >= 0]
+            tx = [t for t, kk in enumerate(table[rx]) if kk >= 0]
+            p = layers._stack_channels([xp[:, a:a + m_h, c:c + m_w] for a in ty for c in tx])
+            mat = jnp.concatenate([kernel[table[ry][a], table[rx][c]] for a in ty for c in tx])
+            cols.append(layers._matmul_last(p, mat))
+        rows.append(jnp.stack(cols, axis=3))
+    y = jnp.stack(rows, axis=2)
+    return y.reshape(b, m_h * stride, m_w * stride, cout)[:, :out_h, :out_w]
+
+
 def conv_transpose_matmul_full(x, kernel, *, stride, padding):
     """Transposed conv as one matmul with the full subpixel kernel, then depth-to-space."""
     k = kernel.shape[0]
@@ -131,37 +159,6 @@ def conv1d_matmul_out(x, kernel, *, stride, padding):
     return _valid_conv_matmul_out(z, sub)
 
 
-def conv_transpose_matmul_out(x, kernel, *, stride, padding):
-    """col2im: Y = x @ [cin, k*k*cout] (exactly the nominal FLOPs), then per output phase the
-    sum of the shifted slices of Y that land there."""
-    k, _, cin, cout = kernel.shape
-    b, h, w, _ = x.shape
-    if (h == 1 and w == 1) or stride == 1:
-        return layers.conv_transpose_matmul(x, kernel, stride=stride, padding=padding)
-    out_h = (h - 1) * stride + k - 2 * padding
-    out_w = (w - 1) * stride + k - 2 * padding
-    lo, hi, table = layers._subpixel_kernel_taps(k, stride, padding)
-    m_h, m_w = -(-out_h // stride), -(-out_w // stride)
-    y = layers._matmul_last(x, kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * cout))
-    y = y.reshape(b, h, w, k, k, cout)
-    y = layers._pad_or_crop(y, [(lo, hi + m_h - h), (lo, hi + m_w - w), (0, 0), (0, 0)])
-    rows = []
-    for ry in range(stride):
-        cols = []
-        for rx in range(stride):
-            acc = None
-            for ty, ky in enumerate(table[ry]):
-                for tx, kx in enumerate(table[rx]):
-                    if ky < 0 or kx < 0:
-                        continue
-                    v = y[:, ty:ty + m_h, tx:tx + m_w, ky, kx]
-                    acc = v if acc is None else acc + v
-            cols.append(acc)
-        rows.append(jnp.stack(cols, axis=3))
-    out = jnp.stack(rows, axis=2)
-    return out.reshape(b, m_h * stride, m_w * stride, cout)[:, :out_h, :out_w]
-
-
 IMPLS: dict[str, dict[str, Callable]] = {
     "xla": {"convT": layers.conv_transpose_xla, "conv": layers.conv_xla,
             "conv1d": layers.conv1d_xla},
@@ -169,9 +166,10 @@ IMPLS: dict[str, dict[str, Callable]] = {
                  "conv1d": layers.conv1d_subpixel},
     "matmul": {"convT": layers.conv_transpose_matmul, "conv": layers.conv_matmul,
                "conv1d": layers.conv1d_matmul},
+    "matmul_phase": {"convT": conv_transpose_matmul_phase},
     "matmul_full": {"convT": conv_transpose_matmul_full},
-    "matmul_out": {"convT": conv_transpose_matmul_out, "conv": conv_matmul_out,
-                   "conv1d": conv1d_matmul_out},
+    # Output side (col2im) for the strided convs too; "matmul" already is col2im for convT.
+    "matmul_out": {"conv": conv_matmul_out, "conv1d": conv1d_matmul_out},
 }
 
 

@@ -190,3 +190,16 @@ def test_models_matmul_equals_xla(model):
     # as much: ~5e-4 on the generator's tanh output, each ~4e-4 from a float64 evaluation).
     for a, b in zip(jax.tree_util.tree_leaves(out_mat), jax.tree_util.tree_leaves(out_xla)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-3)
+
+
+def test_conv_layers_benchmark_smoke(tmp_path):
+    """benchmarks/conv_layers runs end to end on the small layers and writes its JSON."""
+    import json
+    from benchmarks import conv_layers
+    out = tmp_path / "conv.json"
+    conv_layers.main(["--layers=G0,G4,E0", "--batch=1", "--rounds=1",
+                      "--impls=xla,matmul,matmul_out,matmul_phase", f"--out={out}"])
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["layer"].split()[0], r["impl"], r["mode"]) for r in rows} >= {
+        ("G0", "matmul", "fwd"), ("G4", "matmul_phase", "fwdbwd"), ("E0", "matmul_out", "fwd")}
+    assert all(r["median_ms"] > 0 for r in rows)
