@@ -75,6 +75,8 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
   assert rows["real"]["pixel"]["identity"]["chance"] == pytest.approx(1 / (len(syn.SPEAKERS) - 1))
   assert rows["mean_face"]["pixel"]["identity"]["accuracy"] == 1.0
   assert rows["real"]["pixel"]["mouth"]["loudness_correlation"] > 0.8
+  assert rows["real"]["pixel"]["mouth"]["loudness_correlation_within_speaker"] > 0.8
+  assert rows["mean_face"]["pixel"]["mouth"]["loudness_correlation_within_speaker"] is None  # no variation
   assert rows["generated"]["pixel"]["mouth"]["loudness_correlation"] is None  # constant: undefined
   assert rows["generated"]["pixel"]["identity"]["accuracy"] <= 2 / (len(syn.SPEAKERS) - 1)
   flat = ev.scalars(report)

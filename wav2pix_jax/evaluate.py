@@ -80,7 +80,9 @@ PIXEL_DEFINITIONS = {
     "pixel_mouth": (
         "mouth opening measured directly in the dataset's known mouth box: height in px of the dark "
         "mouth interior (per row, mean membership luma <= 30 -> 1 .. >= 70 -> 0, summed over rows), on "
-        "every image, and its Pearson correlation with the RMS level (dB) of the raw speech clip"
+        "every image, and its Pearson correlation with the RMS level (dB) of the raw speech clip; "
+        "'within_speaker': the same after subtracting each speaker's mean from both (expression beyond "
+        "identity: None / ~0 for the mean-face row)"
     ),
 }
 
@@ -130,7 +132,7 @@ def _pixel_row(images: np.ndarray, *, speakers: np.ndarray, loudness: np.ndarray
     row = {"identity": _identity(predicted, classes, speakers, speaker_names)}
     if layout.get("mouth_box") is not None:
         opening = face_metrics.mouth_opening_px(images, layout["mouth_box"])
-        row["mouth"] = (None if loudness is None else face_metrics.mouth_expressivity(opening, loudness))
+        row["mouth"] = (None if loudness is None else face_metrics.mouth_expressivity(opening, loudness, speakers))
     return row
 
 
@@ -476,6 +478,7 @@ def scalars(report: dict) -> dict[str, float]:
             values["pixel_identity"] = row["pixel"]["identity"]["accuracy"]
             mouth = row["pixel"].get("mouth") or {}
             values["pixel_mouth_loudness_r"] = mouth.get("loudness_correlation")
+            values["pixel_mouth_loudness_r_within_speaker"] = mouth.get("loudness_correlation_within_speaker")
             values["pixel_mouth_opening_std"] = mouth.get("mouth_opening_std")
         out.update({f"eval/{name}/{k}": float(v) for k, v in values.items() if v is not None})
     return out
@@ -552,9 +555,11 @@ def summary(report: dict) -> str:
         if "pixel" in row:
             mouth = row["pixel"].get("mouth") or {}
             corr = mouth.get("loudness_correlation")
+            within = mouth.get("loudness_correlation_within_speaker")
             parts.append(
                 f"pixel: identity {row['pixel']['identity']['accuracy']:.1%}  mouth~loudness r "
-                f"{'n/a' if corr is None else f'{corr:+.2f}'}"
+                f"{'n/a' if corr is None else f'{corr:+.2f}'} (within speakers "
+                f"{'n/a' if within is None else f'{within:+.2f}'})"
                 + (f" (opening {mouth['mouth_opening_mean']:.2f}+-{mouth['mouth_opening_std']:.2f} px)"
                    if mouth else ""))
         lines.append(f"{name:>10}: " + "  |  ".join(parts))

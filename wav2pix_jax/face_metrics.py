@@ -322,14 +322,31 @@ def mouth_opening_px(images: np.ndarray, box: Box) -> np.ndarray:
     return membership.mean(axis=2).sum(axis=1).astype(np.float32)
 
 
-def mouth_expressivity(opening: np.ndarray, loudness: np.ndarray) -> dict:
-    """Mouth opening (px) of every image and its Pearson correlation with speech loudness (dB)."""
+def within_group(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """`values` minus the mean of its group (e.g. speaker): what varies within each group."""
+    values, groups = np.asarray(values, np.float64), np.asarray(groups)
+    out = values.copy()
+    for g in np.unique(groups):
+        out[groups == g] -= values[groups == g].mean()
+    return out
+
+
+def mouth_expressivity(opening: np.ndarray, loudness: np.ndarray, speakers: np.ndarray | None = None) -> dict:
+    """Mouth opening (px) of every image and its Pearson correlation with speech loudness (dB).
+
+    With `speakers`, also the correlation within speakers (both sides minus their per-speaker means):
+    expression beyond identity; 0 or None for any per-speaker constant face (the mean-face row).
+    """
     opening, loudness = np.asarray(opening, np.float64), np.asarray(loudness, np.float64)
     if opening.shape != loudness.shape:
         raise ValueError(f"opening {opening.shape} and loudness {loudness.shape} must align")
-    return {
+    result = {
         "num_faces": int(opening.size),
         "mouth_opening_mean": float(opening.mean()),
         "mouth_opening_std": float(opening.std()),
         "loudness_correlation": pearson(opening, loudness),
     }
+    if speakers is not None:
+        result["loudness_correlation_within_speaker"] = pearson(
+            within_group(opening, speakers), within_group(loudness, speakers))
+    return result
