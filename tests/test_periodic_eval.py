@@ -42,6 +42,7 @@ def clips():
       "speakers": np.array([syn.SPEAKERS.index(r["speaker"]) for r in records]),
       "loudness": np.array([r["loudness"] for r in records], np.float64),
       "loudness_db": fm.loudness_db([r["waveform"] for r in records]),
+      "pitch_shift": np.array([r["pitch_shift"] for r in records], np.float64),
   }
 
 
@@ -55,6 +56,51 @@ def test_mouth_opening_px_follows_loudness_on_every_speaker(clips):
   assert 0.3 < opening[clips["loudness"].argmin()] < 2.0 and opening[clips["loudness"].argmax()] > 5.0
   with pytest.raises(ValueError, match="does not fit"):
     fm.mouth_opening_px(clips["faces"], (60, 70, 0, 4))
+
+
+def test_brow_height_px_follows_pitch_on_every_speaker(clips):
+  height = fm.brow_height_px(clips["faces"], syn.BROW_BOXES)
+  assert np.corrcoef(height, clips["pitch_shift"])[0, 1] > 0.95
+  within = np.corrcoef(fm.within_group(height, clips["speakers"]),
+                       fm.within_group(clips["pitch_shift"], clips["speakers"]))[0, 1]
+  assert within > 0.95
+  for s in range(len(syn.SPEAKERS)):
+    mask = clips["speakers"] == s
+    assert np.corrcoef(height[mask], clips["pitch_shift"][mask])[0, 1] > 0.9, syn.SPEAKERS[s]
+  # The builder raises the eyebrows 11 canvas px (2.75 px at 64 px) per semitone.
+  slope = np.polyfit(clips["pitch_shift"], height, 1)[0]
+  assert 2.0 < slope < 3.5, slope
+  # Mouth and eyebrows are independent measurements: the mouth does not move the eyebrow metric.
+  speaker = syn.make_speakers()[0]
+  quiet, loud = (fm.brow_height_px(syn.draw_face(speaker, l, 0.3)[None], syn.BROW_BOXES)[0] for l in (0.0, 1.0))
+  assert quiet == pytest.approx(loud, abs=1e-4)
+
+
+def test_pixel_brows_row(clips):
+  layout = dict(LAYOUT, brow_boxes=syn.BROW_BOXES)
+  report = ev.evaluate(generated=clips["faces"][::-1].copy(), real=clips["faces"], speakers=clips["speakers"],
+                       loudness=clips["loudness_db"], pitch=clips["pitch_shift"], train_real=clips["faces"],
+                       train_speakers=clips["speakers"], speaker_names=list(syn.SPEAKERS), dlib_metrics=False,
+                       layout=layout)
+  assert set(report["definitions"]) == {"pixel_identity", "pixel_mouth", "pixel_brows"}
+  rows = report["rows"]
+  assert rows["real"]["pixel"]["brows"]["pitch_correlation"] > 0.95
+  assert rows["real"]["pixel"]["brows"]["pitch_correlation_within_speaker"] > 0.95
+  assert rows["mean_face"]["pixel"]["brows"]["pitch_correlation_within_speaker"] is None  # no variation
+  assert abs(rows["generated"]["pixel"]["brows"]["pitch_correlation_within_speaker"]) < 0.6  # other clips
+  flat = ev.scalars(report)
+  assert flat["eval/real/pixel_brow_pitch_r_within_speaker"] > 0.95
+  assert "eyebrows~pitch r +" in ev.summary(report)
+  assert report["settings"]["pixel_layout"]["brow_boxes"] == [list(b) for b in syn.BROW_BOXES]
+  with pytest.raises(ValueError, match="pitch"):
+    ev.evaluate(generated=clips["faces"], real=clips["faces"], speakers=clips["speakers"], loudness=None,
+                pitch=clips["pitch_shift"][:-1], train_real=clips["faces"], train_speakers=clips["speakers"],
+                speaker_names=list(syn.SPEAKERS), dlib_metrics=False, layout=layout)
+  # Without pitch (or without brow boxes) there is no eyebrow entry.
+  report = ev.evaluate(generated=clips["faces"], real=clips["faces"], speakers=clips["speakers"], loudness=None,
+                       train_real=clips["faces"], train_speakers=clips["speakers"],
+                       speaker_names=list(syn.SPEAKERS), dlib_metrics=False, layout=layout)
+  assert "brows" not in report["rows"]["real"]["pixel"] and "pixel_brows" not in report["definitions"]
 
 
 def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):

@@ -84,6 +84,13 @@ PIXEL_DEFINITIONS = {
         "'within_speaker': the same after subtracting each speaker's mean from both (expression beyond "
         "identity: None / ~0 for the mean-face row)"
     ),
+    "pixel_brows": (
+        "eyebrow height measured directly in the dataset's known eyebrow boxes: per column, the row "
+        "centroid of the darkest pixels (softmin of luma, "
+        f"{face_metrics.BROW_SOFTMIN_LUMA:g}), in px above the boxes' bottom, averaged over columns; on "
+        "every image, and its Pearson correlation with each clip's pitch (the dataset's pitch_shift, "
+        "semitones); 'within_speaker' as for the mouth"
+    ),
 }
 
 
@@ -127,12 +134,15 @@ def _row(
 
 def _pixel_row(images: np.ndarray, *, speakers: np.ndarray, loudness: np.ndarray | None,
                classifier: face_metrics.CentroidClassifier, classes: np.ndarray,
-               speaker_names: Sequence[str], layout: dict) -> dict:
+               speaker_names: Sequence[str], layout: dict, pitch: np.ndarray | None = None) -> dict:
     predicted = classifier.predict(face_metrics.pixel_vectors(images, layout.get("face_box")))
     row = {"identity": _identity(predicted, classes, speakers, speaker_names)}
     if layout.get("mouth_box") is not None:
         opening = face_metrics.mouth_opening_px(images, layout["mouth_box"])
         row["mouth"] = (None if loudness is None else face_metrics.mouth_expressivity(opening, loudness, speakers))
+    if layout.get("brow_boxes") is not None and pitch is not None:
+        height = face_metrics.brow_height_px(images, layout["brow_boxes"])
+        row["brows"] = face_metrics.brow_expressivity(height, pitch, speakers)
     return row
 
 
@@ -148,6 +158,7 @@ def evaluate(
     dlib_metrics: bool = True,
     layout: dict | None = None,
     cache: dict | None = None,
+    pitch: np.ndarray | None = None,
 ) -> dict:
     """The evaluation report (JSON-able): one row each for generated, real and mean-face images.
 
@@ -160,7 +171,9 @@ def evaluate(
 
     dlib_metrics: the paper's dlib metrics (detection, identity, FD, expressivity; slow: ~0.1-0.3 s
     per image on a CPU). layout: {"face_box": (top, bottom, left, right) or None, "mouth_box": box or
-    None} for datasets with a known face layout: adds a "pixel" entry to every row (PIXEL_DEFINITIONS).
+    None, "brow_boxes": boxes or None} for datasets with a known face layout: adds a "pixel" entry to
+    every row (PIXEL_DEFINITIONS). pitch: [N] each clip's pitch (the synthetic pitch_shift, semitones)
+    for the eyebrow metric (with layout["brow_boxes"]), or None to skip it.
     cache: a dict kept between calls on the SAME real / reference faces (periodic evaluation): the
     dlib analyses of those are then computed once.
     """
@@ -184,6 +197,10 @@ def evaluate(
         loudness = np.asarray(loudness, np.float64)
         if loudness.shape != (n,):
             raise ValueError(f"loudness {loudness.shape} must have one value per generated image ({n})")
+    if pitch is not None:
+        pitch = np.asarray(pitch, np.float64)
+        if pitch.shape != (n,):
+            raise ValueError(f"pitch {pitch.shape} must have one value per generated image ({n})")
     classes = _reference_classes(train_speakers)
     missing = sorted(set(speakers.tolist()) - set(classes.tolist()))
     if missing:
@@ -235,13 +252,17 @@ def evaluate(
             "train_face_detection_rate": train_analysis.detection_rate,
         })
     if layout is not None:
-        layout = {"face_box": layout.get("face_box"), "mouth_box": layout.get("mouth_box")}
+        layout = {"face_box": layout.get("face_box"), "mouth_box": layout.get("mouth_box"),
+                  "brow_boxes": layout.get("brow_boxes")}
         pixel_classifier = face_metrics.fit_identity_classifier(
             face_metrics.pixel_vectors(train_real, layout["face_box"]), class_index, len(classes))
         for name, batch in images.items():
-            rows[name]["pixel"] = _pixel_row(batch, classifier=pixel_classifier, layout=layout, **common)
-        definitions.update(PIXEL_DEFINITIONS)
-        settings["pixel_layout"] = {k: None if v is None else list(v) for k, v in layout.items()}
+            rows[name]["pixel"] = _pixel_row(batch, classifier=pixel_classifier, layout=layout, pitch=pitch,
+                                             **common)
+        definitions.update({k: v for k, v in PIXEL_DEFINITIONS.items()
+                            if k != "pixel_brows" or (layout["brow_boxes"] is not None and pitch is not None)})
+        settings["pixel_layout"] = {k: None if v is None else [list(b) for b in v] if k == "brow_boxes" else list(v)
+                                    for k, v in layout.items()}
     return {
         "definitions": definitions,
         "settings": settings,
@@ -316,7 +337,7 @@ def face_layout(dataset: str) -> dict | None:
         return None
     from data_prep.synthetic import synthetic_dataset_builder as syn  # pylint: disable=g-import-not-at-top
 
-    return {"face_box": syn.FACE_BOX, "mouth_box": syn.MOUTH_BOX}
+    return {"face_box": syn.FACE_BOX, "mouth_box": syn.MOUTH_BOX, "brow_boxes": syn.BROW_BOXES}
 
 
 def _reference_faces(input_cfg, info, *, image_size: int, per_speaker: int,
@@ -371,6 +392,7 @@ class EvalSet:
     train_speakers: np.ndarray  # int64 [M]
     reference_from_eval_split: list[str]  # speakers whose reference faces come from `split`
     layout: dict | None  # known face layout (pixel metrics) or None
+    pitch: np.ndarray | None = None  # float64 [N]: each clip's pitch_shift where the dataset has one
 
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -379,7 +401,7 @@ class EvalSet:
         report = evaluate(generated=generated, real=self.real, speakers=self.speakers, loudness=self.loudness,
                           train_real=self.train_real, train_speakers=self.train_speakers,
                           speaker_names=self.speaker_names, dlib_metrics=dlib_metrics, layout=self.layout,
-                          cache=self._cache)
+                          cache=self._cache, pitch=self.pitch)
         report["settings"]["reference_faces_from_eval_split"] = list(self.reference_from_eval_split)
         return report
 
@@ -408,12 +430,15 @@ def load_eval_set(input_cfg, *, split: str, image_size: int, max_examples: int |
                               decoders={"face": tfds.decode.SkipDecoding()})
     loudness = face_metrics.loudness_db(
         [_centred(np.asarray(source[i]["waveform"]), waveforms.shape[1]) for i in range(len(real))])
+    pitch = None
+    if len(real) and "pitch_shift" in source[0]:  # the synthetic clips' known pitch (eyebrow metric)
+        pitch = np.array([float(source[i]["pitch_shift"]) for i in range(len(real))], np.float64)
     train_real, train_speakers, from_eval = _reference_faces(
         input_cfg, info, image_size=image_size, per_speaker=train_faces_per_speaker, eval_split=split)
     return EvalSet(dataset=info.name, split=split, speaker_names=list(info.speaker_names), waveforms=waveforms,
                    real=real, speakers=speakers, loudness=loudness, train_real=train_real,
                    train_speakers=train_speakers, reference_from_eval_split=from_eval,
-                   layout=face_layout(info.name))
+                   layout=face_layout(info.name), pitch=pitch)
 
 
 def evaluate_workdir(
@@ -480,6 +505,9 @@ def scalars(report: dict) -> dict[str, float]:
             values["pixel_mouth_loudness_r"] = mouth.get("loudness_correlation")
             values["pixel_mouth_loudness_r_within_speaker"] = mouth.get("loudness_correlation_within_speaker")
             values["pixel_mouth_opening_std"] = mouth.get("mouth_opening_std")
+            brows = row["pixel"].get("brows") or {}
+            values["pixel_brow_pitch_r"] = brows.get("pitch_correlation")
+            values["pixel_brow_pitch_r_within_speaker"] = brows.get("pitch_correlation_within_speaker")
         out.update({f"eval/{name}/{k}": float(v) for k, v in values.items() if v is not None})
     return out
 
@@ -562,6 +590,12 @@ def summary(report: dict) -> str:
                 f"{'n/a' if within is None else f'{within:+.2f}'})"
                 + (f" (opening {mouth['mouth_opening_mean']:.2f}+-{mouth['mouth_opening_std']:.2f} px)"
                    if mouth else ""))
+            brows = row["pixel"].get("brows")
+            if brows:
+                corr, within = brows["pitch_correlation"], brows.get("pitch_correlation_within_speaker")
+                parts[-1] += (f"  eyebrows~pitch r {'n/a' if corr is None else f'{corr:+.2f}'} (within speakers "
+                              f"{'n/a' if within is None else f'{within:+.2f}'}) (height "
+                              f"{brows['brow_height_mean']:.2f}+-{brows['brow_height_std']:.2f} px)")
         lines.append(f"{name:>10}: " + "  |  ".join(parts))
     return "\n".join(lines)
 

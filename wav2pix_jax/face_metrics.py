@@ -350,3 +350,44 @@ def mouth_expressivity(opening: np.ndarray, loudness: np.ndarray, speakers: np.n
         result["loudness_correlation_within_speaker"] = pearson(
             within_group(opening, speakers), within_group(loudness, speakers))
     return result
+
+
+# Eyebrow height: in each column of the brow boxes, the softmin-weighted row centroid of luma (the
+# eyebrow is the darkest thing there, drawn darker than any hair); weights exp(-(luma - column min) /
+# BROW_SOFTMIN_LUMA).
+BROW_SOFTMIN_LUMA = 3.0
+
+
+def brow_height_px(images: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    """float32 [N]: eyebrow height in pixels above the bottom of the brow boxes (mean over boxes and columns).
+
+    Per column of each box, the row centroid of the darkest pixels (softmin of luma, BROW_SOFTMIN_LUMA),
+    so a blurry generated eyebrow gives a continuous position.
+    """
+    images = check_images(images)
+    heights = []
+    for box in boxes:
+        luma = _crop(images, box).astype(np.float32) @ _LUMA  # [N, rows, cols]
+        weights = np.exp(-(luma - luma.min(axis=1, keepdims=True)) / BROW_SOFTMIN_LUMA)
+        rows = np.arange(luma.shape[1], dtype=np.float32)[None, :, None]
+        centroid = (weights * rows).sum(axis=1) / weights.sum(axis=1)  # [N, cols], 0 = top row
+        heights.append(luma.shape[1] - 0.5 - centroid)  # 0 = centre of the bottom row
+    return np.concatenate(heights, axis=1).mean(axis=1).astype(np.float32)
+
+
+def brow_expressivity(height: np.ndarray, pitch: np.ndarray, speakers: np.ndarray | None = None) -> dict:
+    """Eyebrow height (px) of every image and its Pearson correlation with each clip's pitch (e.g. shift
+    in semitones); with `speakers`, also within speakers (both sides minus their per-speaker means)."""
+    height, pitch = np.asarray(height, np.float64), np.asarray(pitch, np.float64)
+    if height.shape != pitch.shape:
+        raise ValueError(f"height {height.shape} and pitch {pitch.shape} must align")
+    result = {
+        "num_faces": int(height.size),
+        "brow_height_mean": float(height.mean()),
+        "brow_height_std": float(height.std()),
+        "pitch_correlation": pearson(height, pitch),
+    }
+    if speakers is not None:
+        result["pitch_correlation_within_speaker"] = pearson(
+            within_group(height, speakers), within_group(pitch, speakers))
+    return result

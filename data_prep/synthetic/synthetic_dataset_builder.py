@@ -41,6 +41,9 @@ _CANVAS = 4 * IMAGE_SIZE  # faces are drawn 4x larger, then downsampled (anti-al
 # (top, bottom, left, right) pixel boxes, bottom/right exclusive.
 FACE_BOX = (12, 52, 18, 46)  # inside every head: skin, eyes, nose, mouth; almost no background
 MOUTH_BOX = (34, 50, 29, 35)  # holds every speaker's dark mouth interior at any opening, below the nose
+# Two narrow column bands, one over each eyebrow's middle for every speaker's eye spacing, from above
+# the highest eyebrow to the top of the eyes: the eyebrow is the darkest thing in each column there.
+BROW_BOXES = ((15, 26, 19, 22), (15, 26, 42, 45))
 
 # Vowel formants (F1, F2, F3) in Hz for an adult male tract; speakers scale them.
 _VOWELS = np.array([[730, 1090, 2440], [530, 1840, 2480], [270, 2290, 3010],
