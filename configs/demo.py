@@ -27,7 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = _sibling("base").get_config()
   config.batch_size = 16  # ~10 steps per epoch of the 168 synthetic training clips
   # Faces of the right speaker from held-out speech (pixel identity ~95-100 % vs 17 % chance);
-  # the mouth does NOT yet follow loudness at this length.
+  # expression is NOT learned yet: neither the mouth ~ loudness nor the eyebrows ~ pitch (pixel
+  # metrics, within speakers, |r| < 0.3 on test), at 700 nor 1400 steps.
   config.num_train_steps = 700  # ~70 epochs, 3-5 minutes on 2 CPU cores
 
   config.model.embed_dim = 64  # speech embedding size
