@@ -52,12 +52,16 @@ def _batch(config, batch_size=4, seed=0):
 def test_auto_conv_impl_per_network_and_for_inference():
   model = _tiny().model
   on_cpu = jax.default_backend() == "cpu"
-  assert factory.conv_impl(model, "g") == ("subpixel" if on_cpu else "xla")
+  assert factory.conv_impl(model, "g") == ("matmul" if on_cpu else "xla")
+  assert factory.conv_impl(model, "encoder") == ("subpixel" if on_cpu else "xla")
   assert factory.conv_impl(model, "d") == "xla"
   assert factory.conv_impl(model, "g", inference=True) == "xla"  # forward only: xla is faster
+  assert factory.conv_impl(model, "encoder", inference=True) == "xla"
   g = factory.make_generator(model, NUM_SPEAKERS)
   assert g.conv_impl == factory.conv_impl(model, "g")
-  assert factory.make_generator(model, NUM_SPEAKERS, inference=True).conv_impl == "xla"
+  assert g.encoder_conv_impl == factory.conv_impl(model, "encoder")
+  g_inf = factory.make_generator(model, NUM_SPEAKERS, inference=True)
+  assert (g_inf.conv_impl, g_inf.encoder_conv_impl) == ("xla", "xla")
   assert factory.make_discriminator(model).conv_impl == "xla"
 
 
@@ -69,15 +73,23 @@ def test_explicit_conv_impls_override_auto():
   model.g_conv_impl = "auto"
   assert factory.make_discriminator(model).conv_impl == "xla"
   assert factory.conv_impl(model, "g", inference=True) == "xla"
+  # The encoder follows g_conv_impl unless encoder_conv_impl is set.
+  model.g_conv_impl = "matmul"
+  assert factory.conv_impl(model, "encoder") == "matmul"
+  model.encoder_conv_impl = "subpixel"
+  assert [factory.conv_impl(model, n) for n in ("g", "encoder")] == ["matmul", "subpixel"]
   # A config.json written before the per-network fields existed still resolves.
   old = _tiny().model
-  del old["g_conv_impl"], old["d_conv_impl"]
+  del old["g_conv_impl"], old["d_conv_impl"], old["encoder_conv_impl"]
   assert factory.conv_impl(old, "d") == "xla"
+  assert factory.conv_impl(old, "encoder") == factory.conv_impl(_tiny().model, "encoder")
 
 
 def test_bad_per_network_conv_impl_names_the_field():
   with pytest.raises(ValueError, match=r"model\.d_conv_impl"):
     factory.check_model_config(_tiny(**{"model.d_conv_impl": "fft"}).model)
+  with pytest.raises(ValueError, match=r"model\.encoder_conv_impl"):
+    factory.check_model_config(_tiny(**{"model.encoder_conv_impl": "fft"}).model)
   with pytest.raises(ValueError, match=r"model\.g_conv_impl"):
     factory.make_generator(_tiny(**{"model.g_conv_impl": "cudnn"}).model, NUM_SPEAKERS)
 

@@ -26,25 +26,34 @@ def dtype(name: Any, *, field: str = "model.dtype") -> Any:
 # Measured on XLA:CPU at 64 px, batch 64: "subpixel" is ~12x faster than "xla" for the generator
 # and ~20x for the speech encoder (XLA:CPU's transposed convs, which are the input gradients of
 # strided convs, are slow), but ~2x SLOWER for the discriminator, whose strided convs and their
-# gradients XLA:CPU runs well. Other backends: plain "xla".
-_AUTO_TRAIN = {("cpu", "g"): "subpixel", ("cpu", "d"): "xla"}
-_NETWORKS = {"g": "g_conv_impl", "d": "d_conv_impl"}
+# gradients XLA:CPU runs well. "matmul" (col2im) beats "subpixel" for the generator's transposed
+# convs (whole train step, 64 px: ~12% faster at batch 64, ~15% at batch 16; benchmarks/README.md)
+# but not for the encoder or D. Other backends: plain "xla".
+_AUTO_TRAIN = {("cpu", "g"): "matmul", ("cpu", "encoder"): "subpixel", ("cpu", "d"): "xla"}
+# network -> its override fields, most specific first (the encoder follows g_conv_impl unless
+# model.encoder_conv_impl is set).
+_NETWORKS = {"g": ("g_conv_impl",), "encoder": ("encoder_conv_impl", "g_conv_impl"),
+             "d": ("d_conv_impl",)}
 
 
 def conv_impl(model_cfg: ml_collections.ConfigDict, network: str = "g", *,
               inference: bool = False) -> str:
-  """The conv implementation of one network ("g": speech encoder + generator, "d": discriminator).
+  """The conv implementation of one network ("g": generator, "encoder": speech encoder,
+  "d": discriminator).
 
-  model.g_conv_impl / model.d_conv_impl override model.conv_impl for their network when set
-  (""/missing: follow model.conv_impl). "auto" resolves by the default backend and the network
+  model.g_conv_impl (generator and, unless model.encoder_conv_impl is set, speech encoder) /
+  model.encoder_conv_impl / model.d_conv_impl override model.conv_impl for their network when
+  set (""/missing: follow model.conv_impl). "auto" resolves by the default backend and the network
   (see _AUTO_TRAIN); with `inference` (forward only) "auto" is always "xla", the faster
   forward-only choice on CPU too. Every choice has the same parameters, so they are interchangeable.
   """
   if network not in _NETWORKS:
     raise ValueError(f"network must be one of {sorted(_NETWORKS)}, got {network!r}")
   impl, field = model_cfg.conv_impl, "conv_impl"
-  if model_cfg.get(_NETWORKS[network]):
-    impl, field = model_cfg[_NETWORKS[network]], _NETWORKS[network]
+  for override in _NETWORKS[network]:
+    if model_cfg.get(override):
+      impl, field = model_cfg[override], override
+      break
   if impl not in _CONV_IMPLS:
     raise ValueError(f"config.model.{field}={impl!r} is not one of {_CONV_IMPLS}")
   if impl != "auto":
@@ -100,6 +109,7 @@ def make_generator(model_cfg: ml_collections.ConfigDict, num_speakers: int, *,
       base_channels=model_cfg.g_base_channels,
       dropout_rate=model_cfg.dropout_rate,
       conv_impl=conv_impl(model_cfg, "g", inference=inference),
+      encoder_conv_impl=conv_impl(model_cfg, "encoder", inference=inference),
       axis_name=axis_name,
       dtype=dtype(model_cfg.dtype, field="model.dtype"),
       param_dtype=dtype(model_cfg.param_dtype, field="model.param_dtype"),

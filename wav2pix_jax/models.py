@@ -216,6 +216,7 @@ class Wav2PixG(nn.Module):
     base_channels: int = 64
     dropout_rate: float = 0.5
     conv_impl: str = "xla"
+    encoder_conv_impl: str = ""  # the speech encoder's conv_impl ("" = conv_impl)
     axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -226,7 +227,7 @@ class Wav2PixG(nn.Module):
             channels=tuple(self.encoder_channels), kernel_size=self.encoder_kernel_size,
             stride=self.encoder_stride, padding=tuple(self.encoder_padding),
             hidden=tuple(self.encoder_hidden), embed_dim=self.embed_dim,
-            conv_impl=self.conv_impl, axis_name=self.axis_name, dtype=self.dtype,
+            conv_impl=self.encoder_conv_impl or self.conv_impl, axis_name=self.axis_name, dtype=self.dtype,
             param_dtype=self.param_dtype)
         self.classifier = SpeakerClassifier(
             num_speakers=self.num_speakers, hidden=self.classifier_hidden,
