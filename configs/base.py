@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.d_base_channels = 64  # discriminator width of the first conv (doubles towards 4x4)
   model.dropout_rate = 0.5  # generator dropout (its only source of randomness)
   model.conv_impl = "auto"  # "auto" (per backend and network: factory.conv_impl) | "xla" | "subpixel" | "matmul"
+  # Per-network overrides below take one value or a comma-separated list, one per conv layer.
   model.g_conv_impl = ""  # generator (+ speech encoder) override of conv_impl ("" = follow conv_impl)
   model.encoder_conv_impl = ""  # speech encoder override ("" = follow g_conv_impl, then conv_impl)
   model.d_conv_impl = ""  # discriminator override of conv_impl ("" = follow conv_impl)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from wav2pix_jax import factory
+from wav2pix_jax import layers
 from wav2pix_jax import losses
+from wav2pix_jax import models
 from wav2pix_jax import parallel
 from wav2pix_jax import train
 
@@ -53,8 +55,11 @@ def test_auto_conv_impl_per_network_and_for_inference():
   model = _tiny().model
   on_cpu = jax.default_backend() == "cpu"
   assert factory.conv_impl(model, "g") == ("matmul" if on_cpu else "xla")
-  assert factory.conv_impl(model, "encoder") == ("subpixel" if on_cpu else "xla")
-  assert factory.conv_impl(model, "d") == "xla"
+  # On CPU the encoder is per layer: subpixel, except matmul for its last Conv1d.
+  n = len(model.encoder_channels)
+  assert factory.conv_impl(model, "encoder") == (
+      ",".join(["subpixel"] * (n - 1) + ["matmul"]) if on_cpu else "xla")
+  assert factory.conv_impl(model, "d") == ("matmul" if on_cpu else "xla")
   assert factory.conv_impl(model, "g", inference=True) == "xla"  # forward only: xla is faster
   assert factory.conv_impl(model, "encoder", inference=True) == "xla"
   g = factory.make_generator(model, NUM_SPEAKERS)
@@ -62,7 +67,51 @@ def test_auto_conv_impl_per_network_and_for_inference():
   assert g.encoder_conv_impl == factory.conv_impl(model, "encoder")
   g_inf = factory.make_generator(model, NUM_SPEAKERS, inference=True)
   assert (g_inf.conv_impl, g_inf.encoder_conv_impl) == ("xla", "xla")
-  assert factory.make_discriminator(model).conv_impl == "xla"
+  assert factory.make_discriminator(model).conv_impl == factory.conv_impl(model, "d")
+
+
+def test_per_layer_conv_impl_lists():
+  assert layers.layer_conv_impl("xla", 2, 4) == "xla"
+  assert [layers.layer_conv_impl("matmul, xla,subpixel", i, 3) for i in range(3)] == [
+      "matmul", "xla", "subpixel"]
+  with pytest.raises(ValueError, match="one per layer"):
+    layers.layer_conv_impl("xla,matmul", 0, 4)
+  model = _tiny().model
+  model.d_conv_impl = "matmul,xla"  # D has 4 conv layers at 64 px
+  with pytest.raises(ValueError, match=r"model\.d_conv_impl.*4 conv layers"):
+    factory.conv_impl(model, "d")
+  model.d_conv_impl = "matmul,xla,fft,xla"
+  with pytest.raises(ValueError, match=r"model\.d_conv_impl"):
+    factory.conv_impl(model, "d")
+  model.d_conv_impl = "matmul,xla,subpixel,xla"
+  assert factory.make_discriminator(model).conv_impl == "matmul,xla,subpixel,xla"
+
+
+def test_per_layer_conv_impl_is_the_same_function():
+  """A mixed per-layer list == one impl everywhere: same outputs and gradients (the D and the encoder)."""
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
+  emb = jnp.asarray(rng.normal(size=(2, 8)), jnp.float32)
+  make = lambda impl: models.Discriminator(image_size=64, base_channels=4, conv_impl=impl)
+  variables = make("xla").init(jax.random.key(0), images, emb, update_spectral=False)
+
+  def run(impl):
+    def f(params, x):
+      score, feats = make(impl).apply({**variables, "params": params}, x, emb, update_spectral=False)
+      return jnp.sum(score) + jnp.sum(feats ** 2)
+    return jax.value_and_grad(f, argnums=(0, 1))(variables["params"], images)
+
+  (v_ref, g_ref), (v_mix, g_mix) = run("xla"), run("matmul,xla,subpixel,matmul")
+  np.testing.assert_allclose(v_mix, v_ref, rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(g_mix), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+  wave = jnp.asarray(rng.uniform(-1, 1, (2, 4000)), jnp.float32)
+  enc = lambda impl: models.SpeechEncoder(channels=(4, 8, 8), hidden=(8,), embed_dim=4, conv_impl=impl)
+  ev = enc("xla").init(jax.random.key(1), wave, train=False)
+  out_ref = enc("xla").apply(ev, wave, train=False)
+  out_mix = enc("subpixel,subpixel,matmul").apply(ev, wave, train=False)
+  np.testing.assert_allclose(out_mix, out_ref, rtol=1e-4, atol=1e-5)
 
 
 def test_explicit_conv_impls_override_auto():

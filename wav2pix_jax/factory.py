@@ -23,13 +23,21 @@ def dtype(name: Any, *, field: str = "model.dtype") -> Any:
 
 
 # Which conv_impl "auto" means, per backend and network, for training (forward + backward).
-# Measured on XLA:CPU at 64 px, batch 64: "subpixel" is ~12x faster than "xla" for the generator
-# and ~20x for the speech encoder (XLA:CPU's transposed convs, which are the input gradients of
-# strided convs, are slow), but ~2x SLOWER for the discriminator, whose strided convs and their
-# gradients XLA:CPU runs well. "matmul" (col2im) beats "subpixel" for the generator's transposed
-# convs (whole train step, 64 px: ~12% faster at batch 64, ~15% at batch 16; benchmarks/README.md)
-# but not for the encoder or D. Other backends: plain "xla".
-_AUTO_TRAIN = {("cpu", "g"): "matmul", ("cpu", "encoder"): "subpixel", ("cpu", "d"): "xla"}
+# Measured on XLA:CPU at 64 px, batch 64 (benchmarks/README.md): XLA:CPU's transposed convs, which
+# are also the input gradients of strided convs, are slow, so "xla" is the worst choice for the
+# generator (~10-20x) and the encoder. Per layer, forward + backward, on a quiet machine
+# (benchmarks/conv_layers.py): "matmul" is fastest for every generator layer and every
+# discriminator layer (D: 475-540 vs 610 ms for xla at 3 x 64 images; whole step -17 %),
+# "subpixel" for the encoder's first five Conv1d and "matmul" for its last (16 x 512 -> 4 x 1024:
+# 39 vs 66 ms). (An output-side "matmul_out" form, 207 vs 273 ms for D's second layer alone, made
+# no difference on the whole step: 1266 vs 1270 ms; not kept.) A callable gets the model config and returns the value (per-layer lists allowed).
+# Other backends: plain "xla".
+_AUTO_TRAIN = {
+    ("cpu", "g"): "matmul",
+    ("cpu", "encoder"): lambda cfg: ",".join(
+        ["subpixel"] * (len(cfg.encoder_channels) - 1) + ["matmul"]),
+    ("cpu", "d"): "matmul",
+}
 # network -> its override fields, most specific first (the encoder follows g_conv_impl unless
 # model.encoder_conv_impl is set).
 _NETWORKS = {"g": ("g_conv_impl",), "encoder": ("encoder_conv_impl", "g_conv_impl"),
@@ -54,13 +62,22 @@ def conv_impl(model_cfg: ml_collections.ConfigDict, network: str = "g", *,
     if model_cfg.get(override):
       impl, field = model_cfg[override], override
       break
-  if impl not in _CONV_IMPLS:
-    raise ValueError(f"config.model.{field}={impl!r} is not one of {_CONV_IMPLS}")
+  parts = [p.strip() for p in str(impl).split(",")]
+  if impl != "auto" and not all(p in layers.CONV_IMPLS for p in parts):
+    raise ValueError(f"config.model.{field}={impl!r} is not one of {_CONV_IMPLS} "
+                     f"(or a comma-separated list of {layers.CONV_IMPLS}, one per layer)")
+  if len(parts) > 1:
+    num_up = models._check_image_size(model_cfg.image_size)
+    num_layers = {"g": num_up + 1, "encoder": len(model_cfg.encoder_channels), "d": num_up}[network]
+    if len(parts) != num_layers:
+      raise ValueError(f"config.model.{field}={impl!r} lists {len(parts)} values but the {network} "
+                       f"network has {num_layers} conv layers; give one value, or one per layer")
   if impl != "auto":
     return impl
   if inference:
     return "xla"
-  return _AUTO_TRAIN.get((jax.default_backend(), network), "xla")
+  auto = _AUTO_TRAIN.get((jax.default_backend(), network), "xla")
+  return auto(model_cfg) if callable(auto) else auto
 
 
 def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:

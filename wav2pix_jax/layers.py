@@ -64,6 +64,18 @@ def conv_impl_for_backend(name: str) -> str:
     return "subpixel" if name.lower() == "cpu" else "xla"
 
 
+def layer_conv_impl(conv_impl: str, index: int, num_layers: int) -> str:
+    """The conv_impl of layer `index` of `num_layers`: `conv_impl` is one value for every layer or
+    a comma-separated list with one value per layer (e.g. "subpixel,subpixel,matmul")."""
+    parts = [p.strip() for p in conv_impl.split(",")]
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) != num_layers:
+        raise ValueError(f"conv_impl {conv_impl!r} lists {len(parts)} values for {num_layers} layers; "
+                         "give one value, or one per layer")
+    return parts[index]
+
+
 def resolve_conv_impl(conv_impl: str) -> str:
     """Validates ``conv_impl``; ``"auto"`` picks by the default JAX backend."""
     if conv_impl == "auto":

@@ -89,7 +89,8 @@ class SpeechEncoder(nn.Module):
         x = waveform.astype(self.dtype)[:, :, None]
         for i, ch in enumerate(self.channels):
             x = layers.Conv1d(ch, kernel_size=self.kernel_size, stride=self.stride,
-                              padding=tuple(self.padding), conv_impl=self.conv_impl,
+                              padding=tuple(self.padding),
+                              conv_impl=layers.layer_conv_impl(self.conv_impl, i, len(self.channels)),
                               dtype=self.dtype, param_dtype=self.param_dtype,
                               name=f"conv{i}")(x)
             x = _batch_norm(train=train, axis_name=self.axis_name, dtype=self.dtype,
@@ -152,7 +153,7 @@ class Generator(nn.Module):
             first = i == 0
             x = layers.SNConvTranspose2d(
                 width, kernel_size=4, stride=1 if first else 2, padding=0 if first else 1,
-                conv_impl=self.conv_impl, dtype=self.dtype, param_dtype=self.param_dtype,
+                conv_impl=layers.layer_conv_impl(self.conv_impl, i, len(widths)), dtype=self.dtype, param_dtype=self.param_dtype,
                 name=f"deconv{i}")(x, update_spectral=update_spectral)
             if i < len(widths) - 1:
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -186,7 +187,7 @@ class Discriminator(nn.Module):
         for i in range(num_down):
             x = layers.SNConv2d(
                 self.base_channels * 2 ** i, kernel_size=4, stride=2, padding=1,
-                conv_impl=self.conv_impl, dtype=self.dtype, param_dtype=self.param_dtype,
+                conv_impl=layers.layer_conv_impl(self.conv_impl, i, num_down), dtype=self.dtype, param_dtype=self.param_dtype,
                 name=f"conv{i}")(x, update_spectral=update_spectral)
             x = nn.leaky_relu(x, self.negative_slope)
         features = x
