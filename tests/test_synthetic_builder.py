@@ -160,6 +160,21 @@ def test_loudness_survives_peak_normalisation(built):
     assert np.corrcoef(floor_db, [float(r["loudness"]) for r in clips])[0, 1] < -0.8
 
 
+def test_quiet_speech_is_breathy(built):
+  """Vocal effort also sets the phonation (since 1.1.0): within each speaker, the voicing strength
+  (normalised autocorrelation peak at pitch lags) rises with loudness, whatever the peak level."""
+  _, _, records = built
+  for speaker in range(len(SEEN)):
+    clips = [r for r in records["train"] if r["speaker"] == speaker]
+    voicing = []
+    for r in clips:
+      x = r["waveform"].astype(float) / np.abs(r["waveform"]).max()
+      x -= x.mean()
+      acf = np.fft.irfft(np.abs(np.fft.rfft(x, 2 * len(x))) ** 2)[: len(x)]
+      voicing.append(acf[16000 // 400:16000 // 70].max() / acf[0])
+    assert np.corrcoef(voicing, [float(r["loudness"]) for r in clips])[0, 1] > 0.9
+
+
 def test_reads_back_without_tensorflow(built):
   data_dir, _, _ = built
   code = (

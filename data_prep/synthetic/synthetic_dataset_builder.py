@@ -6,8 +6,9 @@ It is a real learning problem in miniature: each synthetic speaker has a voice o
 skin, hair, eyes, features), and each clip's expression is carried by both voice and face:
 
 - "loudness" in [0, 1] (vocal effort) -> the mouth opening. In the audio it sets the level, the
+  phonation (quiet is breathy: weak voicing, much aspiration noise; loud is fully voiced), the
   spectral tilt (louder is brighter) and the level against a fixed noise floor; peak
-  normalisation (the model's preprocessing) removes the level, the other two survive it.
+  normalisation (the model's preprocessing) removes the level, the other three survive it.
 - "pitch_shift" in semitones, in [-1, 1] -> the eyebrow height (raised for a higher pitch).
 
 Build: `PYTHONPATH=. .venv/bin/tfds build data_prep/synthetic --data_dir ~/tensorflow_datasets`.
@@ -52,6 +53,8 @@ _BANDWIDTHS = np.array([80.0, 100.0, 130.0])
 _MAX_HARMONIC_HZ = 6000.0
 _NOISE_FLOOR_RMS = 0.002  # fixed absolute background noise (about -54 dBFS)
 _CONTROL_HOP = 80  # samples between updates of the harmonic amplitudes (5 ms)
+_EFFORT_BREATH = 0.3  # aspiration noise added at loudness 0 (none at 1), relative to full voicing
+_EFFORT_VOICING = 0.5  # voicing removed at loudness 0 (none at 1)
 
 # Distinct palettes, dealt out to the speakers by a seeded permutation.
 _SKINS = [(255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 134, 96),
@@ -70,7 +73,8 @@ _DESCRIPTION = f"""
 Synthetic talking faces: {len(SPEAKERS)} synthetic speakers, {CLIPS_PER_SPEAKER} clips each of
 {CLIP_SECONDS} s of 16 kHz int16 speech-like sound (harmonics of a glottal source with the
 speaker's pitch and spectral tilt, shaped by formant resonances of random vowels, syllable
-envelopes at the speaker's speaking rate, breath and background noise), each paired with a
+envelopes at the speaker's speaking rate, breath and background noise; quiet clips are breathy,
+loud ones fully voiced), each paired with a
 {IMAGE_SIZE}x{IMAGE_SIZE} PNG face of that speaker. The clip's expression is in both: "loudness"
 (vocal effort, 0..1) opens the mouth; "pitch_shift" (semitones, {PITCH_SHIFT_RANGE}) raises the
 eyebrows. Generated from seed {SEED}: the same seed gives identical records.
@@ -205,8 +209,11 @@ def synthesize_voice(speaker: Speaker, loudness: float, pitch_shift: float,
     sin_prev, sin_k = sin_k, two_cos * sin_k - sin_prev
     voiced += a_k * sin_k
   voiced /= np.max(np.abs(voiced)) + 1e-9
-  breath = speaker.breathiness * rng.standard_normal(CLIP_SAMPLES)
-  speech = (voiced + breath) * envelope
+  # Vocal effort also sets the phonation: quiet speech is breathy (weak voicing, much aspiration
+  # noise), loud speech fully voiced. Within a speaker this is the strongest acoustic change from
+  # clip to clip; with tilt and level alone (version 1.0.0), trained models did not learn the mouth.
+  breath = (speaker.breathiness + _EFFORT_BREATH * (1.0 - loudness)) * rng.standard_normal(CLIP_SAMPLES)
+  speech = ((1.0 - _EFFORT_VOICING * (1.0 - loudness)) * voiced + breath) * envelope
   gain = 10.0 ** ((-28.0 + 22.0 * loudness) / 20.0)  # -28 .. -6 dBFS peak
   noise_floor = _NOISE_FLOOR_RMS * rng.standard_normal(CLIP_SAMPLES)
   return gain * speech / (np.max(np.abs(speech)) + 1e-9) + noise_floor
@@ -308,8 +315,11 @@ def encode_png(face: np.ndarray) -> bytes:
 class SyntheticTalkingFaces(tfds.core.GeneratorBasedBuilder):
   """Synthetic speakers whose voices and faces share identity and expression (see module doc)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Vocal effort also sets the phonation (breathy when quiet): the mouth is learnable.",
+  }
 
   def __init__(self, *, file_format=None, **kwargs):
     # ArrayRecord by default: random access through tfds.data_source, no TensorFlow to read.
