@@ -192,6 +192,9 @@ def test_pmapped_step_on_two_devices_equals_one_device(tiny_state, single_step):
     else:
       # BatchNorm running means include those noisy biases (momentum 0.1 x Adam bound).
       atol = 1e-4 if name.startswith("g_batch_stats/") else 1e-5
+      # Summation order differs between 1 and 2 devices (and between conv_impl forms), so a
+      # near-zero element of a leaf gets float noise on the scale of the leaf, not of itself.
+      atol = max(atol, 1e-3 * float(np.abs(np.asarray(want)).max()))
       np.testing.assert_allclose(got, want, rtol=1e-3, atol=atol, err_msg=name)
 
 
