@@ -1,7 +1,6 @@
 """Periodic evaluation during training (config.eval) and the pixel-space metrics it uses on synthetic faces."""
 
 import glob
-import importlib.util
 import json
 import os
 import pathlib
@@ -14,22 +13,13 @@ from wav2pix_jax import evaluate as ev
 from wav2pix_jax import face_metrics as fm
 from wav2pix_jax import train
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+import helpers
+
+REPO = helpers.REPO
 LAYOUT = {"face_box": syn.FACE_BOX, "mouth_box": syn.MOUTH_BOX}
 
 
-def _tiny(**overrides):
-  spec = importlib.util.spec_from_file_location("cfg_tiny_periodic", REPO / "configs" / "tiny.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for part in path:
-      node = node[part]
-    node[last] = value
-  return config
+_tiny = helpers.tiny_config
 
 
 @pytest.fixture(scope="module")

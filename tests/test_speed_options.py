@@ -1,8 +1,6 @@
 """Speed options: per-network conv_impl, the step's single G forward, bfloat16, state donation."""
 
 import functools
-import importlib.util
-import pathlib
 import warnings
 
 import jax
@@ -17,33 +15,14 @@ from wav2pix_jax import models
 from wav2pix_jax import parallel
 from wav2pix_jax import train
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-NUM_SPEAKERS = 3
+import helpers
+
+REPO = helpers.REPO
+NUM_SPEAKERS = helpers.NUM_SPEAKERS
 
 
-def _tiny(**overrides):
-  spec = importlib.util.spec_from_file_location("cfg_speed_tiny", REPO / "configs" / "tiny.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for part in path:
-      node = node[part]
-    node[last] = value
-  return config
-
-
-def _batch(config, batch_size=4, seed=0):
-  rng = np.random.default_rng(seed)
-  s = config.model.image_size
-  return {
-      "waveform": rng.uniform(-1, 1, (batch_size, config.input.audio_samples)).astype(np.float32),
-      "face": rng.uniform(-1, 1, (batch_size, s, s, 3)).astype(np.float32),
-      "wrong_face": rng.uniform(-1, 1, (batch_size, s, s, 3)).astype(np.float32),
-      "speaker": rng.integers(0, NUM_SPEAKERS, batch_size).astype(np.int32),
-  }
+_tiny = helpers.tiny_config
+_batch = helpers.random_batch
 
 
 # ------------------------------------------------------------------------------------------

@@ -146,33 +146,36 @@ def test_mouth_follows_loudness_and_eyebrows_follow_pitch(built):
   assert changed_rows.size and changed_rows.max() < 30  # eyes are at row ~27 of 64
 
 
-def test_loudness_survives_peak_normalisation(built):
-  """After dividing by max|x| (the model's preprocessing), effort still shows: the fixed noise floor
-  sits lower under the peak of a louder clip."""
+def _peak_normalised_clips(built):
+  """Per seen speaker: (its training waveforms divided by max|x|, as the model sees them; loudness)."""
   _, _, records = built
   for speaker in range(len(SEEN)):
     clips = [r for r in records["train"] if r["speaker"] == speaker]
+    yield ([r["waveform"].astype(float) / np.abs(r["waveform"]).max() for r in clips],
+           [float(r["loudness"]) for r in clips])
+
+
+def test_loudness_survives_peak_normalisation(built):
+  """After dividing by max|x| (the model's preprocessing), effort still shows: the fixed noise floor
+  sits lower under the peak of a louder clip."""
+  for clips, loudness in _peak_normalised_clips(built):
     floor_db = []
-    for r in clips:
-      x = r["waveform"].astype(float) / np.abs(r["waveform"]).max()
+    for x in clips:
       frame_rms = np.sqrt(np.mean(x[: len(x) // 160 * 160].reshape(-1, 160) ** 2, axis=1))
       floor_db.append(20 * np.log10(np.percentile(frame_rms, 5)))
-    assert np.corrcoef(floor_db, [float(r["loudness"]) for r in clips])[0, 1] < -0.8
+    assert np.corrcoef(floor_db, loudness)[0, 1] < -0.8
 
 
 def test_quiet_speech_is_breathy(built):
   """Vocal effort also sets the phonation (since 1.1.0): within each speaker, the voicing strength
   (normalised autocorrelation peak at pitch lags) rises with loudness, whatever the peak level."""
-  _, _, records = built
-  for speaker in range(len(SEEN)):
-    clips = [r for r in records["train"] if r["speaker"] == speaker]
+  for clips, loudness in _peak_normalised_clips(built):
     voicing = []
-    for r in clips:
-      x = r["waveform"].astype(float) / np.abs(r["waveform"]).max()
-      x -= x.mean()
+    for x in clips:
+      x = x - x.mean()
       acf = np.fft.irfft(np.abs(np.fft.rfft(x, 2 * len(x))) ** 2)[: len(x)]
       voicing.append(acf[16000 // 400:16000 // 70].max() / acf[0])
-    assert np.corrcoef(voicing, [float(r["loudness"]) for r in clips])[0, 1] > 0.9
+    assert np.corrcoef(voicing, loudness)[0, 1] > 0.9
 
 
 def test_reads_back_without_tensorflow(built):

@@ -2,10 +2,8 @@
 
 import functools
 import glob
-import importlib.util
 import json
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -15,37 +13,15 @@ import pytest
 from wav2pix_jax import parallel
 from wav2pix_jax import train
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-NUM_SPEAKERS = 3
+import helpers
+
+REPO = helpers.REPO
+NUM_SPEAKERS = helpers.NUM_SPEAKERS
 
 
-def _load_config(name: str):
-  spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def _tiny(**overrides):
-  config = _load_config("tiny")
-  for key, value in overrides.items():
-    node = config
-    *path, last = key.split(".")
-    for part in path:
-      node = node[part]
-    node[last] = value
-  return config
-
-
-def _batch(config, batch_size=4, seed=0):
-  rng = np.random.default_rng(seed)
-  s = config.model.image_size
-  return {
-      "waveform": rng.uniform(-1, 1, (batch_size, config.input.audio_samples)).astype(np.float32),
-      "face": rng.uniform(-1, 1, (batch_size, s, s, 3)).astype(np.float32),
-      "wrong_face": rng.uniform(-1, 1, (batch_size, s, s, 3)).astype(np.float32),
-      "speaker": rng.integers(0, NUM_SPEAKERS, batch_size).astype(np.int32),
-  }
+_load_config = helpers.load_config
+_tiny = helpers.tiny_config
+_batch = helpers.random_batch
 
 
 def _equal(a, b) -> bool:

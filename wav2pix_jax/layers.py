@@ -292,18 +292,25 @@ def conv1d_xla(x: Array, kernel: Array, *, stride: int, padding: tuple[int, int]
         x, kernel, window_strides=(stride,), padding=[padding], dimension_numbers=_NWC)
 
 
-def conv1d_subpixel(x: Array, kernel: Array, *, stride: int, padding: tuple[int, int]) -> Array:
-    """The same function as :func:`conv1d_xla`: kernel padded to a multiple of stride, time
-    folded by stride into channels, then a stride-1 conv."""
+def _fold_time(x: Array, kernel: Array, *, stride: int,
+               padding: tuple[int, int]) -> tuple[Array, Array]:
+    """A strided Conv1d as a stride-1 VALID one: the kernel padded to a multiple of stride and
+    time folded by stride into channels (order (q, c)); returns (folded x, folded kernel)."""
     k, cin, cout = kernel.shape
     b, t, _ = x.shape
     out_t = (t + padding[0] + padding[1] - k) // stride + 1
     a = -(-k // stride)
-    kp = a * stride
     need = stride * (out_t + a - 1)
-    xp = jnp.pad(x, ((0, 0), (padding[0], max(0, need - t - padding[0])), (0, 0)))[:, :need]
-    z = xp.reshape(b, need // stride, stride * cin)  # channel order (q, c)
-    sub = jnp.pad(kernel, ((0, kp - k), (0, 0), (0, 0))).reshape(a, stride * cin, cout)
+    xp = _pad_or_crop(x, [(padding[0], need - t - padding[0])])
+    z = xp.reshape(b, need // stride, stride * cin)
+    sub = jnp.pad(kernel, ((0, a * stride - k), (0, 0), (0, 0))).reshape(a, stride * cin, cout)
+    return z, sub
+
+
+def conv1d_subpixel(x: Array, kernel: Array, *, stride: int, padding: tuple[int, int]) -> Array:
+    """The same function as :func:`conv1d_xla`: time folded by stride (_fold_time), then a
+    stride-1 conv."""
+    z, sub = _fold_time(x, kernel, stride=stride, padding=padding)
     return lax.conv_general_dilated(
         z, sub, window_strides=(1,), padding="VALID", dimension_numbers=_NWC)
 
@@ -421,18 +428,9 @@ def conv_matmul(x: Array, kernel: Array, *, stride: int, padding: int) -> Array:
 
 
 def conv1d_matmul(x: Array, kernel: Array, *, stride: int, padding: tuple[int, int]) -> Array:
-    """The same function as :func:`conv1d_xla`: kernel padded to a multiple of stride, time
-    folded by stride into channels, then patches ([T', taps*stride*C]) @ matrix."""
-    k, cin, cout = kernel.shape
-    b, t, _ = x.shape
-    out_t = (t + padding[0] + padding[1] - k) // stride + 1
-    a = -(-k // stride)
-    kp = a * stride
-    need = stride * (out_t + a - 1)
-    xp = _pad_or_crop(x, [(padding[0], need - t - padding[0])])
-    z = xp.reshape(b, need // stride, stride * cin)  # channel order (q, c)
-    sub = jnp.pad(kernel, ((0, kp - k), (0, 0), (0, 0))).reshape(a, stride * cin, cout)
-    return _valid_conv_matmul(z, sub)
+    """The same function as :func:`conv1d_xla`: time folded by stride (_fold_time), then
+    patches ([T', taps*stride*C]) @ matrix."""
+    return _valid_conv_matmul(*_fold_time(x, kernel, stride=stride, padding=padding))
 
 
 # ------------------------------------------------------------------------------------------
