@@ -54,7 +54,8 @@ def test_small_build_counts_labels_and_dtypes(small_build):
   assert speakers == ["jaimealtozano", "javiermuniz"]
   assert builder.info.features["speaker"].names == speakers
   assert set(builder.info.splits.keys()) == {"train", "validation"}  # no test/ folder in the copy
-  # 6 faces x 2 windows per speaker: the last face (10% of 6, rounded, at least 1) -> validation.
+  # 12 pairs per speaker: 2 faces x 5 windows, then 2 windows of a third face. The last face
+  # (10% of 3, rounded, at least 1) -> validation.
   assert builder.info.splits["train"].num_examples == 2 * 10
   assert builder.info.splits["validation"].num_examples == 2 * 2
   assert builder.info.citation and builder.info.homepage and "validation" in builder.info.description
@@ -137,7 +138,8 @@ def test_find_pairs_counts_what_it_leaves_out(small_build):
 
 def test_test_folder_becomes_test_split(youtubers_dir, tmp_path):
   manual = tmp_path / "manual"
-  for split, frames in (("train", slice(0, 4)), ("test", slice(4, 6))):
+  # 2 faces (5 windows each) for train/ -> one face each in train and validation; 1 face for test/.
+  for split, frames in (("train", slice(0, 10)), ("test", slice(10, 15))):
     src = youtubers_dir / "train" / "javiermuniz"
     dst = manual / split / "javiermuniz"
     dst.mkdir(parents=True)
@@ -145,8 +147,20 @@ def test_test_folder_becomes_test_split(youtubers_dir, tmp_path):
       shutil.copy(src / f"cropped_face_frame_{n}.png", dst)
       shutil.copy(src / f"preprocessed_frame_{n}.wav", dst)
   builder = _build(manual, tmp_path / "data")
-  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 2, "validation": 2, "test": 2}
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 5, "validation": 5, "test": 5}
   assert builder.info.features["speaker"].names == ["javiermuniz"]
+
+
+def test_a_split_with_no_pairs_is_left_out(youtubers_dir, tmp_path):
+  # One face per speaker: no validation block can be carved; the build still succeeds.
+  src = youtubers_dir / "train" / "javiermuniz"
+  dst = tmp_path / "manual" / "train" / "javiermuniz"
+  dst.mkdir(parents=True)
+  for n in _frames(src)[:5]:
+    shutil.copy(src / f"cropped_face_frame_{n}.png", dst)
+    shutil.copy(src / f"preprocessed_frame_{n}.wav", dst)
+  builder = _build(tmp_path / "manual", tmp_path / "data")
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 5}
 
 
 def test_missing_train_folder_is_a_clear_error(tmp_path):
@@ -166,5 +180,8 @@ def test_whole_shared_folder_every_pair_is_one_record(youtubers_dir, tmp_path):
   seconds = time.perf_counter() - start
   counts = {k: v.num_examples for k, v in builder.info.splits.items()}
   print(f"\nfull youtubers build: {seconds:.1f} s, records per split {counts}")
-  assert counts["train"] + counts["validation"] == 2218
-  assert 0.08 < counts["validation"] / 2218 < 0.12
+  pairs, _ = ytb.find_pairs(youtubers_dir / "train")
+  # The authors' whole training release: 5 speech windows of each of 540 + 569 faces.
+  assert counts["train"] + counts["validation"] == len(pairs) == 5545
+  assert counts == {"train": 4990, "validation": 555}
+  assert 0.08 < counts["validation"] / len(pairs) < 0.12

@@ -154,8 +154,13 @@ def load_waveform_int16(path: epath.Path) -> np.ndarray:
 class Youtubers(tfds.core.GeneratorBasedBuilder):
   """The authors' YouTubers release as speech/face records (see DESIGN.md, record format)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release: true-RGB JPEG faces, per-speaker block validation split."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release: true-RGB JPEG faces, per-speaker block validation split.",
+      "1.1.0": "A split with no pairs (e.g. validation when every speaker has a single face) is "
+               "left out instead of failing the build; rebuild for the authors' full release "
+               "(all 5 speech windows of every face).",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Put the authors' release (GitHub miqueltubau/Wav2Pix, folder dataset/) in the manual dir,
   keeping its layout: `<manual_dir>/train/<speaker>/cropped_face_frame_<N>.png` and
@@ -216,10 +221,13 @@ class Youtubers(tfds.core.GeneratorBasedBuilder):
         len(speakers), speakers, len(train), len(validation), len(test_pairs),
         dict(train_skipped), dict(test_skipped),
     )
-    splits = {"train": self._generate_examples(train, "train"),
-              "validation": self._generate_examples(validation, "validation")}
-    if test_pairs:
-      splits["test"] = self._generate_examples(test_pairs, "test")
+    splits = {}
+    for split, split_pairs in (("train", train), ("validation", validation), ("test", test_pairs)):
+      if split_pairs:  # TFDS refuses a split with no examples
+        splits[split] = self._generate_examples(split_pairs, split)
+      elif split != "test":
+        logging.warning("youtubers: no pairs for split %r (each speaker needs 2+ faces for a "
+                        "validation block); the split is left out", split)
     return splits
 
   def _generate_examples(self, pairs: list[Pair], split: str) -> Iterator[tuple[str, dict]]:
