@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.g_conv_impl = ""  # generator (+ speech encoder) override of conv_impl ("" = follow conv_impl)
   model.encoder_conv_impl = ""  # speech encoder override ("" = follow g_conv_impl, then conv_impl)
   model.d_conv_impl = ""  # discriminator override of conv_impl ("" = follow conv_impl)
+  model.g_upsample = "transposed"  # G doublings: "transposed" (paper, 4x4 stride 2) | "resize_conv" (nearest x2 + 3x3 conv: no checkerboard)
+  model.sn_init = "normal"  # SN conv weights: "normal" N(0, 0.02) (paper) | "torch" (PyTorch's default: the authors' code)
   model.dtype = "float32"  # computation dtype: "float32" | "bfloat16" | "float16"
   model.param_dtype = "float32"  # parameter dtype
 
@@ -52,12 +54,15 @@ def get_config() -> ml_collections.ConfigDict:
   inp.preemphasis = 0.95  # y[t] = x[t] - a x[t-1] after peak normalisation
   inp.num_workers = 0  # grain worker processes (0: decode in the main process)
   inp.shuffle_seed = 0  # seed of the data order (independent of the model seed)
+  inp.floor_division = False  # True: the authors' Python 2 int division x // max|x| (speech becomes -1/0/+1)
+  inp.windows_per_face = 0  # train on the first N speech windows of each face (clip_id); 0 = all (YouTubers: 5)
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g = ml_collections.ConfigDict()
   config.optim.g.learning_rate = 1e-4  # Adam lr of the generator side (encoder, classifier, G)
   config.optim.g.b1 = 0.5  # Adam beta1
   config.optim.g.b2 = 0.999  # Adam beta2
+  config.optim.g.ema_decay = 0.0  # > 0: evaluate/generate with an EMA of G's weights (e.g. 0.999); 0 = off
   config.optim.d = ml_collections.ConfigDict()
   config.optim.d.learning_rate = 4e-4  # Adam lr of the discriminator
   config.optim.d.b1 = 0.5  # Adam beta1
@@ -69,6 +74,13 @@ def get_config() -> ml_collections.ConfigDict:
   loss.feature_matching = 100.0  # weight of MSE between D-feature batch means (fake vs real)
   loss.l1 = 50.0  # weight of L1(G(e), real face)
   loss.speaker_ce = 20.0  # weight of the auxiliary speaker cross-entropy
+  # True (the authors' code): G's adversarial loss also trains the speech encoder through D's
+  # speech-embedding input, so G can raise D's score by moving the condition instead of improving
+  # the face; every D score then drifts up and the run diverges (README, "Results"). False: that
+  # input is a constant for G (the encoder still learns from the adversarial loss via the face).
+  loss.adversarial_into_encoder = False  # see above
+  loss.r1 = 0.0  # R1 penalty gamma/2 E|grad_x D(x, e)|^2 on real pairs (0 = off)
+  loss.diff_augment = ""  # DiffAugment policy for every image D sees: "" | e.g. "color,translation,cutout"
 
   config.log = log = ml_collections.ConfigDict()
   log.every_steps = 50  # scalars (losses, D scores, grad norms, steps/s) and a progress line
@@ -76,6 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
   log.num_images = 8  # faces per grid (pairs: generated next to real)
   log.checkpoint_every_steps = 1_000  # checkpoint schedule (plus one at the end / on SIGTERM)
   log.max_checkpoints = 3  # checkpoints kept
+  log.divergence_window = 200  # steps per window of the divergence signal (D loss and score drift)
 
   # Periodic evaluation during training (evaluate.py's metrics on the current G, process 0 only;
   # scalars "eval/<row>/<metric>" in TensorBoard). The same report: python -m wav2pix_jax.evaluate.
@@ -85,4 +98,5 @@ def get_config() -> ml_collections.ConfigDict:
   ev.split = ""  # "" = input.eval_split
   ev.dlib = True  # the paper's dlib metrics (slow: ~0.1-0.3 s per face on a CPU; real faces only)
   ev.reference_faces_per_speaker = 50  # real training faces per speaker: identity classifier, mean faces
+  ev.train_mode = False  # True: generate as the authors' predict() did (dropout on, BatchNorm batch statistics)
   return config

@@ -8,6 +8,7 @@ import pytest
 import scipy.signal
 import tensorflow_datasets as tfds
 
+from configs import base as base_config
 from data_prep import features
 from wav2pix_jax import audio
 from wav2pix_jax import input_pipeline
@@ -74,8 +75,9 @@ def data_dir(tmp_path_factory):
 
 
 def make_cfg(data_dir, **overrides) -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict(dict(
-      dataset="tiny_pipeline_test_faces", data_dir=data_dir, manual_dir=None, train_split="train",
+  cfg = base_config.get_config().input  # every field's default lives in configs/base.py
+  cfg.update(dict(
+      dataset="tiny_pipeline_test_faces", data_dir=data_dir, manual_dir="", train_split="train",
       eval_split="test", audio_samples=16_000, sample_rate=16_000, preemphasis=0.95, num_workers=0,
       shuffle_seed=0))
   cfg.update(overrides)

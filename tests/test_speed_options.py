@@ -134,9 +134,10 @@ def _straightforward_g_loss(g_params, state, batch, *, g_model, d_model, loss_we
       batch["waveform"], train=True, update_spectral=False, rngs={"dropout": rng},
       mutable=["batch_stats"])
   face = batch["face"]
+  condition = embedding if loss_weights.adversarial_into_encoder else jax.lax.stop_gradient(embedding)
   scores, features = d_model.apply({"params": state.d_params, "spectral": state.d_spectral},
                                    jnp.concatenate([fakes, face]),
-                                   jnp.concatenate([embedding, embedding]), update_spectral=False)
+                                   jnp.concatenate([condition, condition]), update_spectral=False)
   fake_features, real_features = jnp.split(features, 2)
   loss = (loss_weights.adversarial * losses.generator_adversarial(fake_scores=jnp.split(scores, 2)[0])
           + loss_weights.feature_matching * losses.feature_matching(
@@ -147,8 +148,10 @@ def _straightforward_g_loss(g_params, state, batch, *, g_model, d_model, loss_we
   return loss, g_vars["batch_stats"]
 
 
-def test_shared_g_forward_gives_the_straightforward_gradients():
-  config = _tiny()  # dropout 0.5 on: the mask must be the same in both formulations
+@pytest.mark.parametrize("adversarial_into_encoder", [False, True])
+def test_shared_g_forward_gives_the_straightforward_gradients(adversarial_into_encoder):
+  # dropout 0.5 on: the mask must be the same in both formulations
+  config = _tiny(**{"loss.adversarial_into_encoder": adversarial_into_encoder})
   state = train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
   kw = train.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
   g_model, d_model = kw["g_model"], kw["d_model"]

@@ -50,12 +50,19 @@ def _check_window(window: int, preemphasis: float) -> None:
     raise ValueError(f"preemphasis must be in [0, 1), got {preemphasis!r}")
 
 
-def _normalise_and_emphasise(segment: np.ndarray, preemphasis: float) -> np.ndarray:
-  """Peak-normalise then pre-emphasise one float64 window; AudioError on silence."""
+def _normalise_and_emphasise(segment: np.ndarray, preemphasis: float,
+                             floor_division: bool = False) -> np.ndarray:
+  """Peak-normalise then pre-emphasise one float64 window; AudioError on silence.
+
+  floor_division: the authors' code divided int16 samples by their int peak under Python 2, i.e.
+  floor division: every negative sample became -1, every other one 0 (the peak itself 1).
+  """
   peak = float(np.max(np.abs(segment)))
   if peak < SILENCE_THRESHOLD:
     raise AudioError(f"audio window is silent (peak |x| = {peak:.3g} < {SILENCE_THRESHOLD:g})")
   x = segment / peak
+  if floor_division:
+    x = np.floor(x)
   y = np.empty_like(x)
   y[0] = x[0]
   y[1:] = x[1:] - preemphasis * x[:-1]
@@ -63,8 +70,12 @@ def _normalise_and_emphasise(segment: np.ndarray, preemphasis: float) -> np.ndar
 
 
 def preprocess(waveform, *, window: int, preemphasis: float = PREEMPHASIS,
-               rng: np.random.Generator | None = None) -> np.ndarray:
-  """float32 [window]: a random (rng) or centred (no rng) window, / max|x|, pre-emphasised."""
+               rng: np.random.Generator | None = None, floor_division: bool = False) -> np.ndarray:
+  """float32 [window]: a random (rng) or centred (no rng) window, / max|x|, pre-emphasised.
+
+  floor_division=True reproduces the authors' Python 2 integer division (see
+  `_normalise_and_emphasise`); config.input.floor_division.
+  """
   _check_window(window, preemphasis)
   x = _as_float(waveform)
   if x.shape[0] < window:
@@ -75,7 +86,7 @@ def preprocess(waveform, *, window: int, preemphasis: float = PREEMPHASIS,
     raise AudioError("audio contains NaN or infinite samples")
   slack = x.shape[0] - window
   start = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
-  return _normalise_and_emphasise(x[start:start + window], preemphasis)
+  return _normalise_and_emphasise(x[start:start + window], preemphasis, floor_division)
 
 
 def num_windows(num_samples: int, *, window: int, hop: int) -> int:
@@ -84,7 +95,7 @@ def num_windows(num_samples: int, *, window: int, hop: int) -> int:
 
 
 def windows(waveform, *, window: int, hop: int, preemphasis: float = PREEMPHASIS,
-            silent: str = "raise") -> np.ndarray:
+            silent: str = "raise", floor_division: bool = False) -> np.ndarray:
   """float32 [N, window]: window i covers samples [i*hop, i*hop + window), each preprocessed.
 
   `silent` says what a silent window becomes: "raise" (AudioError) or "zeros" (all-zero input,
@@ -107,7 +118,7 @@ def windows(waveform, *, window: int, hop: int, preemphasis: float = PREEMPHASIS
   for i in range(count):
     segment = x[i * hop:i * hop + window]
     try:
-      out[i] = _normalise_and_emphasise(segment, preemphasis)
+      out[i] = _normalise_and_emphasise(segment, preemphasis, floor_division)
     except AudioError as e:
       if silent == "raise":
         raise AudioError(f"window {i} (samples {i * hop}..{i * hop + window}): {e}") from None

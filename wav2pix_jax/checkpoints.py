@@ -22,6 +22,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from wav2pix_jax import config_lib
+
 PyTree = Any
 
 # Config fields that fix the shapes of the state: a resume with different values can't work.
@@ -29,7 +31,10 @@ SHAPE_FIELDS = (
     "model.image_size", "model.embed_dim", "model.encoder_channels", "model.encoder_kernel_size",
     "model.encoder_stride", "model.encoder_hidden", "model.classifier_hidden",
     "model.g_base_channels", "model.d_base_channels", "model.param_dtype", "input.audio_samples",
+    "model.g_upsample",
 )
+# Fields that change the state's structure through a derived property only (EMA on or off).
+STRUCTURE_FIELDS = {"optim.g.ema_decay": lambda value: "on" if (value or 0) > 0 else "off"}
 
 ITEMS = ("state", "data", "meta")
 
@@ -171,10 +176,15 @@ def _normalise(value: Any) -> Any:
 def check_compatible(meta: Mapping, config: ml_collections.ConfigDict, *, num_speakers: int,
                      where: str = "") -> None:
   """Raises ValueError naming every field whose value would change the state's shapes."""
-  new = make_meta(config, num_speakers=num_speakers)
+  # Both on top of base.py's defaults: a field added since the checkpoint was written takes the
+  # default, which is the behaviour it was trained with.
+  saved = config_lib.with_defaults(dict(meta.get("config", {}))).to_dict()
+  current = config_lib.with_defaults(make_meta(config, num_speakers=num_speakers)["config"]).to_dict()
   differences = []
-  for field in SHAPE_FIELDS:
-    old_value, new_value = _get(meta.get("config", {}), field), _get(new["config"], field)
+  for field in SHAPE_FIELDS + tuple(STRUCTURE_FIELDS):
+    old_value, new_value = _get(saved, field), _get(current, field)
+    if field in STRUCTURE_FIELDS:
+      old_value, new_value = STRUCTURE_FIELDS[field](old_value), STRUCTURE_FIELDS[field](new_value)
     if _normalise(old_value) != _normalise(new_value):
       differences.append(f"{field}: checkpoint {old_value!r} vs config {new_value!r}")
   if meta.get("num_speakers") != num_speakers:

@@ -9,7 +9,9 @@ import ml_collections
 from wav2pix_jax import layers
 from wav2pix_jax import models
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# float64 needs jax_enable_x64; tests use it to compare runs that sum in different orders.
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16,
+           "float64": jnp.float64}
 _CONV_IMPLS = ("auto",) + tuple(layers.CONV_IMPLS)
 
 
@@ -97,6 +99,11 @@ def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
                        f"got {value!r}")
   if not 0.0 <= model_cfg.dropout_rate < 1.0:
     raise ValueError(f"config.model.dropout_rate must be in [0, 1), got {model_cfg.dropout_rate!r}")
+  if model_cfg.g_upsample not in models.UPSAMPLE_MODES:
+    raise ValueError(f"config.model.g_upsample={model_cfg.g_upsample!r} is not one of "
+                     f"{models.UPSAMPLE_MODES}")
+  if model_cfg.sn_init not in layers.SN_INITS:
+    raise ValueError(f"config.model.sn_init={model_cfg.sn_init!r} is not one of {layers.SN_INITS}")
   dtype(model_cfg.dtype, field="model.dtype")
   dtype(model_cfg.param_dtype, field="model.param_dtype")
   for network in _NETWORKS:
@@ -127,6 +134,8 @@ def make_generator(model_cfg: ml_collections.ConfigDict, num_speakers: int, *,
       dropout_rate=model_cfg.dropout_rate,
       conv_impl=conv_impl(model_cfg, "g", inference=inference),
       encoder_conv_impl=conv_impl(model_cfg, "encoder", inference=inference),
+      upsample=model_cfg.g_upsample,
+      sn_init=model_cfg.sn_init,
       axis_name=axis_name,
       dtype=dtype(model_cfg.dtype, field="model.dtype"),
       param_dtype=dtype(model_cfg.param_dtype, field="model.param_dtype"),
@@ -140,6 +149,7 @@ def make_discriminator(model_cfg: ml_collections.ConfigDict) -> models.Discrimin
       image_size=model_cfg.image_size,
       base_channels=model_cfg.d_base_channels,
       conv_impl=conv_impl(model_cfg, "d"),
+      sn_init=model_cfg.sn_init,
       dtype=dtype(model_cfg.dtype, field="model.dtype"),
       param_dtype=dtype(model_cfg.param_dtype, field="model.param_dtype"),
   )

@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 starts = np.round(np.arange(num_frames) * generator.sample_rate / args.fps).astype(int)
                 windows = np.stack([
                     audio.windows(padded[s:s + generator.window], window=generator.window, hop=generator.window,
-                                  preemphasis=generator.preemphasis, silent="zeros")[0]
+                                  silent="zeros", **generator.preprocess_options)[0]
                     for s in starts])
                 faces = generator.generate_preprocessed(windows, sample=args.sample, seed=args.seed)
                 write_video(args.video, faces, waveform, sample_rate=generator.sample_rate, fps=args.fps)

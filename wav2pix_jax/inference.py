@@ -26,6 +26,7 @@ import numpy as np
 
 from wav2pix_jax import audio
 from wav2pix_jax import checkpoints
+from wav2pix_jax import config_lib
 from wav2pix_jax import factory
 
 DEFAULT_BATCH_SIZE = 32  # windows per device call: bounds memory for long recordings
@@ -64,12 +65,20 @@ class FaceGenerator:
     def __post_init__(self):
         self._model = factory.make_generator(self.config.model, self.num_speakers, inference=True)
         model = self._model
+        # The authors' predict() never called .eval(): dropout on and BatchNorm on the batch's own
+        # statistics (config.eval.train_mode reproduces that; the faces then depend on the batch).
+        self.train_mode = bool(self.config.eval.train_mode)
 
         def forward(variables, waveform, rng, sample):
             def fn(m, w):
-                # The encoder always runs in inference mode (BatchNorm running statistics);
-                # `sample` only switches the generator's dropout on, its one source of randomness.
-                return m.generator(m.encoder(w, train=False), train=sample, update_spectral=False)
+                # The encoder runs in inference mode (BatchNorm running statistics) unless
+                # train_mode; `sample` only switches the generator's dropout on, its one source
+                # of randomness.
+                return m.generator(m.encoder(w, train=self.train_mode), train=sample,
+                                   update_spectral=False)
+            if self.train_mode:
+                return model.apply(variables, waveform, method=fn, rngs={"dropout": rng},
+                                   mutable=["batch_stats"])[0]
             return model.apply(variables, waveform, method=fn, rngs={"dropout": rng})
 
         self._forward = jax.jit(forward, static_argnums=3)
@@ -85,7 +94,7 @@ class FaceGenerator:
 
     @property
     def sample_rate(self) -> int:
-        return int(self.config.input.get("sample_rate", audio.SAMPLE_RATE))
+        return int(self.config.input.sample_rate)
 
     def generate_preprocessed(self, waveforms: np.ndarray, *, sample: bool = False, seed: int = 0) -> np.ndarray:
         """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window], in fixed-size chunks."""
@@ -94,12 +103,15 @@ class FaceGenerator:
             raise ValueError(f"preprocessed waveforms must be [B, {self.window}], got {waveforms.shape}")
         out = np.zeros((waveforms.shape[0], self.image_size, self.image_size, 3), np.uint8)
         key = jax.random.PRNGKey(seed)
+        sample = bool(sample or self.train_mode)
         for index, start in enumerate(range(0, waveforms.shape[0], self.batch_size)):
             chunk = waveforms[start:start + self.batch_size]
             rows = chunk.shape[0]
-            if rows < self.batch_size:  # one compiled shape, whatever the length
+            # One compiled shape, whatever the length (not in train_mode: padding rows would enter
+            # the batch statistics).
+            if rows < self.batch_size and not self.train_mode:
                 chunk = np.concatenate([chunk, np.zeros((self.batch_size - rows, self.window), np.float32)])
-            images = self._forward(self.variables, jnp.asarray(chunk), jax.random.fold_in(key, index), bool(sample))
+            images = self._forward(self.variables, jnp.asarray(chunk), jax.random.fold_in(key, index), sample)
             out[start:start + rows] = to_uint8(np.asarray(images[:rows]))
         return out
 
@@ -113,18 +125,20 @@ class FaceGenerator:
         """
         waveform = self._resampled(waveform, sample_rate)
         if every is None:
-            windows = audio.preprocess(waveform, window=self.window, preemphasis=self.preemphasis)[None]
+            windows = audio.preprocess(waveform, window=self.window, **self.preprocess_options)[None]
         else:
             if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
                 raise ValueError(f"every must be a positive number of seconds, got {every!r}")
             hop = max(1, int(round(every * self.sample_rate)))
-            windows = audio.windows(waveform, window=self.window, hop=hop, preemphasis=self.preemphasis,
-                                    silent="zeros")
+            windows = audio.windows(waveform, window=self.window, hop=hop, silent="zeros",
+                                    **self.preprocess_options)
         return self.generate_preprocessed(windows, sample=sample, seed=seed)
 
     @property
-    def preemphasis(self) -> float:
-        return float(self.config.input.get("preemphasis", audio.PREEMPHASIS))
+    def preprocess_options(self) -> dict:
+        """The training run's speech preprocessing, as keyword arguments of `audio.preprocess`."""
+        return {"preemphasis": float(self.config.input.preemphasis),
+                "floor_division": bool(self.config.input.floor_division)}
 
     def _resampled(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         waveform = np.asarray(waveform)
@@ -156,9 +170,9 @@ def _config_and_meta(ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step:
     meta = checkpoints.load_meta(manager, step)
     config_path = workdir / "config.json" if workdir is not None else None
     if config_path is not None and config_path.is_file():
-        config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+        config = config_lib.with_defaults(json.loads(config_path.read_text()))
     elif meta.get("config"):
-        config = ml_collections.ConfigDict(meta["config"])
+        config = config_lib.with_defaults(meta["config"])
     else:
         raise ValueError(f"{ckpt_dir}: no config.json in the workdir and no config stored with step {step}")
     num_speakers = meta.get("num_speakers")
@@ -172,10 +186,11 @@ def _config_and_meta(ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step:
 
 
 def load(workdir_or_checkpoint_dir: str | os.PathLike, step: int | None = None, *,
-         batch_size: int = DEFAULT_BATCH_SIZE) -> FaceGenerator:
+         batch_size: int = DEFAULT_BATCH_SIZE, use_ema: bool = True) -> FaceGenerator:
     """The generator of a training run: a workdir, its checkpoints/ dir, or one step's dir.
 
-    step=None picks the newest complete checkpoint (or the step the path names).
+    step=None picks the newest complete checkpoint (or the step the path names). use_ema: when
+    the run kept an EMA of G's weights (config.optim.g.ema_decay), generate with it.
     """
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
@@ -201,6 +216,10 @@ def load(workdir_or_checkpoint_dir: str | os.PathLike, step: int | None = None, 
     # Only the G-side entries of the saved TrainState are read (partial restore).
     target = {"g_params": abstract["params"], "g_batch_stats": abstract["batch_stats"],
               "g_spectral": abstract["spectral"]}
+    # Training kept an EMA of G's weights: generate with it (what the run's evaluation used).
+    ema = use_ema and config.optim.g.ema_decay > 0
+    if ema:
+        target = {"g_ema_params": target.pop("g_params"), **target}
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
     try:
@@ -209,7 +228,15 @@ def load(workdir_or_checkpoint_dir: str | os.PathLike, step: int | None = None, 
     except (ValueError, KeyError) as e:
         raise ValueError(f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
                          f"config ({' '.join(str(e).split())[:300]})") from None
-    variables = {"params": restored["g_params"], "batch_stats": restored["g_batch_stats"],
-                 "spectral": restored["g_spectral"]}
+    # Orbax restores the saved arrays whatever the target's shapes: compare them here.
+    wrong = [f"{jax.tree_util.keystr(path)} {tuple(got.shape)} vs {tuple(want.shape)}"
+             for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(target),
+                                          jax.tree.leaves(restored))
+             if tuple(got.shape) != tuple(want.shape)]
+    if wrong or jax.tree.structure(restored) != jax.tree.structure(target):
+        raise ValueError(f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
+                         f"config ({'; '.join(wrong[:3]) or 'different parameters'})")
+    variables = {"params": restored["g_ema_params" if ema else "g_params"],
+                 "batch_stats": restored["g_batch_stats"], "spectral": restored["g_spectral"]}
     return FaceGenerator(config=config, num_speakers=num_speakers, speaker_names=speaker_names,
                          step=step, variables=variables, batch_size=batch_size)

@@ -197,6 +197,45 @@ def _scan_split(name: str, data_dir: str, split: str, window: int) -> _SplitInde
   return _SplitIndex(speakers=speakers, others=others)
 
 
+@functools.lru_cache(maxsize=8)
+def _first_windows(name: str, data_dir: str, split: str, windows_per_face: int) -> np.ndarray:
+  """Record indices keeping the first `windows_per_face` records (by frame) of each clip_id.
+
+  In the YouTubers release a clip_id is one face and its records are the 5 speech windows the
+  authors cut around it (earlier copies of the release kept 2); this recreates a smaller release.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  source = tfds.data_source(name, split=split, data_dir=data_dir,
+                            decoders={"face": tfds.decode.SkipDecoding()})
+  keys = []
+  for start in range(0, len(source), _SCAN_CHUNK):
+    indices = list(range(start, min(start + _SCAN_CHUNK, len(source))))
+    for index, record in zip(indices, source.__getitems__(indices)):
+      keys.append((record["clip_id"], int(record["frame"]), index))
+  keys.sort()
+  kept, previous, rank = [], None, 0
+  for clip, _, index in keys:
+    rank = rank + 1 if clip == previous else 0
+    previous = clip
+    if rank < windows_per_face:
+      kept.append(index)
+  return np.asarray(sorted(kept), np.int64)
+
+
+class _RecordSubset:
+  """The records of a data source at `indices` (a grain data source)."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self._source, self._indices = source, indices
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int):
+    return self._source[int(self._indices[int(index)])]
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-record transformation.
 
@@ -217,18 +256,20 @@ class _ExampleMaker:
   """Record -> example: preprocessed window, face, a wrong face of another speaker, speaker id."""
 
   def __init__(self, *, source, split_index: _SplitIndex, window: int, image_size: int,
-               preemphasis: float, random_window: bool):
+               preemphasis: float, random_window: bool, floor_division: bool = False):
     self._source = source
     self._others = split_index.others
     self._window = window
     self._image_size = image_size
     self._preemphasis = preemphasis
     self._random_window = random_window
+    self._floor_division = floor_division
 
   def make(self, element, rng: np.random.Generator) -> dict[str, np.ndarray]:
     speaker = int(element["speaker"])
     waveform = audio.preprocess(element["waveform"], window=self._window, preemphasis=self._preemphasis,
-                                rng=rng if self._random_window else None)
+                                rng=rng if self._random_window else None,
+                                floor_division=self._floor_division)
     others = self._others[speaker]
     wrong = self._source[int(others[rng.integers(others.shape[0])])]
     return {
@@ -335,20 +376,27 @@ def create_train_iterator(input_cfg, *, batch_size: int, image_size: int, seed: 
   source = _data_source(input_cfg, split)
   info = get_dataset_info(input_cfg)
   split_index = _scan_split(info.name, info.data_dir, split, window)
-  shard_size = len(source) // process_count
+  records = source
+  windows_per_face = input_cfg.windows_per_face
+  if isinstance(windows_per_face, bool) or not isinstance(windows_per_face, int) or windows_per_face < 0:
+    raise ValueError(f"input.windows_per_face must be an integer >= 0, got {windows_per_face!r}")
+  if windows_per_face:
+    records = _RecordSubset(source, _first_windows(info.name, info.data_dir, split, windows_per_face))
+  shard_size = len(records) // process_count
   if shard_size < batch_size:
-    raise ValueError(f"split {split!r} has {len(source)} records: {shard_size} per process "
+    raise ValueError(f"split {split!r} has {len(records)} records: {shard_size} per process "
                      f"({process_count} processes), fewer than the per-process batch_size={batch_size}")
   shard_options = grain.sharding.ShardOptions(
       shard_index=process_index, shard_count=process_count, drop_remainder=True)
   sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard_options, shuffle=True, num_epochs=num_epochs,
+      num_records=len(records), shard_options=shard_options, shuffle=True, num_epochs=num_epochs,
       seed=int(seed))
   loader = grain.DataLoader(
-      data_source=source, sampler=sampler, shard_options=shard_options,
+      data_source=records, sampler=sampler, shard_options=shard_options,
       operations=[
           _MakeTrainExample(source=source, split_index=split_index, window=window, image_size=image_size,
-                            preemphasis=input_cfg.get("preemphasis", audio.PREEMPHASIS), random_window=True),
+                            preemphasis=input_cfg.preemphasis, random_window=True,
+                            floor_division=bool(input_cfg.floor_division)),
           grain.transforms.Batch(batch_size=batch_size, drop_remainder=True),
       ],
       worker_count=_num_workers(input_cfg),
@@ -388,7 +436,8 @@ def create_eval_iterator(input_cfg, *, split: str | None = None, batch_size: int
       data_source=shard, sampler=sampler, shard_options=grain.sharding.NoSharding(),
       operations=[
           _MakeEvalExample(source=source, split_index=split_index, window=window, image_size=image_size,
-                           preemphasis=input_cfg.get("preemphasis", audio.PREEMPHASIS), seed=seed),
+                           preemphasis=input_cfg.preemphasis, seed=seed,
+                           floor_division=bool(input_cfg.floor_division)),
           grain.transforms.Batch(batch_size=batch_size, drop_remainder=False),
       ],
       worker_count=_num_workers(input_cfg),

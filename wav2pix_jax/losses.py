@@ -7,9 +7,14 @@ import jax.numpy as jnp
 import optax
 
 
+def at_least_f32(x: jax.Array) -> jax.Array:
+  """x in at least float32 (bfloat16/float16 up-cast; float64, in x64 tests, kept)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def lsgan(*, scores: jax.Array, target: float) -> jax.Array:
   """Least-squares GAN term: mean((scores - target)^2) over the batch."""
-  return jnp.mean(jnp.square(scores.astype(jnp.float32) - target))
+  return jnp.mean(jnp.square(at_least_f32(scores) - target))
 
 
 def discriminator_loss(
@@ -41,8 +46,8 @@ def feature_matching(
   With `axis_name` (inside pmap), the batch means are GLOBAL means over every device's batch,
   so the loss on N devices equals the loss on one device with the whole batch.
   """
-  fake_mean = jnp.mean(fake_features.astype(jnp.float32), axis=0)
-  real_mean = jnp.mean(jax.lax.stop_gradient(real_features).astype(jnp.float32), axis=0)
+  fake_mean = jnp.mean(at_least_f32(fake_features), axis=0)
+  real_mean = jnp.mean(at_least_f32(jax.lax.stop_gradient(real_features)), axis=0)
   if axis_name is not None:
     fake_mean = jax.lax.pmean(fake_mean, axis_name)
     real_mean = jax.lax.pmean(real_mean, axis_name)
@@ -51,13 +56,13 @@ def feature_matching(
 
 def l1(*, predictions: jax.Array, targets: jax.Array) -> jax.Array:
   """Mean absolute error."""
-  return jnp.mean(jnp.abs(predictions.astype(jnp.float32) - targets.astype(jnp.float32)))
+  return jnp.mean(jnp.abs(at_least_f32(predictions) - at_least_f32(targets)))
 
 
 def speaker_cross_entropy(*, logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy of the auxiliary speaker classifier against integer labels."""
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels.astype(jnp.int32)))
+      at_least_f32(logits), labels.astype(jnp.int32)))
 
 
 def speaker_accuracy(*, logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -20,6 +20,7 @@ Array = jax.Array
 Dtype = Any
 
 SUPPORTED_IMAGE_SIZES = (64, 128)
+UPSAMPLE_MODES = ("transposed", "resize_conv")
 # torch BatchNorm momentum 0.1 == flax momentum 0.9 (flax weighs the running average).
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
@@ -138,23 +139,40 @@ class Generator(nn.Module):
     base_channels: int = 64
     dropout_rate: float = 0.5
     conv_impl: str = "xla"
+    upsample: str = "transposed"  # UPSAMPLE_MODES
+    sn_init: str = "normal"  # layers.SN_INITS
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, embedding: Array, *, train: bool, update_spectral: bool) -> Array:
-        """1x1xE -> 4x4 (stride 1, VALID) -> stride-2 doublings -> SxSx3, tanh."""
+        """1x1xE -> 4x4 (stride 1, VALID) -> doublings -> SxSx3, tanh.
+
+        upsample="transposed" (the paper): each doubling is a 4x4 stride-2 transposed conv, whose
+        uneven kernel overlap leaves a checkerboard texture; "resize_conv": nearest-neighbour x2
+        then a 3x3 stride-1 conv (Odena et al. 2016), the same widths, no checkerboard.
+        """
         num_up = _check_image_size(self.image_size)
+        if self.upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {self.upsample!r}")
         if embedding.ndim != 2:
             raise ValueError(f"embedding must be [batch, embed_dim], got shape {embedding.shape}")
         x = embedding.astype(self.dtype)[:, None, None, :]
         widths = [self.base_channels * 2 ** (num_up - 1 - i) for i in range(num_up)] + [3]
         for i, width in enumerate(widths):
             first = i == 0
-            x = layers.SNConvTranspose2d(
-                width, kernel_size=4, stride=1 if first else 2, padding=0 if first else 1,
-                conv_impl=layers.layer_conv_impl(self.conv_impl, i, len(widths)), dtype=self.dtype, param_dtype=self.param_dtype,
-                name=f"deconv{i}")(x, update_spectral=update_spectral)
+            impl = layers.layer_conv_impl(self.conv_impl, i, len(widths))
+            if first or self.upsample == "transposed":
+                x = layers.SNConvTranspose2d(
+                    width, kernel_size=4, stride=1 if first else 2, padding=0 if first else 1,
+                    conv_impl=impl, sn_init=self.sn_init, dtype=self.dtype, param_dtype=self.param_dtype,
+                    name=f"deconv{i}")(x, update_spectral=update_spectral)
+            else:
+                x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+                x = layers.SNConv2d(
+                    width, kernel_size=3, stride=1, padding=1, conv_impl=impl, sn_init=self.sn_init,
+                    dtype=self.dtype, param_dtype=self.param_dtype,
+                    name=f"upconv{i}")(x, update_spectral=update_spectral)
             if i < len(widths) - 1:
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
                 x = nn.relu(x)
@@ -168,6 +186,7 @@ class Discriminator(nn.Module):
     base_channels: int = 64
     negative_slope: float = 0.2
     conv_impl: str = "xla"
+    sn_init: str = "normal"  # layers.SN_INITS
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -187,7 +206,8 @@ class Discriminator(nn.Module):
         for i in range(num_down):
             x = layers.SNConv2d(
                 self.base_channels * 2 ** i, kernel_size=4, stride=2, padding=1,
-                conv_impl=layers.layer_conv_impl(self.conv_impl, i, num_down), dtype=self.dtype, param_dtype=self.param_dtype,
+                conv_impl=layers.layer_conv_impl(self.conv_impl, i, num_down), sn_init=self.sn_init,
+                dtype=self.dtype, param_dtype=self.param_dtype,
                 name=f"conv{i}")(x, update_spectral=update_spectral)
             x = nn.leaky_relu(x, self.negative_slope)
         features = x
@@ -218,6 +238,8 @@ class Wav2PixG(nn.Module):
     dropout_rate: float = 0.5
     conv_impl: str = "xla"
     encoder_conv_impl: str = ""  # the speech encoder's conv_impl ("" = conv_impl)
+    upsample: str = "transposed"  # Generator.upsample
+    sn_init: str = "normal"  # layers.SN_INITS
     axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -235,8 +257,8 @@ class Wav2PixG(nn.Module):
             axis_name=self.axis_name, dtype=self.dtype, param_dtype=self.param_dtype)
         self.generator = Generator(
             image_size=self.image_size, base_channels=self.base_channels,
-            dropout_rate=self.dropout_rate, conv_impl=self.conv_impl, dtype=self.dtype,
-            param_dtype=self.param_dtype)
+            dropout_rate=self.dropout_rate, conv_impl=self.conv_impl, upsample=self.upsample,
+            sn_init=self.sn_init, dtype=self.dtype, param_dtype=self.param_dtype)
 
     def __call__(self, waveform: Array, *, train: bool,
                  update_spectral: bool) -> tuple[Array, Array, Array]:

@@ -18,11 +18,13 @@ import ml_collections
 import numpy as np
 import optax
 
+from wav2pix_jax import augment
 from wav2pix_jax import checkpoints
 from wav2pix_jax import evaluate as evaluate_lib
 from wav2pix_jax import factory
 from wav2pix_jax import input_pipeline
 from wav2pix_jax import losses
+from wav2pix_jax import monitor
 from wav2pix_jax import parallel
 
 PyTree = Any
@@ -46,6 +48,9 @@ class TrainState:
   d_opt_state: optax.OptState
   d_spectral: PyTree
   rng: jax.Array  # raw uint32[2] key; split every step
+  # Exponential moving average of g_params (config.optim.g.ema_decay > 0), else None: what
+  # evaluation and generation use when present.
+  g_ema_params: PyTree = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -85,7 +90,8 @@ def create_train_state(config: ml_collections.ConfigDict, num_speakers: int,
         g_params=g_vars["params"], g_opt_state=g_tx.init(g_vars["params"]),
         g_batch_stats=g_vars["batch_stats"], g_spectral=g_vars["spectral"],
         d_params=d_vars["params"], d_opt_state=d_tx.init(d_vars["params"]),
-        d_spectral=d_vars["spectral"], rng=state_rng)
+        d_spectral=d_vars["spectral"], rng=state_rng,
+        g_ema_params=g_vars["params"] if config.optim.g.ema_decay > 0 else None)
 
   return jax.jit(init)(rng)
 
@@ -139,13 +145,16 @@ def g_forward(state: TrainState, batch: dict, *, g_model, rng: jax.Array,
 
 def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.GradientTransformation,
              real_label: float, rng: jax.Array, axis_name: Optional[str] = None,
-             skip_nonfinite: bool = False,
-             g_out: Optional[GForward] = None) -> tuple[TrainState, Metrics]:
+             skip_nonfinite: bool = False, g_out: Optional[GForward] = None,
+             augment_policy: str = "", r1_weight: float = 0.0,
+             augment_rng: Optional[jax.Array] = None) -> tuple[TrainState, Metrics]:
   """One D update on real (0.9), generated (0) and wrong-face (0) pairs; G's params are untouched.
 
   `g_out`: this step's G forward (train_step passes the one both phases share); None runs it here
   (dropout from `rng`, with this step's spectral power iteration for G). Its faces and speech
-  embedding are constants for D: no gradient flows back into G.
+  embedding are constants for D: no gradient flows back into G. `augment_policy`: DiffAugment on
+  every image D sees (random draws from `augment_rng`); `r1_weight` > 0 adds the R1 penalty
+  r1_weight/2 * E|d D(real, e) / d real|^2.
   """
   if g_out is None:
     g_out = g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=True)
@@ -154,15 +163,31 @@ def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.Gr
   embedding = jax.lax.stop_gradient(embedding)
   # One D call on [real; fake; wrong] (D has no batch statistics, so this equals three calls).
   images = jnp.concatenate([batch["face"], fakes.astype(batch["face"].dtype), batch["wrong_face"]])
+  if augment_policy:
+    images = augment.diff_augment(images, augment_rng, augment_policy)
   embeddings = jnp.concatenate([embedding] * 3)
+
+  def r1_penalty(d_params):
+    reals = images[:embedding.shape[0]]
+
+    def real_scores_sum(x):
+      scores, _ = d_model.apply({"params": d_params, "spectral": state.d_spectral}, x, embedding,
+                                update_spectral=False)
+      return jnp.sum(losses.at_least_f32(scores))
+
+    grads = jax.grad(real_scores_sum)(reals)
+    return jnp.mean(jnp.sum(jnp.square(grads), axis=(1, 2, 3)))
 
   def loss_fn(d_params):
     (scores, _), d_vars = d_model.apply(
         {"params": d_params, "spectral": state.d_spectral}, images, embeddings,
         update_spectral=True, mutable=["spectral"])
-    real, fake, wrong = jnp.split(scores.astype(jnp.float32), 3)
+    real, fake, wrong = jnp.split(losses.at_least_f32(scores), 3)
     loss, terms = losses.discriminator_loss(real_scores=real, fake_scores=fake, wrong_scores=wrong,
                                             real_label=real_label)
+    if r1_weight > 0:
+      terms["d_r1"] = r1_penalty(d_params)
+      loss = loss + 0.5 * r1_weight * terms["d_r1"]
     scores = {"d_score_real": jnp.mean(real), "d_score_fake": jnp.mean(fake),
               "d_score_wrong": jnp.mean(wrong)}
     return loss, (terms, scores, d_vars["spectral"])
@@ -184,22 +209,27 @@ def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.Gr
 
 
 def g_loss_and_grads(state: TrainState, batch: dict, g_out: GForward, *, d_model,
-                     loss_weights: ml_collections.ConfigDict,
-                     axis_name: Optional[str] = None) -> tuple[jax.Array, tuple, PyTree]:
+                     loss_weights: ml_collections.ConfigDict, axis_name: Optional[str] = None,
+                     augment_rng: Optional[jax.Array] = None) -> tuple[jax.Array, tuple, PyTree]:
   """(G loss, (terms, speaker accuracy), d loss / d g_params) against state's D, via g_out's vjp.
 
   The loss is differentiated w.r.t. G's outputs (through D), and that cotangent is pulled back
   through the saved forward: the same gradient as differentiating a fresh forward, without one.
+  D's speech-embedding input is a constant unless loss_weights.adversarial_into_encoder (the
+  authors' code): otherwise G could raise D's score by moving the condition, not the face.
   """
   face = batch["face"]
 
   def loss_fn(outputs):
     fakes, embedding, logits = outputs
+    condition = embedding if loss_weights.adversarial_into_encoder else jax.lax.stop_gradient(embedding)
+    images = jnp.concatenate([fakes.astype(face.dtype), face])
+    if loss_weights.diff_augment:
+      images = augment.diff_augment(images, augment_rng, loss_weights.diff_augment)
     # One D call on [fake; real]: scores of the fakes, features of both for feature matching.
     scores, features = d_model.apply(
         {"params": state.d_params, "spectral": state.d_spectral},
-        jnp.concatenate([fakes.astype(face.dtype), face]), jnp.concatenate([embedding, embedding]),
-        update_spectral=False)
+        images, jnp.concatenate([condition, condition]), update_spectral=False)
     fake_scores, _ = jnp.split(scores, 2)
     fake_features, real_features = jnp.split(features, 2)
     terms = {
@@ -222,8 +252,8 @@ def g_loss_and_grads(state: TrainState, batch: dict, g_out: GForward, *, d_model
 
 def g_update(state: TrainState, batch: dict, *, g_model, d_model, g_tx: optax.GradientTransformation,
              loss_weights: ml_collections.ConfigDict, rng: jax.Array, axis_name: Optional[str] = None,
-             skip_nonfinite: bool = False,
-             g_out: Optional[GForward] = None) -> tuple[TrainState, Metrics]:
+             skip_nonfinite: bool = False, g_out: Optional[GForward] = None,
+             augment_rng: Optional[jax.Array] = None) -> tuple[TrainState, Metrics]:
   """One G-side update (encoder, classifier, generator) against the current D; D is untouched.
 
   G loss = w_adv MSE(D(G(e), e), 1) + w_fm feature matching + w_l1 L1(G(e), face) + w_ce CE(speaker).
@@ -233,7 +263,8 @@ def g_update(state: TrainState, batch: dict, *, g_model, d_model, g_tx: optax.Gr
   if g_out is None:
     g_out = g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=False)
   loss, (terms, accuracy), grads = g_loss_and_grads(state, batch, g_out, d_model=d_model,
-                                                    loss_weights=loss_weights, axis_name=axis_name)
+                                                    loss_weights=loss_weights, axis_name=axis_name,
+                                                    augment_rng=augment_rng)
   grads = parallel.pmean(grads, axis_name)
   updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, updates)
@@ -248,24 +279,40 @@ def g_update(state: TrainState, batch: dict, *, g_model, d_model, g_tx: optax.Gr
   return new, metrics
 
 
+def ema_update(ema: PyTree, params: PyTree, *, decay: float, step: jax.Array) -> PyTree:
+  """ema <- d * ema + (1 - d) * params, d = min(decay, (1 + step) / (10 + step)) (a short warm-up,
+  so the average is not dominated by the initial weights early on)."""
+  step = step.astype(jnp.float32)
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
+
+
 def train_step(state: TrainState, batch: dict, *, g_model, d_model, g_tx, d_tx,
                loss_cfg: ml_collections.ConfigDict, axis_name: Optional[str] = parallel.AXIS_NAME,
-               skip_nonfinite: bool = False) -> tuple[TrainState, Metrics]:
+               skip_nonfinite: bool = False, ema_decay: float = 0.0) -> tuple[TrainState, Metrics]:
   """One Wav2Pix iteration: D update, then G update against the UPDATED D. Pure; pmap it.
 
   G's params don't change during the D phase, so G runs forward once (one dropout mask, one
   power iteration, one BatchNorm statistics update): the D phase uses its outputs as constants,
-  the G phase pulls the loss gradient back through its saved vjp.
+  the G phase pulls the loss gradient back through its saved vjp. With `ema_decay` > 0 the EMA of
+  G's weights follows the updated ones.
   """
-  rng, dropout_rng = jax.random.split(state.rng)
+  rng, dropout_rng, d_augment_rng, g_augment_rng = jax.random.split(state.rng, 4)
   dropout_rng = parallel.device_rng(dropout_rng, axis_name)  # different masks on each device
+  d_augment_rng = parallel.device_rng(d_augment_rng, axis_name)
+  g_augment_rng = parallel.device_rng(g_augment_rng, axis_name)
   g_out = g_forward(state, batch, g_model=g_model, rng=dropout_rng, update_spectral=True)
   state, d_metrics = d_update(state, batch, g_model=g_model, d_model=d_model, d_tx=d_tx,
                               real_label=loss_cfg.real_label, rng=dropout_rng, axis_name=axis_name,
-                              skip_nonfinite=skip_nonfinite, g_out=g_out)
+                              skip_nonfinite=skip_nonfinite, g_out=g_out,
+                              augment_policy=loss_cfg.diff_augment, r1_weight=loss_cfg.r1,
+                              augment_rng=d_augment_rng)
   state, g_metrics = g_update(state, batch, g_model=g_model, d_model=d_model, g_tx=g_tx,
                               loss_weights=loss_cfg, rng=dropout_rng, axis_name=axis_name,
-                              skip_nonfinite=skip_nonfinite, g_out=g_out)
+                              skip_nonfinite=skip_nonfinite, g_out=g_out, augment_rng=g_augment_rng)
+  if ema_decay > 0:
+    state = state.replace(g_ema_params=ema_update(state.g_ema_params, state.g_params,
+                                                  decay=ema_decay, step=state.step))
   return state.replace(step=state.step + 1, rng=rng), {**d_metrics, **g_metrics}
 
 
@@ -278,7 +325,7 @@ def make_train_step(config: ml_collections.ConfigDict, num_speakers: int, *,
       g_model=factory.make_generator(config.model, num_speakers, axis_name=axis_name),
       d_model=factory.make_discriminator(config.model), g_tx=g_tx, d_tx=d_tx,
       loss_cfg=config.loss, axis_name=axis_name,
-      skip_nonfinite=bool(config.get("skip_nonfinite", False)))
+      skip_nonfinite=bool(config.skip_nonfinite), ema_decay=float(config.optim.g.ema_decay))
 
 
 def make_p_train_step(config: ml_collections.ConfigDict, num_speakers: int) -> Callable:
@@ -300,8 +347,10 @@ def make_generate_fn(config: ml_collections.ConfigDict, num_speakers: int) -> Ca
 
 
 def generator_variables(state: TrainState) -> dict:
-  """The G-side variables of a (host or single-device) state, as `Wav2PixG.apply` wants them."""
-  return {"params": state.g_params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral}
+  """The G-side variables of a (host or single-device) state, as `Wav2PixG.apply` wants them:
+  the EMA of G's weights when training keeps one (config.optim.g.ema_decay), else the weights."""
+  params = state.g_params if state.g_ema_params is None else state.g_ema_params
+  return {"params": params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral}
 
 
 # ------------------------------------------------------------------------------------------
@@ -321,9 +370,18 @@ def check_config(config: ml_collections.ConfigDict) -> int:
       value = value[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"config.{field} must be a positive integer, got {value!r}")
-  for field in ("adversarial", "feature_matching", "l1", "speaker_ce"):
+  for field in ("adversarial", "feature_matching", "l1", "speaker_ce", "r1"):
     if config.loss[field] < 0:
       raise ValueError(f"config.loss.{field} must be >= 0, got {config.loss[field]!r}")
+  try:
+    augment.parse_policy(config.loss.diff_augment)
+  except ValueError as e:
+    raise ValueError(f"config.loss.diff_augment: {e}") from None
+  if not 0.0 <= config.optim.g.ema_decay < 1.0:
+    raise ValueError(f"config.optim.g.ema_decay must be in [0, 1), got {config.optim.g.ema_decay!r}")
+  value = config.log.divergence_window
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"config.log.divergence_window must be a positive integer, got {value!r}")
   if config.get("eval") is not None:  # periodic evaluation (optional section)
     for field, minimum in (("every_steps", 0), ("max_examples", 1)):
       value = config.eval.get(field)
@@ -499,16 +557,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer.write_images(step, {"faces/generated_top_real_bottom": grid[None]})
     _save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
 
+  quality = (monitor.QualityHistory(os.path.join(workdir, "eval", "history.jsonl"), start_step=start_step)
+             if evaluator is not None else None)
+  clock = {"start": time.time(), "eval_seconds": 0.0}  # training wall time = elapsed - evaluations
+
   def run_eval(step: int) -> None:
     start = time.time()
     report, eval_scalars = evaluator(generator_variables(parallel.unreplicate(state)))
     eval_scalars["eval/seconds"] = time.time() - start
+    clock["eval_seconds"] += eval_scalars["eval/seconds"]
+    row = quality.append(step, start - clock["start"] - (clock["eval_seconds"] - eval_scalars["eval/seconds"]),
+                         eval_scalars)
+    eval_scalars["eval/train_minutes"] = row["train_minutes"]
     writer.write_scalars(step, eval_scalars)
     evaluate_lib.write_report(report, os.path.join(workdir, "eval", "periodic"))  # the latest one
     logging.info("eval at step %d (%s, %.1f s):\n%s", step, evaluator.split, eval_scalars["eval/seconds"],
                  evaluate_lib.summary(report))
 
   num_steps = config.num_train_steps
+  divergence = monitor.DivergenceMonitor(window=config.log.divergence_window,
+                                         real_label=config.loss.real_label)
+  last_divergence_warning = -config.log.divergence_window
   history: list[dict] = []
   pending = None  # (step, device metrics) of the last step, checked one step late (no stall)
   last_log_time, last_log_step = time.time(), start_step
@@ -535,6 +604,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           f"(step {last_saved}) stays the latest. Lower the learning rates "
           f"(config.optim.*.learning_rate) or set config.skip_nonfinite=True.")
     history.append(host)
+    divergence.add(step_done, host)
 
   logging.info("Training from step %d to %d, %d examples per step (%d per process, %d local devices).",
                start_step, num_steps, config.batch_size, local_batch, jax.local_device_count())
@@ -572,6 +642,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             eta = _format_eta((num_steps - step) / max(steps_per_sec, 1e-9))
             speed = f"  {steps_per_sec:.2f} steps/s  ETA {eta}"
           last_log_time, last_log_step = now, step
+          divergence_scalars, warning = divergence.check()
+          scalars.update(divergence_scalars)
+          if warning and step - last_divergence_warning >= config.log.divergence_window:
+            logging.warning("step %d: %s", step, warning)
+            last_divergence_warning = step
           writer.write_scalars(step, scalars)
           logging.info("step %d/%d  d_loss %.4f  g_loss %.4f (adv %.4f fm %.4f l1 %.4f ce %.4f)%s",
                        step, num_steps, scalars["d_loss"], scalars["g_loss"], scalars["g_adversarial"],
