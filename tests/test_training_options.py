@@ -1,0 +1,281 @@
+"""The recipe options: DiffAugment, R1, EMA, the condition's gradient, SN init, resize-conv
+upsampling, the authors' audio, and the divergence / quality monitors."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wav2pix_jax import audio
+from wav2pix_jax import augment
+from wav2pix_jax import checkpoints
+from wav2pix_jax import config_lib
+from wav2pix_jax import layers
+from wav2pix_jax import models
+from wav2pix_jax import monitor
+from wav2pix_jax import train
+
+import helpers
+
+NUM_SPEAKERS = helpers.NUM_SPEAKERS
+_tiny = helpers.tiny_config
+_batch = helpers.random_batch
+
+
+# ------------------------------------------------------------------------------------------
+# DiffAugment.
+# ------------------------------------------------------------------------------------------
+
+
+def _ramp(batch=2, size=16):
+  """Images whose pixel values say where they are: value = (row * size + col) / size**2."""
+  idx = np.arange(size * size, dtype=np.float32).reshape(size, size) / (size * size)
+  return jnp.asarray(np.broadcast_to(idx[None, :, :, None], (batch, size, size, 3)).copy())
+
+
+def test_empty_policy_is_identity_and_unknown_names_fail():
+  x = _ramp()
+  np.testing.assert_array_equal(augment.diff_augment(x, jax.random.PRNGKey(0), ""), x)
+  with pytest.raises(ValueError, match="rotate"):
+    augment.parse_policy("color,rotate")
+
+
+def test_translation_shifts_whole_image_by_at_most_an_eighth():
+  x = _ramp(batch=8, size=16) + 1.0  # strictly positive: the zero padding is visible
+  y = np.asarray(augment.diff_augment(x, jax.random.PRNGKey(3), "translation"))
+  for image, shifted in zip(np.asarray(x), y):
+    found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+             if np.array_equal(np.roll(image, (dy, dx), axis=(0, 1))[2:-2, 2:-2], shifted[2:-2, 2:-2])]
+    assert len(found) == 1, found  # exactly one integer shift within +-16/8 = 2 pixels explains it
+    dy, dx = found[0]
+    # The rows/columns shifted in are zeros.
+    if dy > 0:
+      assert np.all(shifted[:dy] == 0)
+    if dx < 0:
+      assert np.all(shifted[:, dx:] == 0)
+
+
+def test_cutout_zeroes_one_square_of_half_the_side():
+  x = jnp.ones((16, 16, 16, 3))
+  y = np.asarray(augment.diff_augment(x, jax.random.PRNGKey(1), "cutout"))
+  for image in y:
+    zero = np.all(image == 0, axis=-1)
+    rows, cols = np.flatnonzero(zero.any(axis=1)), np.flatnonzero(zero.any(axis=0))
+    assert zero.sum() == len(rows) * len(cols)  # a rectangle (the square, clipped at the border)
+    assert len(rows) <= 8 and len(cols) <= 8 and zero.sum() >= 4 * 4
+    assert np.all(image[~zero] == 1)
+
+
+def test_color_is_a_per_image_affine_map_and_gradients_flow():
+  x = _ramp(batch=4)
+  y = augment.diff_augment(x, jax.random.PRNGKey(2), "color")
+  assert not np.allclose(y, x)
+  # Each image changes by its own brightness/saturation/contrast draw.
+  assert len({round(float(v), 5) for v in jnp.mean(y - x, axis=(1, 2, 3))}) == 4
+  grads = jax.grad(lambda z: jnp.sum(augment.diff_augment(z, jax.random.PRNGKey(2),
+                                                          "color,translation,cutout")))(x)
+  assert float(jnp.abs(grads).sum()) > 0
+
+
+# ------------------------------------------------------------------------------------------
+# Training-step options.
+# ------------------------------------------------------------------------------------------
+
+
+def _step(config, state=None, batch=None):
+  step = jax.jit(train.make_train_step(config, NUM_SPEAKERS, axis_name=None))
+  state = state if state is not None else train.create_train_state(config, NUM_SPEAKERS,
+                                                                    jax.random.PRNGKey(0))
+  return state, step(state, batch if batch is not None else _batch(config))
+
+
+def test_ema_follows_the_weights_with_a_warm_up():
+  config = _tiny(**{"optim.g.ema_decay": 0.999})
+  state, (new, _) = _step(config)
+  # Step 0: decay min(0.999, 1/10) = 0.1 -> ema = 0.1 * init + 0.9 * updated.
+  for e0, p1, e1 in zip(jax.tree.leaves(state.g_ema_params), jax.tree.leaves(new.g_params),
+                        jax.tree.leaves(new.g_ema_params)):
+    np.testing.assert_allclose(e1, 0.1 * e0 + 0.9 * p1, rtol=1e-5, atol=1e-7)
+  assert train.generator_variables(new)["params"] is new.g_ema_params
+  off = train.create_train_state(_tiny(), NUM_SPEAKERS, jax.random.PRNGKey(0))
+  assert off.g_ema_params is None and train.generator_variables(off)["params"] is off.g_params
+
+
+def test_r1_adds_half_gamma_times_the_penalty():
+  config = _tiny(**{"loss.r1": 10.0})
+  _, (_, metrics) = _step(config)
+  r1 = float(metrics["d_r1"])
+  assert r1 > 0
+  want = float(metrics["d_real"] + metrics["d_fake"] + metrics["d_wrong"]) + 0.5 * 10.0 * r1
+  np.testing.assert_allclose(float(metrics["d_loss"]), want, rtol=1e-5)
+
+
+def test_the_condition_carries_the_adversarial_gradient_only_when_asked():
+  """With adversarial weight only: the encoder's gradient changes when D's condition input is
+  differentiated (the authors' code), and not otherwise."""
+  def encoder_grads(into_encoder):
+    config = _tiny(**{"model.dropout_rate": 0.0, "loss.l1": 0.0, "loss.speaker_ce": 0.0,
+                      "loss.feature_matching": 0.0, "loss.adversarial_into_encoder": into_encoder})
+    state = train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+    kw = train.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
+    batch = jax.tree.map(jnp.asarray, _batch(config))
+    g_out = train.g_forward(state, batch, g_model=kw["g_model"], rng=jax.random.PRNGKey(1),
+                            update_spectral=True)
+    _, _, grads = train.g_loss_and_grads(state, batch, g_out, d_model=kw["d_model"],
+                                         loss_weights=config.loss)
+    return grads["encoder"]["embed"]["kernel"], grads["generator"]
+
+  stop_enc, stop_gen = encoder_grads(False)
+  flow_enc, flow_gen = encoder_grads(True)
+  assert float(jnp.abs(stop_enc).max()) > 0  # the face path still trains the encoder
+  assert float(jnp.abs(flow_enc - stop_enc).max()) > 1e-3 * float(jnp.abs(flow_enc).max())
+  for a, b in zip(jax.tree.leaves(stop_gen), jax.tree.leaves(flow_gen)):  # G itself: unchanged
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.abs(a).max()))
+
+
+def test_augmented_step_trains():
+  config = _tiny(**{"loss.diff_augment": "color,translation,cutout"})
+  state, (new, metrics) = _step(config)
+  assert np.isfinite(float(metrics["d_loss"])) and np.isfinite(float(metrics["g_loss"]))
+  assert not np.array_equal(new.d_params["conv0"]["sn"]["kernel"], state.d_params["conv0"]["sn"]["kernel"])
+
+
+def test_bad_option_values_name_the_field():
+  for overrides, field in (({"loss.diff_augment": "blur"}, "loss.diff_augment"),
+                           ({"optim.g.ema_decay": 1.0}, "optim.g.ema_decay"),
+                           ({"loss.r1": -1.0}, "loss.r1"),
+                           ({"log.divergence_window": 0}, "log.divergence_window"),
+                           ({"model.g_upsample": "bilinear"}, "model.g_upsample"),
+                           ({"model.sn_init": "xavier"}, "model.sn_init")):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+      train.check_config(_tiny(**overrides))
+
+
+# ------------------------------------------------------------------------------------------
+# Model options.
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transposed,fan_in", [(False, 3 * 16), (True, 8 * 16)])
+def test_torch_sn_init_is_pytorchs_default(transposed, fan_in):
+  shape = (4, 4, 3, 8)  # (kh, kw, in, out): torch's fan_in is in*16 (Conv2d), out*16 (transposed)
+  w = np.asarray(layers.sn_kernel_init("torch", transposed=transposed)(jax.random.PRNGKey(0), shape))
+  bound = 1 / np.sqrt(fan_in)
+  assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+  np.testing.assert_allclose(w.std(), bound / np.sqrt(3), rtol=0.15)  # uniform's std
+  normal = np.asarray(layers.sn_kernel_init("normal", transposed=transposed)(jax.random.PRNGKey(0), shape))
+  np.testing.assert_allclose(normal.std(), 0.02, rtol=0.15)
+
+
+@pytest.mark.parametrize("impl", ["xla", "subpixel", "matmul"])
+def test_resize_conv_generator_has_no_transposed_doublings(impl):
+  gen = models.Generator(image_size=64, base_channels=4, dropout_rate=0.0, conv_impl=impl,
+                         upsample="resize_conv")
+  variables = gen.init(jax.random.PRNGKey(0), jnp.ones((2, 8)), train=False, update_spectral=False)
+  names = sorted(variables["params"])
+  assert names == ["deconv0", "upconv1", "upconv2", "upconv3", "upconv4"]
+  assert variables["params"]["upconv1"]["sn"]["kernel"].shape == (3, 3, 32, 16)
+  out = gen.apply(variables, jnp.ones((2, 8)), train=False, update_spectral=False)
+  assert out.shape == (2, 64, 64, 3)
+  reference = models.Generator(image_size=64, base_channels=4, dropout_rate=0.0, conv_impl="xla",
+                               upsample="resize_conv")
+  np.testing.assert_allclose(out, reference.apply(variables, jnp.ones((2, 8)), train=False,
+                                                  update_spectral=False), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# The authors' audio, configs read over base.py, and compatibility of resumes.
+# ------------------------------------------------------------------------------------------
+
+
+def test_floor_division_is_the_authors_python2_division():
+  x = np.array([-300, -100, 0, 100, 299, 300, -20], np.int16)
+  # int division by the peak 300 under Python 2: floor -> [-1, -1, 0, 0, 0, 1, -1].
+  y = audio.preprocess(x, window=7, preemphasis=0.5, floor_division=True)
+  q = np.array([-1, -1, 0, 0, 0, 1, -1], np.float32)
+  np.testing.assert_allclose(y, np.concatenate([[q[0]], q[1:] - 0.5 * q[:-1]]))
+  plain = audio.preprocess(x, window=7, preemphasis=0.0)
+  np.testing.assert_allclose(plain, x / 300, rtol=1e-6)
+
+
+def test_old_config_json_takes_base_defaults_and_bad_ones_fail():
+  saved = {"model": {"image_size": 64, "g_base_channels": 8}, "input": {"audio_samples": 1024}}
+  config = config_lib.with_defaults(saved)
+  assert config.model.g_upsample == "transposed" and config.optim.g.ema_decay == 0.0
+  assert config.model.g_base_channels == 8 and config.input.floor_division is False
+  for bad in ([], {}, {"model": 3, "input": {}}, {"model": {}, "input": {}, "optim": 1}):
+    with pytest.raises(TypeError):
+      config_lib.with_defaults(bad)
+
+
+def test_resume_refuses_to_switch_ema_or_upsampling():
+  meta = checkpoints.make_meta(_tiny(), num_speakers=3)
+  checkpoints.check_compatible(meta, _tiny(**{"loss.r1": 5.0}), num_speakers=3)
+  for overrides, field in (({"optim.g.ema_decay": 0.99}, "optim.g.ema_decay"),
+                           ({"model.g_upsample": "resize_conv"}, "model.g_upsample")):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+      checkpoints.check_compatible(meta, _tiny(**overrides), num_speakers=3)
+  # A checkpoint written before these fields existed: their defaults.
+  old = json.loads(json.dumps(meta))
+  del old["config"]["model"]["g_upsample"], old["config"]["optim"]["g"]["ema_decay"]
+  checkpoints.check_compatible(old, _tiny(), num_speakers=3)
+
+
+# ------------------------------------------------------------------------------------------
+# Monitors.
+# ------------------------------------------------------------------------------------------
+
+
+def _feed(mon, steps, d_loss, real, fake, wrong, start=1):
+  for step in range(start, start + steps):
+    mon.add(step, {"d_loss": d_loss, "d_score_real": real, "d_score_fake": fake, "d_score_wrong": wrong})
+  return start + steps
+
+
+def test_divergence_monitor_is_quiet_on_a_healthy_run():
+  mon = monitor.DivergenceMonitor(window=10, real_label=0.9)
+  step = _feed(mon, 30, d_loss=0.6, real=0.6, fake=0.3, wrong=0.3)
+  scalars, warning = mon.check()
+  assert warning is None
+  np.testing.assert_allclose(scalars["divergence/d_loss_vs_best"], 1.0)
+  np.testing.assert_allclose(scalars["divergence/fake_minus_real"], -0.3)
+  np.testing.assert_allclose(scalars["divergence/real_minus_wrong"], 0.3)
+  np.testing.assert_allclose(scalars["divergence/score_drift"], 0.3)
+  # Too few steps for a verdict: no warning even on bad numbers.
+  early = monitor.DivergenceMonitor(window=10, real_label=0.9)
+  _feed(early, 5, d_loss=40.0, real=3.0, fake=5.0, wrong=3.0)
+  assert early.check()[1] is None
+  del step
+
+
+def test_divergence_monitor_names_what_went_wrong():
+  mon = monitor.DivergenceMonitor(window=10, real_label=0.9)
+  step = _feed(mon, 20, d_loss=1.0, real=0.6, fake=0.3, wrong=0.3)
+  assert mon.check()[1] is None  # the loop checks at every log step; this window is the best
+  step = _feed(mon, 10, d_loss=10.8, real=1.3, fake=2.1, wrong=1.2, start=step)
+  scalars, warning = mon.check()
+  assert scalars["divergence/d_loss_vs_best"] == pytest.approx(10.8)
+  assert "10.8x its best window" in warning and "steps 21-30" in warning
+  assert "generated faces (2.10) above real pairs (1.30)" in warning
+  assert "left their targets" in warning
+  with pytest.raises(ValueError, match="divergence_window"):
+    monitor.DivergenceMonitor(window=0, real_label=0.9)
+
+
+def test_quality_history_continues_over_a_resume(tmp_path):
+  path = str(tmp_path / "eval" / "history.jsonl")
+  history = monitor.QualityHistory(path, start_step=0)
+  history.append(100, 60.0, {"eval/generated/identity": 0.5})
+  history.append(200, 120.0, {"eval/generated/identity": 0.7})
+  history.append(300, 180.0, {"eval/generated/identity": 0.8})
+  with open(path, "a") as f:
+    f.write('{"step": 400, "train_min')  # a line cut by a crash
+  # Resumed from the checkpoint of step 200: the lines of steps 300+ were lost work.
+  resumed = monitor.QualityHistory(path, start_step=200)
+  row = resumed.append(300, 30.0, {"eval/generated/identity": 0.9})
+  assert row["train_minutes"] == pytest.approx(2.5)
+  lines = [json.loads(line) for line in open(path)]
+  assert [r["step"] for r in lines] == [100, 200, 300]
+  assert lines[-1]["metrics"]["eval/generated/identity"] == 0.9
