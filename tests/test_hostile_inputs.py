@@ -105,12 +105,14 @@ def test_generate_pure_silence_is_refused(workdir, tmp_path, capfd):
   _assert_refused(workdir, tmp_path / "silence.wav", tmp_path / "out", capfd, "silent")
 
 
-def test_generate_silence_with_every_gives_faces(workdir, tmp_path, capfd):
-  # With --every a silent window is the face of an all-zero input (a video keeps its frames).
+def test_generate_silence_with_every_is_refused(workdir, tmp_path, capfd):
+  # With --every a silent window INSIDE speech is the face of an all-zero input (a video keeps its
+  # frames; tests/test_generate_rules.py), but a recording silent throughout is refused.
   soundfile.write(tmp_path / "silence.wav", np.zeros(SR // 4, np.int16), SR)
   status, _, err = _generate(workdir, tmp_path / "silence.wav", tmp_path / "out", capfd, "--every=0.05")
-  assert status == 0, err
-  assert len(list((tmp_path / "out" / "silence").glob("face_*.png"))) == 1 + (SR // 4 - 1024) // 800
+  assert status == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+  assert err.startswith("wav2pix-generate: error:") and "silent throughout" in err, err
+  assert not (tmp_path / "out").exists()
 
 
 def test_generate_clipping_square_wave(workdir, generator, tmp_path, capfd):

@@ -37,15 +37,33 @@ INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 OUTER_EYE_CORNERS = (36, 45)
 
 
+def model_file(name: str) -> str:
+    """Path of a model file shipped by the `face_recognition_models` package.
+
+    Found without importing the package: its __init__ imports `pkg_resources`, which setuptools 82
+    removed and which Python 3.12+ virtualenvs do not have at all.
+    """
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    import os  # pylint: disable=g-import-not-at-top
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the dlib metrics need the face-recognition-models package: "
+                                  "pip install face-recognition-models")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing from the face-recognition-models package")
+    return path
+
+
 @functools.lru_cache(maxsize=1)
 def _models():
     """(detector, shape predictor, face recogniser), loaded once on first use."""
     import dlib  # pylint: disable=g-import-not-at-top
-    import face_recognition_models  # pylint: disable=g-import-not-at-top
 
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-    recogniser = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    predictor = dlib.shape_predictor(model_file("shape_predictor_68_face_landmarks.dat"))
+    recogniser = dlib.face_recognition_model_v1(model_file("dlib_face_recognition_resnet_model_v1.dat"))
     return detector, predictor, recogniser
 
 

@@ -6,9 +6,11 @@
 
 One face per file (its centred window) by default; with --every, one face per window start;
 with --video, one frame per 1/fps s, each generated from the window CENTRED on that frame's time
-(the recording is padded with half a window of silence at both ends). Outputs are written to a
-temporary name and renamed when complete, so a failure leaves nothing half-written. Errors are one
-line on stderr and a non-zero exit status.
+(the recording is padded with half a window of silence at both ends). With --every or --video a
+silent window (a pause) still gets a face, generated from silence, and the count of such windows
+is printed; a recording that is silent throughout is refused. Outputs are written to a temporary
+name and renamed when complete, so a failure leaves nothing half-written. Errors are one line on
+stderr and a non-zero exit status.
 """
 
 from __future__ import annotations
@@ -98,6 +100,12 @@ def _save_pngs(out_dir: pathlib.Path, name: str, faces: np.ndarray) -> list[path
     return sorted(target.glob("*.png"))
 
 
+def _report_silent(path, silent: int, total: int) -> None:
+    """Says how many windows were silent (their faces come from an all-zero input)."""
+    if silent:
+        print(f"{path}: {silent} of {total} windows are silent; their faces are generated from silence")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -142,13 +150,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     audio.windows(padded[s:s + generator.window], window=generator.window, hop=generator.window,
                                   silent="zeros", **generator.preprocess_options)[0]
                     for s in starts])
+                _report_silent(path, inference.check_not_all_silent(windows), len(windows))
                 faces = generator.generate_preprocessed(windows, sample=args.sample, seed=args.seed)
                 write_video(args.video, faces, waveform, sample_rate=generator.sample_rate, fps=args.fps)
                 saved = _save_pngs(out_dir, stem, faces)
                 print(f"{path}: {len(faces)} frames -> {args.video} and {len(saved)} PNG(s) in {out_dir}")
             else:
-                faces = generator.generate(waveform, generator.sample_rate, every=args.every,
-                                           sample=args.sample, seed=args.seed)
+                windows = generator.windows(waveform, generator.sample_rate, every=args.every)
+                if args.every is not None:
+                    _report_silent(path, inference.check_not_all_silent(windows), len(windows))
+                faces = generator.generate_preprocessed(windows, sample=args.sample, seed=args.seed)
                 saved = _save_pngs(out_dir, stem, faces)
                 print(f"{path}: {len(faces)} face(s) -> {saved[0] if len(saved) == 1 else out_dir / stem}")
     except (ValueError, FileNotFoundError, OSError) as e:

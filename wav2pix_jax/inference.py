@@ -98,6 +98,9 @@ class FaceGenerator:
 
     def generate_preprocessed(self, waveforms: np.ndarray, *, sample: bool = False, seed: int = 0) -> np.ndarray:
         """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window], in fixed-size chunks."""
+        if sample and not self.can_sample:
+            raise ValueError("this run's generator has no dropout (model.dropout_rate=0), its only source "
+                             "of randomness: sampling would repeat the deterministic face")
         waveforms = np.asarray(waveforms, np.float32)
         if waveforms.ndim != 2 or waveforms.shape[1] != self.window:
             raise ValueError(f"preprocessed waveforms must be [B, {self.window}], got {waveforms.shape}")
@@ -123,16 +126,30 @@ class FaceGenerator:
         every=seconds: one face per window starting at 0, every, 2 every, ... (silent windows give
         the face of an all-zero input). sample=True switches the generator's dropout on (seeded).
         """
+        return self.generate_preprocessed(self.windows(waveform, sample_rate, every=every),
+                                          sample=sample, seed=seed)
+
+    def windows(self, waveform: np.ndarray, sample_rate: int, *, every: float | None = None) -> np.ndarray:
+        """The model inputs `generate` uses: float32 [N, window], preprocessed as in training.
+
+        A silent window (a pause) becomes all zeros when `every` is set (a talking-face video keeps
+        one frame per tick); audio that is silent throughout is refused (`audio.AudioError`).
+        """
         waveform = self._resampled(waveform, sample_rate)
         if every is None:
-            windows = audio.preprocess(waveform, window=self.window, **self.preprocess_options)[None]
-        else:
-            if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
-                raise ValueError(f"every must be a positive number of seconds, got {every!r}")
-            hop = max(1, int(round(every * self.sample_rate)))
-            windows = audio.windows(waveform, window=self.window, hop=hop, silent="zeros",
-                                    **self.preprocess_options)
-        return self.generate_preprocessed(windows, sample=sample, seed=seed)
+            return audio.preprocess(waveform, window=self.window, **self.preprocess_options)[None]
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
+            raise ValueError(f"every must be a positive number of seconds, got {every!r}")
+        hop = max(1, int(round(every * self.sample_rate)))
+        windows = audio.windows(waveform, window=self.window, hop=hop, silent="zeros",
+                                **self.preprocess_options)
+        check_not_all_silent(windows)
+        return windows
+
+    @property
+    def can_sample(self) -> bool:
+        """Whether `sample=True` can vary the faces: the generator's dropout is its only randomness."""
+        return self.train_mode or float(self.config.model.dropout_rate) > 0
 
     @property
     def preprocess_options(self) -> dict:
@@ -155,6 +172,14 @@ class FaceGenerator:
 
         g = math.gcd(int(sample_rate), self.sample_rate)
         return scipy.signal.resample_poly(waveform, self.sample_rate // g, int(sample_rate) // g).astype(np.float32)
+
+
+def check_not_all_silent(windows: np.ndarray) -> int:
+    """The number of silent (all-zero) windows; AudioError when every window is silent."""
+    silent = int(np.sum(~np.any(windows != 0, axis=1)))
+    if windows.shape[0] and silent == windows.shape[0]:
+        raise audio.AudioError(f"the audio is silent throughout (all {silent} windows)")
+    return silent
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -44,6 +44,7 @@ import io
 import os
 from typing import Iterator, Mapping
 
+from absl import logging
 import grain
 import numpy as np
 from PIL import Image
@@ -117,8 +118,13 @@ def _prepared_builder(name: str, data_dir: str, manual_dir: str | None):
   if not builder.is_prepared():
     if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) and manual_dir is not None:
       if not os.path.isdir(os.path.expanduser(manual_dir)):
-        raise ValueError(f"dataset {name!r} is not prepared in {data_dir} and input.manual_dir "
-                         f"{manual_dir!r} is not a directory: pass --config.input.manual_dir=<raw data folder>")
+        if not getattr(builder, "RELEASE_URL", None):
+          raise ValueError(f"dataset {name!r} is not prepared in {data_dir} and input.manual_dir "
+                           f"{manual_dir!r} is not a directory: pass --config.input.manual_dir=<raw data folder>")
+        # configs/base.py points at ../shared/youtubers, which only this project's machines have.
+        logging.warning("input.manual_dir %s is not a directory: downloading dataset %r from %s instead",
+                        manual_dir, name, builder.RELEASE_URL)
+        manual_dir = None
     download_config = tfds.download.DownloadConfig(
         manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
     try:

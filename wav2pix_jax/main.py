@@ -21,9 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  # TF only decodes data here; keep it off the accelerators JAX uses.
-  tf.config.experimental.set_visible_devices([], "GPU")
+  _hide_accelerators_from_tensorflow()
 
   from wav2pix_jax import train  # pylint: disable=g-import-not-at-top
   train.maybe_initialize_distributed(FLAGS.config)  # before the first device query
@@ -31,6 +29,15 @@ def main(argv):
                jax.local_devices())
   logging.info("Config:\n%s", FLAGS.config)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def _hide_accelerators_from_tensorflow() -> None:
+  """TF (used by TFDS to build a dataset, never by training) must not grab the GPUs JAX uses."""
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError:  # reading prepared datasets needs no TensorFlow
+    return
+  tf.config.experimental.set_visible_devices([], "GPU")
 
 
 def run():

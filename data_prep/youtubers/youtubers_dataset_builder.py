@@ -154,6 +154,7 @@ def load_waveform_int16(path: epath.Path) -> np.ndarray:
 class Youtubers(tfds.core.GeneratorBasedBuilder):
   """The authors' YouTubers release as speech/face records (see DESIGN.md, record format)."""
 
+  RELEASE_URL = RELEASE_URL  # where the release is downloaded from without a manual dir
   VERSION = tfds.core.Version("1.1.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release: true-RGB JPEG faces, per-speaker block validation split.",
