@@ -1,0 +1,80 @@
+"""Time to quality: detection, identity and Frechet distance of generated faces against training
+minutes, from the periodic evaluations of one or more runs (<workdir>/eval/history.jsonl).
+
+    python scripts/plot_quality.py --out=results/time_to_quality.png \
+        fast=results/fast/history.jsonl base=results/base/history.jsonl
+
+Each run is LABEL=PATH. Dashed lines: the real faces' and each speaker's mean face's values
+(reference rows of the same evaluations). Needs matplotlib (`pip install -e .[plots]`).
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+METRICS = (
+    ("face_detection_rate", "face detection (dlib)", 100.0, "%"),
+    ("identity", "identity accuracy", 100.0, "%"),
+    ("frechet_distance", "Frechet distance (dlib embeddings)", 1.0, ""),
+)
+
+
+def read_history(path: str) -> list[dict]:
+  """The evaluation rows of a history.jsonl, in step order."""
+  rows = [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
+  if not rows:
+    raise ValueError(f"{path}: no evaluations recorded")
+  return sorted(rows, key=lambda r: r["step"])
+
+
+def main(argv=None) -> int:
+  """CLI entry; returns the exit status."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("runs", nargs="+", help="LABEL=path/to/history.jsonl")
+  parser.add_argument("--out", required=True, help="PNG to write")
+  parser.add_argument("--title", default="", help="figure title")
+  args = parser.parse_args(argv)
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print("plot_quality: error: needs matplotlib (pip install -e '.[plots]')", file=sys.stderr)
+    return 1
+  runs = []
+  for spec in args.runs:
+    label, sep, path = spec.partition("=")
+    if not sep:
+      print(f"plot_quality: error: expected LABEL=PATH, got {spec!r}", file=sys.stderr)
+      return 2
+    runs.append((label, read_history(path)))
+  fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.6))
+  for ax, (metric, name, scale, unit) in zip(axes, METRICS):
+    for label, rows in runs:
+      pts = [(r["train_minutes"], r["metrics"][f"eval/generated/{metric}"] * scale) for r in rows
+             if f"eval/generated/{metric}" in r["metrics"]]
+      if pts:
+        ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
+    rows = runs[0][1]
+    for row, style in (("real", ":"), ("mean_face", "--")):
+      key = f"eval/{row}/{metric}"
+      if key in rows[-1]["metrics"]:
+        ax.axhline(rows[-1]["metrics"][key] * scale, color="gray", linestyle=style,
+                   label="real faces" if row == "real" else "mean face per speaker")
+    ax.set_xlabel("training minutes")
+    ax.set_title(name + (f" ({unit})" if unit else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  if args.title:
+    fig.suptitle(args.title, fontsize=11)
+  fig.tight_layout()
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=110)
+  print(f"wrote {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
