@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   model.encoder_conv_impl = ""  # speech encoder override ("" = follow g_conv_impl, then conv_impl)
   model.d_conv_impl = ""  # discriminator override of conv_impl ("" = follow conv_impl)
   model.g_upsample = "transposed"  # G doublings: "transposed" (paper, 4x4 stride 2) | "resize_conv" (nearest x2 + 3x3 conv: no checkerboard)
+  model.d_joint_channels = 0  # 0 (paper): D's score is additive in image and speech; > 0: a joint 1x1 conv lets them interact
   model.sn_init = "normal"  # SN conv weights: "normal" N(0, 0.02) (paper) | "torch" (PyTorch's default: the authors' code)
   model.dtype = "float32"  # computation dtype: "float32" | "bfloat16" | "float16"
   model.param_dtype = "float32"  # parameter dtype

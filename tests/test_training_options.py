@@ -279,3 +279,31 @@ def test_quality_history_continues_over_a_resume(tmp_path):
   lines = [json.loads(line) for line in open(path)]
   assert [r["step"] for r in lines] == [100, 200, 300]
   assert lines[-1]["metrics"]["eval/generated/identity"] == 0.9
+
+
+def test_paper_discriminator_is_additive_and_the_joint_layer_is_not():
+  """Paper D: score(x, e) = f(x) + g(e), so score(real, e) - score(wrong, e) does not depend on e
+  (it cannot judge whether a face matches the speech). With a joint layer it does."""
+  rng = np.random.default_rng(0)
+  faces = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
+  e1, e2 = (jnp.asarray(rng.normal(size=(1, 8)) * 3, jnp.float32) for _ in range(2))
+
+  def gap(d, variables, e):
+    scores, _ = d.apply(variables, faces, jnp.concatenate([e, e]), update_spectral=False)
+    return float(scores[0] - scores[1])
+
+  with jax.enable_x64(True):  # exact enough that "does not depend" means ~1e-12
+    faces = faces.astype(jnp.float64)
+    e1, e2 = e1.astype(jnp.float64), e2.astype(jnp.float64)
+    for joint, additive in ((0, True), (16, False)):
+      d = models.Discriminator(image_size=64, base_channels=4, joint_channels=joint,
+                               dtype=jnp.float64, param_dtype=jnp.float64)
+      variables = d.init(jax.random.PRNGKey(0), faces, jnp.concatenate([e1, e1]), update_spectral=False)
+      if joint:
+        assert variables["params"]["joint"]["sn"]["kernel"].shape == (1, 1, 32 + 8, 16)
+      g1, g2 = gap(d, variables, e1), gap(d, variables, e2)
+      assert abs(g1) > 1e-6  # the two faces do get different scores
+      if additive:
+        assert abs(g1 - g2) < 1e-9 * abs(g1)
+      else:
+        assert abs(g1 - g2) > 1e-3 * abs(g1)  # (additive: < 1e-9)

@@ -31,7 +31,7 @@ SHAPE_FIELDS = (
     "model.image_size", "model.embed_dim", "model.encoder_channels", "model.encoder_kernel_size",
     "model.encoder_stride", "model.encoder_hidden", "model.classifier_hidden",
     "model.g_base_channels", "model.d_base_channels", "model.param_dtype", "input.audio_samples",
-    "model.g_upsample",
+    "model.g_upsample", "model.d_joint_channels",
 )
 # Fields that change the state's structure through a derived property only (EMA on or off).
 STRUCTURE_FIELDS = {"optim.g.ema_decay": lambda value: "on" if (value or 0) > 0 else "off"}

@@ -92,6 +92,9 @@ def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
     value = model_cfg[field]
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"config.model.{field} must be a positive integer, got {value!r}")
+  value = model_cfg.d_joint_channels
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ValueError(f"config.model.d_joint_channels must be an integer >= 0, got {value!r}")
   for field in ("encoder_channels", "encoder_hidden"):
     value = tuple(model_cfg[field])
     if not value or any(not isinstance(v, int) or v < 1 for v in value):
@@ -150,6 +153,7 @@ def make_discriminator(model_cfg: ml_collections.ConfigDict) -> models.Discrimin
       base_channels=model_cfg.d_base_channels,
       conv_impl=conv_impl(model_cfg, "d"),
       sn_init=model_cfg.sn_init,
+      joint_channels=model_cfg.d_joint_channels,
       dtype=dtype(model_cfg.dtype, field="model.dtype"),
       param_dtype=dtype(model_cfg.param_dtype, field="model.param_dtype"),
   )

@@ -187,13 +187,20 @@ class Discriminator(nn.Module):
     negative_slope: float = 0.2
     conv_impl: str = "xla"
     sn_init: str = "normal"  # layers.SN_INITS
+    # 0 (the paper): the score is ONE linear conv over [image features, tiled embedding], i.e.
+    # f(image) + g(embedding): additive, so D cannot judge whether a face matches the speech (real
+    # and wrong-speaker pairs get the same score) and G can raise every score by moving the
+    # embedding. > 0: a spectrally normalised 1x1 conv of this width + LeakyReLU after the concat
+    # (Reed et al. 2016's text-conditioned D), so image and speech features interact.
+    joint_channels: int = 0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, images: Array, embedding: Array, *,
                  update_spectral: bool) -> tuple[Array, Array]:
-        """SN stride-2 convs down to 4x4; tiled embedding concatenated; 4x4 VALID conv -> score."""
+        """SN stride-2 convs down to 4x4; tiled embedding concatenated; [joint 1x1 conv;] 4x4 VALID
+        conv -> score."""
         num_down = _check_image_size(self.image_size)
         expected = (self.image_size, self.image_size, 3)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
@@ -214,6 +221,11 @@ class Discriminator(nn.Module):
         tiled = jnp.broadcast_to(embedding.astype(self.dtype)[:, None, None, :],
                                  (x.shape[0], 4, 4, embedding.shape[-1]))
         x = jnp.concatenate([x, tiled], axis=-1)
+        if self.joint_channels:
+            x = layers.SNConv2d(self.joint_channels, kernel_size=1, stride=1, padding=0,
+                                conv_impl="xla", sn_init=self.sn_init, dtype=self.dtype,
+                                param_dtype=self.param_dtype, name="joint")(x, update_spectral=update_spectral)
+            x = nn.leaky_relu(x, self.negative_slope)
         # The final 4x4 VALID conv over a 4x4 map is a dense layer; no transposed conv in its
         # gradient either way, so it is the same for both conv_impl values.
         score = nn.Conv(1, (4, 4), padding="VALID", use_bias=False,
