@@ -60,7 +60,7 @@ def _tfds_build(target: str, data_dir: pathlib.Path, *extra: str) -> float:
 
 
 def _read_build(data_dir: pathlib.Path) -> dict:
-  """{"report", "splits": {split: [record, ...] in file order}, "files": [shard file names], "speakers"}."""
+  """{"report", "splits": {split: [records in file order]}, "files": [shards], "speakers"}."""
   import tensorflow_datasets as tfds
   import data_prep.videos  # noqa: F401 - registers wav2pix_videos
 

@@ -47,7 +47,8 @@ def write_video(path: pathlib.Path, image: np.ndarray, audio: np.ndarray | None,
   with av.open(str(path), "w") as out:
     video = out.add_stream(video_codec, rate=fps)
     video.width, video.height, video.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
-    sound = out.add_stream(audio_codec, rate=SAMPLE_RATE, layout="mono") if audio is not None else None
+    sound = (out.add_stream(audio_codec, rate=SAMPLE_RATE, layout="mono")
+             if audio is not None else None)
     frame = av.VideoFrame.from_ndarray(image, format="rgb24")
     for i in range(seconds * fps):
       frame.pts = i
@@ -108,8 +109,12 @@ if __name__ == "__main__":
   parser.add_argument("--speakers", type=int, default=3)
   parser.add_argument("--videos_per_speaker", type=int, default=2)
   parser.add_argument("--seconds", type=int, default=4)
+  parser.add_argument("--fps", type=int, default=10)
+  parser.add_argument("--size", type=int, nargs=2, default=(320, 240), metavar=("WIDTH", "HEIGHT"))
+  parser.add_argument("--face_side", type=int, default=160)
   args = parser.parse_args()
   written = write_talking_videos(pathlib.Path(args.out), pathlib.Path(args.youtubers),
                                  speakers=args.speakers, videos_per_speaker=args.videos_per_speaker,
-                                 seconds=args.seconds)
+                                 seconds=args.seconds, fps=args.fps, frame_size=tuple(args.size),
+                                 face_side=args.face_side)
   print(f"{len(written)} videos in {args.out}")

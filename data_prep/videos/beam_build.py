@@ -49,10 +49,14 @@ class _ExtractVideos(beam.DoFn):
     names = ("videos_read", "videos_failed", "frames_sampled", "faces_found",
              *(f"dropped_{reason}" for reason in extract.FRAME_DROP_REASONS))
     self._counters = {name: Metrics.counter(NAMESPACE, name) for name in names}
+    # Milliseconds per video in the worker, for throughput figures (videos/s per worker).
+    self._extract_ms = Metrics.distribution(NAMESPACE, "extract_ms")
 
   def process(self, video):
     number, speaker, clip_id, path = video
+    started = time.perf_counter()
     result = extract.extract_video(pathlib.Path(path), self._options, self._detector)
+    self._extract_ms.update(int(round(1000 * (time.perf_counter() - started))))
     summary = records.VideoSummary.of(number, speaker, clip_id, result)
     self._counters["videos_failed" if result.failure else "videos_read"].inc()
     self._counters["frames_sampled"].inc(result.frames_sampled)
@@ -77,7 +81,7 @@ def _carve(speaker_metas, validation_fraction: float):
 
 
 def _route(key_groups):
-  """A record and its split (none: dropped by the carve) -> (key, features) on that split's output."""
+  """A record and its split (none: dropped by the carve) -> (key, features) on that split."""
   key, groups = key_groups
   splits, found = list(groups["split"]), list(groups["record"])
   if len(splits) > 1 or len(found) != 1:
@@ -158,11 +162,20 @@ def build_splits(pipeline: beam.Pipeline, videos: list[tuple[int, str, str, str]
   return splits
 
 
-def counters(pipeline_result) -> dict[str, int]:
-  """{name: value} of the build's Beam counters (committed values, attempted where unsupported)."""
+def metrics(pipeline_result) -> tuple[dict[str, int], dict[str, dict]]:
+  """The build's Beam metrics: ({counter: value}, {distribution: {count, mean, min, max}}).
+
+  Committed values, or attempted ones where a runner does not commit metrics.
+  """
   query = pipeline_result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-  out = {}
-  for counter in query["counters"]:
-    value = counter.committed if counter.committed is not None else counter.attempted
-    out[counter.key.metric.name] = out.get(counter.key.metric.name, 0) + value
-  return out
+  counters, distributions = {}, {}
+  for result in query["counters"]:
+    value = result.committed if result.committed is not None else result.attempted
+    counters[result.key.metric.name] = counters.get(result.key.metric.name, 0) + value
+  for result in query["distributions"]:
+    value = result.committed if result.committed is not None else result.attempted
+    if value is not None and value.count:
+      distributions[result.key.metric.name] = {
+          "count": value.count, "mean": round(value.sum / value.count, 1), "min": value.min,
+          "max": value.max}
+  return counters, distributions

@@ -4,8 +4,8 @@
 
 On Apache Beam (`pip install -e '.[beam]'`), one video per element, e.g. 2 local processes:
 
-    python -m data_prep.videos.build --videos=PATH --data_dir=DIR \
-        --beam_pipeline_options=runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing
+    python -m data_prep.videos.build --videos=PATH --data_dir=DIR --beam_pipeline_options=\
+runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing
 
 Read it back with `tfds.data_source("wav2pix_videos", split="train", data_dir=DIR)`
 (after `import data_prep.videos`). The build report is written beside the prepared dataset
@@ -90,11 +90,12 @@ def build(videos: str, data_dir: str | None = None, options: extract.ExtractOpti
 
 
 def beam_options(comma_separated: str):
-  """Beam PipelineOptions from "key=value,key=value" (the `tfds build --beam_pipeline_options` form)."""
+  """Beam PipelineOptions from "key=value,..." (as `tfds build --beam_pipeline_options` takes)."""
   try:
     from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise ValueError("--beam_pipeline_options needs apache-beam: pip install -e '.[beam]'") from None
+    raise ValueError(
+        "--beam_pipeline_options needs apache-beam: pip install -e '.[beam]'") from None
   return pipeline_options.PipelineOptions(
       flags=[f"--{option}" for option in comma_separated.split(",") if option])
 
@@ -111,8 +112,8 @@ def main(argv):
   if not 0.0 <= _VALIDATION_FRACTION.value < 1.0:
     raise app.UsageError(f"--validation_fraction must be in [0, 1), got {_VALIDATION_FRACTION.value}")
   try:
-    report = build(_VIDEOS.value, _DATA_DIR.value, options, _VALIDATION_FRACTION.value, _OVERWRITE.value,
-                   _BEAM_OPTIONS.value)
+    report = build(_VIDEOS.value, _DATA_DIR.value, options, _VALIDATION_FRACTION.value,
+                   _OVERWRITE.value, _BEAM_OPTIONS.value)
   except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}") from None
   print(json.dumps(report, indent=2, ensure_ascii=False))

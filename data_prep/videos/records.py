@@ -76,19 +76,6 @@ def group_by_speaker(items: Iterable[_T]) -> dict[str, list[_T]]:
   return {speaker: by_speaker[speaker] for speaker in sorted(by_speaker)}
 
 
-def carve_validation(items: Sequence[_T], fraction: float) -> tuple[list[_T], list[_T], int]:
-  """(train, validation, dropped) over all speakers: `carve_speaker` applied to each speaker."""
-  if not 0.0 <= fraction < 1.0:
-    raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
-  train, validation, dropped = [], [], 0
-  for speaker_items in group_by_speaker(items).values():
-    speaker_train, speaker_validation, speaker_dropped = carve_speaker(speaker_items, fraction)
-    train.extend(speaker_train)
-    validation.extend(speaker_validation)
-    dropped += speaker_dropped
-  return train, validation, dropped
-
-
 def example(speaker: str, clip_id: str, frame_ms: int, face_box: tuple[int, int, int, int],
             waveform: np.ndarray, face_jpeg: bytes) -> tuple[str, dict]:
   """(key, features) of one record, as the builder's FeaturesDict encodes it."""

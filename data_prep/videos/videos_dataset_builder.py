@@ -8,10 +8,17 @@ Build (see `build.py` for every option):
 
     .venv/bin/python -m data_prep.videos.build --videos=PATH --data_dir=DIR
 
-or, default options only, with the TFDS CLI (which needs apache-beam installed: tfds 4.9.10's
-`tfds` command imports it at start-up, even for builders that do not use Beam):
+or, default options only, with the TFDS CLI (which needs the `[beam]` extra: tfds 4.9.10's
+`tfds` command imports apache_beam and mlcroissant at start-up, even for builders without Beam):
 
     PYTHONPATH=. tfds build data_prep/videos --manual_dir=PATH --data_dir=DIR
+
+Either one builds on Apache Beam when given Beam options (`beam_build.py`: one video per element,
+for many processes or machines), e.g. 2 local processes:
+
+    --beam_pipeline_options=runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing
+
+Without them the build runs in this process, as always (no Beam needed).
 """
 
 import dataclasses
@@ -175,13 +182,15 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
                      write=False)
     try:
       from data_prep.videos import beam_build  # pylint: disable=g-import-not-at-top
-      self.beam_counters = beam_build.counters(pipeline_result)
-      logging.info("wav2pix_videos Beam counters: %s", json.dumps(self.beam_counters, sort_keys=True))
+      self.beam_counters, distributions = beam_build.metrics(pipeline_result)
+      logging.info("wav2pix_videos Beam counters: %s; distributions: %s",
+                   json.dumps(self.beam_counters, sort_keys=True),
+                   json.dumps(distributions, sort_keys=True))
     except Exception as e:  # noqa: BLE001 - counters are a progress aid; the report is the record
       logging.warning("could not read the Beam counters: %s", e)
 
   def _set_report(self, report: dict, write: bool) -> None:
-    """Keeps, writes (single-process build), logs the report; fails a build that gave no train records."""
+    """Keeps, writes (single-process build) and logs the report; no train records: an error."""
     self.build_report = report
     report_path = self.data_path / REPORT_NAME
     if write:
