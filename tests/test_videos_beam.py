@@ -157,6 +157,24 @@ def test_in_process_beam_build_and_its_counters(talking_videos, both_builds, tmp
   assert builder.beam_counters == {k: v for k, v in expected.items() if v}
 
 
+def test_beam_build_with_no_validation_block_says_why(youtubers_dir, tmp_path):
+  """Beam declares its splits up front: an empty validation split fails with a clear error."""
+  import tensorflow_datasets as tfds
+  from data_prep.videos import build
+  from data_prep.videos import extract
+  from data_prep.videos import videos_dataset_builder
+
+  # One frame (at 0 s) per speaker: a record each, so no speaker has a validation block.
+  video_helpers.write_talking_videos(tmp_path / "videos", youtubers_dir, speakers=2,
+                                     videos_per_speaker=1, seconds=2)
+  builder = videos_dataset_builder.Wav2PixVideos(
+      data_dir=str(tmp_path / "tfds"), options=extract.ExtractOptions(frames_per_second=0.5))
+  with pytest.raises(ValueError, match="empty validation split: no speaker gave 2 or more"):
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(tmp_path / "videos"),
+        beam_options=build.beam_options("runner=DirectRunner")))
+
+
 def test_beam_options_flag(monkeypatch):
   from apache_beam.options import pipeline_options
   from data_prep.videos import build

@@ -155,8 +155,9 @@ def build_splits(pipeline: beam.Pipeline, videos: list[tuple[int, str, str, str]
       | "SumReport" >> beam.CombineGlobally(_SumReport())
       | "WriteReport" >> beam.Map(_write_report, report_header, report_path, started))
   splits = {"train": routed.train}
-  # A split with no records is left out, as in the single-process build; with a fraction > 0
-  # validation is empty only when no speaker has two records, and then train is too small anyway.
+  # Splits are declared before any video is read: with a fraction > 0, validation is empty only
+  # when no speaker gave two records, and the build then fails (the single-process build leaves
+  # the split out); the builder turns TFDS's error into one that says so.
   if validation_fraction > 0:
     splits["validation"] = routed.validation
   return splits

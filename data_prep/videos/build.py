@@ -7,6 +7,10 @@ On Apache Beam (`pip install -e '.[beam]'`), one video per element, e.g. 2 local
     python -m data_prep.videos.build --videos=PATH --data_dir=DIR --beam_pipeline_options=\
 runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing
 
+(Beam 2.77's DirectRunner first tries its Prism runner, which it downloads from GitHub and which
+runs the Python workers inside this process; `runner=FnApiRunner` with the same options always
+starts the N worker processes.)
+
 Read it back with `tfds.data_source("wav2pix_videos", split="train", data_dir=DIR)`
 (after `import data_prep.videos`). The build report is written beside the prepared dataset
 (DIR/wav2pix_videos/1.0.0/build_report.json), logged, and printed. One DIR holds one build:

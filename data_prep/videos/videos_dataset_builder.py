@@ -16,7 +16,8 @@ or, default options only, with the TFDS CLI (which needs the `[beam]` extra: tfd
 Either one builds on Apache Beam when given Beam options (`beam_build.py`: one video per element,
 for many processes or machines), e.g. 2 local processes:
 
-    --beam_pipeline_options=runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing
+    --beam_pipeline_options=\
+runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing
 
 Without them the build runs in this process, as always (no Beam needed).
 """
@@ -26,6 +27,7 @@ import json
 import logging
 import pathlib
 import pickle
+import re
 import shutil
 import tempfile
 import time
@@ -121,6 +123,17 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
       self._spill_dir = pathlib.Path(tempfile.mkdtemp(prefix="wav2pix_videos_"))
     try:
       super()._download_and_prepare(dl_manager, download_config)
+    except Exception as e:
+      # A Beam build declares its splits before any video is read, and TFDS then fails on an
+      # empty one (the single-process build leaves an empty validation split out): say why.
+      empty = re.search(r"generated examples is 0 for split (\w+)", str(e)) if beam else None
+      if empty is None:
+        raise
+      why = ("no speaker gave 2 or more records, so none has a validation block; build with "
+             "validation_fraction=0 or more videos" if empty.group(1) == "validation"
+             else "no usable speech/face records (see the log for each video's drops)")
+      raise ValueError(f"Beam build of wav2pix_videos from {dl_manager.manual_dir}: empty "
+                       f"{empty.group(1)} split: {why}") from e
     finally:
       self.__dict__.pop("_split_generators", None)
       if self._spill_dir is not None:
