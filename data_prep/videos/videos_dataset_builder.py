@@ -146,12 +146,11 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
     self.info.features["speaker"].names = sorted(speakers)
     return root, speakers
 
-  def _report(self, counts: records.ReportCounts, root: pathlib.Path,
-              speakers: dict[str, list[pathlib.Path]], started: float) -> dict:
-    return counts.report(videos_dir=str(root), options=self.options,
-                         validation_fraction=self.validation_fraction,
-                         videos_per_speaker={s: len(v) for s, v in speakers.items()},
-                         seconds=time.time() - started)
+  def _report_header(self, root: pathlib.Path, speakers: dict[str, list[pathlib.Path]]) -> dict:
+    """The report's fields that come from the folder and the options, not from the videos."""
+    return dict(videos_dir=str(root), options=self.options,
+                validation_fraction=self.validation_fraction,
+                videos_per_speaker={s: len(v) for s, v in speakers.items()})
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     started = time.time()
@@ -165,7 +164,8 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
       train.extend(speaker_train)
       validation.extend(speaker_validation)
       counts.add(records.SpeakerSplit(speaker, len(speaker_train), len(speaker_validation), gap))
-    self._set_report(self._report(counts, root, speakers, started), write=True)
+    self._set_report(counts.report(**self._report_header(root, speakers),
+                                   seconds=time.time() - started), write=True)
     splits = {"train": self._generate_examples(train)}
     if validation:
       splits["validation"] = self._generate_examples(validation)
@@ -180,14 +180,11 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
                         "pip install -e '.[beam]'") from None
     started = time.time()
     root, speakers = self._find_videos(dl_manager)
-    header = dict(videos_dir=str(root), options=self.options,
-                  validation_fraction=self.validation_fraction,
-                  videos_per_speaker={s: len(v) for s, v in speakers.items()})
     videos = [(number, speaker, path.relative_to(root).as_posix(), str(path))
               for number, (speaker, path) in enumerate(_video_order(speakers))]
     return beam_build.build_splits(
         pipeline, videos, options=self.options, validation_fraction=self.validation_fraction,
-        report_header=header, report_path=str(self.data_path / REPORT_NAME), started=started)
+        report_header=self._report_header(root, speakers), report_path=str(self.data_path / REPORT_NAME), started=started)
 
   def _process_pipeline_result(self, pipeline_result) -> None:
     """After a Beam build: reads back the report the pipeline wrote, logs it and its counters."""
