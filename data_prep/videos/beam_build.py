@@ -19,6 +19,7 @@ there (see README).
 """
 
 import json
+import logging
 import pathlib
 import time
 
@@ -58,6 +59,8 @@ class _ExtractVideos(beam.DoFn):
     result = extract.extract_video(pathlib.Path(path), self._options, self._detector)
     self._extract_ms.update(int(round(1000 * (time.perf_counter() - started))))
     summary = records.VideoSummary.of(number, speaker, clip_id, result)
+    if result.failure:  # in the worker's log, as the single-process build logs it
+      logging.warning("skipping %s (%s): %s", clip_id, result.failure, result.error)
     self._counters["videos_failed" if result.failure else "videos_read"].inc()
     self._counters["frames_sampled"].inc(result.frames_sampled)
     self._counters["faces_found"].inc(len(result.records))
