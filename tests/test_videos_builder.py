@@ -15,9 +15,9 @@ import av
 import numpy as np
 from PIL import Image
 import pytest
-import soundfile
 
 from data_prep.videos import extract
+import video_helpers
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FRAME_W, FRAME_H = 320, 240
@@ -31,44 +31,21 @@ SPEAKERS = {"javiermuniz": "javiermuniz", "Zoë speaker": "jaimealtozano"}  # fo
 
 
 def _true_rgb_face(youtubers_dir, speaker: str, index: int) -> np.ndarray:
-  path = sorted((youtubers_dir / "train" / speaker).glob("cropped_face_frame_*.png"))[index]
-  bgr = np.asarray(Image.open(path).convert("RGB"))
-  return np.ascontiguousarray(bgr[..., ::-1])  # the release stores BGR
+  return video_helpers.true_rgb_face(youtubers_dir, speaker, index)
 
 
 def _speech(youtubers_dir, speaker: str, start: int, seconds: int) -> np.ndarray:
-  paths = sorted((youtubers_dir / "train" / speaker).glob("preprocessed_frame_*.wav"))
-  # Every other wav: the release keeps 2 windows per face, take one per face.
-  return np.concatenate([soundfile.read(p, dtype="int16")[0] for p in paths[start:start + 2 * seconds:2]])
+  return video_helpers.speech(youtubers_dir, speaker, start, seconds)
 
 
 def _canvas(face: np.ndarray | None, side: int, left: int, top: int) -> np.ndarray:
-  image = np.zeros((FRAME_H, FRAME_W, 3), np.uint8)
-  image[..., 0], image[..., 1], image[..., 2] = 70, 110, 90
-  if face is not None:
-    image[top:top + side, left:left + side] = np.asarray(Image.fromarray(face).resize((side, side), Image.BICUBIC))
-  return image
+  return video_helpers.canvas(face, side, left, top, FRAME_W, FRAME_H)
 
 
 def _write_video(path: pathlib.Path, image: np.ndarray | None, audio: np.ndarray | None,
                  video_codec: str = "libx264", audio_codec: str = "aac", seconds: int = SECONDS) -> None:
-  """A `seconds`-long video of a still image with `audio` (16 kHz int16) as its soundtrack."""
-  with av.open(str(path), "w") as out:
-    video = out.add_stream(video_codec, rate=FPS)
-    video.width, video.height, video.pix_fmt = FRAME_W, FRAME_H, "yuv420p"
-    sound = out.add_stream(audio_codec, rate=16_000, layout="mono") if audio is not None else None
-    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-    for i in range(seconds * FPS):
-      frame.pts = i
-      for packet in video.encode(frame):
-        out.mux(packet)
-    for packet in video.encode():
-      out.mux(packet)
-    if sound is not None:
-      samples = av.AudioFrame.from_ndarray((audio.astype(np.float32) / 32768.0)[None], format="fltp", layout="mono")
-      samples.sample_rate, samples.pts = 16_000, 0
-      for packet in [*sound.encode(samples), *sound.encode()]:
-        out.mux(packet)
+  video_helpers.write_video(path, image, audio, seconds=seconds, fps=FPS, video_codec=video_codec,
+                            audio_codec=audio_codec)
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +77,7 @@ def planted(youtubers_dir, tmp_path_factory):
   _write_video(jm / "small.mp4", _canvas(face, SMALL_FACE_SIDE, 60, 40), speech)
   _write_video(jm / "short_audio.mp4", _canvas(face, FACE_SIDE, 60, 40), speech[:8_000])
   with av.open(str(jm / "sound only.mp4"), "w") as out:  # an audio file with a video extension
-    sound = out.add_stream("aac", rate=16_000, layout="mono")
-    samples = av.AudioFrame.from_ndarray((speech.astype(np.float32) / 32768.0)[None], format="fltp", layout="mono")
-    samples.sample_rate, samples.pts = 16_000, 0
-    for packet in [*sound.encode(samples), *sound.encode()]:
-      out.mux(packet)
+    video_helpers.write_audio(out, out.add_stream("aac", rate=16_000, layout="mono"), speech)
   (za / "notes.txt").write_text("not a video")
   (root / "empty speaker").mkdir()
   return root, good

@@ -2,6 +2,15 @@
 
     python -m data_prep.videos.build --videos=PATH --data_dir=DIR [--frames_per_second=1 ...]
 
+On Apache Beam (`pip install -e '.[beam]'`), one video per element, e.g. 2 local processes:
+
+    python -m data_prep.videos.build --videos=PATH --data_dir=DIR --beam_pipeline_options=\
+runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing
+
+(Beam 2.77's DirectRunner first tries its Prism runner, which it downloads from GitHub and which
+runs the Python workers inside this process; `runner=FnApiRunner` with the same options always
+starts the N worker processes.)
+
 Read it back with `tfds.data_source("wav2pix_videos", split="train", data_dir=DIR)`
 (after `import data_prep.videos`). The build report is written beside the prepared dataset
 (DIR/wav2pix_videos/1.0.0/build_report.json), logged, and printed. One DIR holds one build:
@@ -27,6 +36,10 @@ _VALIDATION_FRACTION = flags.DEFINE_float(
     "validation_fraction", videos_dataset_builder.VALIDATION_FRACTION,
     "Share of each speaker's records (the last in time order) that form the validation split.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset is already prepared.")
+_BEAM_OPTIONS = flags.DEFINE_string(
+    "beam_pipeline_options", None,
+    "Build on Apache Beam with these comma-separated pipeline options (as `tfds build` takes "
+    "them), e.g. runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing.")
 
 # One flag per extraction option, with the option's own default and its comment as help.
 _HELP = {
@@ -50,8 +63,12 @@ for _field in dataclasses.fields(extract.ExtractOptions):
 
 def build(videos: str, data_dir: str | None = None, options: extract.ExtractOptions | None = None,
           validation_fraction: float = videos_dataset_builder.VALIDATION_FRACTION,
-          overwrite: bool = False) -> dict:
-  """Prepares the dataset (or reuses a matching one) and returns its build report."""
+          overwrite: bool = False, beam_pipeline_options: str | None = None) -> dict:
+  """Prepares the dataset (or reuses a matching one) and returns its build report.
+
+  `beam_pipeline_options` ("runner=...,key=value,..."): build on Apache Beam with them.
+  """
+  pipeline_options = beam_options(beam_pipeline_options) if beam_pipeline_options else None
   videos_path = pathlib.Path(videos).expanduser()
   if not videos_path.is_dir():
     raise FileNotFoundError(f"--videos folder not found: {videos_path}")
@@ -71,8 +88,20 @@ def build(videos: str, data_dir: str | None = None, options: extract.ExtractOpti
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if not overwrite
           else tfds.download.GenerateMode.FORCE_REDOWNLOAD)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(videos_path.resolve()), download_mode=mode))
+      manual_dir=str(videos_path.resolve()), download_mode=mode,
+      beam_options=pipeline_options))
   return builder.build_report
+
+
+def beam_options(comma_separated: str):
+  """Beam PipelineOptions from "key=value,..." (as `tfds build --beam_pipeline_options` takes)."""
+  try:
+    from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ValueError(
+        "--beam_pipeline_options needs apache-beam: pip install -e '.[beam]'") from None
+  return pipeline_options.PipelineOptions(
+      flags=[f"--{option}" for option in comma_separated.split(",") if option])
 
 
 def main(argv):
@@ -87,7 +116,8 @@ def main(argv):
   if not 0.0 <= _VALIDATION_FRACTION.value < 1.0:
     raise app.UsageError(f"--validation_fraction must be in [0, 1), got {_VALIDATION_FRACTION.value}")
   try:
-    report = build(_VIDEOS.value, _DATA_DIR.value, options, _VALIDATION_FRACTION.value, _OVERWRITE.value)
+    report = build(_VIDEOS.value, _DATA_DIR.value, options, _VALIDATION_FRACTION.value,
+                   _OVERWRITE.value, _BEAM_OPTIONS.value)
   except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}") from None
   print(json.dumps(report, indent=2, ensure_ascii=False))

@@ -8,18 +8,26 @@ Build (see `build.py` for every option):
 
     .venv/bin/python -m data_prep.videos.build --videos=PATH --data_dir=DIR
 
-or, default options only, with the TFDS CLI (which needs apache-beam installed: tfds 4.9.10's
-`tfds` command imports it at start-up, even for builders that do not use Beam):
+or, default options only, with the TFDS CLI (which needs the `[beam]` extra: tfds 4.9.10's
+`tfds` command imports apache_beam and mlcroissant at start-up, even for builders without Beam):
 
     PYTHONPATH=. tfds build data_prep/videos --manual_dir=PATH --data_dir=DIR
+
+Either one builds on Apache Beam when given Beam options (`beam_build.py`: one video per element,
+for many processes or machines), e.g. 2 local processes:
+
+    --beam_pipeline_options=\
+runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing
+
+Without them the build runs in this process, as always (no Beam needed).
 """
 
-import collections
 import dataclasses
 import json
 import logging
 import pathlib
 import pickle
+import re
 import shutil
 import tempfile
 import time
@@ -31,6 +39,7 @@ import tqdm
 
 from data_prep.features import record_features
 from data_prep.videos import extract
+from data_prep.videos import records
 
 # Share of each speaker's records (the last ones in time order) that form "validation".
 VALIDATION_FRACTION = 0.1
@@ -67,35 +76,6 @@ class _Item:
   index: int
 
 
-def carve_validation(items: list[_Item], fraction: float) -> tuple[list[_Item], list[_Item], int]:
-  """(train, validation, dropped): per speaker, the last `fraction` of records in time order.
-
-  Train records of the first validation record's video whose speech window overlaps its window
-  are dropped (returned as a count) so the two splits never share speech.
-  """
-  if not 0.0 <= fraction < 1.0:
-    raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
-  by_speaker = collections.defaultdict(list)
-  for item in items:
-    by_speaker[item.speaker].append(item)
-  train, validation, dropped = [], [], 0
-  for speaker in sorted(by_speaker):
-    ordered = sorted(by_speaker[speaker], key=lambda it: (it.clip_id, it.frame_ms))
-    num_val = round(fraction * len(ordered))
-    if fraction > 0 and len(ordered) >= 2:
-      num_val = min(max(num_val, 1), len(ordered) - 1)
-    cut = len(ordered) - num_val
-    validation.extend(ordered[cut:])
-    first_val = ordered[cut] if num_val else None
-    for item in ordered[:cut]:
-      if (first_val is not None and item.clip_id == first_val.clip_id
-          and item.window_ms[1] > first_val.window_ms[0]):
-        dropped += 1
-      else:
-        train.append(item)
-  return train, validation, dropped
-
-
 class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
   """Speech/face records from `<videos>/<speaker>/<video>` (see DESIGN.md, record format)."""
 
@@ -116,6 +96,7 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
     self.options = options or extract.ExtractOptions()
     self.validation_fraction = validation_fraction
     self.build_report: dict | None = None
+    self.beam_counters: dict[str, int] | None = None  # after a Beam build: its Beam counters
     self._spill_dir: pathlib.Path | None = None
     # ArrayRecord by default: random access through tfds.data_source, no TensorFlow to read.
     super().__init__(file_format=file_format or "array_record", **kwargs)
@@ -131,82 +112,129 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
     )
 
   def _download_and_prepare(self, dl_manager, download_config=None):
-    self._spill_dir = pathlib.Path(tempfile.mkdtemp(prefix="wav2pix_videos_"))
+    beam = download_config is not None and bool(
+        download_config.beam_options or download_config.beam_runner)
+    if beam:
+      # TFDS hands its Beam pipeline to `_split_generators` only when that method's signature
+      # has a `pipeline` parameter, and then always builds one (which needs apache_beam): so
+      # the pipeline is asked for only when Beam options were given.
+      self._split_generators = self._beam_split_generators
+    else:
+      self._spill_dir = pathlib.Path(tempfile.mkdtemp(prefix="wav2pix_videos_"))
     try:
       super()._download_and_prepare(dl_manager, download_config)
+    except Exception as e:
+      # A Beam build declares its splits before any video is read, and TFDS then fails on an
+      # empty one (the single-process build leaves an empty validation split out): say why.
+      empty = re.search(r"generated examples is 0 for split (\w+)", str(e)) if beam else None
+      if empty is None:
+        raise
+      why = ("no speaker gave 2 or more records, so none has a validation block; build with "
+             "validation_fraction=0 or more videos" if empty.group(1) == "validation"
+             else "no usable speech/face records (see the log for each video's drops)")
+      raise ValueError(f"Beam build of wav2pix_videos from {dl_manager.manual_dir}: empty "
+                       f"{empty.group(1)} split: {why}") from e
     finally:
-      shutil.rmtree(self._spill_dir, ignore_errors=True)
+      self.__dict__.pop("_split_generators", None)
+      if self._spill_dir is not None:
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
+        self._spill_dir = None
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  def _find_videos(self, dl_manager) -> tuple[pathlib.Path, dict[str, list[pathlib.Path]]]:
     root = pathlib.Path(dl_manager.manual_dir)
-    started = time.time()
     speakers = extract.find_videos(root)
     self.info.features["speaker"].names = sorted(speakers)
-    items, report = self._extract_all(root, speakers)
-    train, validation, gap = carve_validation(items, self.validation_fraction)
-    report["dropped"]["split_gap"] = gap
-    report["faces_kept"] = len(train) + len(validation)
-    report["records"] = {"train": len(train), "validation": len(validation)}
-    for split, split_items in (("train", train), ("validation", validation)):
-      for item in split_items:
-        report["per_speaker"][item.speaker][split] += 1
-    report["seconds"] = round(time.time() - started, 2)
-    self.build_report = report
-    report_path = pathlib.Path(self.data_path) / REPORT_NAME
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    logging.info("wav2pix_videos build report (%s):\n%s", report_path.name,
-                 json.dumps(report, indent=2, ensure_ascii=False))
-    if not train:
-      raise ValueError(f"no usable speech/face records in {root}; build report: "
-                       f"{json.dumps(report, ensure_ascii=False)}")
+    return root, speakers
+
+  def _report_header(self, root: pathlib.Path, speakers: dict[str, list[pathlib.Path]]) -> dict:
+    """The report's fields that come from the folder and the options, not from the videos."""
+    return dict(videos_dir=str(root), options=self.options,
+                validation_fraction=self.validation_fraction,
+                videos_per_speaker={s: len(v) for s, v in speakers.items()})
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    started = time.time()
+    root, speakers = self._find_videos(dl_manager)
+    counts = records.ReportCounts()
+    items = self._extract_all(root, speakers, counts)
+    train, validation = [], []
+    for speaker, speaker_items in records.group_by_speaker(items).items():
+      speaker_train, speaker_validation, gap = records.carve_speaker(
+          speaker_items, self.validation_fraction)
+      train.extend(speaker_train)
+      validation.extend(speaker_validation)
+      counts.add(records.SpeakerSplit(speaker, len(speaker_train), len(speaker_validation), gap))
+    self._set_report(counts.report(**self._report_header(root, speakers),
+                                   seconds=time.time() - started), write=True)
     splits = {"train": self._generate_examples(train)}
     if validation:
       splits["validation"] = self._generate_examples(validation)
     return splits
 
-  def _extract_all(self, root: pathlib.Path, speakers: dict[str, list[pathlib.Path]]):
-    """Runs `extract_video` on every file, spilling records to disk; returns (items, report)."""
+  def _beam_split_generators(self, dl_manager: tfds.download.DownloadManager, pipeline):
+    """The Beam build: one video per element; the report is written by the pipeline itself."""
+    try:
+      from data_prep.videos import beam_build  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ImportError(f"a Beam build of wav2pix_videos needs apache-beam ({e}): "
+                        "pip install -e '.[beam]'") from None
+    started = time.time()
+    root, speakers = self._find_videos(dl_manager)
+    videos = [(number, speaker, path.relative_to(root).as_posix(), str(path))
+              for number, (speaker, path) in enumerate(_video_order(speakers))]
+    return beam_build.build_splits(
+        pipeline, videos, options=self.options, validation_fraction=self.validation_fraction,
+        report_header=self._report_header(root, speakers), report_path=str(self.data_path / REPORT_NAME), started=started)
+
+  def _process_pipeline_result(self, pipeline_result) -> None:
+    """After a Beam build: reads back the report the pipeline wrote, logs it and its counters."""
+    self._set_report(json.loads((self.data_path / REPORT_NAME).read_text(encoding="utf-8")),
+                     write=False)
+    try:
+      from data_prep.videos import beam_build  # pylint: disable=g-import-not-at-top
+      self.beam_counters, distributions = beam_build.metrics(pipeline_result)
+      logging.info("wav2pix_videos Beam counters: %s; distributions: %s",
+                   json.dumps(self.beam_counters, sort_keys=True),
+                   json.dumps(distributions, sort_keys=True))
+    except Exception as e:  # noqa: BLE001 - counters are a progress aid; the report is the record
+      logging.warning("could not read the Beam counters: %s", e)
+
+  def _set_report(self, report: dict, write: bool) -> None:
+    """Keeps, writes (single-process build) and logs the report; no train records: an error."""
+    self.build_report = report
+    report_path = self.data_path / REPORT_NAME
+    if write:
+      report_path.parent.mkdir(parents=True, exist_ok=True)
+      report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                             encoding="utf-8")
+    logging.info("wav2pix_videos build report (%s):\n%s", report_path.name,
+                 json.dumps(report, indent=2, ensure_ascii=False))
+    if not report["records"]["train"]:
+      raise ValueError(f"no usable speech/face records in {report['videos_dir']}; build report: "
+                       f"{json.dumps(report, ensure_ascii=False)}")
+
+  def _extract_all(self, root: pathlib.Path, speakers: dict[str, list[pathlib.Path]],
+                   counts: records.ReportCounts) -> list[_Item]:
+    """Runs `extract_video` on every file, spilling records to disk and counting into `counts`."""
     detector = extract.face_detector()
-    report = {
-        "videos_dir": str(root),
-        "options": dataclasses.asdict(self.options),
-        "validation_fraction": self.validation_fraction,
-        "speakers": sorted(speakers),
-        "videos_found": sum(len(v) for v in speakers.values()),
-        "videos_read": 0,
-        "videos_failed": 0,
-        "failed_by_reason": {reason: 0 for reason in extract.FILE_FAIL_REASONS},
-        "failed_files": {},
-        "frames_sampled": 0,
-        "faces_kept": 0,
-        "dropped": {reason: 0 for reason in extract.FRAME_DROP_REASONS},
-        "records": {},
-        "per_speaker": {s: {"videos": len(v), "train": 0, "validation": 0} for s, v in speakers.items()},
-    }
     items = []
-    paths = [(speaker, path) for speaker in sorted(speakers) for path in speakers[speaker]]
+    paths = list(_video_order(speakers))
     for number, (speaker, path) in enumerate(tqdm.tqdm(paths, desc="wav2pix_videos", unit="video")):
       clip_id = path.relative_to(root).as_posix()
       result = extract.extract_video(path, self.options, detector)
+      counts.add(records.VideoSummary.of(number, speaker, clip_id, result))
       if result.failure:
-        report["videos_failed"] += 1
-        report["failed_by_reason"][result.failure] += 1
-        report["failed_files"][clip_id] = f"{result.failure}: {result.error}"
         logging.warning("skipping %s (%s): %s", clip_id, result.failure, result.error)
         continue
-      report["videos_read"] += 1
-      report["frames_sampled"] += result.frames_sampled
-      for reason, count in result.dropped.items():
-        report["dropped"][reason] += count
       if not result.records:
         continue
       spill_path = str(self._spill_dir / f"{number:07d}.pkl")
       with open(spill_path, "wb") as f:
-        pickle.dump([(r.waveform, r.face_jpeg) for r in result.records], f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump([(r.waveform, r.face_jpeg) for r in result.records], f,
+                    protocol=pickle.HIGHEST_PROTOCOL)
       items.extend(_Item(speaker, clip_id, r.frame_ms, r.window_ms, r.face_box, spill_path, i)
                    for i, r in enumerate(result.records))
-    return items, report
+    return items
 
   def _generate_examples(self, items: list[_Item]) -> Iterator[tuple[str, dict]]:
     loaded_path, loaded = None, None
@@ -215,12 +243,12 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
         with open(item.spill_path, "rb") as f:
           loaded_path, loaded = item.spill_path, pickle.load(f)
       waveform, face_jpeg = loaded[item.index]
-      yield f"{item.clip_id}@{item.frame_ms}", {
-          "waveform": waveform,
-          "face": face_jpeg,
-          "speaker": item.speaker,
-          "speaker_name": item.speaker,
-          "clip_id": item.clip_id,
-          "frame": item.frame_ms,
-          "face_box": np.asarray(item.face_box, np.int32),
-      }
+      yield records.example(item.speaker, item.clip_id, item.frame_ms, item.face_box, waveform,
+                            face_jpeg)
+
+
+def _video_order(speakers: dict[str, list[pathlib.Path]]) -> Iterator[tuple[str, pathlib.Path]]:
+  """(speaker, path) of every video in build order: speakers sorted, then their sorted paths."""
+  for speaker in sorted(speakers):
+    for path in speakers[speaker]:
+      yield speaker, path
