@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0  # seeds parameter init, dropout and the data order
   config.batch_size = 64  # GLOBAL batch, split over processes then local devices
   config.num_train_steps = 6_400  # ~200 epochs of the YouTubers train split (~2,000 pairs / 64)
+  config.max_train_minutes = 0.0  # > 0: also stop (checkpoint + evaluation) after this much training wall time
   config.skip_nonfinite = False  # True: skip updates with a non-finite loss/gradient instead of stopping
   config.distributed = False  # True: jax.distributed.initialize() first (multi-host; SLURM/MPI/TPU auto-detected)
 

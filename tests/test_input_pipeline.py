@@ -242,8 +242,20 @@ def test_errors(data_dir, tmp_path):
     input_pipeline.get_dataset_info(make_cfg(data_dir, dataset="no_such_faces"))
   with pytest.raises(ValueError, match="data_dir is not set.*--config.input.data_dir"):
     input_pipeline.get_dataset_info(make_cfg(""))
-  with pytest.raises(ValueError, match="manual_dir"):
-    input_pipeline.get_dataset_info(make_cfg(str(tmp_path), dataset="youtubers", manual_dir=str(tmp_path / "nope")))
+  # A missing manual dir falls back to the download; offline (as here, and patched so that a machine
+  # with internet does not fetch the release) that is an error naming the URL and the manual dir.
+  import requests  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  def offline(self, url):
+    raise requests.exceptions.ConnectionError(f"Failed to resolve {url}")
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(tfds.download.DownloadManager, "download_and_extract", offline)
+    input_pipeline._prepared_builder.cache_clear()
+    with pytest.raises(ValueError, match="download from https://github.com.*failed.*--config.input.manual_dir"):
+      input_pipeline.get_dataset_info(make_cfg(str(tmp_path), dataset="youtubers", manual_dir=str(tmp_path / "nope")))
+    input_pipeline._prepared_builder.cache_clear()
   with pytest.raises(ValueError, match="1 speaker.*at least 2"):
     input_pipeline.create_train_iterator(make_cfg(data_dir, train_split="solo"), **kwargs)
   with pytest.raises(ValueError, match="8000 samples, shorter than input.audio_samples=16000"):

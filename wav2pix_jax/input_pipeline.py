@@ -129,6 +129,12 @@ def _prepared_builder(name: str, data_dir: str, manual_dir: str | None):
         manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
     try:
       builder.download_and_prepare(download_config=download_config)
+    except OSError as e:  # requests' ConnectionError and friends are OSErrors
+      if manual_dir is not None or not getattr(builder, "RELEASE_URL", None):
+        raise
+      raise ValueError(f"dataset {name!r} is not prepared in {data_dir} and its download from "
+                       f"{builder.RELEASE_URL} failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}): "
+                       f"without internet, pass --config.input.manual_dir=<local copy of the release>") from None
     except AssertionError as e:
       if "manual" in str(e).lower():
         raise ValueError(f"dataset {name!r} needs its raw data: pass --config.input.manual_dir=<folder> "

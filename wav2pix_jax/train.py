@@ -574,6 +574,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     logging.info("eval at step %d (%s, %.1f s):\n%s", step, evaluator.split, eval_scalars["eval/seconds"],
                  evaluate_lib.summary(report))
 
+  def train_minutes() -> float:  # summed over resumed runs when the run evaluates periodically
+    before = quality.minutes_before if quality is not None else 0.0
+    return before + (time.time() - clock["start"] - clock["eval_seconds"]) / 60.0
+
+  max_minutes = float(config.get("max_train_minutes", 0.0) or 0.0)
   num_steps = config.num_train_steps
   divergence = monitor.DivergenceMonitor(window=config.log.divergence_window,
                                          real_label=config.loss.real_label)
@@ -659,6 +664,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           save(step)
         if stop.signal_name is not None:
           stopped_by = stop.signal_name
+          break
+        if max_minutes and train_minutes() >= max_minutes:
+          stopped_by = f"max_train_minutes={max_minutes:g} (at {train_minutes():.1f} training minutes)"
+          if evaluator is not None and not (step % eval_every == 0 or step == num_steps):
+            run_eval(step)  # the run's last model is always evaluated
           break
       if pending is not None:
         flush(pending)
