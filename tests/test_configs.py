@@ -13,7 +13,7 @@ from wav2pix_jax import factory
 from wav2pix_jax import models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = ("base", "base_128", "demo", "tiny")
+CONFIGS = ("base", "base_128", "demo", "tiny", "authors", "fast")
 
 DESIGN_FIELDS = {
     "": ("seed", "batch_size", "num_train_steps"),

@@ -154,3 +154,32 @@ def test_training_evaluates_periodically_into_tensorboard(tmp_path, caplog):
   for tag in ("eval/generated/pixel_identity", "eval/real/pixel_identity", "eval/mean_face/pixel_identity",
               "eval/real/pixel_mouth_loudness_r", "eval/seconds"):
     assert steps.get(tag) == [2, 3], (tag, sorted(steps))
+
+
+def test_max_train_minutes_stops_saves_and_evaluates_the_last_model(tmp_path, caplog, monkeypatch):
+  workdir = str(tmp_path / "workdir")
+  config = _tiny(**{"input.data_dir": str(tmp_path / "tfds"), "eval.every_steps": 10, "eval.split": "test",
+                    "num_train_steps": 50, "max_train_minutes": 1.0})
+  clock = [1000.0]
+  real_make = train.make_p_train_step
+
+  def make_with_a_30_s_step(*args, **kwargs):  # each step takes 30 s of (fake) wall time
+    p_step = real_make(*args, **kwargs)
+
+    def step(state, batch):
+      clock[0] += 30.0
+      return p_step(state, batch)
+    return step
+
+  monkeypatch.setattr(train, "make_p_train_step", make_with_a_30_s_step)
+  monkeypatch.setattr(train.time, "time", lambda: clock[0])
+  caplog.set_level("INFO")
+  state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 2  # 2 x 30 s reach the 1-minute limit
+  assert "Stopped by max_train_minutes=1 (at 1.0 training minutes) after step 2" in caplog.text
+  assert caplog.text.count("eval at step") == 1  # off the schedule, but the last model is evaluated
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "eval", "history.jsonl"))]
+  assert [(r["step"], r["train_minutes"]) for r in rows] == [(2, 1.0)]
+  from wav2pix_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  manager = checkpoints.create_manager(workdir, max_to_keep=2, create=False)
+  assert checkpoints.latest_step(manager) == 2
