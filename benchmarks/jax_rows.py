@@ -242,7 +242,8 @@ def bench_pipeline(row: Row, *, steps: int, warmup: int, data_dir: str | None,
         if not prepare:
             raise Skip(f"{dataset} is not prepared in {data_dir} (pass --prepare-data to build it "
                        f"from {config.input.manual_dir})")
-        if not pathlib.Path(os.path.expanduser(config.input.manual_dir)).is_dir():
+        manual_dir = config.input.manual_dir  # "" for datasets generated without raw data
+        if manual_dir and not pathlib.Path(os.path.expanduser(manual_dir)).is_dir():
             raise Skip(f"{dataset} is not prepared in {data_dir} and its raw data is not at "
                        f"{config.input.manual_dir}")
         t0 = time.perf_counter()

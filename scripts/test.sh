@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
-# Sets up .venv from the repo's own files and runs the test suite (README.md's test command).
+# Sets up .venv from the repo's own files and runs the test suite (README.md's test command):
+# the fast tier (`pytest`, which deselects `slow`), then the slow tier (`pytest -m slow`: real
+# processes, long trainings), each with its wall time. TIERS="fast" (or "slow") runs one tier;
+# arguments go to pytest (e.g. `bash scripts/test.sh tests/test_models.py`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
-set +e
-.venv/bin/python -m pytest -q "$@"
-rc=$?
-set -e
-# pytest exits 5 when no test was collected: that is not a pass.
-if [ "$rc" -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi
-exit "$rc"
+# [beam]: `tfds build` and the Beam build tests (tests/test_videos_beam.py) need apache-beam.
+.venv/bin/python -m pip install -q -e '.[test,beam]'
+status=0
+for tier in ${TIERS:-fast slow}; do
+  case "$tier" in
+    fast) marker="not slow" ;;
+    slow) marker="slow" ;;
+    *) echo "unknown tier '$tier' (fast | slow)" >&2; exit 2 ;;
+  esac
+  start=$(date +%s)
+  set +e
+  .venv/bin/python -m pytest -q -m "$marker" "$@"
+  rc=$?
+  set -e
+  echo "tier $tier: exit $rc, $(( $(date +%s) - start )) s wall"
+  # pytest exits 5 when no test was collected: that is not a pass for the fast tier.
+  if [ "$rc" -eq 5 ] && [ "$tier" = slow ]; then rc=0; fi
+  if [ "$rc" -eq 5 ]; then echo "no tests were collected" >&2; rc=1; fi
+  if [ "$rc" -ne 0 ]; then status=$rc; fi
+done
+exit "$status"

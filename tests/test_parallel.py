@@ -92,7 +92,9 @@ def test_prefetcher_tracks_state_of_consumed_batch_not_queued_ones():
   first = next(it)
   assert first["x"].shape == (2, 2, 2)
   assert float(first["x"][0, 0, 0]) == 1.0
-  time.sleep(0.2)  # let the thread run ahead
+  deadline = time.monotonic() + 60  # the thread runs ahead (waited for, not assumed after a sleep)
+  while source.i <= 1 and time.monotonic() < deadline:
+    time.sleep(0.005)
   assert source.i > 1  # it did prefetch ahead...
   assert it.last_state == {"next_index": 1}  # ...but the state is the consumed batch's
   rest = list(it)

@@ -32,8 +32,7 @@ def built(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("synthetic")
   builder, seconds = _build(data_dir)
   size = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
-  print(f"\nsynthetic build: {seconds:.1f} s, {size / 1e6:.1f} MB on disk")
-  assert seconds < 60
+  print(f"\nsynthetic build: {seconds:.1f} s, {size / 1e6:.1f} MB on disk")  # a figure, not a bound
   records = {split: _read(data_dir, split) for split in builder.info.splits}
   return data_dir, builder, records
 

@@ -192,10 +192,18 @@ def _config_and_meta(ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step:
 
     manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(create=False),
                                     item_names=checkpoints.ITEMS)
-    meta = checkpoints.load_meta(manager, step)
+    try:
+        meta = checkpoints.load_meta(manager, step)
+    except ValueError as e:  # not JSON, not UTF-8 (a pickle, say): never anything else
+        raise ValueError(f"{ckpt_dir}: the metadata of checkpoint step {step} is not valid JSON "
+                         f"({e})") from None
     config_path = workdir / "config.json" if workdir is not None else None
     if config_path is not None and config_path.is_file():
-        config = config_lib.with_defaults(json.loads(config_path.read_text()))
+        try:
+            raw = json.loads(config_path.read_bytes().decode("utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{config_path} is not valid JSON ({e})") from None
+        config = config_lib.with_defaults(raw)
     elif meta.get("config"):
         config = config_lib.with_defaults(meta["config"])
     else:
