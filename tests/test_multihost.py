@@ -1,8 +1,9 @@
 """Multi-host training for real: 2 `python -m wav2pix_jax.main` processes (1 CPU device each)
 joined by `jax.distributed` on localhost (gloo collectives), against 1 process with 2 devices.
 
-In float64 (`JAX_ENABLE_X64=1`, model.dtype float64), so a tolerance far below what a wrong shard or
-a missing cross-process mean makes holds on any CPU. ~4-5 min on 2 busy CPU cores: the slow tier.
+In float64 (`JAX_ENABLE_X64=1`, model.dtype float64), so a tolerance far below what a wrong shard
+or a missing cross-process mean makes holds on any CPU. ~5 min on 2 busy CPU cores: marked slow
+(scripts/test.sh runs it; `pytest -m "not slow"` skips it).
 """
 
 import json
