@@ -22,6 +22,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_train_minutes = 0.0  # > 0: also stop (checkpoint + evaluation) after this much training wall time
   config.skip_nonfinite = False  # True: skip updates with a non-finite loss/gradient instead of stopping
   config.distributed = False  # True: jax.distributed.initialize() first (multi-host; SLURM/MPI/TPU auto-detected)
+  # Explicit cluster launch (all three, or none: SLURM / Open MPI / Cloud TPU are auto-detected).
+  config.coordinator_address = ""  # HOST:PORT of process 0's coordinator ("" = auto-detect)
+  config.num_processes = -1  # processes in the job (-1 = auto-detect)
+  config.process_id = -1  # this process, in [0, num_processes) (-1 = auto-detect)
 
   config.model = model = ml_collections.ConfigDict()
   model.image_size = 64  # face side in pixels: 64 or 128

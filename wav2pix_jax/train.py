@@ -454,12 +454,75 @@ class _StopRequest:
     return False
 
 
+def distributed_args(config: ml_collections.ConfigDict) -> dict:
+  """The explicit `jax.distributed.initialize` arguments of `config` ({} = auto-detect).
+
+  Raises:
+    ValueError: some but not all of coordinator_address / num_processes / process_id are set, or
+      they are out of range.
+  """
+  address = config.get("coordinator_address", "") or ""
+  num_processes = config.get("num_processes", -1)
+  process_id = config.get("process_id", -1)
+  for name, value in (("num_processes", num_processes), ("process_id", process_id)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+      raise ValueError(f"--config.{name} must be an integer (-1 = auto-detect), got {value!r}")
+  given = {"coordinator_address": bool(address), "num_processes": num_processes != -1,
+           "process_id": process_id != -1}
+  if not any(given.values()):
+    return {}
+  if not all(given.values()):
+    unset = ", ".join(f"--config.{k}" for k, v in given.items() if not v)
+    raise ValueError(
+        "an explicit multi-process launch needs --config.coordinator_address=HOST:PORT, "
+        "--config.num_processes=N and --config.process_id=I together; missing: "
+        f"{unset} (leave all three unset to auto-detect SLURM / Open MPI / Cloud TPU)")
+  host, _, port = str(address).rpartition(":")
+  if not host or not port.isdigit():
+    raise ValueError(f"--config.coordinator_address must be HOST:PORT, got {address!r}")
+  if num_processes < 1:
+    raise ValueError(f"--config.num_processes must be >= 1, got {num_processes}")
+  if not 0 <= process_id < num_processes:
+    raise ValueError(f"--config.process_id must be in [0, {num_processes}) "
+                     f"(--config.num_processes={num_processes}), got {process_id}")
+  return {"coordinator_address": str(address), "num_processes": int(num_processes),
+          "process_id": int(process_id)}
+
+
+def _backend_will_be_cpu() -> bool:
+  """Whether JAX will run on the CPU, decided without initialising a backend (which would make
+  jax.distributed.initialize() fail): JAX_PLATFORMS, else no accelerator plugin installed."""
+  platforms = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if importlib.util.find_spec("libtpu") is not None:
+    return False
+  if importlib.util.find_spec("jax_plugins") is not None:  # jax[cuda*] / jax[rocm] plugins
+    return False
+  return not list(importlib.metadata.entry_points(group="jax_plugins"))
+
+
 def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  """jax.distributed.initialize() when config.distributed is set (or JAX_COORDINATOR_ADDRESS is)."""
-  # With no arguments, initialize() auto-detects SLURM / Open MPI / Cloud TPU clusters.
+  """jax.distributed.initialize() when config.distributed is set (or JAX_COORDINATOR_ADDRESS is).
+
+  With config.coordinator_address / num_processes / process_id set (all three) they are passed
+  on; otherwise initialize() auto-detects SLURM / Open MPI / Cloud TPU clusters. Call it before
+  the first device query.
+  """
+  args = distributed_args(config)  # validated even when distributed is off: a typo fails fast
   multi_host_env = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
-  if (config.get("distributed", False) or multi_host_env) and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
+  if not (config.get("distributed", False) or multi_host_env) or jax.distributed.is_initialized():
+    if args and not config.get("distributed", False):
+      raise ValueError("--config.coordinator_address / num_processes / process_id are set but "
+                       "--config.distributed is False; add --config.distributed=True")
+    return
+  if _backend_will_be_cpu():  # cross-process collectives on CPU need an implementation
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  logging.info("jax.distributed.initialize(%s)",
+               ", ".join(f"{k}={v!r}" for k, v in args.items()) or "auto-detect")
+  jax.distributed.initialize(**args)
 
 
 # ------------------------------------------------------------------------------------------
