@@ -1,0 +1,56 @@
+"""Mean +- sd over runs of the headline numbers of evaluation reports (report.json files).
+
+    python scripts/seed_summary.py --out=results/demo_seeds/summary.json \
+        results/demo_seeds/seed0/test/report.json results/demo_seeds/seed1/test/report.json ...
+
+Prints one line per metric (mean +- sample sd, n, the values) and writes them as JSON.
+"""
+
+import argparse
+import json
+import math
+import pathlib
+import sys
+
+from wav2pix_jax import evaluate
+
+
+def summarize(reports: list[dict]) -> dict[str, dict]:
+  """{metric: {"mean", "sd", "n", "values"}} over the reports' `evaluate.scalars`."""
+  flat = [evaluate.scalars(r) for r in reports]
+  keys = sorted(set().union(*flat))
+  out = {}
+  for key in keys:
+    values = [f[key] for f in flat if key in f and f[key] is not None and math.isfinite(f[key])]
+    if not values:
+      continue
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    out[key] = {"mean": mean, "sd": sd, "n": len(values), "values": values}
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("reports", nargs="+", help="report.json files, one per run")
+  parser.add_argument("--out", default=None, help="write the summary here as JSON")
+  args = parser.parse_args(argv)
+  reports = []
+  for path in args.reports:
+    try:
+      reports.append(json.loads(pathlib.Path(path).read_text()))
+    except (OSError, ValueError) as e:
+      print(f"seed_summary: error: {path}: {e}", file=sys.stderr)
+      return 1
+  summary = summarize(reports)
+  for key, s in summary.items():
+    print(f"{key:60s} {s['mean']:+.3f} +- {s['sd']:.3f}  (n={s['n']}: "
+          f"{', '.join(f'{v:+.3f}' for v in s['values'])})")
+  if args.out:
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(json.dumps({"reports": args.reports, "metrics": summary}, indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
