@@ -71,10 +71,10 @@ def test_load_matches_training_generator(run):
     generator = inference.load(workdir)
     assert generator.step == 5 and generator.num_speakers == 2 and generator.speaker_names == NAMES
     windows = np.stack([audio.preprocess(_speech(0.2, seed=s), window=config.input.audio_samples) for s in range(3)])
-    expected = train.make_generate_fn(config, 2)(train.generator_variables(states[5]), windows)
+    expected = inference.FaceGenerator.from_state(config, 2, states[5]).generate_preprocessed(windows)
     got = generator.generate_preprocessed(windows)
     assert got.dtype == np.uint8 and got.shape == (3, 64, 64, 3)
-    np.testing.assert_allclose(got.astype(int), inference.to_uint8(np.asarray(expected)).astype(int), atol=1)
+    np.testing.assert_allclose(got.astype(int), expected.astype(int), atol=1)
 
 
 def test_step_and_path_forms(run):
@@ -85,9 +85,9 @@ def test_step_and_path_forms(run):
     assert older.step == 2
     assert inference.load(workdir / "checkpoints").step == 5
     assert inference.load(workdir / "checkpoints" / "2").step == 2
-    generate_fn = train.make_generate_fn(config, 2)
-    expected = inference.to_uint8(np.asarray(generate_fn(train.generator_variables(states[2]), window)))
-    newest = inference.to_uint8(np.asarray(generate_fn(train.generator_variables(states[5]), window)))
+    training_generator = inference.FaceGenerator.from_state(config, 2, states[2])
+    expected = training_generator.generate_preprocessed(window)
+    newest = training_generator.with_variables(inference.generator_variables(states[5])).generate_preprocessed(window)
     assert not np.array_equal(expected, newest)  # the steps differ, so picking the step matters
     np.testing.assert_allclose(older.generate_preprocessed(window).astype(int), expected.astype(int), atol=1)
     with pytest.raises(ValueError, match=r"no checkpoint for step 4; available steps: \[2, 5\]"):

@@ -524,15 +524,13 @@ class PeriodicEvaluator:
     """The evaluation during training (config.eval): a fixed eval set, faces from the current G.
 
     Built once (reads config.eval.split, default config.input.eval_split, capped at
-    config.eval.max_examples, and the reference faces); each call generates with `generate_fn`
-    (G variables, float32 waveforms [B, window] -> images in [-1, 1]) in fixed-size batches (one
-    compiled shape) and returns (report, scalars). dlib metrics only where config.eval.dlib is set
-    (slow, and blind to the synthetic cartoon faces); pixel metrics wherever the layout is known.
+    config.eval.max_examples, and the reference faces); each call generates with an
+    `inference.FaceGenerator` (the current weights) and returns (report, scalars). dlib metrics
+    only where config.eval.dlib is set (slow, and blind to the synthetic cartoon faces); pixel
+    metrics wherever the layout is known.
     """
 
-    def __init__(self, config, generate_fn, *, batch_size: int = 32):
-        from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
-
+    def __init__(self, config, *, batch_size: int = 32):
         eval_cfg = config.eval
         self.split = eval_cfg.get("split") or config.input.eval_split
         self.eval_set = load_eval_set(
@@ -543,23 +541,11 @@ class PeriodicEvaluator:
         if not self.dlib_metrics and self.eval_set.layout is None:
             raise ValueError(f"config.eval.dlib=False but dataset {self.eval_set.dataset!r} has no known face "
                              "layout for pixel-space metrics: nothing to evaluate")
-        self._generate_fn = generate_fn
-        self._to_uint8 = inference.to_uint8
-        self._batch_size = batch_size
 
-    def generate(self, variables) -> np.ndarray:
-        waveforms = self.eval_set.waveforms
-        out = []
-        for start in range(0, waveforms.shape[0], self._batch_size):
-            chunk = waveforms[start:start + self._batch_size]
-            rows = chunk.shape[0]
-            if rows < self._batch_size:
-                chunk = np.concatenate([chunk, np.zeros((self._batch_size - rows,) + chunk.shape[1:], chunk.dtype)])
-            out.append(self._to_uint8(np.asarray(self._generate_fn(variables, chunk))[:rows]))
-        return np.concatenate(out)
-
-    def __call__(self, variables) -> tuple[dict, dict[str, float]]:
-        report = self.eval_set.evaluate(self.generate(variables), dlib_metrics=self.dlib_metrics)
+    def __call__(self, generator) -> tuple[dict, dict[str, float]]:
+        """(report, scalars) of `generator` (an `inference.FaceGenerator`) on the eval set."""
+        generated = generator.generate_preprocessed(self.eval_set.waveforms)
+        report = self.eval_set.evaluate(generated, dlib_metrics=self.dlib_metrics)
         report["run"] = {"dataset": self.eval_set.dataset, "split": self.split}
         return report, scalars(report)
 
