@@ -353,7 +353,7 @@ def _reference_faces(input_cfg, info, *, image_size: int, per_speaker: int,
     from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
     from wav2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 
-    train_split = input_cfg.get("train_split", "train")
+    train_split = input_cfg.train_split
     splits = [train_split] + ([eval_split] if eval_split and eval_split != train_split else [])
     faces, labels, from_eval = [], [], []
     covered: set[int] = set()
@@ -532,12 +532,12 @@ class PeriodicEvaluator:
 
     def __init__(self, config, *, batch_size: int = 32):
         eval_cfg = config.eval
-        self.split = eval_cfg.get("split") or config.input.eval_split
+        self.split = eval_cfg.split or config.input.eval_split
         self.eval_set = load_eval_set(
             config.input, split=self.split, image_size=config.model.image_size,
             max_examples=eval_cfg.max_examples,
-            train_faces_per_speaker=eval_cfg.get("reference_faces_per_speaker", 100), batch_size=batch_size)
-        self.dlib_metrics = bool(eval_cfg.get("dlib", True))
+            train_faces_per_speaker=eval_cfg.reference_faces_per_speaker, batch_size=batch_size)
+        self.dlib_metrics = bool(eval_cfg.dlib)
         if not self.dlib_metrics and self.eval_set.layout is None:
             raise ValueError(f"config.eval.dlib=False but dataset {self.eval_set.dataset!r} has no known face "
                              "layout for pixel-space metrics: nothing to evaluate")

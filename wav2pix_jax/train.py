@@ -363,11 +363,10 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   value = config.log.divergence_window
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ValueError(f"config.log.divergence_window must be a positive integer, got {value!r}")
-  if config.get("eval") is not None:  # periodic evaluation (optional section)
-    for field, minimum in (("every_steps", 0), ("max_examples", 1)):
-      value = config.eval.get(field)
-      if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"config.eval.{field} must be an integer >= {minimum}, got {value!r}")
+  for field, minimum in (("every_steps", 0), ("max_examples", 1)):  # periodic evaluation
+    value = config.eval[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+      raise ValueError(f"config.eval.{field} must be an integer >= {minimum}, got {value!r}")
   return parallel.check_batch_size(config.batch_size)
 
 
@@ -444,9 +443,9 @@ def distributed_args(config: ml_collections.ConfigDict) -> dict:
     ValueError: some but not all of coordinator_address / num_processes / process_id are set, or
       they are out of range.
   """
-  address = config.get("coordinator_address", "") or ""
-  num_processes = config.get("num_processes", -1)
-  process_id = config.get("process_id", -1)
+  address = config.coordinator_address or ""
+  num_processes = config.num_processes
+  process_id = config.process_id
   for name, value in (("num_processes", num_processes), ("process_id", process_id)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
       raise ValueError(f"--config.{name} must be an integer (-1 = auto-detect), got {value!r}")
@@ -496,8 +495,8 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
   """
   args = distributed_args(config)  # validated even when distributed is off: a typo fails fast
   multi_host_env = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
-  if not (config.get("distributed", False) or multi_host_env) or jax.distributed.is_initialized():
-    if args and not config.get("distributed", False):
+  if not (config.distributed or multi_host_env) or jax.distributed.is_initialized():
+    if args and not config.distributed:
       raise ValueError("--config.coordinator_address / num_processes / process_id are set but "
                        "--config.distributed is False; add --config.distributed=True")
     return
@@ -574,7 +573,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   # Periodic evaluation (config.eval.every_steps > 0): the eval set is read once, on process 0.
   evaluator = None
-  eval_every = config.eval.every_steps if config.get("eval") is not None else 0
+  eval_every = config.eval.every_steps
   if is_chief and eval_every:
     evaluator = evaluate_lib.PeriodicEvaluator(config, batch_size=generator.batch_size)
     logging.info("Evaluating every %d steps on %d examples of split %r.", eval_every,
@@ -631,7 +630,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     before = quality.minutes_before if quality is not None else 0.0
     return before + (time.time() - clock["start"] - clock["eval_seconds"]) / 60.0
 
-  max_minutes = float(config.get("max_train_minutes", 0.0) or 0.0)
+  max_minutes = float(config.max_train_minutes or 0.0)
   num_steps = config.num_train_steps
   divergence = monitor.DivergenceMonitor(window=config.log.divergence_window,
                                          real_label=config.loss.real_label)
