@@ -96,6 +96,22 @@ def test_step_and_path_forms(run):
         inference.load(workdir / "missing")
 
 
+def test_with_variables_swaps_the_weights_without_recompiling(run):
+    """Training swaps its current weights into one FaceGenerator every few hundred steps."""
+    _, config, states = run
+    window = np.zeros((1, config.input.audio_samples), np.float32)
+    window[0, ::5] = 1.0
+    generator = inference.FaceGenerator.from_state(config, 2, states[2])
+    assert generator.step == int(states[2].step) and not generator.train_mode
+    older = generator.generate_preprocessed(window)
+    newer_generator = generator.with_variables(inference.generator_variables(states[5]), step=5)
+    newer = newer_generator.generate_preprocessed(window)
+    assert newer_generator.step == 5 and generator.step == int(states[2].step)
+    assert newer_generator.forward is generator.forward and generator.forward._cache_size() == 1
+    assert not np.array_equal(older, newer)
+    np.testing.assert_array_equal(generator.generate_preprocessed(window), older)
+
+
 def test_generate_every_and_batching(run):
     workdir, config, _ = run
     generator = inference.load(workdir, batch_size=4)
