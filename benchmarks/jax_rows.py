@@ -96,9 +96,13 @@ def bench_generate(row: Row, *, steps: int, warmup: int, inner: int = 1,
     variables = jax.jit(functools.partial(model.init, train=False, update_spectral=False))(
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, waveform[:1])
 
-    try:  # the project's own jitted inference function, when train.py has it
-        generate = _import("wav2pix_jax.train").make_generate_fn(config, NUM_SPEAKERS)
-    except (Skip, AttributeError):
+    try:  # the project's own jitted inference function, when inference.py has it
+        generator = _import("wav2pix_jax.inference").FaceGenerator(
+            config=config, num_speakers=NUM_SPEAKERS, speaker_names=None, step=0, variables=variables,
+            train_mode=False)
+        key = jax.random.PRNGKey(0)
+        generate = jax.jit(lambda variables, waveform: generator.forward(variables, waveform, key, False))
+    except (Skip, AttributeError, TypeError):
         @jax.jit
         def generate(variables, waveform):
             images, _, _ = model.apply(variables, waveform, train=False, update_spectral=False)

@@ -71,10 +71,10 @@ def test_load_matches_training_generator(run):
     generator = inference.load(workdir)
     assert generator.step == 5 and generator.num_speakers == 2 and generator.speaker_names == NAMES
     windows = np.stack([audio.preprocess(_speech(0.2, seed=s), window=config.input.audio_samples) for s in range(3)])
-    expected = train.make_generate_fn(config, 2)(train.generator_variables(states[5]), windows)
+    expected = inference.FaceGenerator.from_state(config, 2, states[5]).generate_preprocessed(windows)
     got = generator.generate_preprocessed(windows)
     assert got.dtype == np.uint8 and got.shape == (3, 64, 64, 3)
-    np.testing.assert_allclose(got.astype(int), inference.to_uint8(np.asarray(expected)).astype(int), atol=1)
+    np.testing.assert_allclose(got.astype(int), expected.astype(int), atol=1)
 
 
 def test_step_and_path_forms(run):
@@ -85,15 +85,31 @@ def test_step_and_path_forms(run):
     assert older.step == 2
     assert inference.load(workdir / "checkpoints").step == 5
     assert inference.load(workdir / "checkpoints" / "2").step == 2
-    generate_fn = train.make_generate_fn(config, 2)
-    expected = inference.to_uint8(np.asarray(generate_fn(train.generator_variables(states[2]), window)))
-    newest = inference.to_uint8(np.asarray(generate_fn(train.generator_variables(states[5]), window)))
+    training_generator = inference.FaceGenerator.from_state(config, 2, states[2])
+    expected = training_generator.generate_preprocessed(window)
+    newest = training_generator.with_variables(inference.generator_variables(states[5])).generate_preprocessed(window)
     assert not np.array_equal(expected, newest)  # the steps differ, so picking the step matters
     np.testing.assert_allclose(older.generate_preprocessed(window).astype(int), expected.astype(int), atol=1)
     with pytest.raises(ValueError, match=r"no checkpoint for step 4; available steps: \[2, 5\]"):
         inference.load(workdir, step=4)
     with pytest.raises(FileNotFoundError, match="no such workdir"):
         inference.load(workdir / "missing")
+
+
+def test_with_variables_swaps_the_weights_without_recompiling(run):
+    """Training swaps its current weights into one FaceGenerator every few hundred steps."""
+    _, config, states = run
+    window = np.zeros((1, config.input.audio_samples), np.float32)
+    window[0, ::5] = 1.0
+    generator = inference.FaceGenerator.from_state(config, 2, states[2])
+    assert generator.step == int(states[2].step) and not generator.train_mode
+    older = generator.generate_preprocessed(window)
+    newer_generator = generator.with_variables(inference.generator_variables(states[5]), step=5)
+    newer = newer_generator.generate_preprocessed(window)
+    assert newer_generator.step == 5 and generator.step == int(states[2].step)
+    assert newer_generator.forward is generator.forward and generator.forward._cache_size() == 1
+    assert not np.array_equal(older, newer)
+    np.testing.assert_array_equal(generator.generate_preprocessed(window), older)
 
 
 def test_generate_every_and_batching(run):

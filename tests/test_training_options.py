@@ -12,6 +12,7 @@ from wav2pix_jax import audio
 from wav2pix_jax import augment
 from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
+from wav2pix_jax import inference
 from wav2pix_jax import layers
 from wav2pix_jax import models
 from wav2pix_jax import monitor
@@ -98,9 +99,9 @@ def test_ema_follows_the_weights_with_a_warm_up():
   for e0, p1, e1 in zip(jax.tree.leaves(state.g_ema_params), jax.tree.leaves(new.g_params),
                         jax.tree.leaves(new.g_ema_params)):
     np.testing.assert_allclose(e1, 0.1 * e0 + 0.9 * p1, rtol=1e-5, atol=1e-7)
-  assert train.generator_variables(new)["params"] is new.g_ema_params
+  assert inference.generator_variables(new)["params"] is new.g_ema_params
   off = train.create_train_state(_tiny(), NUM_SPEAKERS, jax.random.PRNGKey(0))
-  assert off.g_ema_params is None and train.generator_variables(off)["params"] is off.g_params
+  assert off.g_ema_params is None and inference.generator_variables(off)["params"] is off.g_params
 
 
 def test_r1_adds_half_gamma_times_the_penalty():

@@ -9,7 +9,7 @@ unreadable file, silence, a clip too short, NaN) raises `AudioError`, a `ValueEr
 
 import math
 import os
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -123,15 +123,6 @@ def windows(waveform, *, window: int, hop: int, preemphasis: float = PREEMPHASIS
       if silent == "raise":
         raise AudioError(f"window {i} (samples {i * hop}..{i * hop + window}): {e}") from None
   return out
-
-
-def preprocess_batch(waveforms: Iterable, *, window: int, preemphasis: float = PREEMPHASIS,
-                     rng: np.random.Generator | None = None) -> np.ndarray:
-  """float32 [B, window]: `preprocess` applied to each waveform (each may have its own length)."""
-  rows = [preprocess(w, window=window, preemphasis=preemphasis, rng=rng) for w in waveforms]
-  if not rows:
-    return np.zeros((0, window), np.float32)
-  return np.stack(rows)
 
 
 # ---------------------------------------------------------------------------------------------

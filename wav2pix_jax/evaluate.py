@@ -353,7 +353,7 @@ def _reference_faces(input_cfg, info, *, image_size: int, per_speaker: int,
     from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
     from wav2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 
-    train_split = input_cfg.get("train_split", "train")
+    train_split = input_cfg.train_split
     splits = [train_split] + ([eval_split] if eval_split and eval_split != train_split else [])
     faces, labels, from_eval = [], [], []
     covered: set[int] = set()
@@ -524,42 +524,28 @@ class PeriodicEvaluator:
     """The evaluation during training (config.eval): a fixed eval set, faces from the current G.
 
     Built once (reads config.eval.split, default config.input.eval_split, capped at
-    config.eval.max_examples, and the reference faces); each call generates with `generate_fn`
-    (G variables, float32 waveforms [B, window] -> images in [-1, 1]) in fixed-size batches (one
-    compiled shape) and returns (report, scalars). dlib metrics only where config.eval.dlib is set
-    (slow, and blind to the synthetic cartoon faces); pixel metrics wherever the layout is known.
+    config.eval.max_examples, and the reference faces); each call generates with an
+    `inference.FaceGenerator` (the current weights) and returns (report, scalars). dlib metrics
+    only where config.eval.dlib is set (slow, and blind to the synthetic cartoon faces); pixel
+    metrics wherever the layout is known.
     """
 
-    def __init__(self, config, generate_fn, *, batch_size: int = 32):
-        from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
-
+    def __init__(self, config, *, batch_size: int = 32):
         eval_cfg = config.eval
-        self.split = eval_cfg.get("split") or config.input.eval_split
+        self.split = eval_cfg.split or config.input.eval_split
         self.eval_set = load_eval_set(
             config.input, split=self.split, image_size=config.model.image_size,
             max_examples=eval_cfg.max_examples,
-            train_faces_per_speaker=eval_cfg.get("reference_faces_per_speaker", 100), batch_size=batch_size)
-        self.dlib_metrics = bool(eval_cfg.get("dlib", True))
+            train_faces_per_speaker=eval_cfg.reference_faces_per_speaker, batch_size=batch_size)
+        self.dlib_metrics = bool(eval_cfg.dlib)
         if not self.dlib_metrics and self.eval_set.layout is None:
             raise ValueError(f"config.eval.dlib=False but dataset {self.eval_set.dataset!r} has no known face "
                              "layout for pixel-space metrics: nothing to evaluate")
-        self._generate_fn = generate_fn
-        self._to_uint8 = inference.to_uint8
-        self._batch_size = batch_size
 
-    def generate(self, variables) -> np.ndarray:
-        waveforms = self.eval_set.waveforms
-        out = []
-        for start in range(0, waveforms.shape[0], self._batch_size):
-            chunk = waveforms[start:start + self._batch_size]
-            rows = chunk.shape[0]
-            if rows < self._batch_size:
-                chunk = np.concatenate([chunk, np.zeros((self._batch_size - rows,) + chunk.shape[1:], chunk.dtype)])
-            out.append(self._to_uint8(np.asarray(self._generate_fn(variables, chunk))[:rows]))
-        return np.concatenate(out)
-
-    def __call__(self, variables) -> tuple[dict, dict[str, float]]:
-        report = self.eval_set.evaluate(self.generate(variables), dlib_metrics=self.dlib_metrics)
+    def __call__(self, generator) -> tuple[dict, dict[str, float]]:
+        """(report, scalars) of `generator` (an `inference.FaceGenerator`) on the eval set."""
+        generated = generator.generate_preprocessed(self.eval_set.waveforms)
+        report = self.eval_set.evaluate(generated, dlib_metrics=self.dlib_metrics)
         report["run"] = {"dataset": self.eval_set.dataset, "split": self.split}
         return report, scalars(report)
 

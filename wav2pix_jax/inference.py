@@ -12,11 +12,13 @@ stored with the checkpoint) through `factory.make_generator`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import os
 import pathlib
+import types
 from typing import Sequence
 
 import jax
@@ -53,7 +55,7 @@ def _find_checkpoints(path: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Pa
 
 @dataclasses.dataclass
 class FaceGenerator:
-    """A restored generator: speech -> faces. Build it with `load`."""
+    """A generator: speech -> faces. Build it with `load` (a checkpoint) or `from_state` (training)."""
 
     config: ml_collections.ConfigDict
     num_speakers: int
@@ -61,27 +63,45 @@ class FaceGenerator:
     step: int
     variables: dict  # {"params", "batch_stats", "spectral"} of the G side
     batch_size: int = DEFAULT_BATCH_SIZE
+    # The authors' predict() never called .eval(): dropout on and BatchNorm on the batch's own
+    # statistics (the faces then depend on the batch). None: config.eval.train_mode.
+    train_mode: bool | None = None
 
     def __post_init__(self):
         self._model = factory.make_generator(self.config.model, self.num_speakers, inference=True)
         model = self._model
-        # The authors' predict() never called .eval(): dropout on and BatchNorm on the batch's own
-        # statistics (config.eval.train_mode reproduces that; the faces then depend on the batch).
-        self.train_mode = bool(self.config.eval.train_mode)
+        if self.train_mode is None:
+            self.train_mode = bool(self.config.eval.train_mode)
+        train_mode = self.train_mode
 
         def forward(variables, waveform, rng, sample):
             def fn(m, w):
                 # The encoder runs in inference mode (BatchNorm running statistics) unless
                 # train_mode; `sample` only switches the generator's dropout on, its one source
                 # of randomness.
-                return m.generator(m.encoder(w, train=self.train_mode), train=sample,
-                                   update_spectral=False)
-            if self.train_mode:
+                return m.generator(m.encoder(w, train=train_mode), train=sample, update_spectral=False)
+            if train_mode:
                 return model.apply(variables, waveform, method=fn, rngs={"dropout": rng},
                                    mutable=["batch_stats"])[0]
             return model.apply(variables, waveform, method=fn, rngs={"dropout": rng})
 
-        self._forward = jax.jit(forward, static_argnums=3)
+        # jit: (G variables, float32 waveforms [B, window], dropout key, sample) -> faces in [-1, 1].
+        # The variables are an argument, not a constant: `with_variables` reuses the compiled function.
+        self.forward = jax.jit(forward, static_argnums=3)
+
+    @classmethod
+    def from_state(cls, config: ml_collections.ConfigDict, num_speakers: int, state, **kwargs) -> FaceGenerator:
+        """The generator of a (host or single-device) TrainState; kwargs: the other fields."""
+        return cls(config=config, num_speakers=num_speakers, step=int(state.step),
+                   variables=generator_variables(state), **{"speaker_names": None, **kwargs})
+
+    def with_variables(self, variables: dict, *, step: int | None = None) -> FaceGenerator:
+        """The same generator (same compiled function, nothing recompiled) with other G variables."""
+        new = copy.copy(self)
+        new.variables = variables
+        if step is not None:
+            new.step = int(step)
+        return new
 
     @property
     def image_size(self) -> int:
@@ -114,7 +134,7 @@ class FaceGenerator:
             # the batch statistics).
             if rows < self.batch_size and not self.train_mode:
                 chunk = np.concatenate([chunk, np.zeros((self.batch_size - rows, self.window), np.float32)])
-            images = self._forward(self.variables, jnp.asarray(chunk), jax.random.fold_in(key, index), sample)
+            images = self.forward(self.variables, jnp.asarray(chunk), jax.random.fold_in(key, index), sample)
             out[start:start + rows] = to_uint8(np.asarray(images[:rows]))
         return out
 
@@ -172,6 +192,13 @@ class FaceGenerator:
 
         g = math.gcd(int(sample_rate), self.sample_rate)
         return scipy.signal.resample_poly(waveform, self.sample_rate // g, int(sample_rate) // g).astype(np.float32)
+
+
+def generator_variables(state) -> dict:
+    """The G-side variables of a (host or single-device) TrainState, as `Wav2PixG.apply` wants them:
+    the EMA of G's weights when training keeps one (config.optim.g.ema_decay), else the weights."""
+    params = state.g_params if state.g_ema_params is None else state.g_ema_params
+    return {"params": params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral}
 
 
 def check_not_all_silent(windows: np.ndarray) -> int:
@@ -269,7 +296,6 @@ def load(workdir_or_checkpoint_dir: str | os.PathLike, step: int | None = None, 
     if wrong or jax.tree.structure(restored) != jax.tree.structure(target):
         raise ValueError(f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
                          f"config ({'; '.join(wrong[:3]) or 'different parameters'})")
-    variables = {"params": restored["g_ema_params" if ema else "g_params"],
-                 "batch_stats": restored["g_batch_stats"], "spectral": restored["g_spectral"]}
+    variables = generator_variables(types.SimpleNamespace(**{"g_params": None, "g_ema_params": None, **restored}))
     return FaceGenerator(config=config, num_speakers=num_speakers, speaker_names=speaker_names,
                          step=step, variables=variables, batch_size=batch_size)

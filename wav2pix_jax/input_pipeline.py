@@ -83,7 +83,7 @@ def _base_name(name: str) -> str:
 
 
 def _data_dir(input_cfg) -> str:
-  data_dir = input_cfg.get("data_dir")
+  data_dir = input_cfg.data_dir
   if not data_dir:
     raise ValueError("input.data_dir is not set: pass --config.input.data_dir=/path/to/tensorflow_datasets "
                      "(where prepared TFDS datasets live, or will be prepared)")
@@ -157,7 +157,7 @@ def get_dataset_info(input_cfg) -> DatasetInfo:
   if not name or not isinstance(name, str):
     raise ValueError(f"input.dataset must be a TFDS name, got {name!r}; "
                      f"known: {', '.join(sorted(BUILDER_MODULES))}")
-  builder = _prepared_builder(name, data_dir, input_cfg.get("manual_dir") or None)
+  builder = _prepared_builder(name, data_dir, input_cfg.manual_dir or None)
   names = tuple(builder.info.features["speaker"].names)
   return DatasetInfo(
       name=name, data_dir=data_dir, num_speakers=len(names), speaker_names=names,
@@ -360,7 +360,7 @@ def _fix_absl_flags_for_workers() -> None:
 
 
 def _num_workers(input_cfg) -> int:
-  workers = input_cfg.get("num_workers", 0) or 0
+  workers = input_cfg.num_workers or 0
   if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
     raise ValueError(f"input.num_workers must be an integer >= 0, got {workers!r}")
   if workers:
@@ -379,7 +379,7 @@ def create_train_iterator(input_cfg, *, batch_size: int, image_size: int, seed: 
   """
   _check_positive(batch_size=batch_size, image_size=image_size)
   process_index, process_count = _process(process_index, process_count)
-  seed = input_cfg.get("shuffle_seed", 0) if seed is None else seed
+  seed = input_cfg.shuffle_seed if seed is None else seed
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
     raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
   window = input_cfg.audio_samples

@@ -279,13 +279,3 @@ class Wav2PixG(nn.Module):
         logits = self.classifier(embedding, train=train)
         images = self.generator(embedding, train=train, update_spectral=update_spectral)
         return images, embedding, logits
-
-    def embed(self, waveform: Array, *, train: bool = False) -> Array:
-        """Only the speech embedding (e.g. for the discriminator's conditioning)."""
-        return self.encoder(waveform, train=train)
-
-    def generate(self, waveform: Array, *, train: bool = False,
-                 update_spectral: bool = False) -> Array:
-        """Only the images (inference)."""
-        return self.generator(self.encoder(waveform, train=train), train=train,
-                              update_spectral=update_spectral)

@@ -22,6 +22,7 @@ from wav2pix_jax import augment
 from wav2pix_jax import checkpoints
 from wav2pix_jax import evaluate as evaluate_lib
 from wav2pix_jax import factory
+from wav2pix_jax import inference
 from wav2pix_jax import input_pipeline
 from wav2pix_jax import losses
 from wav2pix_jax import monitor
@@ -333,26 +334,6 @@ def make_p_train_step(config: ml_collections.ConfigDict, num_speakers: int) -> C
   return parallel.pmap(make_train_step(config, num_speakers, axis_name=parallel.AXIS_NAME))
 
 
-def make_generate_fn(config: ml_collections.ConfigDict, num_speakers: int) -> Callable:
-  """jit: (g variables, waveform [B, T]) -> faces [B, S, S, 3] in [-1, 1], inference mode."""
-  # Forward only: "auto" picks the fastest forward conv_impl (same parameters as training's).
-  g_model = factory.make_generator(config.model, num_speakers, inference=True)
-
-  @jax.jit
-  def generate(variables, waveform):
-    images, _, _ = g_model.apply(variables, waveform, train=False, update_spectral=False)
-    return images
-
-  return generate
-
-
-def generator_variables(state: TrainState) -> dict:
-  """The G-side variables of a (host or single-device) state, as `Wav2PixG.apply` wants them:
-  the EMA of G's weights when training keeps one (config.optim.g.ema_decay), else the weights."""
-  params = state.g_params if state.g_ema_params is None else state.g_ema_params
-  return {"params": params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral}
-
-
 # ------------------------------------------------------------------------------------------
 # Host-side helpers.
 # ------------------------------------------------------------------------------------------
@@ -382,11 +363,10 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   value = config.log.divergence_window
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ValueError(f"config.log.divergence_window must be a positive integer, got {value!r}")
-  if config.get("eval") is not None:  # periodic evaluation (optional section)
-    for field, minimum in (("every_steps", 0), ("max_examples", 1)):
-      value = config.eval.get(field)
-      if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"config.eval.{field} must be an integer >= {minimum}, got {value!r}")
+  for field, minimum in (("every_steps", 0), ("max_examples", 1)):  # periodic evaluation
+    value = config.eval[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+      raise ValueError(f"config.eval.{field} must be an integer >= {minimum}, got {value!r}")
   return parallel.check_batch_size(config.batch_size)
 
 
@@ -396,9 +376,11 @@ def nonfinite_terms(metrics: dict) -> list[str]:
 
 
 def image_grid(generated: np.ndarray, real: np.ndarray) -> np.ndarray:
-  """uint8 [2S, N*S, 3]: generated faces on the top row, the real faces for the same speech below."""
+  """uint8 [2S, N*S, 3]: generated faces on the top row, the real faces for the same speech below
+  (each uint8, or in [-1, 1])."""
   def row(images):
-    images = np.clip((np.asarray(images, np.float32) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    images = np.asarray(images)
+    images = images if images.dtype == np.uint8 else inference.to_uint8(images)
     return np.concatenate(list(images), axis=1)
 
   return np.concatenate([row(generated), row(real)], axis=0)
@@ -461,9 +443,9 @@ def distributed_args(config: ml_collections.ConfigDict) -> dict:
     ValueError: some but not all of coordinator_address / num_processes / process_id are set, or
       they are out of range.
   """
-  address = config.get("coordinator_address", "") or ""
-  num_processes = config.get("num_processes", -1)
-  process_id = config.get("process_id", -1)
+  address = config.coordinator_address or ""
+  num_processes = config.num_processes
+  process_id = config.process_id
   for name, value in (("num_processes", num_processes), ("process_id", process_id)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
       raise ValueError(f"--config.{name} must be an integer (-1 = auto-detect), got {value!r}")
@@ -513,8 +495,8 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
   """
   args = distributed_args(config)  # validated even when distributed is off: a typo fails fast
   multi_host_env = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
-  if not (config.get("distributed", False) or multi_host_env) or jax.distributed.is_initialized():
-    if args and not config.get("distributed", False):
+  if not (config.distributed or multi_host_env) or jax.distributed.is_initialized():
+    if args and not config.distributed:
       raise ValueError("--config.coordinator_address / num_processes / process_id are set but "
                        "--config.distributed is False; add --config.distributed=True")
     return
@@ -576,7 +558,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   # A fixed batch for the image grids: validation speech if there is such a split.
   num_images = config.log.num_images
-  generate = make_generate_fn(config, num_speakers)
+  # Grids and periodic evaluation: in inference mode whatever config.eval.train_mode says; the
+  # current weights are swapped in (one compiled function for the whole run).
+  generator = inference.FaceGenerator.from_state(config, num_speakers, state, train_mode=False,
+                                                 speaker_names=tuple(info.speaker_names))
   grid_batch = None
   if is_chief:
     try:
@@ -588,9 +573,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   # Periodic evaluation (config.eval.every_steps > 0): the eval set is read once, on process 0.
   evaluator = None
-  eval_every = config.eval.every_steps if config.get("eval") is not None else 0
+  eval_every = config.eval.every_steps
   if is_chief and eval_every:
-    evaluator = evaluate_lib.PeriodicEvaluator(config, generate)
+    evaluator = evaluate_lib.PeriodicEvaluator(config, batch_size=generator.batch_size)
     logging.info("Evaluating every %d steps on %d examples of split %r.", eval_every,
                  len(evaluator.eval_set.speakers), evaluator.split)
 
@@ -608,6 +593,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                      data_state=prefetcher.last_state, meta=meta)
     last_saved = step
 
+  def current_generator(step: int) -> inference.FaceGenerator:
+    host = parallel.unreplicate(state)
+    return generator.with_variables(inference.generator_variables(host), step=step)
+
   def write_images(step: int) -> None:
     nonlocal grid_batch
     if not is_chief:
@@ -615,8 +604,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if grid_batch is None:
       grid_batch = {k: np.asarray(v).reshape((-1,) + v.shape[2:])[:num_images]
                     for k, v in jax.device_get(batch).items()}
-    images = generate(generator_variables(parallel.unreplicate(state)), grid_batch["waveform"])
-    grid = image_grid(np.asarray(images), grid_batch["face"])
+    images = current_generator(step).generate_preprocessed(np.asarray(grid_batch["waveform"]))
+    grid = image_grid(images, grid_batch["face"])
     writer.write_images(step, {"faces/generated_top_real_bottom": grid[None]})
     _save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
 
@@ -626,7 +615,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   def run_eval(step: int) -> None:
     start = time.time()
-    report, eval_scalars = evaluator(generator_variables(parallel.unreplicate(state)))
+    report, eval_scalars = evaluator(current_generator(step))
     eval_scalars["eval/seconds"] = time.time() - start
     clock["eval_seconds"] += eval_scalars["eval/seconds"]
     row = quality.append(step, start - clock["start"] - (clock["eval_seconds"] - eval_scalars["eval/seconds"]),
@@ -641,7 +630,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     before = quality.minutes_before if quality is not None else 0.0
     return before + (time.time() - clock["start"] - clock["eval_seconds"]) / 60.0
 
-  max_minutes = float(config.get("max_train_minutes", 0.0) or 0.0)
+  max_minutes = float(config.max_train_minutes or 0.0)
   num_steps = config.num_train_steps
   divergence = monitor.DivergenceMonitor(window=config.log.divergence_window,
                                          real_label=config.loss.real_label)
