@@ -1,6 +1,6 @@
 """The practical peak of this machine: a 2048^3 float32 matmul in JAX (and optionally torch).
 
-    .venv/bin/python -m benchmarks.peak [--torch-python=/work/torchref-venv/bin/python]
+.venv/bin/python -m benchmarks.peak [--torch-python=/work/torchref-venv/bin/python]
 """
 
 from __future__ import annotations
@@ -37,59 +37,80 @@ print(json.dumps({{"wall": wall, "cpu": cpu, "other": other, "torch": torch.__ve
 
 
 def jax_peak(*, n: int = N, steps: int = 20, warmup: int = 3) -> dict:
-    """Times a jitted n^3 float32 matmul; GFLOP/s median and best, with the machine load."""
-    import jax
-    import jax.numpy as jnp
+  """Times a jitted n^3 float32 matmul; GFLOP/s median and best, with the machine load."""
+  import jax
+  import jax.numpy as jnp
 
-    from benchmarks import xla_cost
+  from benchmarks import xla_cost
 
-    ka, kb = jax.random.split(jax.random.PRNGKey(0))
-    a = jax.random.normal(ka, (n, n), jnp.float32)
-    b = jax.random.normal(kb, (n, n), jnp.float32)
-    compiled, info = xla_cost.compile_aot(jax.jit(jnp.matmul), a, b)
-    samples = timing.time_calls(lambda: compiled(a, b).block_until_ready(), steps=steps,
-                                warmup=warmup)
-    flops = 2.0 * n ** 3
-    res = {"impl": "jax", "kind": "peak", "name": "peak", "sgemm_n": n, "flops_per_iter": flops,
-           "xla_flops": info["flops_per_device"], "compile_s": info["compile_s"]}
-    res.update(timing.summarize(samples, batch=1, flops=flops))
-    return res
+  ka, kb = jax.random.split(jax.random.PRNGKey(0))
+  a = jax.random.normal(ka, (n, n), jnp.float32)
+  b = jax.random.normal(kb, (n, n), jnp.float32)
+  compiled, info = xla_cost.compile_aot(jax.jit(jnp.matmul), a, b)
+  samples = timing.time_calls(
+      lambda: compiled(a, b).block_until_ready(), steps=steps, warmup=warmup
+  )
+  flops = 2.0 * n**3
+  res = {
+      "impl": "jax",
+      "kind": "peak",
+      "name": "peak",
+      "sgemm_n": n,
+      "flops_per_iter": flops,
+      "xla_flops": info["flops_per_device"],
+      "compile_s": info["compile_s"],
+  }
+  res.update(timing.summarize(samples, batch=1, flops=flops))
+  return res
 
 
-def torch_peak(python: str, *, n: int = N, steps: int = 20, warmup: int = 3,
-               threads: int = 2) -> dict:
-    """The same matmul in torch, in a subprocess of `python`."""
-    code = _TORCH_SNIPPET.format(n=n, steps=steps, warmup=warmup, threads=threads)
-    try:
-        proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=600)
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.TimeoutExpired, IndexError, json.JSONDecodeError) as e:
-        return {"impl": "torch", "kind": "peak", "name": "peak", "error": f"{type(e).__name__}: {e}"}
-    flops = 2.0 * n ** 3
-    samples = timing.Samples(wall_s=out["wall"], cpu_s=out["cpu"], other_cores=out["other"])
-    res = {"impl": "torch", "kind": "peak", "name": "peak", "sgemm_n": n, "flops_per_iter": flops,
-           "torch": out["torch"], "threads": threads}
-    res.update(timing.summarize(samples, batch=1, flops=flops))
-    return res
+def torch_peak(
+    python: str, *, n: int = N, steps: int = 20, warmup: int = 3, threads: int = 2
+) -> dict:
+  """The same matmul in torch, in a subprocess of `python`."""
+  code = _TORCH_SNIPPET.format(n=n, steps=steps, warmup=warmup, threads=threads)
+  try:
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=600)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+  except (OSError, subprocess.TimeoutExpired, IndexError, json.JSONDecodeError) as e:
+    return {"impl": "torch", "kind": "peak", "name": "peak", "error": f"{type(e).__name__}: {e}"}
+  flops = 2.0 * n**3
+  samples = timing.Samples(wall_s=out["wall"], cpu_s=out["cpu"], other_cores=out["other"])
+  res = {
+      "impl": "torch",
+      "kind": "peak",
+      "name": "peak",
+      "sgemm_n": n,
+      "flops_per_iter": flops,
+      "torch": out["torch"],
+      "threads": threads,
+  }
+  res.update(timing.summarize(samples, batch=1, flops=flops))
+  return res
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--torch-python", default=None, help="also time torch with this interpreter")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--n", type=int, default=N)
-    args = ap.parse_args(argv)
-    results = [jax_peak(n=args.n, steps=args.steps)]
-    if args.torch_python:
-        results.append(torch_peak(args.torch_python, n=args.n, steps=args.steps))
-    for r in results:
-        s = timing.headline(r)
-        print(f"{r['impl']:6s} {args.n}^3 f32 matmul: "
-              + (f"{s['gflops_per_s_median']} GFLOP/s median, {s['gflops_per_s_best']} best"
-                 if s else r.get("error", "?")))
-    print(json.dumps(results))
-    return 0
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--torch-python", default=None, help="also time torch with this interpreter")
+  ap.add_argument("--steps", type=int, default=20)
+  ap.add_argument("--n", type=int, default=N)
+  args = ap.parse_args(argv)
+  results = [jax_peak(n=args.n, steps=args.steps)]
+  if args.torch_python:
+    results.append(torch_peak(args.torch_python, n=args.n, steps=args.steps))
+  for r in results:
+    s = timing.headline(r)
+    print(
+        f"{r['impl']:6s} {args.n}^3 f32 matmul: "
+        + (
+            f"{s['gflops_per_s_median']} GFLOP/s median, {s['gflops_per_s_best']} best"
+            if s
+            else r.get("error", "?")
+        )
+    )
+  print(json.dumps(results))
+  return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+  sys.exit(main())

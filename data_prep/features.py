@@ -19,14 +19,18 @@ def record_features(
   if speakers is not None and (len(set(speakers)) != len(speakers) or not speakers):
     raise ValueError(f"speaker names must be unique and non-empty, got {list(speakers)}")
   speaker_label = (
-      tfds.features.ClassLabel() if speakers is None else tfds.features.ClassLabel(names=list(speakers))
+      tfds.features.ClassLabel()
+      if speakers is None
+      else tfds.features.ClassLabel(names=list(speakers))
   )
-  return tfds.features.FeaturesDict({
-      "waveform": tfds.features.Tensor(shape=(None,), dtype=np.int16),
-      "face": tfds.features.Image(shape=(None, None, 3), encoding_format=face_format),
-      "speaker": speaker_label,
-      "speaker_name": tfds.features.Text(),
-      "clip_id": tfds.features.Text(),
-      "frame": tfds.features.Scalar(dtype=np.int64),
-      **extra,
-  })
+  return tfds.features.FeaturesDict(
+      {
+          "waveform": tfds.features.Tensor(shape=(None,), dtype=np.int16),
+          "face": tfds.features.Image(shape=(None, None, 3), encoding_format=face_format),
+          "speaker": speaker_label,
+          "speaker_name": tfds.features.Text(),
+          "clip_id": tfds.features.Text(),
+          "frame": tfds.features.Scalar(dtype=np.int64),
+          **extra,
+      }
+  )

@@ -50,20 +50,28 @@ def _clips(speakers, clip_range):
 
 def _columns(records):
   index = {name: k for k, name in enumerate(syn.SPEAKERS)}
-  return (np.array([index[r["speaker"]] for r in records]),
-          np.array([r["loudness"] for r in records], np.float32),
-          np.array([r["pitch_shift"] for r in records], np.float32))
+  return (
+      np.array([index[r["speaker"]] for r in records]),
+      np.array([r["loudness"] for r in records], np.float32),
+      np.array([r["pitch_shift"] for r in records], np.float32),
+  )
 
 
 def _within_r(x, y, groups):
-  return float(np.corrcoef(face_metrics.within_group(x, groups), face_metrics.within_group(y, groups))[0, 1])
+  return float(
+      np.corrcoef(face_metrics.within_group(x, groups), face_metrics.within_group(y, groups))[0, 1]
+  )
 
 
 def _face_rs(images, speakers, loudness, pitch):
   """Within-speaker r of mouth opening ~ loudness and eyebrow height ~ pitch (pixel metrics)."""
   u8 = np.clip((np.asarray(images) + 1) * 127.5, 0, 255).round().astype(np.uint8)
-  mouth = face_metrics.mouth_expressivity(face_metrics.mouth_opening_px(u8, syn.MOUTH_BOX), loudness, speakers)
-  brows = face_metrics.brow_expressivity(face_metrics.brow_height_px(u8, syn.BROW_BOXES), pitch, speakers)
+  mouth = face_metrics.mouth_expressivity(
+      face_metrics.mouth_opening_px(u8, syn.MOUTH_BOX), loudness, speakers
+  )
+  brows = face_metrics.brow_expressivity(
+      face_metrics.brow_height_px(u8, syn.BROW_BOXES), pitch, speakers
+  )
   return mouth["loudness_correlation_within_speaker"], brows["pitch_correlation_within_speaker"]
 
 
@@ -77,19 +85,27 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=600)
   parser.add_argument("--every", type=int, default=100, help="evaluate every N steps")
   parser.add_argument("--batch_size", type=int, default=16)
-  parser.add_argument("--window", type=int, default=8000, help="audio samples per example (demo: 8000)")
+  parser.add_argument(
+      "--window", type=int, default=8000, help="audio samples per example (demo: 8000)"
+  )
   parser.add_argument("--scale", type=float, default=30.0, help="oracle embedding scale")
-  parser.add_argument("--speaker_ce", type=float, default=20.0, help="l1 probe: cross-entropy weight")
+  parser.add_argument(
+      "--speaker_ce", type=float, default=20.0, help="l1 probe: cross-entropy weight"
+  )
   parser.add_argument("--learning_rate", type=float, default=1e-3)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
 
   speakers = syn.make_speakers(syn.SEED)
-  train, test = _clips(speakers, syn.SEEN_SPLITS["train"]), _clips(speakers, syn.SEEN_SPLITS["test"])
+  train, test = _clips(speakers, syn.SEEN_SPLITS["train"]), _clips(
+      speakers, syn.SEEN_SPLITS["test"]
+  )
   train_spk, train_loud, train_pitch = _columns(train)
   test_spk, test_loud, test_pitch = _columns(test)
   train_faces = np.stack([r["face"] for r in train]).astype(np.float32) / 127.5 - 1.0
-  window = lambda r, rng=None: audio.preprocess(r["waveform"], window=args.window, preemphasis=0.95, rng=rng)
+  window = lambda r, rng=None: audio.preprocess(
+      r["waveform"], window=args.window, preemphasis=0.95, rng=rng
+  )
   test_audio = np.stack([window(r) for r in test])
   num_speakers = len(syn.SPEAKERS)
 
@@ -97,6 +113,7 @@ def main(argv=None) -> int:
     import flax.linen as nn
 
     class Probe(nn.Module):
+
       @nn.compact
       def __call__(self, x, train):
         return nn.Dense(2)(models.SpeechEncoder(conv_impl="xla", **_ENCODER)(x, train=train))
@@ -107,7 +124,9 @@ def main(argv=None) -> int:
     mean, std = targets.mean(0), targets.std(0)
 
     def loss_fn(params, state, batch):
-      out, new_state = model.apply({"params": params, **state}, batch["x"], train=True, mutable=["batch_stats"])
+      out, new_state = model.apply(
+          {"params": params, **state}, batch["x"], train=True, mutable=["batch_stats"]
+      )
       return jnp.mean(jnp.square(out - (batch["y"] - mean) / std)), new_state
 
     def make_batch(idx, rng):
@@ -115,8 +134,11 @@ def main(argv=None) -> int:
 
     def report(params, state):
       out = np.asarray(model.apply({"params": params, **state}, test_audio, train=False))
-      return (f"loudness r {_fmt(_within_r(out[:, 0], test_loud, test_spk))}  "
-              f"pitch r {_fmt(_within_r(out[:, 1], test_pitch, test_spk))}")
+      return (
+          f"loudness r {_fmt(_within_r(out[:, 0], test_loud, test_spk))}  "
+          f"pitch r {_fmt(_within_r(out[:, 1], test_pitch, test_spk))}"
+      )
+
     optimizer = optax.adam(args.learning_rate)
   else:
     if args.probe == "oracle":
@@ -128,12 +150,21 @@ def main(argv=None) -> int:
         e[:, num_speakers], e[:, num_speakers + 1] = 2 * loud - 1, pitch
         return e * args.scale
 
-      train_in, test_in = oracle(train_spk, train_loud, train_pitch), oracle(test_spk, test_loud, test_pitch)
-      variables = model.init(jax.random.PRNGKey(args.seed), train_in[:2], train=False, update_spectral=False)
+      train_in, test_in = oracle(train_spk, train_loud, train_pitch), oracle(
+          test_spk, test_loud, test_pitch
+      )
+      variables = model.init(
+          jax.random.PRNGKey(args.seed), train_in[:2], train=False, update_spectral=False
+      )
 
       def loss_fn(params, state, batch):
-        images, new_state = model.apply({"params": params, **state}, batch["x"], train=True,
-                                        update_spectral=True, mutable=["spectral"])
+        images, new_state = model.apply(
+            {"params": params, **state},
+            batch["x"],
+            train=True,
+            update_spectral=True,
+            mutable=["spectral"],
+        )
         return jnp.mean(jnp.abs(images - batch["y"])), new_state
 
       def make_batch(idx, rng):
@@ -142,29 +173,49 @@ def main(argv=None) -> int:
 
       def generate(params, state):
         return model.apply({"params": params, **state}, test_in, train=False, update_spectral=False)
+
     else:
-      model = models.Wav2PixG(num_speakers=num_speakers, encoder_channels=_ENCODER["channels"],
-                              encoder_hidden=_ENCODER["hidden"], embed_dim=_ENCODER["embed_dim"],
-                              classifier_hidden=64, base_channels=32, dropout_rate=0.0, conv_impl="xla")
-      variables = model.init(jax.random.PRNGKey(args.seed), test_audio[:2], train=False, update_spectral=False)
+      model = models.Wav2PixG(
+          num_speakers=num_speakers,
+          encoder_channels=_ENCODER["channels"],
+          encoder_hidden=_ENCODER["hidden"],
+          embed_dim=_ENCODER["embed_dim"],
+          classifier_hidden=64,
+          base_channels=32,
+          dropout_rate=0.0,
+          conv_impl="xla",
+      )
+      variables = model.init(
+          jax.random.PRNGKey(args.seed), test_audio[:2], train=False, update_spectral=False
+      )
 
       def loss_fn(params, state, batch):
         (images, _, logits), new_state = model.apply(
-            {"params": params, **state}, batch["x"], train=True, update_spectral=True,
-            mutable=["batch_stats", "spectral"])
+            {"params": params, **state},
+            batch["x"],
+            train=True,
+            update_spectral=True,
+            mutable=["batch_stats", "spectral"],
+        )
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["s"]).mean()
         return 100.0 * jnp.mean(jnp.abs(images - batch["y"])) + args.speaker_ce * ce, new_state
 
       def make_batch(idx, rng):
-        return {"x": np.stack([window(train[i], rng) for i in idx]), "y": train_faces[idx],
-                "s": train_spk[idx].astype(np.int32)}
+        return {
+            "x": np.stack([window(train[i], rng) for i in idx]),
+            "y": train_faces[idx],
+            "s": train_spk[idx].astype(np.int32),
+        }
 
       def generate(params, state):
-        return model.apply({"params": params, **state}, test_audio, train=False, update_spectral=False)[0]
+        return model.apply(
+            {"params": params, **state}, test_audio, train=False, update_spectral=False
+        )[0]
 
     def report(params, state):
       mouth, brows = _face_rs(generate(params, state), test_spk, test_loud, test_pitch)
       return f"mouth~loudness r {_fmt(mouth)}  eyebrows~pitch r {_fmt(brows)}"
+
     optimizer = optax.adam(args.learning_rate, b1=0.5)
 
   params = variables["params"]
@@ -183,8 +234,11 @@ def main(argv=None) -> int:
     idx = rng.integers(len(train), size=args.batch_size)
     params, state, opt_state, loss = step(params, state, opt_state, make_batch(idx, rng))
     if i % args.every == 0 or i == args.steps:
-      print(f"{args.probe} step {i:5d}  loss {float(loss):.4f}  test, within speakers: "
-            f"{report(params, state)}  ({time.time() - start:.0f} s)", flush=True)
+      print(
+          f"{args.probe} step {i:5d}  loss {float(loss):.4f}  test, within speakers: "
+          f"{report(params, state)}  ({time.time() - start:.0f} s)",
+          flush=True,
+      )
   return 0
 
 

@@ -37,6 +37,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -52,16 +53,23 @@ def main(argv=None) -> int:
   fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.6))
   for ax, (metric, name, scale, unit) in zip(axes, METRICS):
     for label, rows in runs:
-      pts = [(r["train_minutes"], r["metrics"][f"eval/generated/{metric}"] * scale) for r in rows
-             if f"eval/generated/{metric}" in r["metrics"]]
+      pts = [
+          (r["train_minutes"], r["metrics"][f"eval/generated/{metric}"] * scale)
+          for r in rows
+          if f"eval/generated/{metric}" in r["metrics"]
+      ]
       if pts:
         ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
     rows = runs[0][1]
     for row, style in (("real", ":"), ("mean_face", "--")):
       key = f"eval/{row}/{metric}"
       if key in rows[-1]["metrics"]:
-        ax.axhline(rows[-1]["metrics"][key] * scale, color="gray", linestyle=style,
-                   label="real faces" if row == "real" else "mean face per speaker")
+        ax.axhline(
+            rows[-1]["metrics"][key] * scale,
+            color="gray",
+            linestyle=style,
+            label="real faces" if row == "real" else "mean face per speaker",
+        )
     ax.set_xlabel("training minutes")
     ax.set_title(name + (f" ({unit})" if unit else ""), fontsize=10)
     ax.grid(alpha=0.3)

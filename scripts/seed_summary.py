@@ -25,7 +25,11 @@ def summarize(reports: list[dict]) -> dict[str, dict]:
     if not values:
       continue
     mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    sd = (
+        math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        if len(values) > 1
+        else 0.0
+    )
     out[key] = {"mean": mean, "sd": sd, "n": len(values), "values": values}
   return out
 
@@ -44,11 +48,15 @@ def main(argv=None) -> int:
       return 1
   summary = summarize(reports)
   for key, s in summary.items():
-    print(f"{key:60s} {s['mean']:+.3f} +- {s['sd']:.3f}  (n={s['n']}: "
-          f"{', '.join(f'{v:+.3f}' for v in s['values'])})")
+    print(
+        f"{key:60s} {s['mean']:+.3f} +- {s['sd']:.3f}  (n={s['n']}: "
+        f"{', '.join(f'{v:+.3f}' for v in s['values'])})"
+    )
   if args.out:
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps({"reports": args.reports, "metrics": summary}, indent=1))
+    pathlib.Path(args.out).write_text(
+        json.dumps({"reports": args.reports, "metrics": summary}, indent=1)
+    )
   return 0
 
 

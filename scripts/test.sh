@@ -10,6 +10,12 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # [beam]: `tfds build` and the Beam build tests (tests/test_videos_beam.py) need apache-beam.
 .venv/bin/python -m pip install -q -e '.[test,beam]'
+# The house style: pyink (pyproject.toml [tool.pyink]); `.venv/bin/pyink .` fixes it.
+if ! .venv/bin/pyink --check --quiet .; then
+  echo "formatting: run '.venv/bin/pyink .' (files listed above)" >&2
+  exit 1
+fi
+echo "formatting: pyink --check passed"
 status=0
 for tier in ${TIERS:-fast slow}; do
   case "$tier" in

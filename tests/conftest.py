@@ -17,7 +17,9 @@ SHARED_YOUTUBERS = REPO_ROOT.parent / "shared" / "youtubers"
 
 @pytest.fixture(scope="session")
 def youtubers_dir() -> pathlib.Path:
-    """The authors' YouTubers release shared beside the repo; skips the test where it is absent."""
-    if not (SHARED_YOUTUBERS / "train").is_dir():
-        pytest.skip(f"shared YouTubers data not found at {SHARED_YOUTUBERS} (expected ../shared/youtubers)")
-    return SHARED_YOUTUBERS
+  """The authors' YouTubers release shared beside the repo; skips the test where it is absent."""
+  if not (SHARED_YOUTUBERS / "train").is_dir():
+    pytest.skip(
+        f"shared YouTubers data not found at {SHARED_YOUTUBERS} (expected ../shared/youtubers)"
+    )
+  return SHARED_YOUTUBERS

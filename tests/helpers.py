@@ -32,7 +32,9 @@ def tiny_config(**overrides):
   return load_config("tiny", **overrides)
 
 
-def random_batch(config, batch_size: int = 4, seed: int = 0, num_speakers: int = NUM_SPEAKERS) -> dict:
+def random_batch(
+    config, batch_size: int = 4, seed: int = 0, num_speakers: int = NUM_SPEAKERS
+) -> dict:
   """A host batch of `config`'s shapes: uniform waveforms and faces in [-1, 1], random speakers."""
   rng = np.random.default_rng(seed)
   s = config.model.image_size

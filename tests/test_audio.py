@@ -24,7 +24,9 @@ def dominant_frequency(x: np.ndarray, rate: int) -> float:
   return float(np.fft.rfftfreq(len(x), 1 / rate)[np.argmax(spectrum)])
 
 
-def write_with_pyav(path, samples: np.ndarray, rate: int, codec: str, *, video: bool = False) -> None:
+def write_with_pyav(
+    path, samples: np.ndarray, rate: int, codec: str, *, video: bool = False
+) -> None:
   """Encodes mono float samples with FFmpeg; with `video`, adds a short video track too."""
   with av.open(str(path), "w") as container:
     if video:
@@ -40,7 +42,7 @@ def write_with_pyav(path, samples: np.ndarray, rate: int, codec: str, *, video: 
         for packet in vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
           container.mux(packet)
     for start in range(0, len(samples), frame_size):
-      chunk = samples[start:start + frame_size]
+      chunk = samples[start : start + frame_size]
       if len(chunk) < frame_size:
         chunk = np.pad(chunk, (0, frame_size - len(chunk)))
       data = chunk[None, :]  # mono: planar and packed layouts are both [1, samples]
@@ -64,14 +66,17 @@ def write_with_pyav(path, samples: np.ndarray, rate: int, codec: str, *, video: 
 # --- load_audio ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rate, channels, subtype", [
-    (16000, 1, "PCM_16"),
-    (8000, 1, "PCM_16"),
-    (48000, 2, "PCM_16"),
-    (44100, 1, "PCM_24"),
-    (22050, 2, "FLOAT"),
-    (32000, 1, "PCM_U8"),
-])
+@pytest.mark.parametrize(
+    "rate, channels, subtype",
+    [
+        (16000, 1, "PCM_16"),
+        (8000, 1, "PCM_16"),
+        (48000, 2, "PCM_16"),
+        (44100, 1, "PCM_24"),
+        (22050, 2, "FLOAT"),
+        (32000, 1, "PCM_U8"),
+    ],
+)
 def test_load_wav_any_rate_channels_format(tmp_path, rate, channels, subtype):
   x = sine(440.0, rate, 1.5)
   data = np.stack([x] * channels, axis=1) if channels > 1 else x
@@ -83,8 +88,13 @@ def test_load_wav_any_rate_channels_format(tmp_path, rate, channels, subtype):
   assert dominant_frequency(y, 16000) == pytest.approx(440.0, abs=2.0)
   # Mono mix and resampling preserve the amplitude (away from the edges).
   assert np.max(np.abs(y[2000:-2000])) == pytest.approx(0.5, abs=0.02)
-  reference = scipy.signal.resample_poly(soundfile.read(path, dtype="float32")[0].reshape(len(x), -1).mean(1),
-                                         16000, rate) if rate != 16000 else None
+  reference = (
+      scipy.signal.resample_poly(
+          soundfile.read(path, dtype="float32")[0].reshape(len(x), -1).mean(1), 16000, rate
+      )
+      if rate != 16000
+      else None
+  )
   if reference is not None:
     np.testing.assert_allclose(y, reference, atol=1e-5)
 
@@ -104,7 +114,9 @@ def test_load_soundfile_compressed(tmp_path, fmt):
   assert dominant_frequency(y, 16000) == pytest.approx(1000.0, abs=3.0)
 
 
-@pytest.mark.parametrize("name, codec, rate", [("a.mp3", "libmp3lame", 44100), ("a.m4a", "aac", 48000)])
+@pytest.mark.parametrize(
+    "name, codec, rate", [("a.mp3", "libmp3lame", 44100), ("a.m4a", "aac", 48000)]
+)
 def test_load_pyav_compressed(tmp_path, name, codec, rate):
   path = tmp_path / name
   write_with_pyav(path, sine(700.0, rate, 1.0), rate, codec)
@@ -138,10 +150,12 @@ def test_stream_resampler_matches_resample_poly(monkeypatch):
     pieces, i = [], 0
     while i < len(x):
       n = int(rng.integers(1, 2500))
-      pieces += list(resampler.push(x[i:i + n]))
+      pieces += list(resampler.push(x[i : i + n]))
       i += n
     pieces += list(resampler.flush())
-    np.testing.assert_allclose(np.concatenate(pieces), scipy.signal.resample_poly(x, 16000, rate), atol=1e-6)
+    np.testing.assert_allclose(
+        np.concatenate(pieces), scipy.signal.resample_poly(x, 16000, rate), atol=1e-6
+    )
 
 
 def test_load_errors_name_the_file(tmp_path):
@@ -170,7 +184,9 @@ def write_with_pyav_video_only(path) -> None:
     stream = container.add_stream("mpeg4", rate=10)
     stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
     for _ in range(5):
-      for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")):
+      for packet in stream.encode(
+          av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+      ):
         container.mux(packet)
     for packet in stream.encode(None):
       container.mux(packet)
@@ -180,7 +196,7 @@ def test_truncated_wav_loads_what_is_there_or_raises(tmp_path):
   path = tmp_path / "t.wav"
   soundfile.write(path, sine(440.0, 16000, 1.0), 16000)
   data = path.read_bytes()
-  path.write_bytes(data[:len(data) // 2])
+  path.write_bytes(data[: len(data) // 2])
   y = audio.load_audio(path)  # libsndfile reads the frames that exist
   assert 0 < y.shape[0] <= 16000 and np.all(np.isfinite(y))
 
@@ -188,14 +204,28 @@ def test_truncated_wav_loads_what_is_there_or_raises(tmp_path):
 FUZZ_EXAMPLES = 400
 
 
-@hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None,
-                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
-@hypothesis.given(data=st.one_of(
-    st.binary(min_size=0, max_size=2000),
-    # Valid headers followed by arbitrary bytes reach deeper into the decoders.
-    st.sampled_from([b"RIFF\x24\x08\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"ID3\x03\x00", b"\xff\xfb\x90",
-                     b"\x00\x00\x00\x20ftypisom", b"\x1aE\xdf\xa3"]).flatmap(
-                         lambda head: st.binary(max_size=2000).map(lambda tail: head + tail))))
+@hypothesis.settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(
+    data=st.one_of(
+        st.binary(min_size=0, max_size=2000),
+        # Valid headers followed by arbitrary bytes reach deeper into the decoders.
+        st.sampled_from(
+            [
+                b"RIFF\x24\x08\x00\x00WAVEfmt ",
+                b"fLaC",
+                b"OggS",
+                b"ID3\x03\x00",
+                b"\xff\xfb\x90",
+                b"\x00\x00\x00\x20ftypisom",
+                b"\x1aE\xdf\xa3",
+            ]
+        ).flatmap(lambda head: st.binary(max_size=2000).map(lambda tail: head + tail)),
+    )
+)
 def test_fuzz_load_audio_raises_only_audio_error(tmp_path, data):
   path = tmp_path / "fuzz.bin"
   path.write_bytes(data)
@@ -221,8 +251,12 @@ def test_preprocess_centre_crop_normalise_preemphasis():
 def test_preprocess_int16_equals_float_and_no_preemphasis_option():
   rng = np.random.default_rng(1)
   x = rng.integers(-20000, 20000, 16000).astype(np.int16)
-  np.testing.assert_allclose(audio.preprocess(x, window=16000), audio.preprocess(x / 32768.0, window=16000),
-                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+      audio.preprocess(x, window=16000),
+      audio.preprocess(x / 32768.0, window=16000),
+      rtol=1e-6,
+      atol=1e-7,
+  )
   flat = audio.preprocess(x, window=16000, preemphasis=0.0)
   assert np.max(np.abs(flat)) == pytest.approx(1.0)
 
@@ -231,7 +265,10 @@ def test_preprocess_random_window_uses_rng():
   x = np.sin(np.arange(20000) * 0.01) + np.arange(20000) * 1e-4
   a = audio.preprocess(x, window=16000, rng=np.random.default_rng(0))
   b = audio.preprocess(x, window=16000, rng=np.random.default_rng(0))
-  starts = {audio.preprocess(x, window=16000, rng=np.random.default_rng(s))[:5].tobytes() for s in range(10)}
+  starts = {
+      audio.preprocess(x, window=16000, rng=np.random.default_rng(s))[:5].tobytes()
+      for s in range(10)
+  }
   np.testing.assert_array_equal(a, b)
   assert len(starts) > 1
 
@@ -252,15 +289,24 @@ def test_preprocess_errors():
 @hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @hypothesis.given(
     x=st.one_of(
-        hnp.arrays(dtype=st.sampled_from([np.float16, np.float32, np.float64]),
-                   shape=st.integers(0, 64), elements=st.floats(allow_nan=True, allow_infinity=True, width=16)),
-        hnp.arrays(dtype=np.float64, shape=st.integers(0, 64),
-                   elements=st.floats(allow_nan=True, allow_infinity=True)),
+        hnp.arrays(
+            dtype=st.sampled_from([np.float16, np.float32, np.float64]),
+            shape=st.integers(0, 64),
+            elements=st.floats(allow_nan=True, allow_infinity=True, width=16),
+        ),
+        hnp.arrays(
+            dtype=np.float64,
+            shape=st.integers(0, 64),
+            elements=st.floats(allow_nan=True, allow_infinity=True),
+        ),
         hnp.arrays(dtype=st.sampled_from([np.int16, np.int32, np.uint8]), shape=st.integers(0, 64)),
-        st.integers(0, 64).flatmap(lambda n: st.floats(allow_nan=True).map(lambda v: np.full(n, v))),
+        st.integers(0, 64).flatmap(
+            lambda n: st.floats(allow_nan=True).map(lambda v: np.full(n, v))
+        ),
     ),
     window=st.integers(1, 48),
-    use_rng=st.booleans())
+    use_rng=st.booleans(),
+)
 def test_fuzz_preprocess_raises_only_audio_error(x, window, use_rng):
   try:
     y = audio.preprocess(x, window=window, rng=np.random.default_rng(0) if use_rng else None)
@@ -279,7 +325,7 @@ def test_windows_match_preprocess_of_each_slice():
   w = audio.windows(x, window=1000, hop=400)
   assert w.shape == (audio.num_windows(5000, window=1000, hop=400), 1000) == (11, 1000)
   for i in range(11):
-    np.testing.assert_array_equal(w[i], audio.preprocess(x[i * 400:i * 400 + 1000], window=1000))
+    np.testing.assert_array_equal(w[i], audio.preprocess(x[i * 400 : i * 400 + 1000], window=1000))
 
 
 def test_windows_silence_policy_and_short_input():

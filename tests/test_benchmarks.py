@@ -28,8 +28,13 @@ _FAKE_REFERENCE = textwrap.dedent("""
 
 
 def test_parse_row_round_trips_and_rejects_bad_names():
-  for name in ("train-64-b64-subpixel", "generate-128-b1-xla-bf16", "pipeline-64-b64-w2",
-               "phases-64-b16", "peak"):
+  for name in (
+      "train-64-b64-subpixel",
+      "generate-128-b1-xla-bf16",
+      "pipeline-64-b64-w2",
+      "phases-64-b16",
+      "peak",
+  ):
     assert rows_lib.parse_row(name).name == name
   row = rows_lib.parse_row("train-128-b16-xla")
   assert (row.kind, row.image_size, row.batch, row.conv_impl) == ("train", 128, 16, "xla")
@@ -40,20 +45,27 @@ def test_parse_row_round_trips_and_rejects_bad_names():
 
 def test_select_rows_globs_over_defaults():
   rows = rows_lib.select_rows("train-64-*,peak")
-  assert [r.name for r in rows] == [n for n in rows_lib.DEFAULT_ROWS if n.startswith("train-64-")] + ["peak"]
+  assert [r.name for r in rows] == [
+      n for n in rows_lib.DEFAULT_ROWS if n.startswith("train-64-")
+  ] + ["peak"]
   with pytest.raises(ValueError, match="matches no default row"):
     rows_lib.select_rows("nothing-*")
 
 
 def test_schedule_interleaves_one_reference_run_per_group_and_variant():
-  rows = rows_lib.select_rows("train-64-b16-xla,train-64-b16-subpixel,generate-64-b1-xla,pipeline-64-b64")
+  rows = rows_lib.select_rows(
+      "train-64-b16-xla,train-64-b16-subpixel,generate-64-b1-xla,pipeline-64-b64"
+  )
   order = rows_lib.schedule(rows, ["authors", "detach"])
   names = [(impl, item.name if impl == "jax" else (item[0].group, item[1])) for impl, item in order]
   assert names == [
-      ("jax", "train-64-b16-xla"), ("torch", (("train", 64, 16), "authors")),
-      ("jax", "train-64-b16-subpixel"), ("torch", (("train", 64, 16), "detach")),
+      ("jax", "train-64-b16-xla"),
+      ("torch", (("train", 64, 16), "authors")),
+      ("jax", "train-64-b16-subpixel"),
+      ("torch", (("train", 64, 16), "detach")),
       # the next group starts with the reference; --detach-in-d is only for training
-      ("torch", (("generate", 64, 1), "authors")), ("jax", "generate-64-b1-xla"),
+      ("torch", (("generate", 64, 1), "authors")),
+      ("jax", "generate-64-b1-xla"),
       ("jax", "pipeline-64-b64"),
   ]
 
@@ -79,11 +91,23 @@ def test_run_tiny_config_end_to_end(tmp_path, capsys, fast_compile):
   fake_ref = tmp_path / "wav2pix_torch_ref.py"
   fake_ref.write_text(_FAKE_REFERENCE)
   out = tmp_path / "bench.json"
-  rc = run.main([
-      "--config=configs/tiny.py", "--rows=train-64-b4-subpixel,generate-64-b2-xla,pipeline-64-b4",
-      "--steps=1", "--gen-steps=1", "--warmup=0", "--gen-inner=1", "--pipeline-steps=2",
-      f"--data-dir={tmp_path / 'data'}", "--prepare-data", f"--torch-python={sys.executable}",
-      f"--torch-ref={tmp_path}", "--torch-variants=authors", f"--out={out}"])
+  rc = run.main(
+      [
+          "--config=configs/tiny.py",
+          "--rows=train-64-b4-subpixel,generate-64-b2-xla,pipeline-64-b4",
+          "--steps=1",
+          "--gen-steps=1",
+          "--warmup=0",
+          "--gen-inner=1",
+          "--pipeline-steps=2",
+          f"--data-dir={tmp_path / 'data'}",
+          "--prepare-data",
+          f"--torch-python={sys.executable}",
+          f"--torch-ref={tmp_path}",
+          "--torch-variants=authors",
+          f"--out={out}",
+      ]
+  )
   assert rc == 0
   printed = capsys.readouterr().out
   assert "| train-64-b4-subpixel jax |" in printed and "torch/JAX" in printed

@@ -13,18 +13,32 @@ from wav2pix_jax import checkpoints
 
 
 def _state(value: float):
-  return {"step": np.asarray(3, np.int32), "w": np.full((2, 3), value, np.float32),
-          "rng": np.asarray([1, 2], np.uint32)}
+  return {
+      "step": np.asarray(3, np.int32),
+      "w": np.full((2, 3), value, np.float32),
+      "rng": np.asarray([1, 2], np.uint32),
+  }
 
 
 def _config(**model):
-  config = ml_collections.ConfigDict({
-      "model": {"image_size": 64, "embed_dim": 8, "encoder_channels": (4, 8), "encoder_kernel_size": 15,
-                "encoder_stride": 4, "encoder_hidden": (16,), "classifier_hidden": 8,
-                "g_base_channels": 4, "d_base_channels": 4, "param_dtype": "float32"},
-      "input": {"audio_samples": 1024},
-      "optim": {"g": {"learning_rate": 1e-4}},
-  })
+  config = ml_collections.ConfigDict(
+      {
+          "model": {
+              "image_size": 64,
+              "embed_dim": 8,
+              "encoder_channels": (4, 8),
+              "encoder_kernel_size": 15,
+              "encoder_stride": 4,
+              "encoder_hidden": (16,),
+              "classifier_hidden": 8,
+              "g_base_channels": 4,
+              "d_base_channels": 4,
+              "param_dtype": "float32",
+          },
+          "input": {"audio_samples": 1024},
+          "optim": {"g": {"learning_rate": 1e-4}},
+      }
+  )
   config.model.update(model)
   return config
 
@@ -48,8 +62,9 @@ def test_round_trip_state_and_recorded_iterator_state(tmp_path):
   manager = checkpoints.create_manager(str(tmp_path), max_to_keep=2)
   assert checkpoints.latest_step(manager) == 3
   fresh = iter(_grain_iterator())
-  restored = checkpoints.restore(manager, 3, abstract_state=jax.eval_shape(lambda: _state(0.0)),
-                                 data_iterator=fresh)
+  restored = checkpoints.restore(
+      manager, 3, abstract_state=jax.eval_shape(lambda: _state(0.0)), data_iterator=fresh
+  )
   np.testing.assert_array_equal(restored["w"], np.full((2, 3), 1.5))
   assert int(restored["step"]) == 3
   assert restored["rng"].dtype == np.uint32
@@ -70,8 +85,13 @@ def test_max_to_keep_and_latest(tmp_path):
 
 def test_half_written_checkpoint_is_never_picked_up(tmp_path):
   manager = checkpoints.create_manager(str(tmp_path), max_to_keep=3)
-  checkpoints.save(manager, 2, state=_state(2.0), data_state=None,
-                   meta=checkpoints.make_meta(_config(), num_speakers=2))
+  checkpoints.save(
+      manager,
+      2,
+      state=_state(2.0),
+      data_state=None,
+      meta=checkpoints.make_meta(_config(), num_speakers=2),
+  )
   manager.wait_until_finished()
   # A crash in the middle of saving step 5 leaves orbax's temporary directory behind.
   tmp = os.path.join(checkpoints.checkpoint_dir(str(tmp_path)), "5.orbax-checkpoint-tmp-1234567")
@@ -80,8 +100,9 @@ def test_half_written_checkpoint_is_never_picked_up(tmp_path):
     f.write("half written")
   manager = checkpoints.create_manager(str(tmp_path), max_to_keep=3)
   assert checkpoints.latest_step(manager) == 2
-  restored = checkpoints.restore(manager, checkpoints.latest_step(manager),
-                                 abstract_state=jax.eval_shape(lambda: _state(0.0)))
+  restored = checkpoints.restore(
+      manager, checkpoints.latest_step(manager), abstract_state=jax.eval_shape(lambda: _state(0.0))
+  )
   np.testing.assert_array_equal(restored["w"], 2.0)
 
 
@@ -99,7 +120,12 @@ def test_check_compatible_names_every_mismatching_field():
   with pytest.raises(ValueError) as info:
     checkpoints.check_compatible(meta, other, num_speakers=4)
   message = str(info.value)
-  for field in ("model.image_size", "model.encoder_channels", "input.audio_samples", "num_speakers"):
+  for field in (
+      "model.image_size",
+      "model.encoder_channels",
+      "input.audio_samples",
+      "num_speakers",
+  ):
     assert field in message
   assert "model.embed_dim" not in message
 

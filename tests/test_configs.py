@@ -17,11 +17,33 @@ CONFIGS = ("base", "base_128", "demo", "tiny", "authors", "fast")
 
 DESIGN_FIELDS = {
     "": ("seed", "batch_size", "num_train_steps"),
-    "model": ("image_size", "embed_dim", "encoder_channels", "encoder_kernel_size", "encoder_stride",
-              "encoder_hidden", "classifier_hidden", "g_base_channels", "d_base_channels",
-              "dropout_rate", "conv_impl", "dtype", "param_dtype"),
-    "input": ("dataset", "data_dir", "manual_dir", "train_split", "eval_split", "audio_samples",
-              "sample_rate", "preemphasis", "num_workers", "shuffle_seed"),
+    "model": (
+        "image_size",
+        "embed_dim",
+        "encoder_channels",
+        "encoder_kernel_size",
+        "encoder_stride",
+        "encoder_hidden",
+        "classifier_hidden",
+        "g_base_channels",
+        "d_base_channels",
+        "dropout_rate",
+        "conv_impl",
+        "dtype",
+        "param_dtype",
+    ),
+    "input": (
+        "dataset",
+        "data_dir",
+        "manual_dir",
+        "train_split",
+        "eval_split",
+        "audio_samples",
+        "sample_rate",
+        "preemphasis",
+        "num_workers",
+        "shuffle_seed",
+    ),
     "optim.g": ("learning_rate", "b1", "b2"),
     "optim.d": ("learning_rate", "b1", "b2"),
     "loss": ("real_label", "adversarial", "feature_matching", "l1", "speaker_ce"),
@@ -59,8 +81,12 @@ def test_config_builds_models_and_encoder_fits_the_window(name):
   assert g.conv_impl in ("xla", "subpixel", "matmul")  # "auto" resolved
   assert g.dtype == jnp.float32
   steps = models.encoder_output_length(
-      config.input.audio_samples, num_blocks=len(config.model.encoder_channels),
-      kernel_size=config.model.encoder_kernel_size, stride=config.model.encoder_stride, padding=(6, 7))
+      config.input.audio_samples,
+      num_blocks=len(config.model.encoder_channels),
+      kernel_size=config.model.encoder_kernel_size,
+      stride=config.model.encoder_stride,
+      padding=(6, 7),
+  )
   assert steps >= 1
 
 
@@ -69,13 +95,25 @@ def test_base_is_the_paper_recipe():
   assert config.input.dataset == "youtubers"
   assert config.batch_size == 64 and config.model.image_size == 64
   assert config.optim.g.learning_rate == 1e-4 and config.optim.d.learning_rate == 4e-4
-  assert (config.optim.g.b1, config.optim.g.b2) == (0.5, 0.999) == (config.optim.d.b1, config.optim.d.b2)
-  assert (config.loss.real_label, config.loss.adversarial, config.loss.feature_matching,
-          config.loss.l1, config.loss.speaker_ce) == (0.9, 1.0, 100.0, 50.0, 20.0)
+  assert (
+      (config.optim.g.b1, config.optim.g.b2)
+      == (0.5, 0.999)
+      == (config.optim.d.b1, config.optim.d.b2)
+  )
+  assert (
+      config.loss.real_label,
+      config.loss.adversarial,
+      config.loss.feature_matching,
+      config.loss.l1,
+      config.loss.speaker_ce,
+  ) == (0.9, 1.0, 100.0, 50.0, 20.0)
   assert config.model.encoder_channels == (16, 32, 128, 256, 512, 1024)
   assert config.input.audio_samples == 16_000
   # resolve() on both sides: ../shared may be a symbolic link
-  assert pathlib.Path(config.input.manual_dir).resolve() == (REPO.parent / "shared" / "youtubers").resolve()
+  assert (
+      pathlib.Path(config.input.manual_dir).resolve()
+      == (REPO.parent / "shared" / "youtubers").resolve()
+  )
 
 
 def test_base_128_only_changes_the_image_size():
@@ -86,6 +124,7 @@ def test_base_128_only_changes_the_image_size():
 
 def test_demo_window_fits_the_synthetic_clips():
   from data_prep.synthetic import synthetic_dataset_builder as synthetic  # pylint: disable=g-import-not-at-top
+
   config = _load("demo")
   assert config.input.dataset == "synthetic_talking_faces"
   assert config.input.audio_samples <= synthetic.CLIP_SAMPLES
@@ -95,9 +134,14 @@ def test_demo_window_fits_the_synthetic_clips():
 @pytest.mark.parametrize("name", ("base", "demo", "tiny"))
 def test_every_field_has_a_comment(name):
   source = (REPO / "configs" / f"{name}.py").read_text()
-  assignments = [line for line in source.splitlines()
-                 if re.match(r"\s+(config|model|inp|loss|log)(\.\w+)+ = (?!(\w+ = )?ml_collections\.ConfigDict)", line)
-                 and "get_config()" not in line]
+  assignments = [
+      line
+      for line in source.splitlines()
+      if re.match(
+          r"\s+(config|model|inp|loss|log)(\.\w+)+ = (?!(\w+ = )?ml_collections\.ConfigDict)", line
+      )
+      and "get_config()" not in line
+  ]
   assert assignments
   uncommented = [line.strip() for line in assignments if "#" not in line]
   assert not uncommented, f"fields without a comment in {name}.py: {uncommented}"
@@ -105,9 +149,13 @@ def test_every_field_has_a_comment(name):
 
 def test_every_field_is_overridable_from_the_command_line():
   argv = [
-      "prog", f"--config={REPO / 'configs' / 'base_128.py'}",
-      "--config.optim.d.learning_rate=2e-4", "--config.model.encoder_channels=(8,16)",
-      "--config.input.dataset=wav2pix_videos", "--config.batch_size=32", "--config.skip_nonfinite=True",
+      "prog",
+      f"--config={REPO / 'configs' / 'base_128.py'}",
+      "--config.optim.d.learning_rate=2e-4",
+      "--config.model.encoder_channels=(8,16)",
+      "--config.input.dataset=wav2pix_videos",
+      "--config.batch_size=32",
+      "--config.skip_nonfinite=True",
   ]
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)

@@ -26,7 +26,7 @@ NUM_STEPS = 30
 EVERY = 3  # checkpoint_every_steps
 
 # Faults injected into the real CLI process (selected by W2P_FAULT), then `main.run()`.
-_RUNNER = r'''
+_RUNNER = r"""
 import asyncio, errno, os, sys
 fault = os.environ.get("W2P_FAULT", "")
 if fault == "slow_finalize":
@@ -78,7 +78,7 @@ elif fault.startswith("speakers:"):
 sys.argv = ["wav2pix_jax.main"] + sys.argv[1:]
 from wav2pix_jax import main
 main.run()
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +87,17 @@ def env(tmp_path_factory):
   runner = tmp_path_factory.mktemp("runner") / "run_main.py"
   runner.write_text(_RUNNER)
   e = dict(os.environ)  # conftest's XLA_FLAGS: 2 CPU devices in the child too
-  e.update({"JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
-            "PYTHONPATH": str(REPO) + os.pathsep + e.get("PYTHONPATH", ""),
-            "W2P_RUNNER": str(runner), "W2P_DATA": str(tmp_path_factory.mktemp("tfds"))})
+  e.update(
+      {
+          "JAX_PLATFORMS": "cpu",
+          "JAX_COMPILATION_CACHE_DIR": str(cache),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+          "PYTHONPATH": str(REPO) + os.pathsep + e.get("PYTHONPATH", ""),
+          "W2P_RUNNER": str(runner),
+          "W2P_DATA": str(tmp_path_factory.mktemp("tfds")),
+      }
+  )
   e.pop("W2P_FAULT", None)
   assert "xla_force_host_platform_device_count=2" in e["XLA_FLAGS"]
   return e
@@ -99,10 +105,18 @@ def env(tmp_path_factory):
 
 def _start(env, workdir, log, *flags, fault=None, steps=NUM_STEPS, every=EVERY):
   """Starts the CLI (stderr+stdout -> `log`); returns the Popen."""
-  cmd = [sys.executable, env["W2P_RUNNER"] if fault else "-m", *([] if fault else ["wav2pix_jax.main"]),
-         "--config=configs/tiny.py", f"--workdir={workdir}", f"--config.input.data_dir={env['W2P_DATA']}",
-         f"--config.num_train_steps={steps}", f"--config.log.checkpoint_every_steps={every}",
-         "--config.log.image_every_steps=1000", *flags]
+  cmd = [
+      sys.executable,
+      env["W2P_RUNNER"] if fault else "-m",
+      *([] if fault else ["wav2pix_jax.main"]),
+      "--config=configs/tiny.py",
+      f"--workdir={workdir}",
+      f"--config.input.data_dir={env['W2P_DATA']}",
+      f"--config.num_train_steps={steps}",
+      f"--config.log.checkpoint_every_steps={every}",
+      "--config.log.image_every_steps=1000",
+      *flags,
+  ]
   child_env = dict(env, W2P_FAULT=fault or "")
   out = open(log, "ab")
   return subprocess.Popen(cmd, cwd=REPO, env=child_env, stdout=out, stderr=subprocess.STDOUT)
@@ -151,14 +165,16 @@ def _restore(workdir, step):
   num_speakers = json.loads((pathlib.Path(workdir) / "dataset.json").read_text())["num_speakers"]
   manager = checkpoints.create_manager(str(workdir), max_to_keep=2, create=False)
   try:
-    return checkpoints.restore(manager, step,
-                               abstract_state=train.abstract_train_state(config, num_speakers))
+    return checkpoints.restore(
+        manager, step, abstract_state=train.abstract_train_state(config, num_speakers)
+    )
   finally:
     manager.close()
 
 
 def _tiny_config():
   import importlib.util
+
   spec = importlib.util.spec_from_file_location("cfg_tiny_crash", REPO / "configs" / "tiny.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -168,12 +184,27 @@ def _tiny_config():
 def _max_abs_diff(a, b) -> dict:
   """Max |a - b| per top-level TrainState field."""
   out = {}
-  for field in ("g_params", "d_params", "g_opt_state", "d_opt_state", "g_batch_stats", "g_spectral",
-                "d_spectral", "rng", "step"):
+  for field in (
+      "g_params",
+      "d_params",
+      "g_opt_state",
+      "d_opt_state",
+      "g_batch_stats",
+      "g_spectral",
+      "d_spectral",
+      "rng",
+      "step",
+  ):
     la, lb = jax.tree.leaves(getattr(a, field)), jax.tree.leaves(getattr(b, field))
     assert len(la) == len(lb), field
-    out[field] = max((float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-                      for x, y in zip(la, lb) if np.size(x)), default=0.0)
+    out[field] = max(
+        (
+            float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+            for x, y in zip(la, lb)
+            if np.size(x)
+        ),
+        default=0.0,
+    )
   return out
 
 
@@ -212,8 +243,10 @@ def test_kill9_anywhere_then_resume_equals_uninterrupted_run(env, reference, tmp
   def mid_save():  # a complete checkpoint beyond a), and a later one with all items but unrenamed
     steps = _complete_steps(workdir)
     return steps[-1] > after_a[-1] and any(
-        int(t.split(".")[0]) > steps[-1] and _items(_ckpt_dir(workdir) / t) >= {"state", "data", "meta"}
-        for t in _tmp_dirs(workdir))
+        int(t.split(".")[0]) > steps[-1]
+        and _items(_ckpt_dir(workdir) / t) >= {"state", "data", "meta"}
+        for t in _tmp_dirs(workdir)
+    )
 
   assert _poll(mid_save, proc), log.read_text()[-3000:]
   proc.send_signal(signal.SIGKILL)
@@ -233,8 +266,10 @@ def test_kill9_anywhere_then_resume_equals_uninterrupted_run(env, reference, tmp
 
   diffs = _max_abs_diff(_restore(workdir, NUM_STEPS), _restore(reference, NUM_STEPS))
   with capsys.disabled():
-    print(f"\nkill -9 at {after_a[-1]} and mid-save of {half_written[0]} (complete: {after_b[-1]}); "
-          f"max |resumed - uninterrupted| per field: {diffs}")
+    print(
+        f"\nkill -9 at {after_a[-1]} and mid-save of {half_written[0]} (complete: {after_b[-1]}); "
+        f"max |resumed - uninterrupted| per field: {diffs}"
+    )
   assert max(diffs.values()) <= 1e-6, diffs
 
 
@@ -249,7 +284,9 @@ def test_signal_finishes_step_checkpoints_and_exits_0(env, reference, tmp_path, 
   workdir = tmp_path / "workdir"
   log = tmp_path / "log.txt"
   proc = _start(env, workdir, log, steps=100_000, every=100_000)
-  assert _poll(lambda: "step 1/100000" in log.read_text(), proc, interval=0.05), log.read_text()[-3000:]
+  assert _poll(lambda: "step 1/100000" in log.read_text(), proc, interval=0.05), log.read_text()[
+      -3000:
+  ]
   proc.send_signal(sig)
   proc.wait(timeout=120)
   text = log.read_text()
@@ -265,6 +302,7 @@ def test_signal_finishes_step_checkpoints_and_exits_0(env, reference, tmp_path, 
 
 def _copy(workdir, dest) -> pathlib.Path:
   import shutil
+
   shutil.copytree(workdir, dest)
   return pathlib.Path(dest)
 
@@ -294,8 +332,14 @@ def test_nonfinite_loss_stops_naming_step_and_term_or_is_skipped(env, reference,
   assert _complete_steps(workdir) == before and not _tmp_dirs(workdir)
 
   # skip_nonfinite: every G update is skipped (G unchanged), D trains on; counted and logged.
-  rc, text = _run(env, workdir, tmp_path / "log_skip.txt", "--config.skip_nonfinite=True",
-                  fault="nan_l1", steps=NUM_STEPS + 6)
+  rc, text = _run(
+      env,
+      workdir,
+      tmp_path / "log_skip.txt",
+      "--config.skip_nonfinite=True",
+      fault="nan_l1",
+      steps=NUM_STEPS + 6,
+  )
   assert rc == 0, text[-3000:]
   skipped = [line for line in text.splitlines() if "Skipped the non-finite" in line]
   assert len(skipped) == 6, text[-3000:]
@@ -313,11 +357,14 @@ def test_nonfinite_loss_stops_naming_step_and_term_or_is_skipped(env, reference,
 # ------------------------------------------------------------------------------------------
 
 
-def test_disk_full_during_save_is_a_clear_error_and_earlier_checkpoints_survive(env, reference, tmp_path):
+def test_disk_full_during_save_is_a_clear_error_and_earlier_checkpoints_survive(
+    env, reference, tmp_path
+):
   workdir = _copy(reference, tmp_path / "workdir")
   fail_step = NUM_STEPS + EVERY
-  rc, text = _run(env, workdir, tmp_path / "log.txt", fault=f"enospc:{fail_step}",
-                  steps=NUM_STEPS + 2 * EVERY)
+  rc, text = _run(
+      env, workdir, tmp_path / "log.txt", fault=f"enospc:{fail_step}", steps=NUM_STEPS + 2 * EVERY
+  )
   assert rc != 0
   error = _error_line(text, "OSError")
   assert "disk full" in error.lower() and f"checkpoint of step {fail_step}" in error, error
@@ -348,15 +395,23 @@ def _snapshot(workdir) -> dict:
   return out
 
 
-@pytest.mark.parametrize("flags,fault,fields", [
-    (["--config.model.image_size=128"], None, ["model.image_size"]),
-    (["--config.input.audio_samples=2048"], None, ["input.audio_samples"]),
-    ([], "speakers:5", ["num_speakers"]),
-    (["--config.model.image_size=128", "--config.input.audio_samples=2048"], "speakers:9",
-     ["model.image_size", "input.audio_samples", "num_speakers"]),
-], ids=["image_size", "audio_samples", "num_speakers", "all_three"])
-def test_incompatible_resume_refused_before_touching_the_workdir(env, reference, tmp_path, flags, fault,
-                                                                 fields):
+@pytest.mark.parametrize(
+    "flags,fault,fields",
+    [
+        (["--config.model.image_size=128"], None, ["model.image_size"]),
+        (["--config.input.audio_samples=2048"], None, ["input.audio_samples"]),
+        ([], "speakers:5", ["num_speakers"]),
+        (
+            ["--config.model.image_size=128", "--config.input.audio_samples=2048"],
+            "speakers:9",
+            ["model.image_size", "input.audio_samples", "num_speakers"],
+        ),
+    ],
+    ids=["image_size", "audio_samples", "num_speakers", "all_three"],
+)
+def test_incompatible_resume_refused_before_touching_the_workdir(
+    env, reference, tmp_path, flags, fault, fields
+):
   workdir = _copy(reference, tmp_path / "workdir")
   before = _snapshot(workdir)
   rc, text = _run(env, workdir, tmp_path / "log.txt", *flags, fault=fault, steps=NUM_STEPS + 3)

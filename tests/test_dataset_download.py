@@ -19,7 +19,9 @@ def fake_release(youtubers_dir, tmp_path, monkeypatch):
     src = youtubers_dir / "train" / speaker
     dst = extracted / "Wav2Pix-master" / "dataset" / "train" / speaker
     dst.mkdir(parents=True)
-    frames = sorted(int(p.stem.rsplit("_", 1)[1]) for p in src.glob("cropped_face_frame_*.png"))[:10]
+    frames = sorted(int(p.stem.rsplit("_", 1)[1]) for p in src.glob("cropped_face_frame_*.png"))[
+        :10
+    ]
     for n in frames:
       shutil.copy(src / f"cropped_face_frame_{n}.png", dst)
       shutil.copy(src / f"preprocessed_frame_{n}.wav", dst)

@@ -16,125 +16,136 @@ PER_SPEAKER = 8
 
 
 def _frame_number(path: pathlib.Path) -> int:
-    return int(path.stem.rsplit("_", 1)[1])
+  return int(path.stem.rsplit("_", 1)[1])
 
 
 def _load_block(youtubers_dir, speaker, start, stop, count, size=64):
-    """uint8 RGB faces and int16 speech of `count` pairs from the contiguous block [start, stop) of N."""
-    paths = sorted((youtubers_dir / "train" / speaker).glob("cropped_face_frame_*.png"), key=_frame_number)
-    block = paths[int(start * len(paths)) : int(stop * len(paths))]
-    chosen = block[:: max(1, len(block) // count)][:count]
-    faces, waves = [], []
-    for path in chosen:
-        rgb = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB"))[..., ::-1])  # stored BGR
-        faces.append(np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC)))
-        wav = path.with_name(path.name.replace("cropped_face", "preprocessed").replace(".png", ".wav"))
-        waves.append(soundfile.read(wav, dtype="int16")[0])
-    return np.stack(faces), waves
+  """uint8 RGB faces and int16 speech of `count` pairs from the contiguous block [start, stop) of N."""
+  paths = sorted(
+      (youtubers_dir / "train" / speaker).glob("cropped_face_frame_*.png"), key=_frame_number
+  )
+  block = paths[int(start * len(paths)) : int(stop * len(paths))]
+  chosen = block[:: max(1, len(block) // count)][:count]
+  faces, waves = [], []
+  for path in chosen:
+    rgb = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB"))[..., ::-1])  # stored BGR
+    faces.append(np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC)))
+    wav = path.with_name(path.name.replace("cropped_face", "preprocessed").replace(".png", ".wav"))
+    waves.append(soundfile.read(wav, dtype="int16")[0])
+  return np.stack(faces), waves
 
 
 @pytest.fixture(scope="module")
 def data(youtubers_dir):
-    """Held-out pairs from the last 25 % of each speaker's frames; training faces from the first 40 %."""
-    real, waves, speakers, train_real, train_speakers = [], [], [], [], []
-    for label, speaker in enumerate(SPEAKERS):
-        faces, w = _load_block(youtubers_dir, speaker, 0.75, 1.0, PER_SPEAKER)
-        real.append(faces), waves.extend(w), speakers.extend([label] * len(faces))
-        faces, _ = _load_block(youtubers_dir, speaker, 0.0, 0.4, PER_SPEAKER)
-        train_real.append(faces), train_speakers.extend([label] * len(faces))
-    return dict(
-        real=np.concatenate(real),
-        loudness=fm.loudness_db(waves),
-        speakers=np.array(speakers),
-        train_real=np.concatenate(train_real),
-        train_speakers=np.array(train_speakers),
-    )
+  """Held-out pairs from the last 25 % of each speaker's frames; training faces from the first 40 %."""
+  real, waves, speakers, train_real, train_speakers = [], [], [], [], []
+  for label, speaker in enumerate(SPEAKERS):
+    faces, w = _load_block(youtubers_dir, speaker, 0.75, 1.0, PER_SPEAKER)
+    real.append(faces), waves.extend(w), speakers.extend([label] * len(faces))
+    faces, _ = _load_block(youtubers_dir, speaker, 0.0, 0.4, PER_SPEAKER)
+    train_real.append(faces), train_speakers.extend([label] * len(faces))
+  return dict(
+      real=np.concatenate(real),
+      loudness=fm.loudness_db(waves),
+      speakers=np.array(speakers),
+      train_real=np.concatenate(train_real),
+      train_speakers=np.array(train_speakers),
+  )
 
 
 @pytest.fixture(scope="module")
 def report(data):
-    """'Generated' = noise for speaker 0 and the real faces themselves for speaker 1."""
-    generated = data["real"].copy()
-    noise = np.random.default_rng(0).integers(0, 256, size=generated.shape, dtype=np.uint8)
-    generated[data["speakers"] == 0] = noise[data["speakers"] == 0]
-    return ev.evaluate(generated=generated, speaker_names=list(SPEAKERS), **data)
+  """'Generated' = noise for speaker 0 and the real faces themselves for speaker 1."""
+  generated = data["real"].copy()
+  noise = np.random.default_rng(0).integers(0, 256, size=generated.shape, dtype=np.uint8)
+  generated[data["speakers"] == 0] = noise[data["speakers"] == 0]
+  return ev.evaluate(generated=generated, speaker_names=list(SPEAKERS), **data)
 
 
 def test_report_rows_and_definitions(report):
-    assert set(report["rows"]) == {"generated", "real", "mean_face"}
-    assert set(report["definitions"]) == {"face_detection_rate", "identity", "frechet_distance", "expressivity"}
-    assert report["num_examples"] == 2 * PER_SPEAKER
-    for row in report["rows"].values():
-        assert row["identity"]["chance"] == 0.5
-        assert [r["speaker"] for r in row["identity"]["per_speaker"]] == list(SPEAKERS)
-        assert row["expressivity"]["num_faces"] <= row["num_images"]
+  assert set(report["rows"]) == {"generated", "real", "mean_face"}
+  assert set(report["definitions"]) == {
+      "face_detection_rate",
+      "identity",
+      "frechet_distance",
+      "expressivity",
+  }
+  assert report["num_examples"] == 2 * PER_SPEAKER
+  for row in report["rows"].values():
+    assert row["identity"]["chance"] == 0.5
+    assert [r["speaker"] for r in row["identity"]["per_speaker"]] == list(SPEAKERS)
+    assert row["expressivity"]["num_faces"] <= row["num_images"]
 
 
 def test_real_row_is_the_ceiling(report):
-    real = report["rows"]["real"]
-    assert real["face_detection_rate"] > 0.8
-    assert real["identity"]["accuracy"] > 0.9
-    assert real["frechet_distance"] < report["rows"]["generated"]["frechet_distance"]
+  real = report["rows"]["real"]
+  assert real["face_detection_rate"] > 0.8
+  assert real["identity"]["accuracy"] > 0.9
+  assert real["frechet_distance"] < report["rows"]["generated"]["frechet_distance"]
 
 
 def test_generated_row_per_speaker(report):
-    generated = report["rows"]["generated"]
-    noise_row, real_row = generated["identity"]["per_speaker"]
-    assert noise_row["face_detection_rate"] < 0.1
-    assert real_row["face_detection_rate"] > 0.8 and real_row["accuracy"] > 0.9
-    assert generated["face_detection_rate"] == pytest.approx(
-        (noise_row["face_detection_rate"] + real_row["face_detection_rate"]) / 2
-    )
-    # The real half is identical to the real row's half.
-    assert real_row == report["rows"]["real"]["identity"]["per_speaker"][1]
+  generated = report["rows"]["generated"]
+  noise_row, real_row = generated["identity"]["per_speaker"]
+  assert noise_row["face_detection_rate"] < 0.1
+  assert real_row["face_detection_rate"] > 0.8 and real_row["accuracy"] > 0.9
+  assert generated["face_detection_rate"] == pytest.approx(
+      (noise_row["face_detection_rate"] + real_row["face_detection_rate"]) / 2
+  )
+  # The real half is identical to the real row's half.
+  assert real_row == report["rows"]["real"]["identity"]["per_speaker"][1]
 
 
 def test_mean_face_row(report, data):
-    mean = report["rows"]["mean_face"]
-    assert mean["face_detection_rate"] == 1.0
-    assert mean["identity"]["accuracy"] == 1.0
-    # One image per speaker, repeated: its mouth opening is a per-speaker constant.
-    assert mean["expressivity"]["num_faces"] == 2 * PER_SPEAKER
-    faces = ev.mean_faces(data["train_real"], data["train_speakers"], 2)
-    np.testing.assert_allclose(faces[1], data["train_real"][PER_SPEAKER:].mean(0), atol=0.5)
+  mean = report["rows"]["mean_face"]
+  assert mean["face_detection_rate"] == 1.0
+  assert mean["identity"]["accuracy"] == 1.0
+  # One image per speaker, repeated: its mouth opening is a per-speaker constant.
+  assert mean["expressivity"]["num_faces"] == 2 * PER_SPEAKER
+  faces = ev.mean_faces(data["train_real"], data["train_speakers"], 2)
+  np.testing.assert_allclose(faces[1], data["train_real"][PER_SPEAKER:].mean(0), atol=0.5)
 
 
 def test_write_report_round_trips(report, tmp_path):
-    path = ev.write_report(report, tmp_path / "out")
-    assert path == tmp_path / "out" / "report.json"
-    assert json.loads(path.read_text()) == json.loads(json.dumps(report))
-    assert not list((tmp_path / "out").glob("*.tmp"))
+  path = ev.write_report(report, tmp_path / "out")
+  assert path == tmp_path / "out" / "report.json"
+  assert json.loads(path.read_text()) == json.loads(json.dumps(report))
+  assert not list((tmp_path / "out").glob("*.tmp"))
 
 
 def test_save_grid_places_real_next_to_generated(tmp_path):
-    size, gap = 8, 4
-    real = np.full((3, size, size, 3), 10, np.uint8)
-    generated = np.full((3, size, size, 3), 200, np.uint8)
-    real[2], generated[2] = 50, 250
-    path = ev.save_grid(
-        tmp_path / "g.png", real=real, generated=generated, speakers=np.array([1, 0, 1]),
-        speaker_names=["a", "b"], gap=gap,
-    )
-    grid = np.asarray(Image.open(path))
-    label_h, cell_w = 14, 2 * size + gap
-    assert grid.shape == (2 * (label_h + size + gap) + gap, 2 * cell_w + 3 * gap, 3)
-    top = gap + label_h  # speaker "a" (index 0): example 1 only
-    assert (grid[top : top + size, gap : gap + size] == 10).all()
-    assert (grid[top : top + size, 2 * gap + size : 2 * gap + 2 * size] == 200).all()
-    top2 = top + size + gap + label_h  # speaker "b": examples 0 then 2
-    x2 = gap + cell_w + gap
-    assert (grid[top2 : top2 + size, x2 : x2 + size] == 50).all()
-    assert (grid[top2 : top2 + size, x2 + size + gap : x2 + 2 * size + gap] == 250).all()
+  size, gap = 8, 4
+  real = np.full((3, size, size, 3), 10, np.uint8)
+  generated = np.full((3, size, size, 3), 200, np.uint8)
+  real[2], generated[2] = 50, 250
+  path = ev.save_grid(
+      tmp_path / "g.png",
+      real=real,
+      generated=generated,
+      speakers=np.array([1, 0, 1]),
+      speaker_names=["a", "b"],
+      gap=gap,
+  )
+  grid = np.asarray(Image.open(path))
+  label_h, cell_w = 14, 2 * size + gap
+  assert grid.shape == (2 * (label_h + size + gap) + gap, 2 * cell_w + 3 * gap, 3)
+  top = gap + label_h  # speaker "a" (index 0): example 1 only
+  assert (grid[top : top + size, gap : gap + size] == 10).all()
+  assert (grid[top : top + size, 2 * gap + size : 2 * gap + 2 * size] == 200).all()
+  top2 = top + size + gap + label_h  # speaker "b": examples 0 then 2
+  x2 = gap + cell_w + gap
+  assert (grid[top2 : top2 + size, x2 : x2 + size] == 50).all()
+  assert (grid[top2 : top2 + size, x2 + size + gap : x2 + 2 * size + gap] == 250).all()
 
 
 def test_evaluate_rejects_misaligned_inputs(data):
-    kwargs = dict(data, speaker_names=list(SPEAKERS))
-    with pytest.raises(ValueError, match="must align"):
-        ev.evaluate(**dict(kwargs, generated=data["real"][:-1]))
-    with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):
-        ev.evaluate(**dict(kwargs, generated=data["real"], speakers=data["speakers"] + 1))
-    with pytest.raises(ValueError, match="uint8"):
-        ev.evaluate(**dict(kwargs, generated=data["real"].astype(np.float32)))
+  kwargs = dict(data, speaker_names=list(SPEAKERS))
+  with pytest.raises(ValueError, match="must align"):
+    ev.evaluate(**dict(kwargs, generated=data["real"][:-1]))
+  with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):
+    ev.evaluate(**dict(kwargs, generated=data["real"], speakers=data["speakers"] + 1))
+  with pytest.raises(ValueError, match="uint8"):
+    ev.evaluate(**dict(kwargs, generated=data["real"].astype(np.float32)))
 
 
 # ----------------------------------------------------------------------------- CLI on a trained-like workdir
@@ -145,62 +156,85 @@ from data_prep import features  # noqa: E402
 
 
 class EvaluateTestFaces(tfds.core.GeneratorBasedBuilder):
-    """Real YouTubers pairs (true RGB): 6 train and 4 test per speaker from disjoint blocks of frames."""
+  """Real YouTubers pairs (true RGB): 6 train and 4 test per speaker from disjoint blocks of frames."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    SOURCE = None  # the shared YouTubers folder, set by the fixture
+  VERSION = tfds.core.Version("1.0.0")
+  SOURCE = None  # the shared YouTubers folder, set by the fixture
 
-    def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=features.record_features(list(SPEAKERS), face_format="png"))
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self, features=features.record_features(list(SPEAKERS), face_format="png")
+    )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager
-        return {"train": self._generate_examples(0.0, 0.4, 6), "test": self._generate_examples(0.75, 1.0, 4)}
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {
+        "train": self._generate_examples(0.0, 0.4, 6),
+        "test": self._generate_examples(0.75, 1.0, 4),
+    }
 
-    def _generate_examples(self, start, stop, count):
-        for label, speaker in enumerate(SPEAKERS):
-            faces, waves = _load_block(self.SOURCE, speaker, start, stop, count)
-            for i, (face, wave) in enumerate(zip(faces, waves)):
-                yield f"{speaker}_{start}_{i}", {"waveform": wave, "face": face, "speaker": label,
-                                                 "speaker_name": speaker, "clip_id": speaker, "frame": i}
+  def _generate_examples(self, start, stop, count):
+    for label, speaker in enumerate(SPEAKERS):
+      faces, waves = _load_block(self.SOURCE, speaker, start, stop, count)
+      for i, (face, wave) in enumerate(zip(faces, waves)):
+        yield f"{speaker}_{start}_{i}", {
+            "waveform": wave,
+            "face": face,
+            "speaker": label,
+            "speaker_name": speaker,
+            "clip_id": speaker,
+            "frame": i,
+        }
 
 
 @pytest.fixture(scope="module")
 def workdir(youtubers_dir, tmp_path_factory):
-    from test_inference import save_run, tiny_config  # the same workdir layout as train.py leaves
+  from test_inference import save_run, tiny_config  # the same workdir layout as train.py leaves
 
-    data_dir = tmp_path_factory.mktemp("tfds")
-    EvaluateTestFaces.SOURCE = youtubers_dir
-    tfds.builder("evaluate_test_faces", data_dir=str(data_dir), file_format="array_record").download_and_prepare()
-    config = tiny_config()
-    config.input.dataset = "evaluate_test_faces"
-    config.input.data_dir = str(data_dir)
-    config.input.eval_split = "test"
-    path = tmp_path_factory.mktemp("run") / "wd"
-    save_run(path, config, steps=(4,), names=SPEAKERS)
-    return path
+  data_dir = tmp_path_factory.mktemp("tfds")
+  EvaluateTestFaces.SOURCE = youtubers_dir
+  tfds.builder(
+      "evaluate_test_faces", data_dir=str(data_dir), file_format="array_record"
+  ).download_and_prepare()
+  config = tiny_config()
+  config.input.dataset = "evaluate_test_faces"
+  config.input.data_dir = str(data_dir)
+  config.input.eval_split = "test"
+  path = tmp_path_factory.mktemp("run") / "wd"
+  save_run(path, config, steps=(4,), names=SPEAKERS)
+  return path
 
 
 def test_cli_writes_report_and_grid(workdir, tmp_path, capsys):
-    out = tmp_path / "eval"
-    assert ev.main([f"--workdir={workdir}", "--split=test", f"--out={out}", "--max_examples=6",
-                    "--train_faces_per_speaker=5"]) == 0
-    report = json.loads((out / "report.json").read_text())
-    assert report["run"]["step"] == 4 and report["run"]["split"] == "test"
-    assert report["num_examples"] == 6 and report["settings"]["num_train_faces"] == 10
-    real = report["rows"]["real"]
-    assert real["face_detection_rate"] > 0.8 and real["identity"]["accuracy"] > 0.8
-    assert sum(r["num_examples"] for r in real["identity"]["per_speaker"]) == 6
-    assert Image.open(out / "grid.png").size[0] > 2 * 64
-    printed = capsys.readouterr().out
-    assert "detection" in printed and "report:" in printed
+  out = tmp_path / "eval"
+  assert (
+      ev.main(
+          [
+              f"--workdir={workdir}",
+              "--split=test",
+              f"--out={out}",
+              "--max_examples=6",
+              "--train_faces_per_speaker=5",
+          ]
+      )
+      == 0
+  )
+  report = json.loads((out / "report.json").read_text())
+  assert report["run"]["step"] == 4 and report["run"]["split"] == "test"
+  assert report["num_examples"] == 6 and report["settings"]["num_train_faces"] == 10
+  real = report["rows"]["real"]
+  assert real["face_detection_rate"] > 0.8 and real["identity"]["accuracy"] > 0.8
+  assert sum(r["num_examples"] for r in real["identity"]["per_speaker"]) == 6
+  assert Image.open(out / "grid.png").size[0] > 2 * 64
+  printed = capsys.readouterr().out
+  assert "detection" in printed and "report:" in printed
 
 
 def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
-    assert ev.main([f"--workdir={workdir}", "--split=nope", f"--out={tmp_path / 'x'}"]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("wav2pix-evaluate: error:") and "nope" in err and "\n" not in err
-    assert not (tmp_path / "x" / "report.json").exists()
-    assert ev.main([f"--workdir={tmp_path / 'missing'}", f"--out={tmp_path / 'y'}"]) == 1
-    assert "no such workdir" in capsys.readouterr().err
-    assert ev.main([f"--workdir={workdir}", f"--out={tmp_path / 'z'}", "--max_examples=0"]) == 2
+  assert ev.main([f"--workdir={workdir}", "--split=nope", f"--out={tmp_path / 'x'}"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("wav2pix-evaluate: error:") and "nope" in err and "\n" not in err
+  assert not (tmp_path / "x" / "report.json").exists()
+  assert ev.main([f"--workdir={tmp_path / 'missing'}", f"--out={tmp_path / 'y'}"]) == 1
+  assert "no such workdir" in capsys.readouterr().err
+  assert ev.main([f"--workdir={workdir}", f"--out={tmp_path / 'z'}", "--max_examples=0"]) == 2

@@ -8,7 +8,9 @@ import helpers
 
 
 def _probes():
-  spec = importlib.util.spec_from_file_location("expression_probes", helpers.REPO / "scripts" / "expression_probes.py")
+  spec = importlib.util.spec_from_file_location(
+      "expression_probes", helpers.REPO / "scripts" / "expression_probes.py"
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module

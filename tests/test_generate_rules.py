@@ -43,21 +43,40 @@ def test_sample_varies_faces_only_where_there_is_dropout(workdirs, tmp_path, cap
   b = generator.generate(waveform, 16_000, sample=True, seed=2)
   assert not np.array_equal(a, b)
   assert not inference.load(deterministic).can_sample
-  assert generate.main([f"--workdir={deterministic}", f"--audio={clip}", f"--out={tmp_path / 'o'}",
-                        "--sample", "--seed=3"]) == 1
+  assert (
+      generate.main(
+          [
+              f"--workdir={deterministic}",
+              f"--audio={clip}",
+              f"--out={tmp_path / 'o'}",
+              "--sample",
+              "--seed=3",
+          ]
+      )
+      == 1
+  )
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "no dropout (model.dropout_rate=0)" in err
   assert not (tmp_path / "o").exists()
   # Without --sample the deterministic run generates as usual.
-  assert generate.main([f"--workdir={deterministic}", f"--audio={clip}", f"--out={tmp_path / 'o'}"]) == 0
+  assert (
+      generate.main([f"--workdir={deterministic}", f"--audio={clip}", f"--out={tmp_path / 'o'}"])
+      == 0
+  )
 
 
-def test_silent_windows_get_faces_and_are_counted_but_all_silence_is_refused(workdirs, tmp_path, capsys):
+def test_silent_windows_get_faces_and_are_counted_but_all_silence_is_refused(
+    workdirs, tmp_path, capsys
+):
   dropout, _ = workdirs
   # 0.5 s of speech, then 0.5 s of silence: windows of 1024 samples every 0.1 s.
   clip = _write(tmp_path / "pause.wav", np.concatenate([_speech(0.5), np.zeros(8_000)]))
-  assert generate.main([f"--workdir={dropout}", f"--audio={clip}", f"--out={tmp_path / 'o'}",
-                        "--every=0.1"]) == 0
+  assert (
+      generate.main(
+          [f"--workdir={dropout}", f"--audio={clip}", f"--out={tmp_path / 'o'}", "--every=0.1"]
+      )
+      == 0
+  )
   out = capsys.readouterr().out
   # Windows start at 0, 0.1, ..., 0.9 s (1 + (16000 - 1024) // 1600 = 10); those starting at
   # 0.5 s or later (5) are silent.
@@ -65,8 +84,12 @@ def test_silent_windows_get_faces_and_are_counted_but_all_silence_is_refused(wor
   assert len(list((tmp_path / "o" / "pause").glob("face_*.png"))) == 10
   silence = _write(tmp_path / "silence.wav", np.zeros(16_000))
   for extra in ("--every=0.1", f"--video={tmp_path / 'v.mp4'}"):
-    assert generate.main([f"--workdir={dropout}", f"--audio={silence}", f"--out={tmp_path / 's'}",
-                          extra]) == 1
+    assert (
+        generate.main(
+            [f"--workdir={dropout}", f"--audio={silence}", f"--out={tmp_path / 's'}", extra]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "silent throughout" in err
   assert not (tmp_path / "s").exists() and not (tmp_path / "v.mp4").exists()

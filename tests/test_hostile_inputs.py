@@ -56,8 +56,10 @@ def generator(workdir):
 def _speech(seconds: float, rate: int = SR, seed: int = 0) -> np.ndarray:
   rng = np.random.default_rng(seed)
   t = np.arange(int(round(seconds * rate))) / rate
-  return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
-          + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+  return (
+      0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+      + 0.01 * rng.normal(size=t.size)
+  ).astype(np.float32)
 
 
 def _generate(workdir, audio_path, out, capfd, *extra):
@@ -79,7 +81,9 @@ def _assert_face(workdir, audio_path, out, capfd, generator) -> np.ndarray:
   face = np.asarray(Image.open(out / f"{pathlib.Path(audio_path).stem}.png"))
   assert face.shape == (64, 64, 3) and face.dtype == np.uint8
   window = audio.preprocess(audio.load_audio(audio_path), window=generator.window)
-  assert np.all(np.isfinite(window)) and 0.0 < np.abs(window).max() <= 1.95 + 1e-6  # peak 1, pre-emphasis
+  assert (
+      np.all(np.isfinite(window)) and 0.0 < np.abs(window).max() <= 1.95 + 1e-6
+  )  # peak 1, pre-emphasis
   assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left over
   return face
 
@@ -109,7 +113,9 @@ def test_generate_silence_with_every_is_refused(workdir, tmp_path, capfd):
   # With --every a silent window INSIDE speech is the face of an all-zero input (a video keeps its
   # frames; tests/test_generate_rules.py), but a recording silent throughout is refused.
   soundfile.write(tmp_path / "silence.wav", np.zeros(SR // 4, np.int16), SR)
-  status, _, err = _generate(workdir, tmp_path / "silence.wav", tmp_path / "out", capfd, "--every=0.05")
+  status, _, err = _generate(
+      workdir, tmp_path / "silence.wav", tmp_path / "out", capfd, "--every=0.05"
+  )
   assert status == 1 and err.count("\n") == 1 and "Traceback" not in err, err
   assert err.startswith("wav2pix-generate: error:") and "silent throughout" in err, err
   assert not (tmp_path / "out").exists()
@@ -123,7 +129,9 @@ def test_generate_clipping_square_wave(workdir, generator, tmp_path, capfd):
 
 
 def test_generate_dc_offset(workdir, generator, tmp_path, capfd):
-  soundfile.write(tmp_path / "dc.wav", (_speech(0.5) * 0.5 + 0.45).astype(np.float32), SR, subtype="FLOAT")
+  soundfile.write(
+      tmp_path / "dc.wav", (_speech(0.5) * 0.5 + 0.45).astype(np.float32), SR, subtype="FLOAT"
+  )
   _assert_face(workdir, tmp_path / "dc.wav", tmp_path / "out", capfd, generator)
   soundfile.write(tmp_path / "constant.wav", np.full(SR // 2, 0.3, np.float32), SR, subtype="FLOAT")
   _assert_face(workdir, tmp_path / "constant.wav", tmp_path / "out", capfd, generator)
@@ -135,16 +143,24 @@ def test_generate_8khz_and_48khz_match_16khz(workdir, generator, tmp_path, capfd
   speech = _speech(0.5)
   soundfile.write(tmp_path / "s16.wav", speech, SR, subtype="FLOAT")
   reference = _assert_face(workdir, tmp_path / "s16.wav", tmp_path / "out", capfd, generator)
-  soundfile.write(tmp_path / "s48.wav", signal.resample_poly(speech, 3, 1).astype(np.float32), 48_000,
-                  subtype="FLOAT")
+  soundfile.write(
+      tmp_path / "s48.wav",
+      signal.resample_poly(speech, 3, 1).astype(np.float32),
+      48_000,
+      subtype="FLOAT",
+  )
   at_48k = _assert_face(workdir, tmp_path / "s48.wav", tmp_path / "out", capfd, generator)
   # 8 kHz holds only the speech below 4 kHz: its face is the face of that band-limited speech
   # at 16 kHz (the same signal, upsampled here with the same polyphase filter family).
   at_8k_speech = signal.resample_poly(speech, 1, 2).astype(np.float32)
   soundfile.write(tmp_path / "s8.wav", at_8k_speech, 8_000, subtype="FLOAT")
   at_8k = _assert_face(workdir, tmp_path / "s8.wav", tmp_path / "out", capfd, generator)
-  soundfile.write(tmp_path / "s8up.wav", signal.resample_poly(at_8k_speech, 2, 1).astype(np.float32), SR,
-                  subtype="FLOAT")
+  soundfile.write(
+      tmp_path / "s8up.wav",
+      signal.resample_poly(at_8k_speech, 2, 1).astype(np.float32),
+      SR,
+      subtype="FLOAT",
+  )
   band_limited = _assert_face(workdir, tmp_path / "s8up.wav", tmp_path / "out", capfd, generator)
   # 48 kHz -> 16 kHz gives back (nearly) the same input, hence (nearly) the same face.
   assert np.abs(at_48k.astype(int) - reference.astype(int)).mean() < 2.0
@@ -155,11 +171,16 @@ def test_generate_stereo_is_downmixed(workdir, generator, tmp_path, capfd):
   speech = _speech(0.5)
   soundfile.write(tmp_path / "mono.wav", speech, SR, subtype="FLOAT")
   soundfile.write(tmp_path / "stereo.wav", np.stack([speech, speech], 1), SR, subtype="FLOAT")
-  soundfile.write(tmp_path / "halves.wav", np.stack([speech * 2 - 0.1, 0.1 * np.ones_like(speech)], 1) / 2,
-                  SR, subtype="FLOAT")
+  soundfile.write(
+      tmp_path / "halves.wav",
+      np.stack([speech * 2 - 0.1, 0.1 * np.ones_like(speech)], 1) / 2,
+      SR,
+      subtype="FLOAT",
+  )
   mono = _assert_face(workdir, tmp_path / "mono.wav", tmp_path / "out", capfd, generator)
-  np.testing.assert_array_equal(_assert_face(workdir, tmp_path / "stereo.wav", tmp_path / "out", capfd, generator),
-                                mono)
+  np.testing.assert_array_equal(
+      _assert_face(workdir, tmp_path / "stereo.wav", tmp_path / "out", capfd, generator), mono
+  )
   # The channel mean, not the first channel: (2s - 0.1 + 0.1) / 2 / 2 = s / 2, same face after normalising.
   halves = _assert_face(workdir, tmp_path / "halves.wav", tmp_path / "out", capfd, generator)
   assert np.abs(halves.astype(int) - mono.astype(int)).max() <= 2
@@ -171,8 +192,10 @@ def test_generate_24bit_and_float_wav(workdir, generator, tmp_path, capfd):
   soundfile.write(tmp_path / "pcm24.wav", speech, SR, subtype="PCM_24")
   soundfile.write(tmp_path / "f32.wav", speech, SR, subtype="FLOAT")
   soundfile.write(tmp_path / "f64.wav", speech.astype(np.float64), SR, subtype="DOUBLE")
-  faces = [_assert_face(workdir, tmp_path / f"{name}.wav", tmp_path / "out", capfd, generator)
-           for name in ("pcm16", "pcm24", "f32", "f64")]
+  faces = [
+      _assert_face(workdir, tmp_path / f"{name}.wav", tmp_path / "out", capfd, generator)
+      for name in ("pcm16", "pcm24", "f32", "f64")
+  ]
   for face in faces[1:]:
     assert np.abs(face.astype(int) - faces[0].astype(int)).max() <= 2
 
@@ -189,14 +212,18 @@ def test_generate_short_clips(workdir, generator, tmp_path, capfd):
   soundfile.write(tmp_path / "short.wav", _speech(0.2), SR)
   _assert_face(workdir, tmp_path / "short.wav", tmp_path / "out", capfd, generator)
   soundfile.write(tmp_path / "tiny.wav", _speech(0.03), SR)
-  _assert_refused(workdir, tmp_path / "tiny.wav", tmp_path / "out2", capfd, "needs at least window=1024")
+  _assert_refused(
+      workdir, tmp_path / "tiny.wav", tmp_path / "out2", capfd, "needs at least window=1024"
+  )
 
 
 def test_generate_long_file(workdir, generator, tmp_path, capfd):
   # 10 minutes at 8 kHz (stands in for an hour-long recording; the decode streams in chunks).
   minutes = 10
   rng = np.random.default_rng(0)
-  with soundfile.SoundFile(tmp_path / "long.wav", "w", samplerate=8_000, channels=1, subtype="PCM_16") as f:
+  with soundfile.SoundFile(
+      tmp_path / "long.wav", "w", samplerate=8_000, channels=1, subtype="PCM_16"
+  ) as f:
     for _ in range(minutes):
       f.write((rng.normal(0, 3000, 60 * 8_000)).clip(-32768, 32767).astype(np.int16))
   start = time.perf_counter()
@@ -223,7 +250,7 @@ def test_generate_truncated_wav_gives_a_face(workdir, generator, tmp_path, capfd
   # The header promises 1 s but the data stops at 0.4 s: what is there is used.
   soundfile.write(tmp_path / "cut.wav", _speech(1.0), SR, subtype="PCM_16")
   data = (tmp_path / "cut.wav").read_bytes()
-  (tmp_path / "cut.wav").write_bytes(data[:44 + 2 * int(0.4 * SR)])
+  (tmp_path / "cut.wav").write_bytes(data[: 44 + 2 * int(0.4 * SR)])
   _assert_face(workdir, tmp_path / "cut.wav", tmp_path / "out", capfd, generator)
 
 
@@ -249,11 +276,27 @@ def test_generate_cli_subprocess_stderr_is_one_line(workdir, tmp_path):
   """As a user runs it: the real stderr of the process holds the one error line and nothing else."""
   (tmp_path / "noise.wav").write_bytes(np.random.default_rng(1).bytes(3000))
   done = subprocess.run(
-      [sys.executable, "-m", "wav2pix_jax.generate", f"--workdir={workdir}", f"--audio={tmp_path / 'noise.wav'}",
-       f"--out={tmp_path / 'out'}"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+      [
+          sys.executable,
+          "-m",
+          "wav2pix_jax.generate",
+          f"--workdir={workdir}",
+          f"--audio={tmp_path / 'noise.wav'}",
+          f"--out={tmp_path / 'out'}",
+      ],
+      cwd=REPO,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert done.returncode == 1, done.stderr
   lines = done.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("wav2pix-generate: error:") and "noise.wav" in lines[0], done.stderr
+  assert (
+      len(lines) == 1
+      and lines[0].startswith("wav2pix-generate: error:")
+      and "noise.wav" in lines[0]
+  ), done.stderr
   assert not (tmp_path / "out").exists()
 
 
@@ -265,11 +308,14 @@ def _marker_payloads(directory: pathlib.Path, marker: pathlib.Path) -> dict[str,
   """A pickle and a Python file that would each create `marker` if loaded / run."""
 
   class Payload:
+
     def __reduce__(self):
       return pathlib.Path.touch, (marker,)
 
-  return {"pickle": pickle.dumps(Payload()),
-          "python": f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n".encode()}
+  return {
+      "pickle": pickle.dumps(Payload()),
+      "python": f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n".encode(),
+  }
 
 
 def test_planted_pickle_and_python_files_never_run(workdir, tmp_path):
@@ -280,20 +326,44 @@ def test_planted_pickle_and_python_files_never_run(workdir, tmp_path):
   marker = tmp_path / "EXECUTED"
   payloads = _marker_payloads(tmp_path, marker)
   step_dir = planted / "checkpoints" / "1"
-  places = [planted / "config.py", planted / "checkpoints" / "1" / "__init__.py", step_dir / "state" / "evil.py",
-            planted / "sitecustomize.py", step_dir / "meta" / "evil.py"]
+  places = [
+      planted / "config.py",
+      planted / "checkpoints" / "1" / "__init__.py",
+      step_dir / "state" / "evil.py",
+      planted / "sitecustomize.py",
+      step_dir / "meta" / "evil.py",
+  ]
   for place in places:
     place.write_bytes(payloads["python"])
-  for place in (planted / "checkpoints" / "state.pkl", step_dir / "state.pkl", step_dir / "state" / "evil.pkl",
-                step_dir / "meta" / "metadata.pkl", planted / "config.pkl"):
+  for place in (
+      planted / "checkpoints" / "state.pkl",
+      step_dir / "state.pkl",
+      step_dir / "state" / "evil.pkl",
+      step_dir / "meta" / "metadata.pkl",
+      planted / "config.pkl",
+  ):
     place.write_bytes(payloads["pickle"])
   # Loading works (the planted files are simply not read) and runs nothing.
   loaded = inference.load(planted)
   assert loaded.step == 1 and loaded.generate(_speech(0.2), SR).shape == (1, 64, 64, 3)
-  done = subprocess.run([sys.executable, "-m", "wav2pix_jax.generate", f"--workdir={planted}", "--audio=x.wav",
-                         f"--out={tmp_path / 'out'}"], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                        timeout=300)
-  assert done.returncode == 1 and "x.wav" in done.stderr  # loaded the workdir, then refused the missing file
+  done = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "wav2pix_jax.generate",
+          f"--workdir={planted}",
+          "--audio=x.wav",
+          f"--out={tmp_path / 'out'}",
+      ],
+      cwd=tmp_path,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert (
+      done.returncode == 1 and "x.wav" in done.stderr
+  )  # loaded the workdir, then refused the missing file
   assert not marker.exists()
   # The payloads are live: loading them the unsafe way would have created the marker.
   pickle.loads(payloads["pickle"])
@@ -319,7 +389,9 @@ def test_config_json_with_code_is_data_or_a_clear_error(workdir, tmp_path, capfd
   assert inference.load(planted).config.input.dataset == code
   # ... and keys ConfigDict refuses, or a config of the wrong shape: one line, no traceback.
   soundfile.write(tmp_path / "ok.wav", _speech(0.2), SR)
-  for i, bad in enumerate(({**config, "__reduce__": code}, [code], code, {}, {**config, "model": 3})):
+  for i, bad in enumerate(
+      ({**config, "__reduce__": code}, [code], code, {}, {**config, "model": 3})
+  ):
     (planted / "config.json").write_text(json.dumps(bad))
     _assert_refused(planted, tmp_path / "ok.wav", tmp_path / f"out_bad{i}", capfd, "config.json")
   # 2. A config.json that is Python code, or a pickle: a clear one-line error.
@@ -327,7 +399,13 @@ def test_config_json_with_code_is_data_or_a_clear_error(workdir, tmp_path, capfd
     (planted / "config.json").write_bytes(payload)
     with pytest.raises(ValueError):
       inference.load(planted)
-    _assert_refused(planted, tmp_path / "ok.wav", tmp_path / f"out_{name}", capfd, "config.json is not valid JSON")
+    _assert_refused(
+        planted,
+        tmp_path / "ok.wav",
+        tmp_path / f"out_{name}",
+        capfd,
+        "config.json is not valid JSON",
+    )
   # 3. The checkpoint's own JSON metadata replaced by a pickle: a clear one-line error too.
   shutil.rmtree(planted)
   shutil.copytree(workdir, planted)
@@ -336,11 +414,26 @@ def test_config_json_with_code_is_data_or_a_clear_error(workdir, tmp_path, capfd
   assert meta_files
   for path in meta_files:
     path.write_bytes(payloads["pickle"])
-  _assert_refused(planted, tmp_path / "ok.wav", tmp_path / "out_meta", capfd, "metadata of checkpoint step 1 is not valid JSON")
+  _assert_refused(
+      planted,
+      tmp_path / "ok.wav",
+      tmp_path / "out_meta",
+      capfd,
+      "metadata of checkpoint step 1 is not valid JSON",
+  )
   assert not marker.exists()
 
 
-_FORBIDDEN_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "marshal", "shelve", "joblib"}
+_FORBIDDEN_MODULES = {
+    "pickle",
+    "cPickle",
+    "_pickle",
+    "dill",
+    "cloudpickle",
+    "marshal",
+    "shelve",
+    "joblib",
+}
 _FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
 
 
@@ -350,28 +443,41 @@ def _unsafe_loading(source: str) -> list[str]:
   for node in ast.walk(ast.parse(source)):
     if isinstance(node, ast.Import):
       found += [a.name for a in node.names if a.name.split(".")[0] in _FORBIDDEN_MODULES]
-    elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in _FORBIDDEN_MODULES:
+    elif (
+        isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in _FORBIDDEN_MODULES
+    ):
       found.append(node.module)
     elif isinstance(node, ast.Call):
       if isinstance(node.func, ast.Name) and node.func.id in _FORBIDDEN_CALLS:
         found.append(f"{node.func.id}()")
-      found += [f"{k.arg}=True" for k in node.keywords
-                if k.arg == "allow_pickle" and not (isinstance(k.value, ast.Constant) and k.value.value is False)]
-    elif isinstance(node, ast.Attribute) and node.attr in ("load_pickle", "loads") and \
-        isinstance(node.value, ast.Name) and node.value.id in _FORBIDDEN_MODULES:
+      found += [
+          f"{k.arg}=True"
+          for k in node.keywords
+          if k.arg == "allow_pickle"
+          and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+      ]
+    elif (
+        isinstance(node, ast.Attribute)
+        and node.attr in ("load_pickle", "loads")
+        and isinstance(node.value, ast.Name)
+        and node.value.id in _FORBIDDEN_MODULES
+    ):
       found.append(f"{node.value.id}.{node.attr}")
   return found
 
 
 def test_package_never_unpickles_or_evals():
   # The checker itself catches what it should (and ignores the word in prose).
-  assert _unsafe_loading("import pickle\nx = eval('1')\nnp.load(p, allow_pickle=True)\n'''no pickle'''") == [
-      "pickle", "eval()", "allow_pickle=True"]
+  assert _unsafe_loading(
+      "import pickle\nx = eval('1')\nnp.load(p, allow_pickle=True)\n'''no pickle'''"
+  ) == ["pickle", "eval()", "allow_pickle=True"]
   assert _unsafe_loading("from cloudpickle import loads\nexec(code)") == ["cloudpickle", "exec()"]
   assert _unsafe_loading('"""No pickle anywhere; never eval(config)."""') == []
   files = sorted((REPO / "wav2pix_jax").rglob("*.py"))
   assert len(files) >= 10
-  offenders = {str(f.relative_to(REPO)): bad for f in files if (bad := _unsafe_loading(f.read_text()))}
+  offenders = {
+      str(f.relative_to(REPO)): bad for f in files if (bad := _unsafe_loading(f.read_text()))
+  }
   assert offenders == {}
 
 
@@ -426,7 +532,7 @@ def _plant_release(youtubers_dir: pathlib.Path, manual: pathlib.Path) -> dict:
     face.write_bytes(face_bytes)
     soundfile.write(wav, speech, SR, subtype="PCM_16")
     if name == "truncated_jpeg":
-      face.write_bytes(face_bytes[:len(face_bytes) // 2])
+      face.write_bytes(face_bytes[: len(face_bytes) // 2])
     elif name == "empty_face":
       face.write_bytes(b"")
     elif name == "zero_length_wav":
@@ -436,7 +542,9 @@ def _plant_release(youtubers_dir: pathlib.Path, manual: pathlib.Path) -> dict:
     elif name == "wav_8bit":
       soundfile.write(wav, as_float, SR, subtype="PCM_U8")
     elif name == "wav_44k":
-      soundfile.write(wav, signal.resample_poly(as_float, 441, 160).astype(np.float32), 44_100, subtype="PCM_16")
+      soundfile.write(
+          wav, signal.resample_poly(as_float, 441, 160).astype(np.float32), 44_100, subtype="PCM_16"
+      )
     elif name == "wav_stereo":
       soundfile.write(wav, np.stack([as_float, as_float], 1), SR, subtype="PCM_16")
     elif name == "wav_float":
@@ -466,6 +574,7 @@ def _plant_release(youtubers_dir: pathlib.Path, manual: pathlib.Path) -> dict:
 
 
 class _Records(logging.Handler):
+
   def __init__(self):
     super().__init__(logging.INFO)
     self.messages = []
@@ -509,8 +618,14 @@ def hostile_release(youtubers_dir, tmp_path_factory):
   finally:
     root.removeHandler(handler)
     root.setLevel(old_level)
-  return {"manual": manual, "data_dir": data_dir, "builder": builder, "log": handler.messages,
-          "records": _all_records(data_dir), **planted}
+  return {
+      "manual": manual,
+      "data_dir": data_dir,
+      "builder": builder,
+      "log": handler.messages,
+      "records": _all_records(data_dir),
+      **planted,
+  }
 
 
 def _outcome(hostile_release, name: str):
@@ -524,24 +639,35 @@ def _outcome(hostile_release, name: str):
 
 def test_build_completes_with_counts_and_labels(hostile_release):
   builder, records = hostile_release["builder"], hostile_release["records"]
-  assert builder.info.features["speaker"].names == [ODD, "jaimealtozano"]  # sorted; spaces, non-ASCII kept
+  assert builder.info.features["speaker"].names == [
+      ODD,
+      "jaimealtozano",
+  ]  # sorted; spaces, non-ASCII kept
   kept = sum(1 for _, what in PLANTED.values() if what != "skip")
   num_skipped = len(PLANTED) - kept
   assert len(records) == 2 * GOOD_PAIRS + kept
   assert sum(s.num_examples for s in builder.info.splits.values()) == 2 * GOOD_PAIRS + kept
   # Skipped pairs are counted in the log (per split), unrecognised files at pairing time.
   unreadable = [m for m in hostile_release["log"] if "unreadable pairs skipped" in m]
-  assert sum(int(m.split(" records, ")[1].split()[0]) for m in unreadable) == num_skipped, unreadable
+  assert (
+      sum(int(m.split(" records, ")[1].split()[0]) for m in unreadable) == num_skipped
+  ), unreadable
   summary = next(m for m in hostile_release["log"] if "files left out" in m)
   assert "'unrecognised_file': 2" in summary, summary  # notes.txt, cropped_face_frame_x.png
   for record in records.values():
     assert record["waveform"].dtype == np.int16 and record["waveform"].shape == (SR,)
-    assert record["face"].dtype == np.uint8 and record["face"].ndim == 3 and record["face"].shape[2] == 3
+    assert (
+        record["face"].dtype == np.uint8
+        and record["face"].ndim == 3
+        and record["face"].shape[2] == 3
+    )
 
 
 def test_speaker_folder_with_spaces_and_non_ascii(hostile_release):
   names = hostile_release["builder"].info.features["speaker"].names
-  ours = [r for (speaker, n), r in hostile_release["records"].items() if speaker == ODD and n < 100000]
+  ours = [
+      r for (speaker, n), r in hostile_release["records"].items() if speaker == ODD and n < 100000
+  ]
   assert len(ours) == GOOD_PAIRS
   for r in ours:
     assert names[int(r["speaker"])] == ODD and r["clip_id"].decode().startswith(f"{ODD}/face")
@@ -561,7 +687,7 @@ def test_wrong_wav_format_is_converted(hostile_release, name):
   got = record["waveform"].astype(np.float64)
   want = hostile_release["speech"].astype(np.float64)
   assert got.shape == want.shape == (SR,)
-  rel_err = np.sqrt(np.mean((got - want) ** 2) / np.mean(want ** 2))
+  rel_err = np.sqrt(np.mean((got - want) ** 2) / np.mean(want**2))
   assert rel_err < {"wav_8bit": 0.2, "wav_44k": 0.05}.get(name, 1e-3), (name, rel_err)
 
 
@@ -591,14 +717,22 @@ def test_interrupted_build_rerun_completes(hostile_release, tmp_path):
       f"b = ytb.Youtubers(data_dir={str(data_dir)!r})\n"
       f"b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir={str(hostile_release['manual'])!r}))\n"
   )
-  done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=_env(), capture_output=True, text=True,
-                        timeout=300)
+  done = subprocess.run(
+      [sys.executable, "-c", script],
+      cwd=REPO,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
   leftovers = [p for p in data_dir.rglob("*") if "incomplete" in p.name or "tmp" in p.name.lower()]
   assert leftovers, sorted(data_dir.rglob("*"))  # the kill really left a partial build behind
   builder = _build_youtubers(hostile_release["manual"], data_dir)
   expected = hostile_release["builder"].info.splits
-  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {k: v.num_examples for k, v in expected.items()}
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
+      k: v.num_examples for k, v in expected.items()
+  }
   records = _all_records(data_dir)
   assert records.keys() == hostile_release["records"].keys()
 
@@ -615,7 +749,9 @@ def _sine(seconds: float) -> np.ndarray:
 def test_videos_audio_file_with_video_extension_is_no_video(tmp_path):
   from data_prep.videos import extract
 
-  soundfile.write(tmp_path / "speech.mp4", _sine(2.0), SR, subtype="PCM_16", format="WAV")  # WAV bytes, .mp4 name
+  soundfile.write(
+      tmp_path / "speech.mp4", _sine(2.0), SR, subtype="PCM_16", format="WAV"
+  )  # WAV bytes, .mp4 name
   result = extract.extract_video(tmp_path / "speech.mp4", extract.ExtractOptions())
   assert result.failure == "no_video" and not result.records, result
   Image.new("RGB", (64, 64)).save(tmp_path / "still.mov", format="JPEG")  # a picture, .mov name
@@ -630,10 +766,12 @@ def test_videos_truncated_file_is_counted_not_raised(tmp_path):
   image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
   _write_video(tmp_path / "whole.mp4", image, _sine(3.0))
   data = (tmp_path / "whole.mp4").read_bytes()
-  (tmp_path / "cut.mp4").write_bytes(data[:len(data) // 2])
+  (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
   assert extract.extract_video(tmp_path / "whole.mp4", extract.ExtractOptions()).failure is None
   result = extract.extract_video(tmp_path / "cut.mp4", extract.ExtractOptions())
-  assert result.failure == "unreadable" and result.error, result  # moov atom (the index) is at the end
+  assert (
+      result.failure == "unreadable" and result.error
+  ), result  # moov atom (the index) is at the end
 
 
 def test_videos_directory_and_dangling_symlink_named_like_videos(tmp_path):
@@ -662,5 +800,7 @@ def test_evaluate_cli_malformed_config_is_one_line(workdir, tmp_path, capfd):
   capfd.readouterr()
   assert evaluate.main([f"--workdir={planted}", f"--out={tmp_path / 'out'}"]) == 1
   err = capfd.readouterr().err
-  assert err.count("\n") == 1 and err.startswith("wav2pix-evaluate: error:") and "config.json" in err, err
+  assert (
+      err.count("\n") == 1 and err.startswith("wav2pix-evaluate: error:") and "config.json" in err
+  ), err
   assert not (tmp_path / "out").exists()

@@ -43,7 +43,9 @@ class TinyPipelineTestFaces(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=features.record_features(list(SPEAKERS), face_format="png"))
+    return tfds.core.DatasetInfo(
+        builder=self, features=features.record_features(list(SPEAKERS), face_format="png")
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -62,24 +64,40 @@ class TinyPipelineTestFaces(tfds.core.GeneratorBasedBuilder):
         face = np.broadcast_to(face_colour(speaker, index), (height, width, 3)).copy()
         waveform = (rng.standard_normal(samples) * 3000).astype(np.int16)
         yield f"{speaker}_{index}", {
-            "waveform": waveform, "face": face, "speaker": speaker, "speaker_name": SPEAKERS[speaker],
-            "clip_id": f"{SPEAKERS[speaker]}/{index // 4}", "frame": index,
+            "waveform": waveform,
+            "face": face,
+            "speaker": speaker,
+            "speaker_name": SPEAKERS[speaker],
+            "clip_id": f"{SPEAKERS[speaker]}/{index // 4}",
+            "frame": index,
         }
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp("tfds")
-  tfds.builder("tiny_pipeline_test_faces", data_dir=str(path), file_format="array_record").download_and_prepare()
+  tfds.builder(
+      "tiny_pipeline_test_faces", data_dir=str(path), file_format="array_record"
+  ).download_and_prepare()
   return str(path)
 
 
 def make_cfg(data_dir, **overrides) -> ml_collections.ConfigDict:
   cfg = base_config.get_config().input  # every field's default lives in configs/base.py
-  cfg.update(dict(
-      dataset="tiny_pipeline_test_faces", data_dir=data_dir, manual_dir="", train_split="train",
-      eval_split="test", audio_samples=16_000, sample_rate=16_000, preemphasis=0.95, num_workers=0,
-      shuffle_seed=0))
+  cfg.update(
+      dict(
+          dataset="tiny_pipeline_test_faces",
+          data_dir=data_dir,
+          manual_dir="",
+          train_split="train",
+          eval_split="test",
+          audio_samples=16_000,
+          sample_rate=16_000,
+          preemphasis=0.95,
+          num_workers=0,
+          shuffle_seed=0,
+      )
+  )
   cfg.update(overrides)
   return cfg
 
@@ -103,8 +121,17 @@ def test_dataset_info(data_dir):
 
 
 def test_train_batches_shapes_values_and_wrong_faces(data_dir):
-  batches = take(input_pipeline.create_train_iterator(
-      make_cfg(data_dir), batch_size=4, image_size=IMAGE_SIZE, seed=0, process_index=0, process_count=1), 12)
+  batches = take(
+      input_pipeline.create_train_iterator(
+          make_cfg(data_dir),
+          batch_size=4,
+          image_size=IMAGE_SIZE,
+          seed=0,
+          process_index=0,
+          process_count=1,
+      ),
+      12,
+  )
   for batch in batches:
     assert batch["waveform"].shape == (4, 16_000) and batch["waveform"].dtype == np.float32
     assert batch["face"].shape == batch["wrong_face"].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
@@ -119,7 +146,9 @@ def test_train_batches_shapes_values_and_wrong_faces(data_dir):
     assert [s for s, _ in faces] == batch["speaker"].tolist()
     assert all(w[0] != s for w, s in zip(wrong, batch["speaker"]))
   # 6 batches = one epoch: every record once; the next epoch is reshuffled.
-  epochs = [[i for b in batches[e * 6:(e + 1) * 6] for i in record_ids(b["face"])] for e in (0, 1)]
+  epochs = [
+      [i for b in batches[e * 6 : (e + 1) * 6] for i in record_ids(b["face"])] for e in (0, 1)
+  ]
   for epoch in epochs:
     assert sorted(epoch) == [(s, i) for s in range(3) for i in range(RECORDS_PER_SPEAKER)]
   assert epochs[0] != epochs[1]
@@ -127,32 +156,61 @@ def test_train_batches_shapes_values_and_wrong_faces(data_dir):
 
 def test_train_windows_are_random_crops_of_the_record(data_dir):
   source = tfds.data_source("tiny_pipeline_test_faces", split="train", data_dir=data_dir)
-  waveforms = {(int(r["speaker"]), int(r["frame"])): r["waveform"] for r in (source[k] for k in range(len(source)))}
-  batch = next(input_pipeline.create_train_iterator(
-      make_cfg(data_dir), batch_size=8, image_size=IMAGE_SIZE, seed=3, process_index=0, process_count=1))
+  waveforms = {
+      (int(r["speaker"]), int(r["frame"])): r["waveform"]
+      for r in (source[k] for k in range(len(source)))
+  }
+  batch = next(
+      input_pipeline.create_train_iterator(
+          make_cfg(data_dir),
+          batch_size=8,
+          image_size=IMAGE_SIZE,
+          seed=3,
+          process_index=0,
+          process_count=1,
+      )
+  )
   starts = set()
   for row, key in zip(batch["waveform"], record_ids(batch["face"])):
     # Undo the pre-emphasis, then find the crop whose samples are proportional to the result.
     head = scipy.signal.lfilter([1.0], [1.0, -0.95], row[:64].astype(np.float64))
-    crops = np.lib.stride_tricks.sliding_window_view(waveforms[key].astype(np.float64), 64)[:CLIP_SAMPLES - 16_000 + 1]
+    crops = np.lib.stride_tricks.sliding_window_view(waveforms[key].astype(np.float64), 64)[
+        : CLIP_SAMPLES - 16_000 + 1
+    ]
     cosine = crops @ head / (np.linalg.norm(crops, axis=1) * np.linalg.norm(head))
     start = int(np.argmax(cosine))
-    np.testing.assert_allclose(row, audio.preprocess(waveforms[key][start:start + 16_000], window=16_000), atol=1e-6)
+    np.testing.assert_allclose(
+        row, audio.preprocess(waveforms[key][start : start + 16_000], window=16_000), atol=1e-6
+    )
     starts.add(start)
   assert len(starts) > 1  # random, not centred
 
 
 def test_same_seed_same_batches_and_seed_matters(data_dir):
   cfg = make_cfg(data_dir)
-  make = lambda seed: take(input_pipeline.create_train_iterator(
-      cfg, batch_size=4, image_size=IMAGE_SIZE, seed=seed, process_index=0, process_count=1), 3)
+  make = lambda seed: take(
+      input_pipeline.create_train_iterator(
+          cfg, batch_size=4, image_size=IMAGE_SIZE, seed=seed, process_index=0, process_count=1
+      ),
+      3,
+  )
   first = make(7)
   assert_batches_equal(first, make(7))
   assert not np.array_equal(first[0]["waveform"], make(8)[0]["waveform"])
   # seed=None falls back to input.shuffle_seed.
-  assert_batches_equal(take(input_pipeline.create_train_iterator(
-      make_cfg(data_dir, shuffle_seed=7), batch_size=4, image_size=IMAGE_SIZE, process_index=0,
-      process_count=1), 3), first)
+  assert_batches_equal(
+      take(
+          input_pipeline.create_train_iterator(
+              make_cfg(data_dir, shuffle_seed=7),
+              batch_size=4,
+              image_size=IMAGE_SIZE,
+              process_index=0,
+              process_count=1,
+          ),
+          3,
+      ),
+      first,
+  )
 
 
 def test_state_restores_the_same_sequence(data_dir):
@@ -180,8 +238,10 @@ def test_orbax_checkpoint_manager_round_trip(data_dir, tmp_path):
   expected = take(iterator, 3)
   fresh = input_pipeline.create_train_iterator(make_cfg(data_dir), **kwargs)
   with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
-    restored = manager.restore(manager.latest_step(),
-                               args=ocp.args.Composite(input=grain.checkpoint.CheckpointRestore(fresh)))
+    restored = manager.restore(
+        manager.latest_step(),
+        args=ocp.args.Composite(input=grain.checkpoint.CheckpointRestore(fresh)),
+    )
   assert restored["input"] is fresh
   assert_batches_equal(take(fresh, 3), expected)
 
@@ -190,8 +250,17 @@ def test_process_shards_are_disjoint_and_cover(data_dir):
   cfg = make_cfg(data_dir)
   seen = []
   for index in (0, 1):
-    batches = list(input_pipeline.create_train_iterator(
-        cfg, batch_size=4, image_size=IMAGE_SIZE, seed=0, process_index=index, process_count=2, num_epochs=1))
+    batches = list(
+        input_pipeline.create_train_iterator(
+            cfg,
+            batch_size=4,
+            image_size=IMAGE_SIZE,
+            seed=0,
+            process_index=index,
+            process_count=2,
+            num_epochs=1,
+        )
+    )
     assert len(batches) == 3
     seen.append({i for b in batches for i in record_ids(b["face"])})
   assert len(seen[0]) == len(seen[1]) == 12 and not seen[0] & seen[1]
@@ -201,35 +270,71 @@ def test_process_shards_are_disjoint_and_cover(data_dir):
 def test_eval_iterator_centred_padded_and_sharded(data_dir):
   cfg = make_cfg(data_dir)
   source = tfds.data_source("tiny_pipeline_test_faces", split="test", data_dir=data_dir)
-  batches = list(input_pipeline.create_eval_iterator(
-      cfg, batch_size=4, image_size=IMAGE_SIZE, process_index=0, process_count=1))
+  batches = list(
+      input_pipeline.create_eval_iterator(
+          cfg, batch_size=4, image_size=IMAGE_SIZE, process_index=0, process_count=1
+      )
+  )
   assert len(batches) == 3 and all(b["waveform"].shape == (4, 16_000) for b in batches)
   assert batches[-1]["mask"].tolist() == [True, False, False, False]
-  rows = [(b["waveform"][r], b["face"][r], b["wrong_face"][r], b["speaker"][r])
-          for b in batches for r in range(4) if b["mask"][r]]
+  rows = [
+      (b["waveform"][r], b["face"][r], b["wrong_face"][r], b["speaker"][r])
+      for b in batches
+      for r in range(4)
+      if b["mask"][r]
+  ]
   assert len(rows) == 9
   for key, (waveform, face, wrong, speaker) in enumerate(rows):  # record order, centred windows
     record = source[key]
-    np.testing.assert_allclose(waveform, audio.preprocess(record["waveform"], window=16_000), atol=1e-6)
-    assert record_ids(face[None]) == [(int(record["speaker"]), int(record["frame"]))] and speaker == record["speaker"]
+    np.testing.assert_allclose(
+        waveform, audio.preprocess(record["waveform"], window=16_000), atol=1e-6
+    )
+    assert (
+        record_ids(face[None]) == [(int(record["speaker"]), int(record["frame"]))]
+        and speaker == record["speaker"]
+    )
     assert record_ids(wrong[None])[0][0] != speaker
   # Two processes: same number of batches each, disjoint real rows covering the split.
-  shards = [list(input_pipeline.create_eval_iterator(
-      cfg, batch_size=2, image_size=IMAGE_SIZE, process_index=i, process_count=2)) for i in (0, 1)]
+  shards = [
+      list(
+          input_pipeline.create_eval_iterator(
+              cfg, batch_size=2, image_size=IMAGE_SIZE, process_index=i, process_count=2
+          )
+      )
+      for i in (0, 1)
+  ]
   assert len(shards[0]) == len(shards[1]) == 3
-  ids = [[i for b in shard for i, m in zip(record_ids(b["face"]), b["mask"]) if m] for shard in shards]
-  assert len(ids[0]) + len(ids[1]) == 9 and set(ids[0]) | set(ids[1]) == {(s, i) for s in range(3) for i in range(3)}
-  limited = list(input_pipeline.create_eval_iterator(
-      cfg, batch_size=4, image_size=IMAGE_SIZE, process_index=0, process_count=1, max_examples=5))
+  ids = [
+      [i for b in shard for i, m in zip(record_ids(b["face"]), b["mask"]) if m] for shard in shards
+  ]
+  assert len(ids[0]) + len(ids[1]) == 9 and set(ids[0]) | set(ids[1]) == {
+      (s, i) for s in range(3) for i in range(3)
+  }
+  limited = list(
+      input_pipeline.create_eval_iterator(
+          cfg, batch_size=4, image_size=IMAGE_SIZE, process_index=0, process_count=1, max_examples=5
+      )
+  )
   assert [b["mask"].sum() for b in limited] == [4, 1]
 
 
 def test_workers_path(data_dir):
-  batches = take(input_pipeline.create_train_iterator(
-      make_cfg(data_dir, num_workers=2), batch_size=4, image_size=IMAGE_SIZE, seed=0, process_index=0,
-      process_count=1), 7)
+  batches = take(
+      input_pipeline.create_train_iterator(
+          make_cfg(data_dir, num_workers=2),
+          batch_size=4,
+          image_size=IMAGE_SIZE,
+          seed=0,
+          process_index=0,
+          process_count=1,
+      ),
+      7,
+  )
   for batch in batches:
-    assert batch["face"].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3) and batch["waveform"].shape == (4, 16_000)
+    assert batch["face"].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3) and batch["waveform"].shape == (
+        4,
+        16_000,
+    )
     assert [s for s, _ in record_ids(batch["face"])] == batch["speaker"].tolist()
     assert all(w[0] != s for w, s in zip(record_ids(batch["wrong_face"]), batch["speaker"]))
   first_epoch = [i for b in batches[:6] for i in record_ids(b["face"])]
@@ -253,8 +358,12 @@ def test_errors(data_dir, tmp_path):
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(tfds.download.DownloadManager, "download_and_extract", offline)
     input_pipeline._prepared_builder.cache_clear()
-    with pytest.raises(ValueError, match="download from https://github.com.*failed.*--config.input.manual_dir"):
-      input_pipeline.get_dataset_info(make_cfg(str(tmp_path), dataset="youtubers", manual_dir=str(tmp_path / "nope")))
+    with pytest.raises(
+        ValueError, match="download from https://github.com.*failed.*--config.input.manual_dir"
+    ):
+      input_pipeline.get_dataset_info(
+          make_cfg(str(tmp_path), dataset="youtubers", manual_dir=str(tmp_path / "nope"))
+      )
     input_pipeline._prepared_builder.cache_clear()
   with pytest.raises(ValueError, match="1 speaker.*at least 2"):
     input_pipeline.create_train_iterator(make_cfg(data_dir, train_split="solo"), **kwargs)
@@ -278,9 +387,15 @@ def test_decode_face_resizes_to_minus_one_one(fmt):
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   buffer = io.BytesIO()
-  Image.fromarray(np.broadcast_to(np.uint8([200, 40, 90]), (221, 203, 3)).copy()).save(buffer, format=fmt)
+  Image.fromarray(np.broadcast_to(np.uint8([200, 40, 90]), (221, 203, 3)).copy()).save(
+      buffer, format=fmt
+  )
   face = input_pipeline.decode_face(buffer.getvalue(), 64)
   assert face.shape == (64, 64, 3) and face.dtype == np.float32
-  np.testing.assert_allclose(face.reshape(-1, 3).mean(0), np.array([200, 40, 90]) / 127.5 - 1, atol=0.03)
-  grey = input_pipeline.decode_face(np.zeros((10, 30, 3), np.uint8), 8)  # arrays too; upsampling works
+  np.testing.assert_allclose(
+      face.reshape(-1, 3).mean(0), np.array([200, 40, 90]) / 127.5 - 1, atol=0.03
+  )
+  grey = input_pipeline.decode_face(
+      np.zeros((10, 30, 3), np.uint8), 8
+  )  # arrays too; upsampling works
   assert grey.shape == (8, 8, 3) and np.all(grey == -1.0)

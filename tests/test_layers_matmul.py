@@ -14,192 +14,258 @@ ATOL = 1e-5
 
 
 def _rand(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
+  return rng.standard_normal(shape).astype(np.float32)
 
 
 def _conv_primitives(fn, *args):
-    """Names of the convolution primitives anywhere in fn's jaxpr (incl. sub-jaxprs)."""
-    found = []
+  """Names of the convolution primitives anywhere in fn's jaxpr (incl. sub-jaxprs)."""
+  found = []
 
-    def visit(jp):
-        for eqn in jp.eqns:
-            if eqn.primitive.name == "conv_general_dilated":
-                found.append(eqn.primitive.name)
-            for val in eqn.params.values():
-                for item in val if isinstance(val, (list, tuple)) else [val]:
-                    if hasattr(item, "eqns"):
-                        visit(item)
-                    elif hasattr(getattr(item, "jaxpr", None), "eqns"):
-                        visit(item.jaxpr)
+  def visit(jp):
+    for eqn in jp.eqns:
+      if eqn.primitive.name == "conv_general_dilated":
+        found.append(eqn.primitive.name)
+      for val in eqn.params.values():
+        for item in val if isinstance(val, (list, tuple)) else [val]:
+          if hasattr(item, "eqns"):
+            visit(item)
+          elif hasattr(getattr(item, "jaxpr", None), "eqns"):
+            visit(item.jaxpr)
 
-    visit(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
+  visit(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
 
 
 # ---- the pure functions against torch semantics and against xla, incl. gradients ----------
 
 
 def _check_fn_against_xla(f_mat, f_xla, x, kernel, rng, **kw):
-    y_mat, y_xla = f_mat(x, kernel, **kw), f_xla(x, kernel, **kw)
-    assert y_mat.shape == y_xla.shape
-    np.testing.assert_allclose(y_mat, y_xla, rtol=1e-4, atol=1e-4)
-    ct = jnp.asarray(_rand(rng, *y_xla.shape))
-    g_mat = jax.grad(lambda a, b: jnp.sum(f_mat(a, b, **kw) * ct), argnums=(0, 1))(x, kernel)
-    g_xla = jax.grad(lambda a, b: jnp.sum(f_xla(a, b, **kw) * ct), argnums=(0, 1))(x, kernel)
-    np.testing.assert_allclose(g_mat[0], g_xla[0], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(g_mat[1], g_xla[1], rtol=1e-4, atol=1e-3)
+  y_mat, y_xla = f_mat(x, kernel, **kw), f_xla(x, kernel, **kw)
+  assert y_mat.shape == y_xla.shape
+  np.testing.assert_allclose(y_mat, y_xla, rtol=1e-4, atol=1e-4)
+  ct = jnp.asarray(_rand(rng, *y_xla.shape))
+  g_mat = jax.grad(lambda a, b: jnp.sum(f_mat(a, b, **kw) * ct), argnums=(0, 1))(x, kernel)
+  g_xla = jax.grad(lambda a, b: jnp.sum(f_xla(a, b, **kw) * ct), argnums=(0, 1))(x, kernel)
+  np.testing.assert_allclose(g_mat[0], g_xla[0], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(g_mat[1], g_xla[1], rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("k,stride,padding,h,w", [
-    (4, 2, 1, 3, 4), (4, 1, 0, 1, 1), (4, 2, 1, 1, 1), (4, 2, 0, 3, 4), (3, 2, 1, 4, 5),
-    (4, 2, 2, 4, 5), (4, 1, 1, 3, 5), (5, 3, 2, 3, 2), (4, 2, 1, 4, 4), (3, 1, 0, 2, 3)])
+@pytest.mark.parametrize(
+    "k,stride,padding,h,w",
+    [
+        (4, 2, 1, 3, 4),
+        (4, 1, 0, 1, 1),
+        (4, 2, 1, 1, 1),
+        (4, 2, 0, 3, 4),
+        (3, 2, 1, 4, 5),
+        (4, 2, 2, 4, 5),
+        (4, 1, 1, 3, 5),
+        (5, 3, 2, 3, 2),
+        (4, 2, 1, 4, 4),
+        (3, 1, 0, 2, 3),
+    ],
+)
 def test_conv_transpose_matmul(k, stride, padding, h, w):
-    rng = np.random.default_rng(0)
-    x, kernel = _rand(rng, 2, h, w, 3), _rand(rng, k, k, 3, 5)
-    expected = ref_conv_transpose(x, kernel, stride, padding)
-    got = layers.conv_transpose_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=stride,
-                                       padding=padding)
-    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
-    _check_fn_against_xla(layers.conv_transpose_matmul, layers.conv_transpose_xla,
-                          jnp.asarray(x), jnp.asarray(kernel), rng, stride=stride,
-                          padding=padding)
+  rng = np.random.default_rng(0)
+  x, kernel = _rand(rng, 2, h, w, 3), _rand(rng, k, k, 3, 5)
+  expected = ref_conv_transpose(x, kernel, stride, padding)
+  got = layers.conv_transpose_matmul(
+      jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding
+  )
+  np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+  _check_fn_against_xla(
+      layers.conv_transpose_matmul,
+      layers.conv_transpose_xla,
+      jnp.asarray(x),
+      jnp.asarray(kernel),
+      rng,
+      stride=stride,
+      padding=padding,
+  )
 
 
-@pytest.mark.parametrize("k,stride,padding,h,w", [
-    (4, 2, 1, 8, 10), (4, 2, 1, 7, 9), (3, 2, 1, 5, 7), (5, 3, 2, 10, 12), (4, 2, 1, 4, 4),
-    (3, 1, 1, 5, 6), (4, 1, 0, 4, 4), (4, 2, 0, 9, 8)])
+@pytest.mark.parametrize(
+    "k,stride,padding,h,w",
+    [
+        (4, 2, 1, 8, 10),
+        (4, 2, 1, 7, 9),
+        (3, 2, 1, 5, 7),
+        (5, 3, 2, 10, 12),
+        (4, 2, 1, 4, 4),
+        (3, 1, 1, 5, 6),
+        (4, 1, 0, 4, 4),
+        (4, 2, 0, 9, 8),
+    ],
+)
 def test_conv_matmul(k, stride, padding, h, w):
-    rng = np.random.default_rng(1)
-    x, kernel = _rand(rng, 2, h, w, 3), _rand(rng, k, k, 3, 5)
-    expected = ref_conv(x, kernel, stride, padding)
-    got = layers.conv_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding)
-    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
-    _check_fn_against_xla(layers.conv_matmul, layers.conv_xla, jnp.asarray(x),
-                          jnp.asarray(kernel), rng, stride=stride, padding=padding)
+  rng = np.random.default_rng(1)
+  x, kernel = _rand(rng, 2, h, w, 3), _rand(rng, k, k, 3, 5)
+  expected = ref_conv(x, kernel, stride, padding)
+  got = layers.conv_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding)
+  np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+  _check_fn_against_xla(
+      layers.conv_matmul,
+      layers.conv_xla,
+      jnp.asarray(x),
+      jnp.asarray(kernel),
+      rng,
+      stride=stride,
+      padding=padding,
+  )
 
 
 @pytest.mark.parametrize("length", [2, 3, 16, 63, 101, 250])
 def test_conv1d_matmul(length):
-    rng = np.random.default_rng(2)
-    x, kernel = _rand(rng, 2, length, 3), _rand(rng, 15, 3, 4)
-    expected = ref_conv1d(x, kernel, 4, (6, 7))
-    got = layers.conv1d_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=4, padding=(6, 7))
-    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
-    _check_fn_against_xla(layers.conv1d_matmul, layers.conv1d_xla, jnp.asarray(x),
-                          jnp.asarray(kernel), rng, stride=4, padding=(6, 7))
+  rng = np.random.default_rng(2)
+  x, kernel = _rand(rng, 2, length, 3), _rand(rng, 15, 3, 4)
+  expected = ref_conv1d(x, kernel, 4, (6, 7))
+  got = layers.conv1d_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=4, padding=(6, 7))
+  np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+  _check_fn_against_xla(
+      layers.conv1d_matmul,
+      layers.conv1d_xla,
+      jnp.asarray(x),
+      jnp.asarray(kernel),
+      rng,
+      stride=4,
+      padding=(6, 7),
+  )
 
 
-@pytest.mark.parametrize("k,stride,padding", [(15, 4, (6, 7)), (4, 2, (1, 1)), (3, 1, (1, 1)),
-                                              (5, 2, (0, 3))])
+@pytest.mark.parametrize(
+    "k,stride,padding", [(15, 4, (6, 7)), (4, 2, (1, 1)), (3, 1, (1, 1)), (5, 2, (0, 3))]
+)
 def test_conv1d_matmul_other_geometries(k, stride, padding):
-    rng = np.random.default_rng(3)
-    x, kernel = _rand(rng, 2, 23, 2), _rand(rng, k, 2, 3)
-    np.testing.assert_allclose(
-        layers.conv1d_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding),
-        ref_conv1d(x, kernel, stride, padding), rtol=RTOL, atol=ATOL)
+  rng = np.random.default_rng(3)
+  x, kernel = _rand(rng, 2, 23, 2), _rand(rng, k, 2, 3)
+  np.testing.assert_allclose(
+      layers.conv1d_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding),
+      ref_conv1d(x, kernel, stride, padding),
+      rtol=RTOL,
+      atol=ATOL,
+  )
 
 
 # ---- through the modules (spectral norm included), as the models use them ---------------
 
 
 def _module_cases():
-    cases = [
-        ("convT_s2", layers.SNConvTranspose2d, dict(features=5, stride=2, padding=1), (2, 4, 4, 6)),
-        ("convT_s2_odd", layers.SNConvTranspose2d, dict(features=3, stride=2, padding=1),
-         (3, 3, 5, 4)),
-        ("convT_s1", layers.SNConvTranspose2d, dict(features=5, stride=1, padding=0), (2, 1, 1, 6)),
-        ("conv_s2", layers.SNConv2d, dict(features=5), (2, 8, 8, 6)),
-        ("conv_s2_odd", layers.SNConv2d, dict(features=4), (3, 7, 9, 3)),
-        ("conv1d", layers.Conv1d, dict(features=5), (2, 64, 3)),
-        ("conv1d_odd", layers.Conv1d, dict(features=4), (3, 63, 1)),
-    ]
-    return [pytest.param(*case, id=case[0]) for case in cases]
+  cases = [
+      ("convT_s2", layers.SNConvTranspose2d, dict(features=5, stride=2, padding=1), (2, 4, 4, 6)),
+      (
+          "convT_s2_odd",
+          layers.SNConvTranspose2d,
+          dict(features=3, stride=2, padding=1),
+          (3, 3, 5, 4),
+      ),
+      ("convT_s1", layers.SNConvTranspose2d, dict(features=5, stride=1, padding=0), (2, 1, 1, 6)),
+      ("conv_s2", layers.SNConv2d, dict(features=5), (2, 8, 8, 6)),
+      ("conv_s2_odd", layers.SNConv2d, dict(features=4), (3, 7, 9, 3)),
+      ("conv1d", layers.Conv1d, dict(features=5), (2, 64, 3)),
+      ("conv1d_odd", layers.Conv1d, dict(features=4), (3, 63, 1)),
+  ]
+  return [pytest.param(*case, id=case[0]) for case in cases]
 
 
 def _apply(module):
-    if isinstance(module, layers.Conv1d):
-        return lambda variables, x: module.apply(variables, x)
-    return lambda variables, x: module.apply(variables, x, update_spectral=False)
+  if isinstance(module, layers.Conv1d):
+    return lambda variables, x: module.apply(variables, x)
+  return lambda variables, x: module.apply(variables, x, update_spectral=False)
 
 
 @pytest.mark.parametrize("name,cls,kwargs,shape", _module_cases())
 def test_matmul_equals_xla_forward_and_gradients(name, cls, kwargs, shape):
-    rng = np.random.default_rng(4)
-    x = jnp.asarray(_rand(rng, *shape))
-    xla_mod, mat_mod = cls(conv_impl="xla", **kwargs), cls(conv_impl="matmul", **kwargs)
-    init_kwargs = {"update_spectral": False} if "SN" in cls.__name__ else {}
-    variables = xla_mod.init(jax.random.key(0), x, **init_kwargs)
-    variables = jax.tree_util.tree_map(lambda a: jnp.asarray(_rand(rng, *a.shape)), variables)
-    f_xla, f_mat = _apply(xla_mod), _apply(mat_mod)
-    y_xla, y_mat = f_xla(variables, x), f_mat(variables, x)
-    assert y_xla.shape == y_mat.shape
-    np.testing.assert_allclose(y_mat, y_xla, rtol=1e-4, atol=1e-4)
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(_rand(rng, *shape))
+  xla_mod, mat_mod = cls(conv_impl="xla", **kwargs), cls(conv_impl="matmul", **kwargs)
+  init_kwargs = {"update_spectral": False} if "SN" in cls.__name__ else {}
+  variables = xla_mod.init(jax.random.key(0), x, **init_kwargs)
+  variables = jax.tree_util.tree_map(lambda a: jnp.asarray(_rand(rng, *a.shape)), variables)
+  f_xla, f_mat = _apply(xla_mod), _apply(mat_mod)
+  y_xla, y_mat = f_xla(variables, x), f_mat(variables, x)
+  assert y_xla.shape == y_mat.shape
+  np.testing.assert_allclose(y_mat, y_xla, rtol=1e-4, atol=1e-4)
 
-    ct = jnp.asarray(_rand(rng, *y_xla.shape))
-    g_xla = jax.grad(lambda p, xx: jnp.sum(f_xla(p, xx) * ct), argnums=(0, 1))(variables, x)
-    g_mat = jax.grad(lambda p, xx: jnp.sum(f_mat(p, xx) * ct), argnums=(0, 1))(variables, x)
-    np.testing.assert_allclose(g_mat[1], g_xla[1], rtol=1e-4, atol=1e-4)
-    for a, b in zip(jax.tree_util.tree_leaves(g_mat[0]["params"]),
-                    jax.tree_util.tree_leaves(g_xla[0]["params"])):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+  ct = jnp.asarray(_rand(rng, *y_xla.shape))
+  g_xla = jax.grad(lambda p, xx: jnp.sum(f_xla(p, xx) * ct), argnums=(0, 1))(variables, x)
+  g_mat = jax.grad(lambda p, xx: jnp.sum(f_mat(p, xx) * ct), argnums=(0, 1))(variables, x)
+  np.testing.assert_allclose(g_mat[1], g_xla[1], rtol=1e-4, atol=1e-4)
+  for a, b in zip(
+      jax.tree_util.tree_leaves(g_mat[0]["params"]), jax.tree_util.tree_leaves(g_xla[0]["params"])
+  ):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
-    # No convolution anywhere, forward or backward.
-    assert not _conv_primitives(
-        jax.grad(lambda p, xx: jnp.sum(f_mat(p, xx) ** 2), argnums=(0, 1)), variables, x)
+  # No convolution anywhere, forward or backward.
+  assert not _conv_primitives(
+      jax.grad(lambda p, xx: jnp.sum(f_mat(p, xx) ** 2), argnums=(0, 1)), variables, x
+  )
 
 
 @pytest.mark.parametrize("name,cls,kwargs,shape", _module_cases())
 def test_matmul_bfloat16_compute_float32_params(name, cls, kwargs, shape):
-    mod = cls(conv_impl="matmul", dtype=jnp.bfloat16, param_dtype=jnp.float32, **kwargs)
-    x = jnp.ones(shape, jnp.float32)
-    init_kwargs = {"update_spectral": True} if "SN" in cls.__name__ else {}
-    variables = mod.init(jax.random.key(0), x, **init_kwargs)
-    if init_kwargs:
-        y, _ = mod.apply(variables, x, update_spectral=True, mutable=["spectral"])
-    else:
-        y = mod.apply(variables, x)
-    assert y.dtype == jnp.bfloat16
-    assert bool(jnp.all(jnp.isfinite(y.astype(jnp.float32))))
+  mod = cls(conv_impl="matmul", dtype=jnp.bfloat16, param_dtype=jnp.float32, **kwargs)
+  x = jnp.ones(shape, jnp.float32)
+  init_kwargs = {"update_spectral": True} if "SN" in cls.__name__ else {}
+  variables = mod.init(jax.random.key(0), x, **init_kwargs)
+  if init_kwargs:
+    y, _ = mod.apply(variables, x, update_spectral=True, mutable=["spectral"])
+  else:
+    y = mod.apply(variables, x)
+  assert y.dtype == jnp.bfloat16
+  assert bool(jnp.all(jnp.isfinite(y.astype(jnp.float32))))
 
 
 def test_matmul_is_an_accepted_conv_impl():
-    assert "matmul" in layers.CONV_IMPLS
-    assert layers.resolve_conv_impl("matmul") == "matmul"
+  assert "matmul" in layers.CONV_IMPLS
+  assert layers.resolve_conv_impl("matmul") == "matmul"
 
 
 @pytest.mark.parametrize("model", ["generator", "discriminator", "encoder"])
 def test_models_matmul_equals_xla(model):
-    """The three networks at a small size: same outputs with the same variables."""
-    from wav2pix_jax import models
-    rng = np.random.default_rng(5)
-    if model == "generator":
-        make = lambda impl: models.Generator(image_size=64, base_channels=4, conv_impl=impl)
-        args, kw = (jnp.asarray(_rand(rng, 2, 8)),), dict(train=False, update_spectral=False)
-    elif model == "discriminator":
-        make = lambda impl: models.Discriminator(image_size=64, base_channels=4, conv_impl=impl)
-        args = (jnp.asarray(_rand(rng, 2, 64, 64, 3)), jnp.asarray(_rand(rng, 2, 8)))
-        kw = dict(update_spectral=False)
-    else:
-        make = lambda impl: models.SpeechEncoder(channels=(4, 8, 8), hidden=(8,), embed_dim=8,
-                                                 conv_impl=impl)
-        args, kw = (jnp.asarray(_rand(rng, 2, 1000)),), dict(train=False)
-    variables = make("xla").init(jax.random.key(0), *args, **kw)
-    out_xla = make("xla").apply(variables, *args, **kw)
-    out_mat = make("matmul").apply(variables, *args, **kw)
-    # Float32 rounding differences grow through the stacked layers (xla and subpixel differ by
-    # as much: ~5e-4 on the generator's tanh output, each ~4e-4 from a float64 evaluation).
-    for a, b in zip(jax.tree_util.tree_leaves(out_mat), jax.tree_util.tree_leaves(out_xla)):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-3)
+  """The three networks at a small size: same outputs with the same variables."""
+  from wav2pix_jax import models
+
+  rng = np.random.default_rng(5)
+  if model == "generator":
+    make = lambda impl: models.Generator(image_size=64, base_channels=4, conv_impl=impl)
+    args, kw = (jnp.asarray(_rand(rng, 2, 8)),), dict(train=False, update_spectral=False)
+  elif model == "discriminator":
+    make = lambda impl: models.Discriminator(image_size=64, base_channels=4, conv_impl=impl)
+    args = (jnp.asarray(_rand(rng, 2, 64, 64, 3)), jnp.asarray(_rand(rng, 2, 8)))
+    kw = dict(update_spectral=False)
+  else:
+    make = lambda impl: models.SpeechEncoder(
+        channels=(4, 8, 8), hidden=(8,), embed_dim=8, conv_impl=impl
+    )
+    args, kw = (jnp.asarray(_rand(rng, 2, 1000)),), dict(train=False)
+  variables = make("xla").init(jax.random.key(0), *args, **kw)
+  out_xla = make("xla").apply(variables, *args, **kw)
+  out_mat = make("matmul").apply(variables, *args, **kw)
+  # Float32 rounding differences grow through the stacked layers (xla and subpixel differ by
+  # as much: ~5e-4 on the generator's tanh output, each ~4e-4 from a float64 evaluation).
+  for a, b in zip(jax.tree_util.tree_leaves(out_mat), jax.tree_util.tree_leaves(out_xla)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-3)
 
 
 def test_conv_layers_benchmark_smoke(tmp_path):
-    """benchmarks/conv_layers runs end to end on the small layers and writes its JSON."""
-    import json
-    from benchmarks import conv_layers
-    out = tmp_path / "conv.json"
-    conv_layers.main(["--layers=G0,G4,E0", "--batch=1", "--rounds=1",
-                      "--impls=xla,matmul,matmul_out,matmul_phase", f"--out={out}"])
-    rows = json.loads(out.read_text())["rows"]
-    assert {(r["layer"].split()[0], r["impl"], r["mode"]) for r in rows} >= {
-        ("G0", "matmul", "fwd"), ("G4", "matmul_phase", "fwdbwd"), ("E0", "matmul_out", "fwd")}
-    assert all(r["median_ms"] > 0 for r in rows)
+  """benchmarks/conv_layers runs end to end on the small layers and writes its JSON."""
+  import json
+  from benchmarks import conv_layers
+
+  out = tmp_path / "conv.json"
+  conv_layers.main(
+      [
+          "--layers=G0,G4,E0",
+          "--batch=1",
+          "--rounds=1",
+          "--impls=xla,matmul,matmul_out,matmul_phase",
+          f"--out={out}",
+      ]
+  )
+  rows = json.loads(out.read_text())["rows"]
+  assert {(r["layer"].split()[0], r["impl"], r["mode"]) for r in rows} >= {
+      ("G0", "matmul", "fwd"),
+      ("G4", "matmul_phase", "fwdbwd"),
+      ("E0", "matmul_out", "fwd"),
+  }
+  assert all(r["median_ms"] > 0 for r in rows)

@@ -24,7 +24,7 @@ def test_lsgan_is_keyword_only():
 
 def test_discriminator_loss_hand_values():
   total, terms = losses.discriminator_loss(
-      real_scores=jnp.array([0.9, 1.9]),   # (0)^2, (1)^2 -> 0.5
+      real_scores=jnp.array([0.9, 1.9]),  # (0)^2, (1)^2 -> 0.5
       fake_scores=jnp.array([1.0, -1.0]),  # 1, 1 -> 1
       wrong_scores=jnp.array([2.0, 0.0]),  # 4, 0 -> 2
   )
@@ -35,21 +35,29 @@ def test_discriminator_loss_hand_values():
 
 
 def test_discriminator_loss_real_label_is_a_parameter():
-  total, _ = losses.discriminator_loss(real_scores=jnp.array([1.0]), fake_scores=jnp.array([0.0]),
-                                       wrong_scores=jnp.array([0.0]), real_label=1.0)
+  total, _ = losses.discriminator_loss(
+      real_scores=jnp.array([1.0]),
+      fake_scores=jnp.array([0.0]),
+      wrong_scores=jnp.array([0.0]),
+      real_label=1.0,
+  )
   assert float(total) == 0.0
 
 
 def test_generator_adversarial_targets_one():
   # (0-1)^2, (3-1)^2 -> (1 + 4) / 2
-  assert float(losses.generator_adversarial(fake_scores=jnp.array([0.0, 3.0]))) == pytest.approx(2.5)
+  assert float(losses.generator_adversarial(fake_scores=jnp.array([0.0, 3.0]))) == pytest.approx(
+      2.5
+  )
 
 
 def test_feature_matching_compares_batch_means():
   fake = jnp.array([[1.0, 2.0], [3.0, 4.0]])  # batch mean [2, 3]
   real = jnp.array([[0.0, 0.0], [2.0, 0.0]])  # batch mean [1, 0]
   # ((2-1)^2 + (3-0)^2) / 2 = 5
-  assert float(losses.feature_matching(fake_features=fake, real_features=real)) == pytest.approx(5.0)
+  assert float(losses.feature_matching(fake_features=fake, real_features=real)) == pytest.approx(
+      5.0
+  )
   # Per-sample differences would give a different number: it really is the batch MEAN.
   per_sample = float(jnp.mean(jnp.square(fake - real)))
   assert per_sample != pytest.approx(5.0)
@@ -59,14 +67,17 @@ def test_feature_matching_real_side_gets_no_gradient():
   fake = jnp.array([[1.0, 2.0], [3.0, 4.0]])
   real = jnp.array([[0.0, 0.0], [2.0, 0.0]])
   g_fake, g_real = jax.grad(
-      lambda f, r: losses.feature_matching(fake_features=f, real_features=r), argnums=(0, 1))(fake, real)
+      lambda f, r: losses.feature_matching(fake_features=f, real_features=r), argnums=(0, 1)
+  )(fake, real)
   np.testing.assert_allclose(g_real, 0.0)
   # d/dfake_ij = 2 (mean_j - real_mean_j) / num_features / batch = (mean - real_mean) / 2
   np.testing.assert_allclose(g_fake, [[0.5, 1.5], [0.5, 1.5]])
 
 
 def test_l1_hand_values():
-  assert float(losses.l1(predictions=jnp.array([1.0, -1.0]), targets=jnp.array([0.0, 1.0]))) == pytest.approx(1.5)
+  assert float(
+      losses.l1(predictions=jnp.array([1.0, -1.0]), targets=jnp.array([0.0, 1.0]))
+  ) == pytest.approx(1.5)
 
 
 def test_speaker_cross_entropy_hand_values():
@@ -75,7 +86,9 @@ def test_speaker_cross_entropy_hand_values():
   assert float(ce) == pytest.approx(math.log(4.0), rel=1e-6)
   confident = losses.speaker_cross_entropy(logits=jnp.array([[0.0, 100.0]]), labels=jnp.array([1]))
   assert float(confident) == pytest.approx(0.0, abs=1e-6)
-  acc = losses.speaker_accuracy(logits=jnp.array([[0.0, 1.0], [1.0, 0.0]]), labels=jnp.array([1, 1]))
+  acc = losses.speaker_accuracy(
+      logits=jnp.array([[0.0, 1.0], [1.0, 0.0]]), labels=jnp.array([1, 1])
+  )
   assert float(acc) == pytest.approx(0.5)
 
 

@@ -36,7 +36,7 @@ TOLERANCE = 1e-9
 # The 1-process reference: its global batch is the concatenation of what process 0 and process 1
 # read (their shards, in process order, which is the global device order), so both runs train on
 # the same global batches.
-_REFERENCE_RUNNER = r'''
+_REFERENCE_RUNNER = r"""
 import sys
 import numpy as np
 from wav2pix_jax import input_pipeline
@@ -73,7 +73,7 @@ input_pipeline.create_train_iterator = create_concatenated
 sys.argv = ["wav2pix_jax.main"] + sys.argv[1:]
 from wav2pix_jax import main
 main.run()
-'''
+"""
 
 
 def _free_port() -> int:
@@ -85,18 +85,30 @@ def _free_port() -> int:
 def _env(devices: int) -> dict:
   env = dict(os.environ)
   flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
-  env.update({"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
-              "JAX_PLATFORMS": "cpu", "JAX_ENABLE_X64": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-              "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", "")})
+  env.update(
+      {
+          "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
+          "JAX_PLATFORMS": "cpu",
+          "JAX_ENABLE_X64": "1",
+          "TF_CPP_MIN_LOG_LEVEL": "2",
+          "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+      }
+  )
   env.pop("JAX_COORDINATOR_ADDRESS", None)
   return env
 
 
 def _flags(workdir, data_dir, steps: int) -> list[str]:
-  return ["--config=configs/tiny.py", f"--workdir={workdir}", f"--config.input.data_dir={data_dir}",
-          f"--config.num_train_steps={steps}", "--config.model.dtype=float64",
-          "--config.model.param_dtype=float64", "--config.log.checkpoint_every_steps=2",
-          "--config.log.image_every_steps=2"]
+  return [
+      "--config=configs/tiny.py",
+      f"--workdir={workdir}",
+      f"--config.input.data_dir={data_dir}",
+      f"--config.num_train_steps={steps}",
+      "--config.model.dtype=float64",
+      "--config.model.param_dtype=float64",
+      "--config.log.checkpoint_every_steps=2",
+      "--config.log.image_every_steps=2",
+  ]
 
 
 def _launch(commands: list[list[str]], env: dict, logs: list[pathlib.Path]) -> list[str]:
@@ -105,8 +117,9 @@ def _launch(commands: list[list[str]], env: dict, logs: list[pathlib.Path]) -> l
   try:
     for command, log in zip(commands, logs):
       with open(log, "ab") as out:
-        procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=out,
-                                      stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        )
     for proc in procs:
       proc.wait(timeout=TIMEOUT_S)
   finally:
@@ -122,9 +135,19 @@ def _launch(commands: list[list[str]], env: dict, logs: list[pathlib.Path]) -> l
 
 def _two_processes(workdir, data_dir, steps: int, logs: list[pathlib.Path]) -> list[str]:
   address = f"127.0.0.1:{_free_port()}"
-  commands = [[sys.executable, "-m", "wav2pix_jax.main", *_flags(workdir, data_dir, steps),
-               "--config.distributed=True", f"--config.coordinator_address={address}",
-               "--config.num_processes=2", f"--config.process_id={i}"] for i in range(2)]
+  commands = [
+      [
+          sys.executable,
+          "-m",
+          "wav2pix_jax.main",
+          *_flags(workdir, data_dir, steps),
+          "--config.distributed=True",
+          f"--config.coordinator_address={address}",
+          "--config.num_processes=2",
+          f"--config.process_id={i}",
+      ]
+      for i in range(2)
+  ]
   return _launch(commands, _env(devices=1), logs)
 
 
@@ -133,8 +156,9 @@ def _restore(workdir, step: int):
   num_speakers = json.loads((pathlib.Path(workdir) / "dataset.json").read_text())["num_speakers"]
   manager = checkpoints.create_manager(str(workdir), max_to_keep=2, create=False)
   try:
-    return checkpoints.restore(manager, step,
-                               abstract_state=train.abstract_train_state(config, num_speakers))
+    return checkpoints.restore(
+        manager, step, abstract_state=train.abstract_train_state(config, num_speakers)
+    )
   finally:
     manager.close()
 
@@ -142,17 +166,24 @@ def _restore(workdir, step: int):
 def _max_abs_diff(a, b) -> float:
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(la) == len(lb)
-  return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-             for x, y in zip(la, lb))
+  return max(
+      float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+      for x, y in zip(la, lb)
+  )
 
 
 def _records_seen(data_state: dict, process: int, num_records: int) -> list[int]:
   """The record indices a process trained on, from the iterator state it checkpointed itself."""
   assert f"shard_index={process}, shard_count=2" in data_state["sampler"], data_state["sampler"]
   sampler = grain.samplers.IndexSampler(
-      num_records=num_records, shuffle=True, num_epochs=None, seed=0,
-      shard_options=grain.sharding.ShardOptions(shard_index=process, shard_count=2,
-                                                drop_remainder=True))
+      num_records=num_records,
+      shuffle=True,
+      num_epochs=None,
+      seed=0,
+      shard_options=grain.sharding.ShardOptions(
+          shard_index=process, shard_count=2, drop_remainder=True
+      ),
+  )
   last = data_state["last_seen_indices"]["0"]  # sampler positions process, process + 2, ...
   return [int(sampler[j].record_key) for j in range(process, last + 1, 2)]
 
@@ -165,8 +196,11 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path, capsys)
   reference = tmp_path / "reference"
   runner = tmp_path / "reference_runner.py"
   runner.write_text(_REFERENCE_RUNNER)
-  _launch([[sys.executable, str(runner), *_flags(reference, data_dir, NUM_STEPS)]], _env(devices=2),
-          [tmp_path / "reference.log"])
+  _launch(
+      [[sys.executable, str(runner), *_flags(reference, data_dir, NUM_STEPS)]],
+      _env(devices=2),
+      [tmp_path / "reference.log"],
+  )
 
   # 2 processes x 1 device: stop after FIRST_LEG steps, relaunch, resume to NUM_STEPS.
   workdir = tmp_path / "two"
@@ -176,8 +210,9 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path, capsys)
     assert f"JAX process {i} / 2; local devices:" in text
     assert "jax.distributed.initialize(coordinator_address='127.0.0.1:" in text
   marks = [len(text) for text in first]
-  second = [text[mark:] for text, mark in zip(_two_processes(workdir, data_dir, NUM_STEPS, logs),
-                                               marks)]
+  second = [
+      text[mark:] for text, mark in zip(_two_processes(workdir, data_dir, NUM_STEPS, logs), marks)
+  ]
   for text in second:
     assert f"at step {FIRST_LEG}." in text and "Resumed from" in text, text[-4000:]
     assert f"Finished at step {NUM_STEPS}" in text, text[-4000:]
@@ -187,8 +222,10 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path, capsys)
   g_diff, d_diff = _compare(workdir, reference)
   with capsys.disabled():
     print(f"\nclips seen: process 0 {clips[0]}, process 1 {clips[1]}")
-    print(f"2 processes vs 1 process x 2 devices after {NUM_STEPS} steps (float64): max |G diff| "
-          f"{g_diff:.3g}, max |D diff| {d_diff:.3g} (tolerance {TOLERANCE:g})")
+    print(
+        f"2 processes vs 1 process x 2 devices after {NUM_STEPS} steps (float64): max |G diff| "
+        f"{g_diff:.3g}, max |D diff| {d_diff:.3g} (tolerance {TOLERANCE:g})"
+    )
   assert g_diff <= TOLERANCE and d_diff <= TOLERANCE
 
 
@@ -199,7 +236,9 @@ def _check_one_set_of_outputs(workdir: pathlib.Path, reference: pathlib.Path) ->
   assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [FIRST_LEG, NUM_STEPS]
   assert len(list(workdir.glob("events.out.tfevents.*"))) == 2  # one per launch
   assert sorted(p.name for p in (workdir / "samples").iterdir()) == [
-      "step_0000002.png", "step_0000004.png"]
+      "step_0000002.png",
+      "step_0000004.png",
+  ]
   names = lambda d: sorted(p.name for p in d.iterdir() if not p.name.startswith("events."))
   assert names(workdir) == names(reference)
   state_dir = ckpt / str(NUM_STEPS) / "state"
@@ -248,19 +287,31 @@ def test_distributed_args_auto_detect_when_unset():
 def test_distributed_args_pass_all_three():
   config = helpers.tiny_config(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=3)
   assert train.distributed_args(config) == {
-      "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}
+      "coordinator_address": "10.0.0.1:1234",
+      "num_processes": 4,
+      "process_id": 3,
+  }
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"coordinator_address": "h:1"}, "missing: --config.num_processes, --config.process_id"),
-    ({"num_processes": 2, "process_id": 0}, "missing: --config.coordinator_address"),
-    ({"coordinator_address": "h:1", "num_processes": 2, "process_id": 2},
-     r"--config.process_id must be in \[0, 2\)"),
-    ({"coordinator_address": "h:1", "num_processes": 0, "process_id": 0},
-     "--config.num_processes must be >= 1"),
-    ({"coordinator_address": "nohost", "num_processes": 2, "process_id": 0},
-     "--config.coordinator_address must be HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"coordinator_address": "h:1"}, "missing: --config.num_processes, --config.process_id"),
+        ({"num_processes": 2, "process_id": 0}, "missing: --config.coordinator_address"),
+        (
+            {"coordinator_address": "h:1", "num_processes": 2, "process_id": 2},
+            r"--config.process_id must be in \[0, 2\)",
+        ),
+        (
+            {"coordinator_address": "h:1", "num_processes": 0, "process_id": 0},
+            "--config.num_processes must be >= 1",
+        ),
+        (
+            {"coordinator_address": "nohost", "num_processes": 2, "process_id": 0},
+            "--config.coordinator_address must be HOST:PORT",
+        ),
+    ],
+)
 def test_distributed_args_refuse_partial_or_out_of_range(overrides, message):
   with pytest.raises(ValueError, match=message):
     train.distributed_args(helpers.tiny_config(**overrides))

@@ -50,8 +50,10 @@ def test_replicate_unreplicate_round_trip_and_pmap():
   tree = {"w": jnp.arange(3.0), "step": jnp.asarray(5, jnp.int32)}
   rep = parallel.replicate(tree)
   assert rep["w"].shape == (2, 3)
-  out = parallel.pmap(lambda t, x: jax.tree.map(lambda a: a + parallel.pmean(x, parallel.AXIS_NAME), t),
-                      donate_state=False)(rep, jnp.array([1.0, 3.0]))
+  out = parallel.pmap(
+      lambda t, x: jax.tree.map(lambda a: a + parallel.pmean(x, parallel.AXIS_NAME), t),
+      donate_state=False,
+  )(rep, jnp.array([1.0, 3.0]))
   host = parallel.unreplicate_to_host(out)
   np.testing.assert_allclose(host["w"], [2.0, 3.0, 4.0])  # + mean(1, 3)
   assert int(host["step"]) == 7
@@ -60,9 +62,12 @@ def test_replicate_unreplicate_round_trip_and_pmap():
 
 def test_device_rng_differs_per_device():
   same_key = parallel.replicate(jax.random.key_data(jax.random.key(0)))
-  keys = jax.pmap(lambda k: jax.random.key_data(parallel.device_rng(jax.random.wrap_key_data(k),
-                                                                    parallel.AXIS_NAME)),
-                  axis_name=parallel.AXIS_NAME)(same_key)
+  keys = jax.pmap(
+      lambda k: jax.random.key_data(
+          parallel.device_rng(jax.random.wrap_key_data(k), parallel.AXIS_NAME)
+      ),
+      axis_name=parallel.AXIS_NAME,
+  )(same_key)
   assert not np.array_equal(keys[0], keys[1])
 
 

@@ -43,7 +43,9 @@ def test_mouth_opening_px_follows_loudness_on_every_speaker(clips):
     mask = clips["speakers"] == s
     assert np.corrcoef(opening[mask], clips["loudness"][mask])[0, 1] > 0.95, syn.SPEAKERS[s]
   # A closed mouth is ~1 px of interior, a wide open one ~7 px (64 px faces).
-  assert 0.3 < opening[clips["loudness"].argmin()] < 2.0 and opening[clips["loudness"].argmax()] > 5.0
+  assert (
+      0.3 < opening[clips["loudness"].argmin()] < 2.0 and opening[clips["loudness"].argmax()] > 5.0
+  )
   with pytest.raises(ValueError, match="does not fit"):
     fm.mouth_opening_px(clips["faces"], (60, 70, 0, 4))
 
@@ -51,8 +53,10 @@ def test_mouth_opening_px_follows_loudness_on_every_speaker(clips):
 def test_brow_height_px_follows_pitch_on_every_speaker(clips):
   height = fm.brow_height_px(clips["faces"], syn.BROW_BOXES)
   assert np.corrcoef(height, clips["pitch_shift"])[0, 1] > 0.95
-  within = np.corrcoef(fm.within_group(height, clips["speakers"]),
-                       fm.within_group(clips["pitch_shift"], clips["speakers"]))[0, 1]
+  within = np.corrcoef(
+      fm.within_group(height, clips["speakers"]),
+      fm.within_group(clips["pitch_shift"], clips["speakers"]),
+  )[0, 1]
   assert within > 0.95
   for s in range(len(syn.SPEAKERS)):
     mask = clips["speakers"] == s
@@ -62,35 +66,68 @@ def test_brow_height_px_follows_pitch_on_every_speaker(clips):
   assert 2.0 < slope < 3.5, slope
   # Mouth and eyebrows are independent measurements: the mouth does not move the eyebrow metric.
   speaker = syn.make_speakers()[0]
-  quiet, loud = (fm.brow_height_px(syn.draw_face(speaker, l, 0.3)[None], syn.BROW_BOXES)[0] for l in (0.0, 1.0))
+  quiet, loud = (
+      fm.brow_height_px(syn.draw_face(speaker, l, 0.3)[None], syn.BROW_BOXES)[0] for l in (0.0, 1.0)
+  )
   assert quiet == pytest.approx(loud, abs=1e-4)
 
 
 def test_pixel_brows_row(clips):
   layout = dict(LAYOUT, brow_boxes=syn.BROW_BOXES)
-  report = ev.evaluate(generated=clips["faces"][::-1].copy(), real=clips["faces"], speakers=clips["speakers"],
-                       loudness=clips["loudness_db"], pitch=clips["pitch_shift"], train_real=clips["faces"],
-                       train_speakers=clips["speakers"], speaker_names=list(syn.SPEAKERS), dlib_metrics=False,
-                       layout=layout)
+  report = ev.evaluate(
+      generated=clips["faces"][::-1].copy(),
+      real=clips["faces"],
+      speakers=clips["speakers"],
+      loudness=clips["loudness_db"],
+      pitch=clips["pitch_shift"],
+      train_real=clips["faces"],
+      train_speakers=clips["speakers"],
+      speaker_names=list(syn.SPEAKERS),
+      dlib_metrics=False,
+      layout=layout,
+  )
   assert set(report["definitions"]) == {"pixel_identity", "pixel_mouth", "pixel_brows"}
   rows = report["rows"]
   assert rows["real"]["pixel"]["brows"]["pitch_correlation"] > 0.95
   assert rows["real"]["pixel"]["brows"]["pitch_correlation_within_speaker"] > 0.95
-  assert rows["mean_face"]["pixel"]["brows"]["pitch_correlation_within_speaker"] is None  # no variation
-  assert abs(rows["generated"]["pixel"]["brows"]["pitch_correlation_within_speaker"]) < 0.6  # other clips
+  assert (
+      rows["mean_face"]["pixel"]["brows"]["pitch_correlation_within_speaker"] is None
+  )  # no variation
+  assert (
+      abs(rows["generated"]["pixel"]["brows"]["pitch_correlation_within_speaker"]) < 0.6
+  )  # other clips
   flat = ev.scalars(report)
   assert flat["eval/real/pixel_brow_pitch_r_within_speaker"] > 0.95
   assert "eyebrows~pitch r +" in ev.summary(report)
   assert report["settings"]["pixel_layout"]["brow_boxes"] == [list(b) for b in syn.BROW_BOXES]
   with pytest.raises(ValueError, match="pitch"):
-    ev.evaluate(generated=clips["faces"], real=clips["faces"], speakers=clips["speakers"], loudness=None,
-                pitch=clips["pitch_shift"][:-1], train_real=clips["faces"], train_speakers=clips["speakers"],
-                speaker_names=list(syn.SPEAKERS), dlib_metrics=False, layout=layout)
+    ev.evaluate(
+        generated=clips["faces"],
+        real=clips["faces"],
+        speakers=clips["speakers"],
+        loudness=None,
+        pitch=clips["pitch_shift"][:-1],
+        train_real=clips["faces"],
+        train_speakers=clips["speakers"],
+        speaker_names=list(syn.SPEAKERS),
+        dlib_metrics=False,
+        layout=layout,
+    )
   # Without pitch (or without brow boxes) there is no eyebrow entry.
-  report = ev.evaluate(generated=clips["faces"], real=clips["faces"], speakers=clips["speakers"], loudness=None,
-                       train_real=clips["faces"], train_speakers=clips["speakers"],
-                       speaker_names=list(syn.SPEAKERS), dlib_metrics=False, layout=layout)
-  assert "brows" not in report["rows"]["real"]["pixel"] and "pixel_brows" not in report["definitions"]
+  report = ev.evaluate(
+      generated=clips["faces"],
+      real=clips["faces"],
+      speakers=clips["speakers"],
+      loudness=None,
+      train_real=clips["faces"],
+      train_speakers=clips["speakers"],
+      speaker_names=list(syn.SPEAKERS),
+      dlib_metrics=False,
+      layout=layout,
+  )
+  assert (
+      "brows" not in report["rows"]["real"]["pixel"] and "pixel_brows" not in report["definitions"]
+  )
 
 
 def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
@@ -98,13 +135,22 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
   c = np.tile(np.arange(5), len(syn.SPEAKERS))
   ref = (c < 3) & (clips["speakers"] < len(syn.SPEAKERS) - 1)
   held = (c >= 3) & (clips["speakers"] < len(syn.SPEAKERS) - 1)
-  kwargs = dict(real=clips["faces"][held], speakers=clips["speakers"][held], loudness=clips["loudness_db"][held],
-                train_real=clips["faces"][ref], train_speakers=clips["speakers"][ref],
-                speaker_names=list(syn.SPEAKERS), dlib_metrics=False, layout=LAYOUT)
+  kwargs = dict(
+      real=clips["faces"][held],
+      speakers=clips["speakers"][held],
+      loudness=clips["loudness_db"][held],
+      train_real=clips["faces"][ref],
+      train_speakers=clips["speakers"][ref],
+      speaker_names=list(syn.SPEAKERS),
+      dlib_metrics=False,
+      layout=LAYOUT,
+  )
   blank = np.full_like(clips["faces"][held], 128)
   report = ev.evaluate(generated=blank, **kwargs)
   rows = report["rows"]
-  assert set(rows) == {"generated", "real", "mean_face"} and "face_detection_rate" not in rows["real"]
+  assert (
+      set(rows) == {"generated", "real", "mean_face"} and "face_detection_rate" not in rows["real"]
+  )
   assert set(report["definitions"]) == {"pixel_identity", "pixel_mouth"}
   assert report["settings"]["reference_speakers"] == list(syn.SPEAKERS[:-1])
   assert rows["real"]["pixel"]["identity"]["accuracy"] == 1.0
@@ -112,7 +158,9 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
   assert rows["mean_face"]["pixel"]["identity"]["accuracy"] == 1.0
   assert rows["real"]["pixel"]["mouth"]["loudness_correlation"] > 0.8
   assert rows["real"]["pixel"]["mouth"]["loudness_correlation_within_speaker"] > 0.8
-  assert rows["mean_face"]["pixel"]["mouth"]["loudness_correlation_within_speaker"] is None  # no variation
+  assert (
+      rows["mean_face"]["pixel"]["mouth"]["loudness_correlation_within_speaker"] is None
+  )  # no variation
   assert rows["generated"]["pixel"]["mouth"]["loudness_correlation"] is None  # constant: undefined
   assert rows["generated"]["pixel"]["identity"]["accuracy"] <= 2 / (len(syn.SPEAKERS) - 1)
   flat = ev.scalars(report)
@@ -120,8 +168,15 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
   assert "pixel: identity 100.0%" in ev.summary(report)
   # An evaluated speaker without reference faces is an error naming it.
   with pytest.raises(ValueError, match=syn.SPEAKERS[-1]):
-    ev.evaluate(**dict(kwargs, generated=clips["faces"], real=clips["faces"], speakers=clips["speakers"],
-                       loudness=clips["loudness_db"]))
+    ev.evaluate(
+        **dict(
+            kwargs,
+            generated=clips["faces"],
+            real=clips["faces"],
+            speakers=clips["speakers"],
+            loudness=clips["loudness_db"],
+        )
+    )
   with pytest.raises(ValueError, match="nothing to compute"):
     ev.evaluate(generated=blank, **dict(kwargs, layout=None))
 
@@ -134,8 +189,14 @@ def test_bad_eval_config_fails_fast():
 
 def test_training_evaluates_periodically_into_tensorboard(tmp_path, caplog):
   workdir = str(tmp_path / "workdir")
-  config = _tiny(**{"input.data_dir": str(tmp_path / "tfds"), "eval.every_steps": 2, "eval.split": "test",
-                    "num_train_steps": 3})
+  config = _tiny(
+      **{
+          "input.data_dir": str(tmp_path / "tfds"),
+          "eval.every_steps": 2,
+          "eval.split": "test",
+          "num_train_steps": 3,
+      }
+  )
   caplog.set_level("INFO")
   train.train_and_evaluate(config, workdir)
   assert caplog.text.count("eval at step") == 2  # step 2 (schedule) and 3 (the end)
@@ -144,6 +205,7 @@ def test_training_evaluates_periodically_into_tensorboard(tmp_path, caplog):
   assert report["rows"]["real"]["pixel"]["identity"]["accuracy"] == 1.0
 
   from tensorboard.backend.event_processing import event_accumulator
+
   steps = {}
   for f in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
     acc = event_accumulator.EventAccumulator(f, size_guidance={"tensors": 0})
@@ -151,15 +213,27 @@ def test_training_evaluates_periodically_into_tensorboard(tmp_path, caplog):
     for tag in acc.Tags().get("tensors", []):
       if tag.startswith("eval/"):
         steps[tag] = sorted(e.step for e in acc.Tensors(tag))
-  for tag in ("eval/generated/pixel_identity", "eval/real/pixel_identity", "eval/mean_face/pixel_identity",
-              "eval/real/pixel_mouth_loudness_r", "eval/seconds"):
+  for tag in (
+      "eval/generated/pixel_identity",
+      "eval/real/pixel_identity",
+      "eval/mean_face/pixel_identity",
+      "eval/real/pixel_mouth_loudness_r",
+      "eval/seconds",
+  ):
     assert steps.get(tag) == [2, 3], (tag, sorted(steps))
 
 
 def test_max_train_minutes_stops_saves_and_evaluates_the_last_model(tmp_path, caplog, monkeypatch):
   workdir = str(tmp_path / "workdir")
-  config = _tiny(**{"input.data_dir": str(tmp_path / "tfds"), "eval.every_steps": 10, "eval.split": "test",
-                    "num_train_steps": 50, "max_train_minutes": 1.0})
+  config = _tiny(
+      **{
+          "input.data_dir": str(tmp_path / "tfds"),
+          "eval.every_steps": 10,
+          "eval.split": "test",
+          "num_train_steps": 50,
+          "max_train_minutes": 1.0,
+      }
+  )
   clock = [1000.0]
   real_make = train.make_p_train_step
 
@@ -169,6 +243,7 @@ def test_max_train_minutes_stops_saves_and_evaluates_the_last_model(tmp_path, ca
     def step(state, batch):
       clock[0] += 30.0
       return p_step(state, batch)
+
     return step
 
   monkeypatch.setattr(train, "make_p_train_step", make_with_a_30_s_step)
@@ -181,5 +256,6 @@ def test_max_train_minutes_stops_saves_and_evaluates_the_last_model(tmp_path, ca
   rows = [json.loads(line) for line in open(os.path.join(workdir, "eval", "history.jsonl"))]
   assert [(r["step"], r["train_minutes"]) for r in rows] == [(2, 1.0)]
   from wav2pix_jax import checkpoints  # pylint: disable=g-import-not-at-top
+
   manager = checkpoints.create_manager(workdir, max_to_keep=2, create=False)
   assert checkpoints.latest_step(manager) == 2

@@ -37,7 +37,8 @@ def test_auto_conv_impl_per_network_and_for_inference():
   # On CPU the encoder is per layer: subpixel, except matmul for its last Conv1d.
   n = len(model.encoder_channels)
   assert factory.conv_impl(model, "encoder") == (
-      ",".join(["subpixel"] * (n - 1) + ["matmul"]) if on_cpu else "xla")
+      ",".join(["subpixel"] * (n - 1) + ["matmul"]) if on_cpu else "xla"
+  )
   assert factory.conv_impl(model, "d") == ("matmul" if on_cpu else "xla")
   assert factory.conv_impl(model, "g", inference=True) == "xla"  # forward only: xla is faster
   assert factory.conv_impl(model, "encoder", inference=True) == "xla"
@@ -52,7 +53,10 @@ def test_auto_conv_impl_per_network_and_for_inference():
 def test_per_layer_conv_impl_lists():
   assert layers.layer_conv_impl("xla", 2, 4) == "xla"
   assert [layers.layer_conv_impl("matmul, xla,subpixel", i, 3) for i in range(3)] == [
-      "matmul", "xla", "subpixel"]
+      "matmul",
+      "xla",
+      "subpixel",
+  ]
   with pytest.raises(ValueError, match="one per layer"):
     layers.layer_conv_impl("xla,matmul", 0, 4)
   model = _tiny().model
@@ -76,8 +80,11 @@ def test_per_layer_conv_impl_is_the_same_function():
 
   def run(impl):
     def f(params, x):
-      score, feats = make(impl).apply({**variables, "params": params}, x, emb, update_spectral=False)
-      return jnp.sum(score) + jnp.mean(feats ** 2)
+      score, feats = make(impl).apply(
+          {**variables, "params": params}, x, emb, update_spectral=False
+      )
+      return jnp.sum(score) + jnp.mean(feats**2)
+
     return jax.value_and_grad(f, argnums=(0, 1))(variables["params"], images)
 
   (v_ref, g_ref), (v_mix, g_mix) = run("xla"), run("matmul,xla,subpixel,matmul")
@@ -86,7 +93,9 @@ def test_per_layer_conv_impl_is_the_same_function():
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4 * float(jnp.max(jnp.abs(b))))
 
   wave = jnp.asarray(rng.uniform(-1, 1, (2, 4000)), jnp.float32)
-  enc = lambda impl: models.SpeechEncoder(channels=(4, 8, 8), hidden=(8,), embed_dim=4, conv_impl=impl)
+  enc = lambda impl: models.SpeechEncoder(
+      channels=(4, 8, 8), hidden=(8,), embed_dim=4, conv_impl=impl
+  )
   ev = enc("xla").init(jax.random.key(1), wave, train=False)
   out_ref = enc("xla").apply(ev, wave, train=False)
   out_mix = enc("subpixel,subpixel,matmul").apply(ev, wave, train=False)
@@ -131,20 +140,31 @@ def _straightforward_g_loss(g_params, state, batch, *, g_model, d_model, loss_we
   """The G loss with its own forward inside (what autodiff of the plain formulation sees)."""
   (fakes, embedding, logits), g_vars = g_model.apply(
       {"params": g_params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral},
-      batch["waveform"], train=True, update_spectral=False, rngs={"dropout": rng},
-      mutable=["batch_stats"])
+      batch["waveform"],
+      train=True,
+      update_spectral=False,
+      rngs={"dropout": rng},
+      mutable=["batch_stats"],
+  )
   face = batch["face"]
-  condition = embedding if loss_weights.adversarial_into_encoder else jax.lax.stop_gradient(embedding)
-  scores, features = d_model.apply({"params": state.d_params, "spectral": state.d_spectral},
-                                   jnp.concatenate([fakes, face]),
-                                   jnp.concatenate([condition, condition]), update_spectral=False)
+  condition = (
+      embedding if loss_weights.adversarial_into_encoder else jax.lax.stop_gradient(embedding)
+  )
+  scores, features = d_model.apply(
+      {"params": state.d_params, "spectral": state.d_spectral},
+      jnp.concatenate([fakes, face]),
+      jnp.concatenate([condition, condition]),
+      update_spectral=False,
+  )
   fake_features, real_features = jnp.split(features, 2)
-  loss = (loss_weights.adversarial * losses.generator_adversarial(fake_scores=jnp.split(scores, 2)[0])
-          + loss_weights.feature_matching * losses.feature_matching(
-              fake_features=fake_features, real_features=real_features)
-          + loss_weights.l1 * losses.l1(predictions=fakes, targets=face)
-          + loss_weights.speaker_ce * losses.speaker_cross_entropy(logits=logits,
-                                                                   labels=batch["speaker"]))
+  loss = (
+      loss_weights.adversarial * losses.generator_adversarial(fake_scores=jnp.split(scores, 2)[0])
+      + loss_weights.feature_matching
+      * losses.feature_matching(fake_features=fake_features, real_features=real_features)
+      + loss_weights.l1 * losses.l1(predictions=fakes, targets=face)
+      + loss_weights.speaker_ce
+      * losses.speaker_cross_entropy(logits=logits, labels=batch["speaker"])
+  )
   return loss, g_vars["batch_stats"]
 
 
@@ -163,36 +183,59 @@ def test_shared_g_forward_gives_the_straightforward_gradients(adversarial_into_e
     # As train_step: one forward (with the power iteration), D update, then the G gradient
     # against the updated D through the saved vjp.
     g_out = train.g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=True)
-    d_state, _ = train.d_update(state, batch, g_model=g_model, d_model=d_model, d_tx=kw["d_tx"],
-                                real_label=0.9, rng=rng, g_out=g_out)
-    loss, _, grads = train.g_loss_and_grads(d_state, batch, g_out, d_model=d_model,
-                                            loss_weights=config.loss)
+    d_state, _ = train.d_update(
+        state,
+        batch,
+        g_model=g_model,
+        d_model=d_model,
+        d_tx=kw["d_tx"],
+        real_label=0.9,
+        rng=rng,
+        g_out=g_out,
+    )
+    loss, _, grads = train.g_loss_and_grads(
+        d_state, batch, g_out, d_model=d_model, loss_weights=config.loss
+    )
     return d_state, loss, grads, g_out.batch_stats
 
   @jax.jit
   def straightforward(d_state):
     grad_fn = jax.value_and_grad(_straightforward_g_loss, has_aux=True)
-    (loss, batch_stats), grads = grad_fn(d_state.g_params, d_state, batch, g_model=g_model,
-                                         d_model=d_model, loss_weights=config.loss, rng=rng)
+    (loss, batch_stats), grads = grad_fn(
+        d_state.g_params,
+        d_state,
+        batch,
+        g_model=g_model,
+        d_model=d_model,
+        loss_weights=config.loss,
+        rng=rng,
+    )
     return loss, grads, batch_stats
 
   d_state, loss, grads, batch_stats = fused(state)
   # The D phase changed D; the reference uses that D and G's power-iterated vectors.
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(d_state.g_spectral),
-                                                      jax.tree.leaves(state.g_spectral)))
+  assert any(
+      not np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(d_state.g_spectral), jax.tree.leaves(state.g_spectral))
+  )
   want_loss, want_grads, want_stats = straightforward(d_state)
   np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
-  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(want_grads),
-                               jax.tree.leaves(grads)):
+  for (path, want), got in zip(
+      jax.tree_util.tree_leaves_with_path(want_grads), jax.tree.leaves(grads)
+  ):
     scale = float(np.abs(want).max()) + 1e-12
     # Float32 summation-order noise only; relative to the leaf's largest gradient.
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale,
-                               err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+        got, want, rtol=1e-4, atol=1e-5 * scale, err_msg=jax.tree_util.keystr(path)
+    )
   # BatchNorm statistics: one update per step, equal to the separate forward's.
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
-               batch_stats, want_stats)
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(batch_stats),
-                                                      jax.tree.leaves(state.g_batch_stats)))
+  jax.tree.map(
+      functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7), batch_stats, want_stats
+  )
+  assert any(
+      not np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(batch_stats), jax.tree.leaves(state.g_batch_stats))
+  )
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,8 +258,10 @@ def test_bfloat16_losses_track_float32():
   state = train.create_train_state(f32, NUM_SPEAKERS, jax.random.PRNGKey(0))
   bf16_abstract = train.abstract_train_state(bf16, NUM_SPEAKERS)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16_abstract.g_params))
-  steps = {name: jax.jit(train.make_train_step(cfg, NUM_SPEAKERS, axis_name=None))
-           for name, cfg in (("f32", f32), ("bf16", bf16))}
+  steps = {
+      name: jax.jit(train.make_train_step(cfg, NUM_SPEAKERS, axis_name=None))
+      for name, cfg in (("f32", f32), ("bf16", bf16))
+  }
   states = {"f32": state, "bf16": state}
   for i in range(3):
     batch = _batch(f32, seed=i)

@@ -68,8 +68,14 @@ def test_splits_counts_and_features(built):
       "test_unseen": len(syn.UNSEEN_SPEAKERS) * syn.CLIPS_PER_SPEAKER,
   }
   assert builder.info.features["speaker"].names == list(syn.SPEAKERS)
-  assert builder.info.features["loudness"].dtype == builder.info.features["pitch_shift"].dtype == np.float32
-  assert builder.info.citation and builder.info.homepage and "test_unseen" in builder.info.description
+  assert (
+      builder.info.features["loudness"].dtype
+      == builder.info.features["pitch_shift"].dtype
+      == np.float32
+  )
+  assert (
+      builder.info.citation and builder.info.homepage and "test_unseen" in builder.info.description
+  )
   for record in records["train"][:5] + records["test_unseen"][:5]:
     assert record["waveform"].dtype == np.int16 and record["waveform"].shape == (syn.CLIP_SAMPLES,)
     assert record["face"].dtype == np.uint8 and record["face"].shape == (64, 64, 3)
@@ -104,7 +110,9 @@ def test_same_seed_gives_identical_records(built, tmp_path):
 
 def test_faces_identify_speakers(built):
   _, _, records = built
-  faces = lambda split, s: np.stack([r["face"] for r in records[split] if r["speaker"] == s]).astype(float)
+  faces = lambda split, s: np.stack(
+      [r["face"] for r in records[split] if r["speaker"] == s]
+  ).astype(float)
   speakers = sorted({int(r["speaker"]) for r in records["train"]})
   means = np.stack([faces("train", s).mean(0) for s in speakers])
   between = min(np.abs(means[i] - means[j]).mean() for i in range(len(means)) for j in range(i))
@@ -119,15 +127,22 @@ def test_faces_identify_speakers(built):
 
 def test_a_trivial_pitch_estimate_separates_speakers(built):
   _, _, records = built
-  pitch = {split: [(int(r["speaker"]), _pitch_hz(r["waveform"]), float(r["pitch_shift"])) for r in rs]
-           for split, rs in records.items() if split in ("train", "test")}
+  pitch = {
+      split: [(int(r["speaker"]), _pitch_hz(r["waveform"]), float(r["pitch_shift"])) for r in rs]
+      for split, rs in records.items()
+      if split in ("train", "test")
+  }
   speakers = sorted({s for s, _, _ in pitch["train"]})
-  centres = np.array([np.median([np.log(f) for s, f, _ in pitch["train"] if s == k]) for k in speakers])
+  centres = np.array(
+      [np.median([np.log(f) for s, f, _ in pitch["train"] if s == k]) for k in speakers]
+  )
   predicted = [speakers[int(np.argmin(np.abs(centres - np.log(f))))] for _, f, _ in pitch["test"]]
   accuracy = np.mean([p == s for p, (s, _, _) in zip(predicted, pitch["test"])])
   assert accuracy >= 0.9, accuracy
   # Within a speaker, the estimate follows the clip's pitch shift (semitones).
-  residual = [12 * (np.log2(f) - centres[speakers.index(s)] / np.log(2)) for s, f, _ in pitch["train"]]
+  residual = [
+      12 * (np.log2(f) - centres[speakers.index(s)] / np.log(2)) for s, f, _ in pitch["train"]
+  ]
   shift = [p for _, _, p in pitch["train"]]
   assert np.corrcoef(residual, shift)[0, 1] > 0.8
 
@@ -150,8 +165,10 @@ def _peak_normalised_clips(built):
   _, _, records = built
   for speaker in range(len(SEEN)):
     clips = [r for r in records["train"] if r["speaker"] == speaker]
-    yield ([r["waveform"].astype(float) / np.abs(r["waveform"]).max() for r in clips],
-           [float(r["loudness"]) for r in clips])
+    yield (
+        [r["waveform"].astype(float) / np.abs(r["waveform"]).max() for r in clips],
+        [float(r["loudness"]) for r in clips],
+    )
 
 
 def test_loudness_survives_peak_normalisation(built):
@@ -173,7 +190,7 @@ def test_quiet_speech_is_breathy(built):
     for x in clips:
       x = x - x.mean()
       acf = np.fft.irfft(np.abs(np.fft.rfft(x, 2 * len(x))) ** 2)[: len(x)]
-      voicing.append(acf[16000 // 400:16000 // 70].max() / acf[0])
+      voicing.append(acf[16000 // 400 : 16000 // 70].max() / acf[0])
     assert np.corrcoef(voicing, loudness)[0, 1] > 0.9
 
 
@@ -195,12 +212,15 @@ def test_reads_back_without_tensorflow(built):
       "print('OK', len(s))\n"
   )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-  assert out.returncode == 0 and f"OK {len(syn.UNSEEN_SPEAKERS) * syn.CLIPS_PER_SPEAKER}" in out.stdout, out.stderr[-2000:]
+  assert (
+      out.returncode == 0 and f"OK {len(syn.UNSEEN_SPEAKERS) * syn.CLIPS_PER_SPEAKER}" in out.stdout
+  ), out.stderr[-2000:]
 
 
 def test_export_wav_writes_clips_faces_and_one_recording_per_speaker(built, tmp_path):
   import soundfile
   from data_prep.synthetic.__main__ import export_wav
+
   _, builder, records = built
   paths = export_wav(builder, str(tmp_path), "test", max_clips=2)
   assert len(paths) == 3 * len(SEEN)  # two clips and one concatenation per seen speaker

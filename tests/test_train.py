@@ -47,8 +47,11 @@ def test_create_train_state_matches_eval_shape(tiny_state):
   config, state = tiny_state
   abstract = train.abstract_train_state(config, NUM_SPEAKERS)
   assert jax.tree.structure(abstract) == jax.tree.structure(state)
-  assert all(jax.tree.leaves(jax.tree.map(lambda a, x: a.shape == x.shape and a.dtype == x.dtype,
-                                          abstract, state)))
+  assert all(
+      jax.tree.leaves(
+          jax.tree.map(lambda a, x: a.shape == x.shape and a.dtype == x.dtype, abstract, state)
+      )
+  )
   assert int(state.step) == 0
   assert state.g_params["classifier"]["fc1"]["kernel"].shape[-1] == NUM_SPEAKERS
   assert jax.tree.leaves(state.g_spectral) and jax.tree.leaves(state.d_spectral)
@@ -62,8 +65,15 @@ def _phase_kwargs(config):
 def test_d_update_leaves_g_params_untouched(tiny_state):
   config, state = tiny_state
   kw = _phase_kwargs(config)
-  d_update = jax.jit(functools.partial(train.d_update, g_model=kw["g_model"], d_model=kw["d_model"],
-                                       d_tx=kw["d_tx"], real_label=0.9))
+  d_update = jax.jit(
+      functools.partial(
+          train.d_update,
+          g_model=kw["g_model"],
+          d_model=kw["d_model"],
+          d_tx=kw["d_tx"],
+          real_label=0.9,
+      )
+  )
   new, metrics = d_update(state, _batch(config), rng=jax.random.PRNGKey(1))
   assert _equal(new.g_params, state.g_params)
   assert _equal(new.g_opt_state, state.g_opt_state)
@@ -73,15 +83,23 @@ def test_d_update_leaves_g_params_untouched(tiny_state):
   assert not _equal(new.g_spectral, state.g_spectral)  # ... and one for G (its first call)
   for key in ("d_loss", "d_real", "d_fake", "d_wrong", "d_score_real", "d_grad_norm"):
     assert np.isfinite(metrics[key]), key
-  np.testing.assert_allclose(metrics["d_loss"], metrics["d_real"] + metrics["d_fake"] + metrics["d_wrong"],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      metrics["d_loss"], metrics["d_real"] + metrics["d_fake"] + metrics["d_wrong"], rtol=1e-5
+  )
 
 
 def test_g_update_leaves_d_untouched(tiny_state):
   config, state = tiny_state
   kw = _phase_kwargs(config)
-  g_update = jax.jit(functools.partial(train.g_update, g_model=kw["g_model"], d_model=kw["d_model"],
-                                       g_tx=kw["g_tx"], loss_weights=config.loss))
+  g_update = jax.jit(
+      functools.partial(
+          train.g_update,
+          g_model=kw["g_model"],
+          d_model=kw["d_model"],
+          g_tx=kw["g_tx"],
+          loss_weights=config.loss,
+      )
+  )
   new, metrics = g_update(state, _batch(config), rng=jax.random.PRNGKey(1))
   assert _equal(new.d_params, state.d_params)
   assert _equal(new.d_opt_state, state.d_opt_state)
@@ -93,8 +111,12 @@ def test_g_update_leaves_d_untouched(tiny_state):
   for part in ("encoder", "classifier", "generator"):
     assert not _equal(new.g_params[part], state.g_params[part]), part
   w = config.loss
-  want = (w.adversarial * metrics["g_adversarial"] + w.feature_matching * metrics["g_feature_matching"]
-          + w.l1 * metrics["g_l1"] + w.speaker_ce * metrics["g_speaker_ce"])
+  want = (
+      w.adversarial * metrics["g_adversarial"]
+      + w.feature_matching * metrics["g_feature_matching"]
+      + w.l1 * metrics["g_l1"]
+      + w.speaker_ce * metrics["g_speaker_ce"]
+  )
   np.testing.assert_allclose(metrics["g_loss"], want, rtol=1e-5)
 
 
@@ -105,9 +127,15 @@ def test_d_phase_does_not_differentiate_through_g(tiny_state):
   batch = _batch(config)
 
   def d_loss_of_g(g_params):
-    _, metrics = train.d_update(state.replace(g_params=g_params), batch, g_model=kw["g_model"],
-                                d_model=kw["d_model"], d_tx=kw["d_tx"], real_label=0.9,
-                                rng=jax.random.PRNGKey(1))
+    _, metrics = train.d_update(
+        state.replace(g_params=g_params),
+        batch,
+        g_model=kw["g_model"],
+        d_model=kw["d_model"],
+        d_tx=kw["d_tx"],
+        real_label=0.9,
+        rng=jax.random.PRNGKey(1),
+    )
     return metrics["d_loss"]
 
   grads = jax.jit(jax.grad(d_loss_of_g))(state.g_params)
@@ -132,7 +160,9 @@ def test_train_step_updates_both_and_skips_nonfinite(tiny_state, single_step):
   assert float(bad_metrics["d_skipped"]) == 1.0 and float(bad_metrics["g_skipped"]) == 1.0
   assert train.nonfinite_terms(jax.device_get(bad_metrics))  # the host would name them
   assert _equal(skipped.g_params, state.g_params) and _equal(skipped.d_params, state.d_params)
-  assert _equal(skipped.g_opt_state, state.g_opt_state) and _equal(skipped.d_opt_state, state.d_opt_state)
+  assert _equal(skipped.g_opt_state, state.g_opt_state) and _equal(
+      skipped.d_opt_state, state.d_opt_state
+  )
   assert int(skipped.step) == 1  # the iteration still counts
 
 
@@ -157,8 +187,9 @@ def _two_devices_vs_one(seeds) -> float:
   sign depends on the summation order.)
   """
   with jax.enable_x64(True):
-    config = _tiny(**{"model.dropout_rate": 0.0, "model.dtype": "float64",
-                      "model.param_dtype": "float64"})
+    config = _tiny(
+        **{"model.dropout_rate": 0.0, "model.dtype": "float64", "model.param_dtype": "float64"}
+    )
     single = jax.jit(train.make_train_step(config, NUM_SPEAKERS, axis_name=None))
     p_step = train.make_p_train_step(config, NUM_SPEAKERS)
     worst = 0.0
@@ -167,17 +198,21 @@ def _two_devices_vs_one(seeds) -> float:
       assert state.g_params["generator"]["deconv0"]["sn"]["kernel"].dtype == jnp.float64
       s1, p_state = state, parallel.replicate(state)
       for i in range(2):
-        batch = jax.tree.map(lambda x: x.astype(np.float64) if x.dtype == np.float32 else x,
-                             _batch(config, batch_size=4, seed=1000 * seed + i))
+        batch = jax.tree.map(
+            lambda x: x.astype(np.float64) if x.dtype == np.float32 else x,
+            _batch(config, batch_size=4, seed=1000 * seed + i),
+        )
         s1, m1 = single(s1, batch)
         p_state, p_metrics = p_step(p_state, parallel.put_sharded(parallel.shard(batch)))
       for key, value in m1.items():
         for device in range(2):
-          np.testing.assert_allclose(p_metrics[key][device], value, rtol=1e-9, atol=1e-12,
-                                     err_msg=f"seed {seed}: {key}")
+          np.testing.assert_allclose(
+              p_metrics[key][device], value, rtol=1e-9, atol=1e-12, err_msg=f"seed {seed}: {key}"
+          )
       host = parallel.unreplicate_to_host(p_state)
-      for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(jax.device_get(s1)),
-                                   jax.tree.leaves(host)):
+      for (path, want), got in zip(
+          jax.tree_util.tree_leaves_with_path(jax.device_get(s1)), jax.tree.leaves(host)
+      ):
         want, got = np.asarray(want), np.asarray(got)
         if not np.issubdtype(want.dtype, np.floating):
           np.testing.assert_array_equal(got, want, err_msg=_leaf_name(path))
@@ -193,7 +228,9 @@ def _two_devices_vs_one(seeds) -> float:
           # running mean of that BatchNorm inherits it.
           bound += 1e-2 * lr
         difference = float(np.abs(got - want).max())
-        assert difference <= bound, f"seed {seed}: {name} differs by {difference:.3g} (bound {bound:.3g})"
+        assert (
+            difference <= bound
+        ), f"seed {seed}: {name} differs by {difference:.3g} (bound {bound:.3g})"
         worst = max(worst, difference / bound)
         worst = max(worst, difference)
   return worst
@@ -208,13 +245,21 @@ def test_pmapped_step_on_two_devices_equals_one_device():
 
 @pytest.mark.slow
 def test_pmapped_step_equality_holds_for_20_seeds():
-  print(f"\nlargest 2-vs-1-device difference over 20 seeds: {_two_devices_vs_one(range(20)):.3g} "
-        "of its bound")
+  print(
+      f"\nlargest 2-vs-1-device difference over 20 seeds: {_two_devices_vs_one(range(20)):.3g} "
+      "of its bound"
+  )
 
 
 def test_nonfinite_terms_names_them():
-  assert train.nonfinite_terms({"d_loss": 1.0, "g_l1": float("nan"), "g_grad_norm": float("inf"),
-                                "steps_per_sec": float("nan")}) == ["g_l1", "g_grad_norm"]
+  assert train.nonfinite_terms(
+      {
+          "d_loss": 1.0,
+          "g_l1": float("nan"),
+          "g_grad_norm": float("inf"),
+          "steps_per_sec": float("nan"),
+      }
+  ) == ["g_l1", "g_grad_norm"]
 
 
 def test_image_grid_layout():
@@ -225,14 +270,17 @@ def test_image_grid_layout():
   assert (grid[:4] == 255).all() and (grid[4:] == 0).all()
 
 
-@pytest.mark.parametrize("key,value,field", [
-    ("batch_size", 3, "batch_size"),
-    ("model.image_size", 96, "model.image_size"),
-    ("model.conv_impl", "fft", "model.conv_impl"),
-    ("model.dtype", "float8", "model.dtype"),
-    ("optim.d.learning_rate", 0.0, "optim.d.learning_rate"),
-    ("log.every_steps", 0, "log.every_steps"),
-])
+@pytest.mark.parametrize(
+    "key,value,field",
+    [
+        ("batch_size", 3, "batch_size"),
+        ("model.image_size", 96, "model.image_size"),
+        ("model.conv_impl", "fft", "model.conv_impl"),
+        ("model.dtype", "float8", "model.dtype"),
+        ("optim.d.learning_rate", 0.0, "optim.d.learning_rate"),
+        ("log.every_steps", 0, "log.every_steps"),
+    ],
+)
 def test_bad_configs_fail_fast_naming_the_field(tmp_path, key, value, field):
   config = _tiny(**{key: value, "input.data_dir": str(tmp_path / "never_created")})
   with pytest.raises(ValueError, match=field.replace(".", r"\.")):
@@ -252,6 +300,7 @@ def synthetic_data_dir(tmp_path_factory):
 
 def _latest(workdir):
   from wav2pix_jax import checkpoints
+
   return checkpoints.latest_step(checkpoints.create_manager(workdir, max_to_keep=2, create=False))
 
 
@@ -268,6 +317,7 @@ def test_train_checkpoint_resume_and_refusals(tmp_path, synthetic_data_dir, capl
   grids = sorted(glob.glob(os.path.join(workdir, "samples", "*.png")))
   assert [os.path.basename(g) for g in grids] == ["step_0000002.png", "step_0000003.png"]
   from PIL import Image
+
   grid = np.asarray(Image.open(grids[-1]))
   s = config.model.image_size
   assert grid.shape == (2 * s, config.log.num_images * s, 3)  # generated row over real row
@@ -275,8 +325,19 @@ def test_train_checkpoint_resume_and_refusals(tmp_path, synthetic_data_dir, capl
   assert saved["model"]["encoder_channels"] == list(config.model.encoder_channels)
   dataset = json.loads(open(os.path.join(workdir, "dataset.json")).read())
   assert dataset["num_speakers"] == len(dataset["speaker_names"]) == 8
-  _assert_event_tags(workdir, {"d_loss", "g_loss", "g_l1", "d_score_real", "d_grad_norm",
-                               "g_grad_norm", "steps_per_sec", "faces/generated_top_real_bottom"})
+  _assert_event_tags(
+      workdir,
+      {
+          "d_loss",
+          "g_loss",
+          "g_l1",
+          "d_score_real",
+          "d_grad_norm",
+          "g_grad_norm",
+          "steps_per_sec",
+          "faces/generated_top_real_bottom",
+      },
+  )
 
   # 2. Restart with more steps: resumes at 3 (restored, not re-initialised), ends at 5.
   config.num_train_steps = 5
@@ -287,10 +348,19 @@ def test_train_checkpoint_resume_and_refusals(tmp_path, synthetic_data_dir, capl
   assert _latest(workdir) == 5
 
   # 3. A resume with different shapes is refused before anything is touched, naming the fields.
-  bad = _tiny(**{"input.data_dir": synthetic_data_dir, "model.g_base_channels": 8,
-                 "input.audio_samples": 2048, "num_train_steps": 7})
-  with pytest.raises(ValueError, match=r"model\.g_base_channels.*input\.audio_samples|"
-                                       r"input\.audio_samples.*model\.g_base_channels") as info:
+  bad = _tiny(
+      **{
+          "input.data_dir": synthetic_data_dir,
+          "model.g_base_channels": 8,
+          "input.audio_samples": 2048,
+          "num_train_steps": 7,
+      }
+  )
+  with pytest.raises(
+      ValueError,
+      match=r"model\.g_base_channels.*input\.audio_samples|"
+      r"input\.audio_samples.*model\.g_base_channels",
+  ) as info:
     train.train_and_evaluate(bad, workdir)
   assert "refusing to resume" in str(info.value)
   assert _latest(workdir) == 5
@@ -305,6 +375,7 @@ def test_train_checkpoint_resume_and_refusals(tmp_path, synthetic_data_dir, capl
 
 def _assert_event_tags(workdir, want):
   from tensorboard.backend.event_processing import event_accumulator
+
   files = glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
   tags = set()
   for f in files:
@@ -316,11 +387,20 @@ def _assert_event_tags(workdir, want):
   assert not missing, f"missing TensorBoard tags {missing}; found {sorted(tags)}"
 
 
-def test_sigterm_finishes_the_step_saves_and_returns(tmp_path, synthetic_data_dir, caplog, monkeypatch):
+def test_sigterm_finishes_the_step_saves_and_returns(
+    tmp_path, synthetic_data_dir, caplog, monkeypatch
+):
   import signal
+
   workdir = str(tmp_path / "workdir")
-  config = _tiny(**{"input.data_dir": synthetic_data_dir, "num_train_steps": 50,
-                    "log.checkpoint_every_steps": 100, "log.image_every_steps": 100})
+  config = _tiny(
+      **{
+          "input.data_dir": synthetic_data_dir,
+          "num_train_steps": 50,
+          "log.checkpoint_every_steps": 100,
+          "log.image_every_steps": 100,
+      }
+  )
   real_make = train.make_p_train_step
 
   def make_with_sigterm_on_step_2(*args, **kwargs):
@@ -333,6 +413,7 @@ def test_sigterm_finishes_the_step_saves_and_returns(tmp_path, synthetic_data_di
       if len(calls) == 2:
         os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-run, like a preemption notice
       return out
+
     return step
 
   monkeypatch.setattr(train, "make_p_train_step", make_with_sigterm_on_step_2)

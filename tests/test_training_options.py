@@ -47,8 +47,12 @@ def test_translation_shifts_whole_image_by_at_most_an_eighth():
   x = _ramp(batch=8, size=16) + 1.0  # strictly positive: the zero padding is visible
   y = np.asarray(augment.diff_augment(x, jax.random.PRNGKey(3), "translation"))
   for image, shifted in zip(np.asarray(x), y):
-    found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-             if np.array_equal(np.roll(image, (dy, dx), axis=(0, 1))[2:-2, 2:-2], shifted[2:-2, 2:-2])]
+    found = [
+        (dy, dx)
+        for dy in range(-2, 3)
+        for dx in range(-2, 3)
+        if np.array_equal(np.roll(image, (dy, dx), axis=(0, 1))[2:-2, 2:-2], shifted[2:-2, 2:-2])
+    ]
     assert len(found) == 1, found  # exactly one integer shift within +-16/8 = 2 pixels explains it
     dy, dx = found[0]
     # The rows/columns shifted in are zeros.
@@ -75,8 +79,9 @@ def test_color_is_a_per_image_affine_map_and_gradients_flow():
   assert not np.allclose(y, x)
   # Each image changes by its own brightness/saturation/contrast draw.
   assert len({round(float(v), 5) for v in jnp.mean(y - x, axis=(1, 2, 3))}) == 4
-  grads = jax.grad(lambda z: jnp.sum(augment.diff_augment(z, jax.random.PRNGKey(2),
-                                                          "color,translation,cutout")))(x)
+  grads = jax.grad(
+      lambda z: jnp.sum(augment.diff_augment(z, jax.random.PRNGKey(2), "color,translation,cutout"))
+  )(x)
   assert float(jnp.abs(grads).sum()) > 0
 
 
@@ -87,8 +92,11 @@ def test_color_is_a_per_image_affine_map_and_gradients_flow():
 
 def _step(config, state=None, batch=None):
   step = jax.jit(train.make_train_step(config, NUM_SPEAKERS, axis_name=None))
-  state = state if state is not None else train.create_train_state(config, NUM_SPEAKERS,
-                                                                    jax.random.PRNGKey(0))
+  state = (
+      state
+      if state is not None
+      else train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+  )
   return state, step(state, batch if batch is not None else _batch(config))
 
 
@@ -96,8 +104,11 @@ def test_ema_follows_the_weights_with_a_warm_up():
   config = _tiny(**{"optim.g.ema_decay": 0.999})
   state, (new, _) = _step(config)
   # Step 0: decay min(0.999, 1/10) = 0.1 -> ema = 0.1 * init + 0.9 * updated.
-  for e0, p1, e1 in zip(jax.tree.leaves(state.g_ema_params), jax.tree.leaves(new.g_params),
-                        jax.tree.leaves(new.g_ema_params)):
+  for e0, p1, e1 in zip(
+      jax.tree.leaves(state.g_ema_params),
+      jax.tree.leaves(new.g_params),
+      jax.tree.leaves(new.g_ema_params),
+  ):
     np.testing.assert_allclose(e1, 0.1 * e0 + 0.9 * p1, rtol=1e-5, atol=1e-7)
   assert inference.generator_variables(new)["params"] is new.g_ema_params
   off = train.create_train_state(_tiny(), NUM_SPEAKERS, jax.random.PRNGKey(0))
@@ -116,16 +127,26 @@ def test_r1_adds_half_gamma_times_the_penalty():
 def test_the_condition_carries_the_adversarial_gradient_only_when_asked():
   """With adversarial weight only: the encoder's gradient changes when D's condition input is
   differentiated (the authors' code), and not otherwise."""
+
   def encoder_grads(into_encoder):
-    config = _tiny(**{"model.dropout_rate": 0.0, "loss.l1": 0.0, "loss.speaker_ce": 0.0,
-                      "loss.feature_matching": 0.0, "loss.adversarial_into_encoder": into_encoder})
+    config = _tiny(
+        **{
+            "model.dropout_rate": 0.0,
+            "loss.l1": 0.0,
+            "loss.speaker_ce": 0.0,
+            "loss.feature_matching": 0.0,
+            "loss.adversarial_into_encoder": into_encoder,
+        }
+    )
     state = train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
     kw = train.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
     batch = jax.tree.map(jnp.asarray, _batch(config))
-    g_out = train.g_forward(state, batch, g_model=kw["g_model"], rng=jax.random.PRNGKey(1),
-                            update_spectral=True)
-    _, _, grads = train.g_loss_and_grads(state, batch, g_out, d_model=kw["d_model"],
-                                         loss_weights=config.loss)
+    g_out = train.g_forward(
+        state, batch, g_model=kw["g_model"], rng=jax.random.PRNGKey(1), update_spectral=True
+    )
+    _, _, grads = train.g_loss_and_grads(
+        state, batch, g_out, d_model=kw["d_model"], loss_weights=config.loss
+    )
     return grads["encoder"]["embed"]["kernel"], grads["generator"]
 
   stop_enc, stop_gen = encoder_grads(False)
@@ -140,16 +161,20 @@ def test_augmented_step_trains():
   config = _tiny(**{"loss.diff_augment": "color,translation,cutout"})
   state, (new, metrics) = _step(config)
   assert np.isfinite(float(metrics["d_loss"])) and np.isfinite(float(metrics["g_loss"]))
-  assert not np.array_equal(new.d_params["conv0"]["sn"]["kernel"], state.d_params["conv0"]["sn"]["kernel"])
+  assert not np.array_equal(
+      new.d_params["conv0"]["sn"]["kernel"], state.d_params["conv0"]["sn"]["kernel"]
+  )
 
 
 def test_bad_option_values_name_the_field():
-  for overrides, field in (({"loss.diff_augment": "blur"}, "loss.diff_augment"),
-                           ({"optim.g.ema_decay": 1.0}, "optim.g.ema_decay"),
-                           ({"loss.r1": -1.0}, "loss.r1"),
-                           ({"log.divergence_window": 0}, "log.divergence_window"),
-                           ({"model.g_upsample": "bilinear"}, "model.g_upsample"),
-                           ({"model.sn_init": "xavier"}, "model.sn_init")):
+  for overrides, field in (
+      ({"loss.diff_augment": "blur"}, "loss.diff_augment"),
+      ({"optim.g.ema_decay": 1.0}, "optim.g.ema_decay"),
+      ({"loss.r1": -1.0}, "loss.r1"),
+      ({"log.divergence_window": 0}, "log.divergence_window"),
+      ({"model.g_upsample": "bilinear"}, "model.g_upsample"),
+      ({"model.sn_init": "xavier"}, "model.sn_init"),
+  ):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
       train.check_config(_tiny(**overrides))
 
@@ -162,28 +187,38 @@ def test_bad_option_values_name_the_field():
 @pytest.mark.parametrize("transposed,fan_in", [(False, 3 * 16), (True, 8 * 16)])
 def test_torch_sn_init_is_pytorchs_default(transposed, fan_in):
   shape = (4, 4, 3, 8)  # (kh, kw, in, out): torch's fan_in is in*16 (Conv2d), out*16 (transposed)
-  w = np.asarray(layers.sn_kernel_init("torch", transposed=transposed)(jax.random.PRNGKey(0), shape))
+  w = np.asarray(
+      layers.sn_kernel_init("torch", transposed=transposed)(jax.random.PRNGKey(0), shape)
+  )
   bound = 1 / np.sqrt(fan_in)
   assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
   np.testing.assert_allclose(w.std(), bound / np.sqrt(3), rtol=0.15)  # uniform's std
-  normal = np.asarray(layers.sn_kernel_init("normal", transposed=transposed)(jax.random.PRNGKey(0), shape))
+  normal = np.asarray(
+      layers.sn_kernel_init("normal", transposed=transposed)(jax.random.PRNGKey(0), shape)
+  )
   np.testing.assert_allclose(normal.std(), 0.02, rtol=0.15)
 
 
 @pytest.mark.parametrize("impl", ["xla", "subpixel", "matmul"])
 def test_resize_conv_generator_has_no_transposed_doublings(impl):
-  gen = models.Generator(image_size=64, base_channels=4, dropout_rate=0.0, conv_impl=impl,
-                         upsample="resize_conv")
+  gen = models.Generator(
+      image_size=64, base_channels=4, dropout_rate=0.0, conv_impl=impl, upsample="resize_conv"
+  )
   variables = gen.init(jax.random.PRNGKey(0), jnp.ones((2, 8)), train=False, update_spectral=False)
   names = sorted(variables["params"])
   assert names == ["deconv0", "upconv1", "upconv2", "upconv3", "upconv4"]
   assert variables["params"]["upconv1"]["sn"]["kernel"].shape == (3, 3, 32, 16)
   out = gen.apply(variables, jnp.ones((2, 8)), train=False, update_spectral=False)
   assert out.shape == (2, 64, 64, 3)
-  reference = models.Generator(image_size=64, base_channels=4, dropout_rate=0.0, conv_impl="xla",
-                               upsample="resize_conv")
-  np.testing.assert_allclose(out, reference.apply(variables, jnp.ones((2, 8)), train=False,
-                                                  update_spectral=False), rtol=1e-4, atol=1e-5)
+  reference = models.Generator(
+      image_size=64, base_channels=4, dropout_rate=0.0, conv_impl="xla", upsample="resize_conv"
+  )
+  np.testing.assert_allclose(
+      out,
+      reference.apply(variables, jnp.ones((2, 8)), train=False, update_spectral=False),
+      rtol=1e-4,
+      atol=1e-5,
+  )
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,8 +249,10 @@ def test_old_config_json_takes_base_defaults_and_bad_ones_fail():
 def test_resume_refuses_to_switch_ema_or_upsampling():
   meta = checkpoints.make_meta(_tiny(), num_speakers=3)
   checkpoints.check_compatible(meta, _tiny(**{"loss.r1": 5.0}), num_speakers=3)
-  for overrides, field in (({"optim.g.ema_decay": 0.99}, "optim.g.ema_decay"),
-                           ({"model.g_upsample": "resize_conv"}, "model.g_upsample")):
+  for overrides, field in (
+      ({"optim.g.ema_decay": 0.99}, "optim.g.ema_decay"),
+      ({"model.g_upsample": "resize_conv"}, "model.g_upsample"),
+  ):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
       checkpoints.check_compatible(meta, _tiny(**overrides), num_speakers=3)
   # A checkpoint written before these fields existed: their defaults.
@@ -231,7 +268,9 @@ def test_resume_refuses_to_switch_ema_or_upsampling():
 
 def _feed(mon, steps, d_loss, real, fake, wrong, start=1):
   for step in range(start, start + steps):
-    mon.add(step, {"d_loss": d_loss, "d_score_real": real, "d_score_fake": fake, "d_score_wrong": wrong})
+    mon.add(
+        step, {"d_loss": d_loss, "d_score_real": real, "d_score_fake": fake, "d_score_wrong": wrong}
+    )
   return start + steps
 
 
@@ -297,9 +336,16 @@ def test_paper_discriminator_is_additive_and_the_joint_layer_is_not():
     faces = faces.astype(jnp.float64)
     e1, e2 = e1.astype(jnp.float64), e2.astype(jnp.float64)
     for joint, additive in ((0, True), (16, False)):
-      d = models.Discriminator(image_size=64, base_channels=4, joint_channels=joint,
-                               dtype=jnp.float64, param_dtype=jnp.float64)
-      variables = d.init(jax.random.PRNGKey(0), faces, jnp.concatenate([e1, e1]), update_spectral=False)
+      d = models.Discriminator(
+          image_size=64,
+          base_channels=4,
+          joint_channels=joint,
+          dtype=jnp.float64,
+          param_dtype=jnp.float64,
+      )
+      variables = d.init(
+          jax.random.PRNGKey(0), faces, jnp.concatenate([e1, e1]), update_spectral=False
+      )
       if joint:
         assert variables["params"]["joint"]["sn"]["kernel"].shape == (1, 1, 32 + 8, 16)
       g1, g2 = gap(d, variables, e1), gap(d, variables, e2)

@@ -21,8 +21,11 @@ import pytest
 try:
   import apache_beam  # noqa: F401 - only to know whether the Beam build can run here
 except ImportError as e:
-  pytest.skip(f"apache_beam is not importable ({e}): the Beam build tests need "
-              "`pip install -e '.[beam]'`", allow_module_level=True)
+  pytest.skip(
+      f"apache_beam is not importable ({e}): the Beam build tests need "
+      "`pip install -e '.[beam]'`",
+      allow_module_level=True,
+  )
 
 import video_helpers  # noqa: E402
 
@@ -37,23 +40,40 @@ BEAM_OPTIONS = "runner=DirectRunner,direct_num_workers=2,direct_running_mode=mul
 def talking_videos(youtubers_dir, tmp_path_factory) -> pathlib.Path:
   """<root>/<speaker>/<video>.mp4: the 6 talking videos, an unreadable file, a faceless video."""
   root = tmp_path_factory.mktemp("talking_videos")
-  video_helpers.write_talking_videos(root, youtubers_dir, speakers=len(SPEAKERS),
-                                     videos_per_speaker=VIDEOS_PER_SPEAKER, seconds=SECONDS)
+  video_helpers.write_talking_videos(
+      root,
+      youtubers_dir,
+      speakers=len(SPEAKERS),
+      videos_per_speaker=VIDEOS_PER_SPEAKER,
+      seconds=SECONDS,
+  )
   (root / "spk1" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
   video_helpers.write_video(
-      root / "spk2" / "noface.mp4", video_helpers.canvas(None, 0, 0, 0, 320, 240),
-      video_helpers.speech(youtubers_dir, "javiermuniz", 100, 3), seconds=3, fps=10)
+      root / "spk2" / "noface.mp4",
+      video_helpers.canvas(None, 0, 0, 0, 320, 240),
+      video_helpers.speech(youtubers_dir, "javiermuniz", 100, 3),
+      seconds=3,
+      fps=10,
+  )
   return root
 
 
 def _tfds_build(target: str, data_dir: pathlib.Path, *extra: str) -> float:
   """Runs `tfds build <target> --data_dir=...` as a user would; returns its wall time in s."""
-  command = [sys.executable, "-m", "tensorflow_datasets.scripts.cli.main", "build", target,
-             f"--data_dir={data_dir}", *extra]
+  command = [
+      sys.executable,
+      "-m",
+      "tensorflow_datasets.scripts.cli.main",
+      "build",
+      target,
+      f"--data_dir={data_dir}",
+      *extra,
+  ]
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
   started = time.perf_counter()
-  done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                        timeout=900)
+  done = subprocess.run(
+      command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
+  )
   seconds = time.perf_counter() - started
   assert done.returncode == 0, f"{' '.join(command)}\n{done.stderr[-6000:]}"
   return seconds
@@ -72,8 +92,12 @@ def _read_build(data_dir: pathlib.Path) -> dict:
     source = tfds.data_source("wav2pix_videos", split=split, data_dir=str(data_dir))
     splits[split] = [source[i] for i in range(len(source))]
   files = [p.name for p in version_dir.glob("*.array_record-*")]
-  return {"report": report, "splits": splits, "files": files,
-          "speakers": builder.info.features["speaker"].names}
+  return {
+      "report": report,
+      "splits": splits,
+      "files": files,
+      "speakers": builder.info.features["speaker"].names,
+  }
 
 
 def _text(value) -> str:
@@ -85,12 +109,18 @@ def both_builds(talking_videos, tmp_path_factory):
   """(single-process build, Beam build) of the talking videos, and their wall times."""
   single_dir, beam_dir = tmp_path_factory.mktemp("single"), tmp_path_factory.mktemp("beam")
   single_s = _tfds_build("data_prep/videos", single_dir, f"--manual_dir={talking_videos}")
-  beam_s = _tfds_build("data_prep/videos", beam_dir, f"--manual_dir={talking_videos}",
-                       f"--beam_pipeline_options={BEAM_OPTIONS}")
+  beam_s = _tfds_build(
+      "data_prep/videos",
+      beam_dir,
+      f"--manual_dir={talking_videos}",
+      f"--beam_pipeline_options={BEAM_OPTIONS}",
+  )
   # The figures for the README (run with -s to see them).
   videos = sum(1 for _ in talking_videos.rglob("*.mp4"))
-  print(f"\nwav2pix_videos, {videos} videos: single process {single_s:.1f} s, "
-        f"Beam DirectRunner 2 workers {beam_s:.1f} s (both including process start-up)")
+  print(
+      f"\nwav2pix_videos, {videos} videos: single process {single_s:.1f} s, "
+      f"Beam DirectRunner 2 workers {beam_s:.1f} s (both including process start-up)"
+  )
   return _read_build(single_dir), _read_build(beam_dir)
 
 
@@ -141,18 +171,27 @@ def test_in_process_beam_build_and_its_counters(talking_videos, both_builds, tmp
   from data_prep.videos import videos_dataset_builder
 
   builder = videos_dataset_builder.Wav2PixVideos(data_dir=str(tmp_path))
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(talking_videos), beam_options=build.beam_options("runner=DirectRunner")))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(
+          manual_dir=str(talking_videos), beam_options=build.beam_options("runner=DirectRunner")
+      )
+  )
   report, single = builder.build_report, both_builds[0]["report"]
   assert {k: v for k, v in report.items() if k != "seconds"} == {
-      k: v for k, v in single.items() if k != "seconds"}
+      k: v for k, v in single.items() if k != "seconds"
+  }
   expected = {
-      "videos_read": report["videos_read"], "videos_failed": report["videos_failed"],
+      "videos_read": report["videos_read"],
+      "videos_failed": report["videos_failed"],
       "frames_sampled": report["frames_sampled"],
       # Faces found before the validation carve dropped some of them.
       "faces_found": report["faces_kept"] + report["dropped"]["split_gap"],
-      **{f"dropped_{reason}": count for reason, count in report["dropped"].items()
-         if reason != "split_gap"}}
+      **{
+          f"dropped_{reason}": count
+          for reason, count in report["dropped"].items()
+          if reason != "split_gap"
+      },
+  }
   # A counter never incremented is not reported.
   assert builder.beam_counters == {k: v for k, v in expected.items() if v}
 
@@ -165,14 +204,19 @@ def test_beam_build_with_no_validation_block_says_why(youtubers_dir, tmp_path):
   from data_prep.videos import videos_dataset_builder
 
   # One frame (at 0 s) per speaker: a record each, so no speaker has a validation block.
-  video_helpers.write_talking_videos(tmp_path / "videos", youtubers_dir, speakers=2,
-                                     videos_per_speaker=1, seconds=2)
+  video_helpers.write_talking_videos(
+      tmp_path / "videos", youtubers_dir, speakers=2, videos_per_speaker=1, seconds=2
+  )
   builder = videos_dataset_builder.Wav2PixVideos(
-      data_dir=str(tmp_path / "tfds"), options=extract.ExtractOptions(frames_per_second=0.5))
+      data_dir=str(tmp_path / "tfds"), options=extract.ExtractOptions(frames_per_second=0.5)
+  )
   with pytest.raises(ValueError, match="empty validation split: no speaker gave 2 or more"):
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(tmp_path / "videos"),
-        beam_options=build.beam_options("runner=DirectRunner")))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=str(tmp_path / "videos"),
+            beam_options=build.beam_options("runner=DirectRunner"),
+        )
+    )
 
 
 def test_beam_options_flag(monkeypatch):
@@ -196,8 +240,10 @@ def _read_synthetic(data_dir: pathlib.Path) -> dict:
   import tensorflow_datasets as tfds
   import data_prep.synthetic  # noqa: F401 - registers synthetic_talking_faces
 
-  return {split: tfds.data_source("synthetic_talking_faces", split=split, data_dir=str(data_dir))
-          for split in ("train", "validation", "test", "test_unseen")}
+  return {
+      split: tfds.data_source("synthetic_talking_faces", split=split, data_dir=str(data_dir))
+      for split in ("train", "validation", "test", "test_unseen")
+  }
 
 
 @pytest.mark.slow

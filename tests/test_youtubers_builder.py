@@ -24,7 +24,9 @@ def _frames(speaker_dir: pathlib.Path) -> list[int]:
 
 def _build(manual_dir: pathlib.Path, data_dir: pathlib.Path) -> tfds.core.DatasetBuilder:
   builder = Youtubers(data_dir=str(data_dir))
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+  )
   return builder
 
 
@@ -41,7 +43,9 @@ def small_build(youtubers_dir, tmp_path_factory):
       shutil.copy(src / f"preprocessed_frame_{n}.wav", dst)
   first = manual / "train" / speakers[0]
   # An unpaired face and an unreadable pair: both skipped, neither aborts the build.
-  shutil.copy(first / f"cropped_face_frame_{_frames(first)[0]}.png", first / "cropped_face_frame_999999.png")
+  shutil.copy(
+      first / f"cropped_face_frame_{_frames(first)[0]}.png", first / "cropped_face_frame_999999.png"
+  )
   (first / "cropped_face_frame_1.png").write_bytes(b"not an image")
   (first / "preprocessed_frame_1.wav").write_bytes(b"not a wav")
   data_dir = tmp_path_factory.mktemp("data")
@@ -58,15 +62,24 @@ def test_small_build_counts_labels_and_dtypes(small_build):
   # (10% of 3, rounded, at least 1) -> validation.
   assert builder.info.splits["train"].num_examples == 2 * 10
   assert builder.info.splits["validation"].num_examples == 2 * 2
-  assert builder.info.citation and builder.info.homepage and "validation" in builder.info.description
+  assert (
+      builder.info.citation and builder.info.homepage and "validation" in builder.info.description
+  )
   for split in ("train", "validation"):
     source = tfds.data_source("youtubers", split=split, data_dir=str(data_dir))
     for i in range(len(source)):
       record = source[i]
       assert record["waveform"].dtype == np.int16 and record["waveform"].shape == (16000,)
-      assert record["face"].dtype == np.uint8 and record["face"].ndim == 3 and record["face"].shape[2] == 3
+      assert (
+          record["face"].dtype == np.uint8
+          and record["face"].ndim == 3
+          and record["face"].shape[2] == 3
+      )
       assert speakers[record["speaker"]] == record["speaker_name"].decode()
-      assert record["clip_id"].decode() == f"{record['speaker_name'].decode()}/face{record['frame'] // 5}"
+      assert (
+          record["clip_id"].decode()
+          == f"{record['speaker_name'].decode()}/face{record['frame'] // 5}"
+      )
 
 
 def test_validation_is_last_face_block_and_never_shares_a_face(small_build):
@@ -74,7 +87,9 @@ def test_validation_is_last_face_block_and_never_shares_a_face(small_build):
   by_split = {}
   for split in ("train", "validation"):
     source = tfds.data_source("youtubers", split=split, data_dir=str(data_dir))
-    by_split[split] = [(source[i]["speaker_name"].decode(), int(source[i]["frame"])) for i in range(len(source))]
+    by_split[split] = [
+        (source[i]["speaker_name"].decode(), int(source[i]["frame"])) for i in range(len(source))
+    ]
   for speaker in speakers:
     train_n = [n for s, n in by_split["train"] if s == speaker]
     val_n = [n for s, n in by_split["validation"] if s == speaker]
@@ -90,7 +105,9 @@ def test_faces_are_true_rgb_and_audio_is_untouched(small_build):
   for i in range(0, len(source), 7):
     record = source[i]
     src = manual / "train" / record["speaker_name"].decode()
-    raw = np.asarray(Image.open(src / f"cropped_face_frame_{record['frame']}.png").convert("RGB")).astype(float)
+    raw = np.asarray(
+        Image.open(src / f"cropped_face_frame_{record['frame']}.png").convert("RGB")
+    ).astype(float)
     face = record["face"].astype(float)
     assert face.shape == raw.shape
     swapped_err = np.abs(face - raw[..., ::-1]).mean()
@@ -102,7 +119,9 @@ def test_faces_are_true_rgb_and_audio_is_untouched(small_build):
     np.testing.assert_array_equal(record["waveform"], wav)
   # True colour: skin is redder than it is blue (the raw release is the other way round).
   face = source[0]["face"].astype(float)
-  centre = face[face.shape[0] // 3: 2 * face.shape[0] // 3, face.shape[1] // 3: 2 * face.shape[1] // 3]
+  centre = face[
+      face.shape[0] // 3 : 2 * face.shape[0] // 3, face.shape[1] // 3 : 2 * face.shape[1] // 3
+  ]
   assert centre[..., 0].mean() > centre[..., 2].mean()
 
 
@@ -147,7 +166,11 @@ def test_test_folder_becomes_test_split(youtubers_dir, tmp_path):
       shutil.copy(src / f"cropped_face_frame_{n}.png", dst)
       shutil.copy(src / f"preprocessed_frame_{n}.wav", dst)
   builder = _build(manual, tmp_path / "data")
-  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 5, "validation": 5, "test": 5}
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
+      "train": 5,
+      "validation": 5,
+      "test": 5,
+  }
   assert builder.info.features["speaker"].names == ["javiermuniz"]
 
 

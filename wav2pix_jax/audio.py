@@ -36,7 +36,9 @@ def _as_float(waveform) -> np.ndarray:
     raise AudioError(f"expected a 1-D mono waveform, got shape {x.shape}")
   if np.issubdtype(x.dtype, np.integer):
     half_range = float(2 ** (8 * x.dtype.itemsize - 1))
-    offset = half_range if np.issubdtype(x.dtype, np.unsignedinteger) else 0.0  # 8-bit PCM is unsigned
+    offset = (
+        half_range if np.issubdtype(x.dtype, np.unsignedinteger) else 0.0
+    )  # 8-bit PCM is unsigned
     return (x.astype(np.float64) - offset) / half_range
   if np.issubdtype(x.dtype, np.floating):
     return x.astype(np.float64)
@@ -50,8 +52,9 @@ def _check_window(window: int, preemphasis: float) -> None:
     raise ValueError(f"preemphasis must be in [0, 1), got {preemphasis!r}")
 
 
-def _normalise_and_emphasise(segment: np.ndarray, preemphasis: float,
-                             floor_division: bool = False) -> np.ndarray:
+def _normalise_and_emphasise(
+    segment: np.ndarray, preemphasis: float, floor_division: bool = False
+) -> np.ndarray:
   """Peak-normalise then pre-emphasise one float64 window; AudioError on silence.
 
   floor_division: the authors' code divided int16 samples by their int peak under Python 2, i.e.
@@ -69,8 +72,14 @@ def _normalise_and_emphasise(segment: np.ndarray, preemphasis: float,
   return y.astype(np.float32)
 
 
-def preprocess(waveform, *, window: int, preemphasis: float = PREEMPHASIS,
-               rng: np.random.Generator | None = None, floor_division: bool = False) -> np.ndarray:
+def preprocess(
+    waveform,
+    *,
+    window: int,
+    preemphasis: float = PREEMPHASIS,
+    rng: np.random.Generator | None = None,
+    floor_division: bool = False,
+) -> np.ndarray:
   """float32 [window]: a random (rng) or centred (no rng) window, / max|x|, pre-emphasised.
 
   floor_division=True reproduces the authors' Python 2 integer division (see
@@ -81,12 +90,13 @@ def preprocess(waveform, *, window: int, preemphasis: float = PREEMPHASIS,
   if x.shape[0] < window:
     raise AudioError(
         f"audio has {x.shape[0]} samples ({x.shape[0] / SAMPLE_RATE:.3f} s at 16 kHz), "
-        f"needs at least window={window}")
+        f"needs at least window={window}"
+    )
   if not np.all(np.isfinite(x)):
     raise AudioError("audio contains NaN or infinite samples")
   slack = x.shape[0] - window
   start = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
-  return _normalise_and_emphasise(x[start:start + window], preemphasis, floor_division)
+  return _normalise_and_emphasise(x[start : start + window], preemphasis, floor_division)
 
 
 def num_windows(num_samples: int, *, window: int, hop: int) -> int:
@@ -94,8 +104,15 @@ def num_windows(num_samples: int, *, window: int, hop: int) -> int:
   return 0 if num_samples < window else 1 + (num_samples - window) // hop
 
 
-def windows(waveform, *, window: int, hop: int, preemphasis: float = PREEMPHASIS,
-            silent: str = "raise", floor_division: bool = False) -> np.ndarray:
+def windows(
+    waveform,
+    *,
+    window: int,
+    hop: int,
+    preemphasis: float = PREEMPHASIS,
+    silent: str = "raise",
+    floor_division: bool = False,
+) -> np.ndarray:
   """float32 [N, window]: window i covers samples [i*hop, i*hop + window), each preprocessed.
 
   `silent` says what a silent window becomes: "raise" (AudioError) or "zeros" (all-zero input,
@@ -111,12 +128,13 @@ def windows(waveform, *, window: int, hop: int, preemphasis: float = PREEMPHASIS
   if count == 0:
     raise AudioError(
         f"audio has {x.shape[0]} samples ({x.shape[0] / SAMPLE_RATE:.3f} s at 16 kHz), "
-        f"needs at least window={window}")
+        f"needs at least window={window}"
+    )
   if not np.all(np.isfinite(x)):
     raise AudioError("audio contains NaN or infinite samples")
   out = np.zeros((count, window), np.float32)
   for i in range(count):
-    segment = x[i * hop:i * hop + window]
+    segment = x[i * hop : i * hop + window]
     try:
       out[i] = _normalise_and_emphasise(segment, preemphasis, floor_division)
     except AudioError as e:
@@ -163,20 +181,24 @@ class _StreamResampler:
     import scipy.signal  # pylint: disable=g-import-not-at-top
 
     buf = np.concatenate(self._buf)
-    y = scipy.signal.resample_poly(buf, self.up, self.down) if (self.up, self.down) != (1, 1) else buf
+    y = (
+        scipy.signal.resample_poly(buf, self.up, self.down)
+        if (self.up, self.down) != (1, 1)
+        else buf
+    )
     offset = self._buf_start * self.up // self.down  # global index of y[0]
     if final:
       stop = -(-self._total_in * self.up // self.down)
     else:
       stop = (self._buf_start + buf.shape[0] - self.pad) * self.up // self.down
-    out = y[self._emitted - offset:stop - offset]
+    out = y[self._emitted - offset : stop - offset]
     self._emitted = stop
     if not final:
       # Keep enough input to compute outputs from `stop` on, starting at a multiple of down.
       keep_from = max(0, (stop * self.down // self.up) - self.pad)
       keep_from -= keep_from % self.down
       keep_from = max(keep_from, self._buf_start)
-      rest = buf[keep_from - self._buf_start:]
+      rest = buf[keep_from - self._buf_start :]
       self._buf, self._buf_len, self._buf_start = [rest], rest.shape[0], keep_from
     else:
       self._buf, self._buf_len = [], 0
@@ -187,8 +209,21 @@ class _StreamResampler:
 # MP3 with an ID3 tag); everything else goes straight to FFmpeg. libsndfile sniffs unrecognised
 # bytes as MPEG audio, and its mpg123 then prints warnings on the process's stderr (fd 2), which a
 # CLI cannot silence: a corrupt file must give ONE error line.
-_SNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"riff", b"FORM", b"fLaC", b"OggS", b".snd", b"dns.",
-                  b"caff", b"NIST", b"Creative Voice", b"ID3")
+_SNDFILE_MAGIC = (
+    b"RIFF",
+    b"RIFX",
+    b"RF64",
+    b"riff",
+    b"FORM",
+    b"fLaC",
+    b"OggS",
+    b".snd",
+    b"dns.",
+    b"caff",
+    b"NIST",
+    b"Creative Voice",
+    b"ID3",
+)
 
 
 def _sndfile_format(path: str) -> bool:
@@ -220,8 +255,10 @@ def _pyav_blocks(path: str) -> tuple[int, int | None, Iterator[np.ndarray]]:
   container = av.open(path)
   try:
     if not container.streams.audio:
-      raise AudioError(f"{path}: no audio stream (streams: "
-                       f"{', '.join(s.type for s in container.streams) or 'none'})")
+      raise AudioError(
+          f"{path}: no audio stream (streams: "
+          f"{', '.join(s.type for s in container.streams) or 'none'})"
+      )
     stream = container.streams.audio[0]
     rate = stream.codec_context.sample_rate or stream.rate
     if not rate:
@@ -256,7 +293,11 @@ def _pyav_blocks(path: str) -> tuple[int, int | None, Iterator[np.ndarray]]:
 def load_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
   """float32 mono waveform at `sample_rate` from any audio file or a video's sound track."""
   path = os.fspath(path)
-  if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 1:
+  if (
+      isinstance(sample_rate, bool)
+      or not isinstance(sample_rate, (int, np.integer))
+      or sample_rate < 1
+  ):
     raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
   if not os.path.exists(path):
     raise AudioError(f"{path}: no such file")
@@ -310,17 +351,17 @@ class _Growable:
     end = self._size + piece.shape[0]
     if end > self._data.shape[0]:
       grown = np.empty(max(end, self._data.shape[0] * 3 // 2), np.float32)
-      grown[:self._size] = self._data[:self._size]
+      grown[: self._size] = self._data[: self._size]
       self._data = grown
-    self._data[self._size:end] = piece
+    self._data[self._size : end] = piece
     self._size = end
 
   def array(self) -> np.ndarray:
     if self._size == self._data.shape[0]:
       return self._data
     if self._size * 4 >= self._data.shape[0] * 3:
-      return self._data[:self._size]  # a view: at most 1/4 of the buffer is wasted
-    return self._data[:self._size].copy()
+      return self._data[: self._size]  # a view: at most 1/4 of the buffer is wasted
+    return self._data[: self._size].copy()
 
 
 def _one_line(e: BaseException) -> str:

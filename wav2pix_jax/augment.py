@@ -65,11 +65,14 @@ def _cutout(images: jax.Array, rng: jax.Array) -> jax.Array:
 
 
 _FUNCTIONS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "color": _color, "translation": _translation, "cutout": _cutout}
+    "color": _color,
+    "translation": _translation,
+    "cutout": _cutout,
+}
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
-  """"color,translation" -> ("color", "translation"); "" -> (); ValueError names the unknown."""
+  """ "color,translation" -> ("color", "translation"); "" -> (); ValueError names the unknown."""
   names = tuple(p.strip() for p in policy.split(",") if p.strip())
   unknown = [p for p in names if p not in _FUNCTIONS]
   if unknown:

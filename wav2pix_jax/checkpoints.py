@@ -28,10 +28,19 @@ PyTree = Any
 
 # Config fields that fix the shapes of the state: a resume with different values can't work.
 SHAPE_FIELDS = (
-    "model.image_size", "model.embed_dim", "model.encoder_channels", "model.encoder_kernel_size",
-    "model.encoder_stride", "model.encoder_hidden", "model.classifier_hidden",
-    "model.g_base_channels", "model.d_base_channels", "model.param_dtype", "input.audio_samples",
-    "model.g_upsample", "model.d_joint_channels",
+    "model.image_size",
+    "model.embed_dim",
+    "model.encoder_channels",
+    "model.encoder_kernel_size",
+    "model.encoder_stride",
+    "model.encoder_hidden",
+    "model.classifier_hidden",
+    "model.g_base_channels",
+    "model.d_base_channels",
+    "model.param_dtype",
+    "input.audio_samples",
+    "model.g_upsample",
+    "model.d_joint_channels",
 )
 # Fields that change the state's structure through a derived property only (EMA on or off).
 STRUCTURE_FIELDS = {"optim.g.ema_decay": lambda value: "on" if (value or 0) > 0 else "off"}
@@ -49,7 +58,8 @@ def create_manager(workdir: str, *, max_to_keep: int, create: bool = True) -> oc
   if not isinstance(max_to_keep, int) or max_to_keep < 1:
     raise ValueError(f"config.log.max_checkpoints must be a positive integer, got {max_to_keep!r}")
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=create, cleanup_tmp_directories=True)
+      max_to_keep=max_to_keep, create=create, cleanup_tmp_directories=True
+  )
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
 
 
@@ -83,8 +93,12 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-def make_meta(config: ml_collections.ConfigDict, *, num_speakers: int,
-              speaker_names: Optional[Iterable[str]] = None) -> dict:
+def make_meta(
+    config: ml_collections.ConfigDict,
+    *,
+    num_speakers: int,
+    speaker_names: Optional[Iterable[str]] = None,
+) -> dict:
   """The JSON metadata stored beside each checkpoint (and as workdir/config.json)."""
   return {
       "config": _jsonable(config.to_dict()),
@@ -93,8 +107,15 @@ def make_meta(config: ml_collections.ConfigDict, *, num_speakers: int,
   }
 
 
-def save(manager: ocp.CheckpointManager, step: int, *, state: PyTree, data_state: Any,
-         meta: dict, force: bool = True) -> bool:
+def save(
+    manager: ocp.CheckpointManager,
+    step: int,
+    *,
+    state: PyTree,
+    data_state: Any,
+    meta: dict,
+    force: bool = True,
+) -> bool:
   """Saves host (numpy) `state`, the recorded input-pipeline state and `meta` (async)."""
   items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
   if data_state is not None:
@@ -120,13 +141,19 @@ def disk_full_error(error: BaseException, directory: str, step: Optional[int]) -
   match = re.search(r"(?:^|/)(\d+)\.orbax-checkpoint-tmp", where)
   if match:
     step = int(match.group(1))
-  complete = sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
+  complete = (
+      sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+      if os.path.isdir(directory)
+      else []
+  )
   latest = f"step {complete[-1]}" if complete else "none"
-  return OSError(errno.ENOSPC,
-                 f"disk full: no space left on the device while writing the checkpoint of step {step} "
-                 f"in {directory}{f' ({where})' if where else ''}. The complete checkpoints there "
-                 f"(latest: {latest}) are intact and the half-written one is never used: free some "
-                 f"space (or lower config.log.max_checkpoints) and re-run the same command to resume.")
+  return OSError(
+      errno.ENOSPC,
+      f"disk full: no space left on the device while writing the checkpoint of step {step} "
+      f"in {directory}{f' ({where})' if where else ''}. The complete checkpoints there "
+      f"(latest: {latest}) are intact and the half-written one is never used: free some "
+      f"space (or lower config.log.max_checkpoints) and re-run the same command to resume.",
+  )
 
 
 def latest_step(manager: ocp.CheckpointManager) -> Optional[int]:
@@ -143,12 +170,12 @@ def load_meta(manager: ocp.CheckpointManager, step: int) -> dict:
 def _abstract(tree: PyTree) -> PyTree:
   """ShapeDtypeStructs placed on the first local device (restore target, nothing allocated)."""
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
 
 
-def restore(manager: ocp.CheckpointManager, step: int, *, abstract_state: PyTree,
-            data_iterator: Any = None) -> PyTree:
+def restore(
+    manager: ocp.CheckpointManager, step: int, *, abstract_state: PyTree, data_iterator: Any = None
+) -> PyTree:
   """Restores the state into `abstract_state`'s structure; sets `data_iterator`'s state in place."""
   items = {"state": ocp.args.StandardRestore(_abstract(abstract_state))}
   has_data = os.path.isdir(os.path.join(str(manager.directory), str(step), "data"))
@@ -173,13 +200,16 @@ def _normalise(value: Any) -> Any:
   return value
 
 
-def check_compatible(meta: Mapping, config: ml_collections.ConfigDict, *, num_speakers: int,
-                     where: str = "") -> None:
+def check_compatible(
+    meta: Mapping, config: ml_collections.ConfigDict, *, num_speakers: int, where: str = ""
+) -> None:
   """Raises ValueError naming every field whose value would change the state's shapes."""
   # Both on top of base.py's defaults: a field added since the checkpoint was written takes the
   # default, which is the behaviour it was trained with.
   saved = config_lib.with_defaults(dict(meta.get("config", {}))).to_dict()
-  current = config_lib.with_defaults(make_meta(config, num_speakers=num_speakers)["config"]).to_dict()
+  current = config_lib.with_defaults(
+      make_meta(config, num_speakers=num_speakers)["config"]
+  ).to_dict()
   differences = []
   for field in SHAPE_FIELDS + tuple(STRUCTURE_FIELDS):
     old_value, new_value = _get(saved, field), _get(current, field)
@@ -188,10 +218,13 @@ def check_compatible(meta: Mapping, config: ml_collections.ConfigDict, *, num_sp
     if _normalise(old_value) != _normalise(new_value):
       differences.append(f"{field}: checkpoint {old_value!r} vs config {new_value!r}")
   if meta.get("num_speakers") != num_speakers:
-    differences.append(f"num_speakers (from the dataset): checkpoint {meta.get('num_speakers')!r} "
-                       f"vs dataset {num_speakers!r}")
+    differences.append(
+        f"num_speakers (from the dataset): checkpoint {meta.get('num_speakers')!r} "
+        f"vs dataset {num_speakers!r}"
+    )
   if differences:
     raise ValueError(
         f"refusing to resume from the checkpoint{(' in ' + where) if where else ''}: the config "
         f"changes the shapes of the saved state ({'; '.join(differences)}). Use a new --workdir "
-        f"or the checkpoint's values.")
+        f"or the checkpoint's values."
+    )

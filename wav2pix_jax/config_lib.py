@@ -19,7 +19,9 @@ def with_defaults(saved: dict) -> ml_collections.ConfigDict:
     for key, value in values.items():
       if isinstance(target.get(key), dict):
         if not isinstance(value, dict):
-          raise TypeError(f"config field {prefix}{key} must be an object, got {type(value).__name__}")
+          raise TypeError(
+              f"config field {prefix}{key} must be an object, got {type(value).__name__}"
+          )
         merge(target[key], value, f"{prefix}{key}.")
       else:
         target[key] = value

@@ -38,115 +38,119 @@ OUTER_EYE_CORNERS = (36, 45)
 
 
 def model_file(name: str) -> str:
-    """Path of a model file shipped by the `face_recognition_models` package.
+  """Path of a model file shipped by the `face_recognition_models` package.
 
-    Found without importing the package: its __init__ imports `pkg_resources`, which setuptools 82
-    removed and which Python 3.12+ virtualenvs do not have at all.
-    """
-    import importlib.util  # pylint: disable=g-import-not-at-top
-    import os  # pylint: disable=g-import-not-at-top
+  Found without importing the package: its __init__ imports `pkg_resources`, which setuptools 82
+  removed and which Python 3.12+ virtualenvs do not have at all.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
 
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("the dlib metrics need the face-recognition-models package: "
-                                  "pip install face-recognition-models")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: missing from the face-recognition-models package")
-    return path
+  spec = importlib.util.find_spec("face_recognition_models")
+  if spec is None or not spec.submodule_search_locations:
+    raise ModuleNotFoundError(
+        "the dlib metrics need the face-recognition-models package: "
+        "pip install face-recognition-models"
+    )
+  path = os.path.join(list(spec.submodule_search_locations)[0], "models", name)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: missing from the face-recognition-models package")
+  return path
 
 
 @functools.lru_cache(maxsize=1)
 def _models():
-    """(detector, shape predictor, face recogniser), loaded once on first use."""
-    import dlib  # pylint: disable=g-import-not-at-top
+  """(detector, shape predictor, face recogniser), loaded once on first use."""
+  import dlib  # pylint: disable=g-import-not-at-top
 
-    detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(model_file("shape_predictor_68_face_landmarks.dat"))
-    recogniser = dlib.face_recognition_model_v1(model_file("dlib_face_recognition_resnet_model_v1.dat"))
-    return detector, predictor, recogniser
+  detector = dlib.get_frontal_face_detector()
+  predictor = dlib.shape_predictor(model_file("shape_predictor_68_face_landmarks.dat"))
+  recogniser = dlib.face_recognition_model_v1(
+      model_file("dlib_face_recognition_resnet_model_v1.dat")
+  )
+  return detector, predictor, recogniser
 
 
 def check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
-    """Validates a uint8 RGB batch [N, H, W, 3] and returns it as a C-contiguous numpy array."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise ValueError(
-            f"{name} must be uint8 RGB in [0, 255], got dtype {images.dtype}; convert images in [-1, 1] "
-            "with np.clip((x + 1) * 127.5, 0, 255).round().astype(np.uint8)"
-        )
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"{name} must have shape [N, H, W, 3], got {images.shape}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty: need at least one image")
-    return np.ascontiguousarray(images)
+  """Validates a uint8 RGB batch [N, H, W, 3] and returns it as a C-contiguous numpy array."""
+  images = np.asarray(images)
+  if images.dtype != np.uint8:
+    raise ValueError(
+        f"{name} must be uint8 RGB in [0, 255], got dtype {images.dtype}; convert images in [-1, 1] "
+        "with np.clip((x + 1) * 127.5, 0, 255).round().astype(np.uint8)"
+    )
+  if images.ndim != 4 or images.shape[-1] != 3:
+    raise ValueError(f"{name} must have shape [N, H, W, 3], got {images.shape}")
+  if images.shape[0] == 0:
+    raise ValueError(f"{name} is empty: need at least one image")
+  return np.ascontiguousarray(images)
 
 
 def resize_for_detection(image: np.ndarray, size: int = DETECTION_SIZE) -> np.ndarray:
-    """Bicubic resize of one uint8 RGB image so that its longer side is `size` px."""
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    if (new_h, new_w) == (h, w):
-        return np.ascontiguousarray(image)
-    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC))
+  """Bicubic resize of one uint8 RGB image so that its longer side is `size` px."""
+  h, w = image.shape[:2]
+  scale = size / max(h, w)
+  new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+  if (new_h, new_w) == (h, w):
+    return np.ascontiguousarray(image)
+  return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC))
 
 
 @dataclasses.dataclass(frozen=True)
 class FaceAnalysis:
-    """Per-image dlib results; coordinates are in the detection-sized image (see module docstring)."""
+  """Per-image dlib results; coordinates are in the detection-sized image (see module docstring)."""
 
-    detected: np.ndarray  # bool [N]: the frontal detector found a face
-    boxes: np.ndarray  # int [N, 4] (left, top, right, bottom); the full image where not detected
-    landmarks: np.ndarray  # float32 [N, 68, 2] (x, y) from the 68-point predictor inside `boxes`
-    embeddings: np.ndarray  # float32 [N, 128] dlib face descriptors
+  detected: np.ndarray  # bool [N]: the frontal detector found a face
+  boxes: np.ndarray  # int [N, 4] (left, top, right, bottom); the full image where not detected
+  landmarks: np.ndarray  # float32 [N, 68, 2] (x, y) from the 68-point predictor inside `boxes`
+  embeddings: np.ndarray  # float32 [N, 128] dlib face descriptors
 
-    @property
-    def detection_rate(self) -> float:
-        return float(np.mean(self.detected))
+  @property
+  def detection_rate(self) -> float:
+    return float(np.mean(self.detected))
 
 
 def analyze_faces(images: np.ndarray) -> FaceAnalysis:
-    """Detects, landmarks and embeds the face in each image (the highest-scoring one if several)."""
-    import dlib  # pylint: disable=g-import-not-at-top
+  """Detects, landmarks and embeds the face in each image (the highest-scoring one if several)."""
+  import dlib  # pylint: disable=g-import-not-at-top
 
-    images = check_images(images)
-    detector, predictor, recogniser = _models()
-    n = images.shape[0]
-    detected = np.zeros([n], bool)
-    boxes = np.zeros([n, 4], np.int64)
-    landmarks = np.zeros([n, NUM_LANDMARKS, 2], np.float32)
-    embeddings = np.zeros([n, EMBED_DIM], np.float32)
-    for i, image in enumerate(images):
-        image = resize_for_detection(image)
-        rects, scores, _ = detector.run(image, UPSAMPLE)
-        if len(rects):
-            rect = rects[int(np.argmax(scores))]
-            detected[i] = True
-        else:
-            rect = dlib.rectangle(0, 0, image.shape[1] - 1, image.shape[0] - 1)
-        shape = predictor(image, rect)
-        boxes[i] = rect.left(), rect.top(), rect.right(), rect.bottom()
-        landmarks[i] = [(p.x, p.y) for p in shape.parts()]
-        embeddings[i] = np.asarray(recogniser.compute_face_descriptor(image, shape), np.float32)
-    return FaceAnalysis(detected=detected, boxes=boxes, landmarks=landmarks, embeddings=embeddings)
+  images = check_images(images)
+  detector, predictor, recogniser = _models()
+  n = images.shape[0]
+  detected = np.zeros([n], bool)
+  boxes = np.zeros([n, 4], np.int64)
+  landmarks = np.zeros([n, NUM_LANDMARKS, 2], np.float32)
+  embeddings = np.zeros([n, EMBED_DIM], np.float32)
+  for i, image in enumerate(images):
+    image = resize_for_detection(image)
+    rects, scores, _ = detector.run(image, UPSAMPLE)
+    if len(rects):
+      rect = rects[int(np.argmax(scores))]
+      detected[i] = True
+    else:
+      rect = dlib.rectangle(0, 0, image.shape[1] - 1, image.shape[0] - 1)
+    shape = predictor(image, rect)
+    boxes[i] = rect.left(), rect.top(), rect.right(), rect.bottom()
+    landmarks[i] = [(p.x, p.y) for p in shape.parts()]
+    embeddings[i] = np.asarray(recogniser.compute_face_descriptor(image, shape), np.float32)
+  return FaceAnalysis(detected=detected, boxes=boxes, landmarks=landmarks, embeddings=embeddings)
 
 
 def detect_faces(images: np.ndarray) -> np.ndarray:
-    """bool [N]: whether dlib's frontal detector finds a face (detection only, no embedding)."""
-    images = check_images(images)
-    detector = _models()[0]
-    return np.array([len(detector(resize_for_detection(im), UPSAMPLE)) > 0 for im in images], bool)
+  """bool [N]: whether dlib's frontal detector finds a face (detection only, no embedding)."""
+  images = check_images(images)
+  detector = _models()[0]
+  return np.array([len(detector(resize_for_detection(im), UPSAMPLE)) > 0 for im in images], bool)
 
 
 def detection_rate(images: np.ndarray) -> float:
-    """The paper's metric: share of images in which a face is detected (the 68-point predictor then runs)."""
-    return float(np.mean(detect_faces(images)))
+  """The paper's metric: share of images in which a face is detected (the 68-point predictor then runs)."""
+  return float(np.mean(detect_faces(images)))
 
 
 def face_embeddings(images: np.ndarray) -> np.ndarray:
-    """float32 [N, 128] dlib face descriptors; the full image is the face box where none is detected."""
-    return analyze_faces(images).embeddings
+  """float32 [N, 128] dlib face descriptors; the full image is the face box where none is detected."""
+  return analyze_faces(images).embeddings
 
 
 # ----------------------------------------------------------------------------- identity
@@ -154,55 +158,63 @@ def face_embeddings(images: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class CentroidClassifier:
-    """Nearest class centroid in the (Euclidean) dlib embedding space."""
+  """Nearest class centroid in the (Euclidean) dlib embedding space."""
 
-    centroids: np.ndarray  # float32 [num_classes, D]
+  centroids: np.ndarray  # float32 [num_classes, D]
 
-    def predict(self, embeddings: np.ndarray) -> np.ndarray:
-        embeddings = np.asarray(embeddings, np.float32)
-        if embeddings.ndim != 2 or embeddings.shape[1] != self.centroids.shape[1]:
-            raise ValueError(f"embeddings must be [N, {self.centroids.shape[1]}], got {embeddings.shape}")
-        d2 = ((embeddings[:, None, :] - self.centroids[None, :, :]) ** 2).sum(-1)
-        return np.argmin(d2, axis=1)
-
-
-def fit_identity_classifier(embeddings: np.ndarray, labels: np.ndarray, num_classes: int) -> CentroidClassifier:
-    """Fits a nearest-centroid speaker classifier on embeddings of REAL training faces."""
+  def predict(self, embeddings: np.ndarray) -> np.ndarray:
     embeddings = np.asarray(embeddings, np.float32)
-    labels = np.asarray(labels)
-    if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
-        raise ValueError(f"need embeddings [N, D] and labels [N], got {embeddings.shape} and {labels.shape}")
-    missing = [c for c in range(num_classes) if not np.any(labels == c)]
-    if missing:
-        raise ValueError(f"no training faces for class(es) {missing}: every speaker needs real faces")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
-    centroids = np.stack([embeddings[labels == c].mean(0) for c in range(num_classes)])
-    return CentroidClassifier(centroids=centroids.astype(np.float32))
+    if embeddings.ndim != 2 or embeddings.shape[1] != self.centroids.shape[1]:
+      raise ValueError(f"embeddings must be [N, {self.centroids.shape[1]}], got {embeddings.shape}")
+    d2 = ((embeddings[:, None, :] - self.centroids[None, :, :]) ** 2).sum(-1)
+    return np.argmin(d2, axis=1)
+
+
+def fit_identity_classifier(
+    embeddings: np.ndarray, labels: np.ndarray, num_classes: int
+) -> CentroidClassifier:
+  """Fits a nearest-centroid speaker classifier on embeddings of REAL training faces."""
+  embeddings = np.asarray(embeddings, np.float32)
+  labels = np.asarray(labels)
+  if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
+    raise ValueError(
+        f"need embeddings [N, D] and labels [N], got {embeddings.shape} and {labels.shape}"
+    )
+  missing = [c for c in range(num_classes) if not np.any(labels == c)]
+  if missing:
+    raise ValueError(f"no training faces for class(es) {missing}: every speaker needs real faces")
+  if labels.min() < 0 or labels.max() >= num_classes:
+    raise ValueError(
+        f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]"
+    )
+  centroids = np.stack([embeddings[labels == c].mean(0) for c in range(num_classes)])
+  return CentroidClassifier(centroids=centroids.astype(np.float32))
 
 
 def identity_accuracy(
     predictions: np.ndarray, labels: np.ndarray, speaker_names: Sequence[str]
 ) -> dict:
-    """Overall accuracy, chance level (1 / num_speakers) and one row per speaker."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if predictions.shape != labels.shape:
-        raise ValueError(f"predictions {predictions.shape} and labels {labels.shape} differ in shape")
-    correct = predictions == labels
-    per_speaker = []
-    for c, name in enumerate(speaker_names):
-        mask = labels == c
-        per_speaker.append({
+  """Overall accuracy, chance level (1 / num_speakers) and one row per speaker."""
+  predictions, labels = np.asarray(predictions), np.asarray(labels)
+  if predictions.shape != labels.shape:
+    raise ValueError(f"predictions {predictions.shape} and labels {labels.shape} differ in shape")
+  correct = predictions == labels
+  per_speaker = []
+  for c, name in enumerate(speaker_names):
+    mask = labels == c
+    per_speaker.append(
+        {
             "speaker": name,
             "num_examples": int(mask.sum()),
             "accuracy": float(correct[mask].mean()) if mask.any() else None,
-        })
-    return {
-        "accuracy": float(correct.mean()),
-        "chance": 1.0 / len(speaker_names),
-        "num_examples": int(labels.size),
-        "per_speaker": per_speaker,
-    }
+        }
+    )
+  return {
+      "accuracy": float(correct.mean()),
+      "chance": 1.0 / len(speaker_names),
+      "num_examples": int(labels.size),
+      "per_speaker": per_speaker,
+  }
 
 
 # ----------------------------------------------------------------------------- Frechet distance
@@ -211,90 +223,98 @@ def identity_accuracy(
 def frechet_distance_from_stats(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
 ) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), with S = sigma + eps * I."""
-    import scipy.linalg  # pylint: disable=g-import-not-at-top
+  """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), with S = sigma + eps * I."""
+  import scipy.linalg  # pylint: disable=g-import-not-at-top
 
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    eye = np.eye(mu1.shape[0])
-    s1 = np.asarray(sigma1, np.float64) + eps * eye
-    s2 = np.asarray(sigma2, np.float64) + eps * eye
-    covmean = scipy.linalg.sqrtm(s1 @ s2)
-    if np.iscomplexobj(covmean):
-        # Round-off gives tiny imaginary parts; a large one means the sqrtm itself failed.
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"sqrtm failed: imaginary component {np.abs(covmean.imag).max():.3g}")
-        covmean = covmean.real
-    diff = mu1 - mu2
-    return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean), 0.0))
+  mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+  eye = np.eye(mu1.shape[0])
+  s1 = np.asarray(sigma1, np.float64) + eps * eye
+  s2 = np.asarray(sigma2, np.float64) + eps * eye
+  covmean = scipy.linalg.sqrtm(s1 @ s2)
+  if np.iscomplexobj(covmean):
+    # Round-off gives tiny imaginary parts; a large one means the sqrtm itself failed.
+    if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+      raise ValueError(f"sqrtm failed: imaginary component {np.abs(covmean.imag).max():.3g}")
+    covmean = covmean.real
+  diff = mu1 - mu2
+  return float(max(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean), 0.0))
 
 
-def frechet_distance(embeddings_a: np.ndarray, embeddings_b: np.ndarray, eps: float = 1e-6) -> float:
-    """Frechet distance between Gaussians fitted to two embedding sets [N, D] (sample covariance).
+def frechet_distance(
+    embeddings_a: np.ndarray, embeddings_b: np.ndarray, eps: float = 1e-6
+) -> float:
+  """Frechet distance between Gaussians fitted to two embedding sets [N, D] (sample covariance).
 
-    With N <= D (a few dozen faces vs 128 dims) the covariances are singular; `eps` on the diagonal
-    keeps sqrtm well defined and shifts the distance only by O(sqrt(eps)) per dimension.
-    """
-    a, b = np.asarray(embeddings_a, np.float64), np.asarray(embeddings_b, np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"need two embedding sets [N, D] with the same D, got {a.shape} and {b.shape}")
-    if a.shape[0] < 2 or b.shape[0] < 2:
-        raise ValueError(f"need at least 2 embeddings per set for a covariance, got {a.shape[0]} and {b.shape[0]}")
-    return frechet_distance_from_stats(
-        a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False), eps=eps
+  With N <= D (a few dozen faces vs 128 dims) the covariances are singular; `eps` on the diagonal
+  keeps sqrtm well defined and shifts the distance only by O(sqrt(eps)) per dimension.
+  """
+  a, b = np.asarray(embeddings_a, np.float64), np.asarray(embeddings_b, np.float64)
+  if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+    raise ValueError(f"need two embedding sets [N, D] with the same D, got {a.shape} and {b.shape}")
+  if a.shape[0] < 2 or b.shape[0] < 2:
+    raise ValueError(
+        f"need at least 2 embeddings per set for a covariance, got {a.shape[0]} and {b.shape[0]}"
     )
+  return frechet_distance_from_stats(
+      a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False), eps=eps
+  )
 
 
 # ----------------------------------------------------------------------------- expressivity
 
 
 def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-    """float32 [N]: mean inner-lip gap (points 62-64 vs 68-66, 1-indexed) / outer-eye-corner distance."""
-    landmarks = np.asarray(landmarks, np.float32)
-    if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_LANDMARKS, 2):
-        raise ValueError(f"landmarks must be [N, 68, 2], got {landmarks.shape}")
-    top = landmarks[:, [p for p, _ in INNER_LIP_PAIRS]]
-    bottom = landmarks[:, [q for _, q in INNER_LIP_PAIRS]]
-    gap = np.linalg.norm(bottom - top, axis=-1).mean(-1)
-    left, right = OUTER_EYE_CORNERS
-    face_size = np.linalg.norm(landmarks[:, right] - landmarks[:, left], axis=-1)
-    return (gap / np.maximum(face_size, 1e-6)).astype(np.float32)
+  """float32 [N]: mean inner-lip gap (points 62-64 vs 68-66, 1-indexed) / outer-eye-corner distance."""
+  landmarks = np.asarray(landmarks, np.float32)
+  if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_LANDMARKS, 2):
+    raise ValueError(f"landmarks must be [N, 68, 2], got {landmarks.shape}")
+  top = landmarks[:, [p for p, _ in INNER_LIP_PAIRS]]
+  bottom = landmarks[:, [q for _, q in INNER_LIP_PAIRS]]
+  gap = np.linalg.norm(bottom - top, axis=-1).mean(-1)
+  left, right = OUTER_EYE_CORNERS
+  face_size = np.linalg.norm(landmarks[:, right] - landmarks[:, left], axis=-1)
+  return (gap / np.maximum(face_size, 1e-6)).astype(np.float32)
 
 
-def loudness_db(waveforms: np.ndarray | Sequence[np.ndarray], floor_db: float = -100.0) -> np.ndarray:
-    """float32 [N]: RMS level in dB (re full scale 1.0) of each raw clip, floored at `floor_db`."""
-    levels = []
-    for w in waveforms:
-        w = np.asarray(w)
-        if np.issubdtype(w.dtype, np.integer):
-            w = w.astype(np.float64) / 32768.0
-        rms = np.sqrt(np.mean(np.square(w, dtype=np.float64))) if w.size else 0.0
-        levels.append(max(20.0 * np.log10(max(rms, 1e-12)), floor_db))
-    return np.asarray(levels, np.float32)
+def loudness_db(
+    waveforms: np.ndarray | Sequence[np.ndarray], floor_db: float = -100.0
+) -> np.ndarray:
+  """float32 [N]: RMS level in dB (re full scale 1.0) of each raw clip, floored at `floor_db`."""
+  levels = []
+  for w in waveforms:
+    w = np.asarray(w)
+    if np.issubdtype(w.dtype, np.integer):
+      w = w.astype(np.float64) / 32768.0
+    rms = np.sqrt(np.mean(np.square(w, dtype=np.float64))) if w.size else 0.0
+    levels.append(max(20.0 * np.log10(max(rms, 1e-12)), floor_db))
+  return np.asarray(levels, np.float32)
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Pearson correlation; None where fewer than 3 points or either side is constant."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"need two 1-d arrays of the same length, got {x.shape} and {y.shape}")
-    if x.size < 3 or np.std(x) == 0 or np.std(y) == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
+  """Pearson correlation; None where fewer than 3 points or either side is constant."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.shape != y.shape or x.ndim != 1:
+    raise ValueError(f"need two 1-d arrays of the same length, got {x.shape} and {y.shape}")
+  if x.size < 3 or np.std(x) == 0 or np.std(y) == 0:
+    return None
+  return float(np.corrcoef(x, y)[0, 1])
 
 
 def expressivity(analysis: FaceAnalysis, loudness: np.ndarray) -> dict:
-    """Mouth opening of the detected faces and its Pearson correlation with speech loudness (dB)."""
-    loudness = np.asarray(loudness, np.float64)
-    if loudness.shape != analysis.detected.shape:
-        raise ValueError(f"loudness {loudness.shape} must have one value per image {analysis.detected.shape}")
-    mask = analysis.detected
-    opening = mouth_opening(analysis.landmarks[mask])
-    return {
-        "num_faces": int(mask.sum()),
-        "mouth_opening_mean": float(opening.mean()) if opening.size else None,
-        "mouth_opening_std": float(opening.std()) if opening.size else None,
-        "loudness_correlation": pearson(opening, loudness[mask]),
-    }
+  """Mouth opening of the detected faces and its Pearson correlation with speech loudness (dB)."""
+  loudness = np.asarray(loudness, np.float64)
+  if loudness.shape != analysis.detected.shape:
+    raise ValueError(
+        f"loudness {loudness.shape} must have one value per image {analysis.detected.shape}"
+    )
+  mask = analysis.detected
+  opening = mouth_opening(analysis.landmarks[mask])
+  return {
+      "num_faces": int(mask.sum()),
+      "mouth_opening_mean": float(opening.mean()) if opening.size else None,
+      "mouth_opening_std": float(opening.std()) if opening.size else None,
+      "loudness_correlation": pearson(opening, loudness[mask]),
+  }
 
 
 # ----------------------------------------------------------------------------- pixel space (known layout)
@@ -312,62 +332,65 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def _crop(images: np.ndarray, box: Box) -> np.ndarray:
-    top, bottom, left, right = box
-    h, w = images.shape[1:3]
-    if not (0 <= top < bottom <= h and 0 <= left < right <= w):
-        raise ValueError(f"box {box} (top, bottom, left, right) does not fit images of {h}x{w}")
-    return images[:, top:bottom, left:right]
+  top, bottom, left, right = box
+  h, w = images.shape[1:3]
+  if not (0 <= top < bottom <= h and 0 <= left < right <= w):
+    raise ValueError(f"box {box} (top, bottom, left, right) does not fit images of {h}x{w}")
+  return images[:, top:bottom, left:right]
 
 
 def pixel_vectors(images: np.ndarray, box: Box | None = None) -> np.ndarray:
-    """float32 [N, D]: the (cropped) pixels of each image, 0..255, flattened."""
-    images = check_images(images)
-    if box is not None:
-        images = _crop(images, box)
-    return images.reshape(images.shape[0], -1).astype(np.float32)
+  """float32 [N, D]: the (cropped) pixels of each image, 0..255, flattened."""
+  images = check_images(images)
+  if box is not None:
+    images = _crop(images, box)
+  return images.reshape(images.shape[0], -1).astype(np.float32)
 
 
 def mouth_opening_px(images: np.ndarray, box: Box) -> np.ndarray:
-    """float32 [N]: height in pixels of the dark mouth interior inside `box`.
+  """float32 [N]: height in pixels of the dark mouth interior inside `box`.
 
-    Per row, the mean over the box's columns of the interior membership (see DARK_LUMA); summed over
-    rows. A blurry half-open mouth counts fractionally, so this is continuous for generated faces.
-    """
-    crop = _crop(check_images(images), box).astype(np.float32)
-    luma = crop @ _LUMA
-    lo, hi = DARK_LUMA
-    membership = np.clip((hi - luma) / (hi - lo), 0.0, 1.0)
-    return membership.mean(axis=2).sum(axis=1).astype(np.float32)
+  Per row, the mean over the box's columns of the interior membership (see DARK_LUMA); summed over
+  rows. A blurry half-open mouth counts fractionally, so this is continuous for generated faces.
+  """
+  crop = _crop(check_images(images), box).astype(np.float32)
+  luma = crop @ _LUMA
+  lo, hi = DARK_LUMA
+  membership = np.clip((hi - luma) / (hi - lo), 0.0, 1.0)
+  return membership.mean(axis=2).sum(axis=1).astype(np.float32)
 
 
 def within_group(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """`values` minus the mean of its group (e.g. speaker): what varies within each group."""
-    values, groups = np.asarray(values, np.float64), np.asarray(groups)
-    out = values.copy()
-    for g in np.unique(groups):
-        out[groups == g] -= values[groups == g].mean()
-    return out
+  """`values` minus the mean of its group (e.g. speaker): what varies within each group."""
+  values, groups = np.asarray(values, np.float64), np.asarray(groups)
+  out = values.copy()
+  for g in np.unique(groups):
+    out[groups == g] -= values[groups == g].mean()
+  return out
 
 
-def mouth_expressivity(opening: np.ndarray, loudness: np.ndarray, speakers: np.ndarray | None = None) -> dict:
-    """Mouth opening (px) of every image and its Pearson correlation with speech loudness (dB).
+def mouth_expressivity(
+    opening: np.ndarray, loudness: np.ndarray, speakers: np.ndarray | None = None
+) -> dict:
+  """Mouth opening (px) of every image and its Pearson correlation with speech loudness (dB).
 
-    With `speakers`, also the correlation within speakers (both sides minus their per-speaker means):
-    expression beyond identity; 0 or None for any per-speaker constant face (the mean-face row).
-    """
-    opening, loudness = np.asarray(opening, np.float64), np.asarray(loudness, np.float64)
-    if opening.shape != loudness.shape:
-        raise ValueError(f"opening {opening.shape} and loudness {loudness.shape} must align")
-    result = {
-        "num_faces": int(opening.size),
-        "mouth_opening_mean": float(opening.mean()),
-        "mouth_opening_std": float(opening.std()),
-        "loudness_correlation": pearson(opening, loudness),
-    }
-    if speakers is not None:
-        result["loudness_correlation_within_speaker"] = pearson(
-            within_group(opening, speakers), within_group(loudness, speakers))
-    return result
+  With `speakers`, also the correlation within speakers (both sides minus their per-speaker means):
+  expression beyond identity; 0 or None for any per-speaker constant face (the mean-face row).
+  """
+  opening, loudness = np.asarray(opening, np.float64), np.asarray(loudness, np.float64)
+  if opening.shape != loudness.shape:
+    raise ValueError(f"opening {opening.shape} and loudness {loudness.shape} must align")
+  result = {
+      "num_faces": int(opening.size),
+      "mouth_opening_mean": float(opening.mean()),
+      "mouth_opening_std": float(opening.std()),
+      "loudness_correlation": pearson(opening, loudness),
+  }
+  if speakers is not None:
+    result["loudness_correlation_within_speaker"] = pearson(
+        within_group(opening, speakers), within_group(loudness, speakers)
+    )
+  return result
 
 
 # Eyebrow height: in each column of the brow boxes, the softmin-weighted row centroid of luma (the
@@ -377,35 +400,39 @@ BROW_SOFTMIN_LUMA = 3.0
 
 
 def brow_height_px(images: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-    """float32 [N]: eyebrow height in pixels above the bottom of the brow boxes (mean over boxes and columns).
+  """float32 [N]: eyebrow height in pixels above the bottom of the brow boxes (mean over boxes and columns).
 
-    Per column of each box, the row centroid of the darkest pixels (softmin of luma, BROW_SOFTMIN_LUMA),
-    so a blurry generated eyebrow gives a continuous position.
-    """
-    images = check_images(images)
-    heights = []
-    for box in boxes:
-        luma = _crop(images, box).astype(np.float32) @ _LUMA  # [N, rows, cols]
-        weights = np.exp(-(luma - luma.min(axis=1, keepdims=True)) / BROW_SOFTMIN_LUMA)
-        rows = np.arange(luma.shape[1], dtype=np.float32)[None, :, None]
-        centroid = (weights * rows).sum(axis=1) / weights.sum(axis=1)  # [N, cols], 0 = top row
-        heights.append(luma.shape[1] - 0.5 - centroid)  # 0 = centre of the bottom row
-    return np.concatenate(heights, axis=1).mean(axis=1).astype(np.float32)
+  Per column of each box, the row centroid of the darkest pixels (softmin of luma, BROW_SOFTMIN_LUMA),
+  so a blurry generated eyebrow gives a continuous position.
+  """
+  images = check_images(images)
+  heights = []
+  for box in boxes:
+    luma = _crop(images, box).astype(np.float32) @ _LUMA  # [N, rows, cols]
+    weights = np.exp(-(luma - luma.min(axis=1, keepdims=True)) / BROW_SOFTMIN_LUMA)
+    rows = np.arange(luma.shape[1], dtype=np.float32)[None, :, None]
+    centroid = (weights * rows).sum(axis=1) / weights.sum(axis=1)  # [N, cols], 0 = top row
+    heights.append(luma.shape[1] - 0.5 - centroid)  # 0 = centre of the bottom row
+  return np.concatenate(heights, axis=1).mean(axis=1).astype(np.float32)
 
 
-def brow_expressivity(height: np.ndarray, pitch: np.ndarray, speakers: np.ndarray | None = None) -> dict:
-    """Eyebrow height (px) of every image and its Pearson correlation with each clip's pitch (e.g. shift
-    in semitones); with `speakers`, also within speakers (both sides minus their per-speaker means)."""
-    height, pitch = np.asarray(height, np.float64), np.asarray(pitch, np.float64)
-    if height.shape != pitch.shape:
-        raise ValueError(f"height {height.shape} and pitch {pitch.shape} must align")
-    result = {
-        "num_faces": int(height.size),
-        "brow_height_mean": float(height.mean()),
-        "brow_height_std": float(height.std()),
-        "pitch_correlation": pearson(height, pitch),
-    }
-    if speakers is not None:
-        result["pitch_correlation_within_speaker"] = pearson(
-            within_group(height, speakers), within_group(pitch, speakers))
-    return result
+def brow_expressivity(
+    height: np.ndarray, pitch: np.ndarray, speakers: np.ndarray | None = None
+) -> dict:
+  """Eyebrow height (px) of every image and its Pearson correlation with each clip's pitch (e.g. shift
+  in semitones); with `speakers`, also within speakers (both sides minus their per-speaker means).
+  """
+  height, pitch = np.asarray(height, np.float64), np.asarray(pitch, np.float64)
+  if height.shape != pitch.shape:
+    raise ValueError(f"height {height.shape} and pitch {pitch.shape} must align")
+  result = {
+      "num_faces": int(height.size),
+      "brow_height_mean": float(height.mean()),
+      "brow_height_std": float(height.std()),
+      "pitch_correlation": pearson(height, pitch),
+  }
+  if speakers is not None:
+    result["pitch_correlation_within_speaker"] = pearson(
+        within_group(height, speakers), within_group(pitch, speakers)
+    )
+  return result

@@ -10,8 +10,12 @@ from wav2pix_jax import layers
 from wav2pix_jax import models
 
 # float64 needs jax_enable_x64; tests use it to compare runs that sum in different orders.
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16,
-           "float64": jnp.float64}
+_DTYPES = {
+    "float32": jnp.float32,
+    "bfloat16": jnp.bfloat16,
+    "float16": jnp.float16,
+    "float64": jnp.float64,
+}
 _CONV_IMPLS = ("auto",) + tuple(layers.CONV_IMPLS)
 
 
@@ -37,17 +41,22 @@ def dtype(name: Any, *, field: str = "model.dtype") -> Any:
 _AUTO_TRAIN = {
     ("cpu", "g"): "matmul",
     ("cpu", "encoder"): lambda cfg: ",".join(
-        ["subpixel"] * (len(cfg.encoder_channels) - 1) + ["matmul"]),
+        ["subpixel"] * (len(cfg.encoder_channels) - 1) + ["matmul"]
+    ),
     ("cpu", "d"): "matmul",
 }
 # network -> its override fields, most specific first (the encoder follows g_conv_impl unless
 # model.encoder_conv_impl is set).
-_NETWORKS = {"g": ("g_conv_impl",), "encoder": ("encoder_conv_impl", "g_conv_impl"),
-             "d": ("d_conv_impl",)}
+_NETWORKS = {
+    "g": ("g_conv_impl",),
+    "encoder": ("encoder_conv_impl", "g_conv_impl"),
+    "d": ("d_conv_impl",),
+}
 
 
-def conv_impl(model_cfg: ml_collections.ConfigDict, network: str = "g", *,
-              inference: bool = False) -> str:
+def conv_impl(
+    model_cfg: ml_collections.ConfigDict, network: str = "g", *, inference: bool = False
+) -> str:
   """The conv implementation of one network ("g": generator, "encoder": speech encoder,
   "d": discriminator).
 
@@ -66,14 +75,18 @@ def conv_impl(model_cfg: ml_collections.ConfigDict, network: str = "g", *,
       break
   parts = [p.strip() for p in str(impl).split(",")]
   if impl != "auto" and not all(p in layers.CONV_IMPLS for p in parts):
-    raise ValueError(f"config.model.{field}={impl!r} is not one of {_CONV_IMPLS} "
-                     f"(or a comma-separated list of {layers.CONV_IMPLS}, one per layer)")
+    raise ValueError(
+        f"config.model.{field}={impl!r} is not one of {_CONV_IMPLS} "
+        f"(or a comma-separated list of {layers.CONV_IMPLS}, one per layer)"
+    )
   if len(parts) > 1:
     num_up = models._check_image_size(model_cfg.image_size)
     num_layers = {"g": num_up + 1, "encoder": len(model_cfg.encoder_channels), "d": num_up}[network]
     if len(parts) != num_layers:
-      raise ValueError(f"config.model.{field}={impl!r} lists {len(parts)} values but the {network} "
-                       f"network has {num_layers} conv layers; give one value, or one per layer")
+      raise ValueError(
+          f"config.model.{field}={impl!r} lists {len(parts)} values but the {network} "
+          f"network has {num_layers} conv layers; give one value, or one per layer"
+      )
   if impl != "auto":
     return impl
   if inference:
@@ -85,10 +98,18 @@ def conv_impl(model_cfg: ml_collections.ConfigDict, network: str = "g", *,
 def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
   """Fails fast, naming the field, on a model config the models can't build."""
   if model_cfg.image_size not in models.SUPPORTED_IMAGE_SIZES:
-    raise ValueError(f"config.model.image_size={model_cfg.image_size!r} is not supported; "
-                     f"choose one of {models.SUPPORTED_IMAGE_SIZES}")
-  for field in ("embed_dim", "g_base_channels", "d_base_channels", "classifier_hidden",
-                "encoder_kernel_size", "encoder_stride"):
+    raise ValueError(
+        f"config.model.image_size={model_cfg.image_size!r} is not supported; "
+        f"choose one of {models.SUPPORTED_IMAGE_SIZES}"
+    )
+  for field in (
+      "embed_dim",
+      "g_base_channels",
+      "d_base_channels",
+      "classifier_hidden",
+      "encoder_kernel_size",
+      "encoder_stride",
+  ):
     value = model_cfg[field]
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"config.model.{field} must be a positive integer, got {value!r}")
@@ -98,13 +119,16 @@ def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
   for field in ("encoder_channels", "encoder_hidden"):
     value = tuple(model_cfg[field])
     if not value or any(not isinstance(v, int) or v < 1 for v in value):
-      raise ValueError(f"config.model.{field} must be a non-empty tuple of positive integers, "
-                       f"got {value!r}")
+      raise ValueError(
+          f"config.model.{field} must be a non-empty tuple of positive integers, " f"got {value!r}"
+      )
   if not 0.0 <= model_cfg.dropout_rate < 1.0:
     raise ValueError(f"config.model.dropout_rate must be in [0, 1), got {model_cfg.dropout_rate!r}")
   if model_cfg.g_upsample not in models.UPSAMPLE_MODES:
-    raise ValueError(f"config.model.g_upsample={model_cfg.g_upsample!r} is not one of "
-                     f"{models.UPSAMPLE_MODES}")
+    raise ValueError(
+        f"config.model.g_upsample={model_cfg.g_upsample!r} is not one of "
+        f"{models.UPSAMPLE_MODES}"
+    )
   if model_cfg.sn_init not in layers.SN_INITS:
     raise ValueError(f"config.model.sn_init={model_cfg.sn_init!r} is not one of {layers.SN_INITS}")
   dtype(model_cfg.dtype, field="model.dtype")
@@ -113,8 +137,13 @@ def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
     conv_impl(model_cfg, network)
 
 
-def make_generator(model_cfg: ml_collections.ConfigDict, num_speakers: int, *,
-                   axis_name: Optional[str] = None, inference: bool = False) -> models.Wav2PixG:
+def make_generator(
+    model_cfg: ml_collections.ConfigDict,
+    num_speakers: int,
+    *,
+    axis_name: Optional[str] = None,
+    inference: bool = False,
+) -> models.Wav2PixG:
   """The G side (speech encoder + speaker classifier + generator).
 
   `axis_name`: the pmap axis over which BatchNorm averages batch statistics (None outside pmap).
@@ -123,7 +152,9 @@ def make_generator(model_cfg: ml_collections.ConfigDict, num_speakers: int, *,
   """
   check_model_config(model_cfg)
   if not isinstance(num_speakers, int) or num_speakers < 1:
-    raise ValueError(f"num_speakers (from the dataset) must be a positive integer, got {num_speakers!r}")
+    raise ValueError(
+        f"num_speakers (from the dataset) must be a positive integer, got {num_speakers!r}"
+    )
   return models.Wav2PixG(
       num_speakers=num_speakers,
       encoder_channels=tuple(model_cfg.encoder_channels),

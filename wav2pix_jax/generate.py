@@ -29,148 +29,169 @@ from wav2pix_jax import audio
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wav2pix-generate", description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True, help="training workdir (or checkpoint dir)")
-    parser.add_argument("--audio", required=True, action="append", nargs="+", help="audio or video file(s)")
-    parser.add_argument("--out", required=True, help="output folder for the PNG faces")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    parser.add_argument("--every", type=float, default=None, help="one face every S seconds")
-    parser.add_argument("--video", default=None, help="write a talking-face MP4 (one --audio only)")
-    parser.add_argument("--fps", type=float, default=25.0, help="video frame rate (default 25)")
-    parser.add_argument("--sample", action="store_true", help="keep the generator's dropout on")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
-    return parser
+  parser = argparse.ArgumentParser(prog="wav2pix-generate", description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", required=True, help="training workdir (or checkpoint dir)")
+  parser.add_argument(
+      "--audio", required=True, action="append", nargs="+", help="audio or video file(s)"
+  )
+  parser.add_argument("--out", required=True, help="output folder for the PNG faces")
+  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+  parser.add_argument("--every", type=float, default=None, help="one face every S seconds")
+  parser.add_argument("--video", default=None, help="write a talking-face MP4 (one --audio only)")
+  parser.add_argument("--fps", type=float, default=25.0, help="video frame rate (default 25)")
+  parser.add_argument("--sample", action="store_true", help="keep the generator's dropout on")
+  parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
+  return parser
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, waveform: np.ndarray, *, sample_rate: int,
-                fps: float) -> None:
-    """H.264 MP4 of uint8 frames [N, S, S, 3] with `waveform` (float mono) as AAC sound; atomic."""
-    import fractions  # pylint: disable=g-import-not-at-top
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    waveform: np.ndarray,
+    *,
+    sample_rate: int,
+    fps: float,
+) -> None:
+  """H.264 MP4 of uint8 frames [N, S, S, 3] with `waveform` (float mono) as AAC sound; atomic."""
+  import fractions  # pylint: disable=g-import-not-at-top
 
-    import av  # pylint: disable=g-import-not-at-top
+  import av  # pylint: disable=g-import-not-at-top
 
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Even dimensions for yuv420p; 64x64 / 128x128 already are.
-    frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=f".{path.stem}.")
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            rate = fractions.Fraction(fps).limit_denominator(1001)
-            video = container.add_stream("libx264", rate=rate)
-            video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            sound = container.add_stream("aac", rate=sample_rate, layout="mono")
-            for frame in frames:
-                for packet in video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                    container.mux(packet)
-            for packet in video.encode():
-                container.mux(packet)
-            samples = np.clip(np.asarray(waveform, np.float32), -1.0, 1.0)[None, :]
-            audio_frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            audio_frame.sample_rate = sample_rate
-            audio_frame.pts = 0
-            for packet in sound.encode(audio_frame):
-                container.mux(packet)
-            for packet in sound.encode():
-                container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  # Even dimensions for yuv420p; 64x64 / 128x128 already are.
+  frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+  fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=f".{path.stem}.")
+  os.close(fd)
+  try:
+    with av.open(tmp, mode="w", format="mp4") as container:
+      rate = fractions.Fraction(fps).limit_denominator(1001)
+      video = container.add_stream("libx264", rate=rate)
+      video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+      sound = container.add_stream("aac", rate=sample_rate, layout="mono")
+      for frame in frames:
+        for packet in video.encode(
+            av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        ):
+          container.mux(packet)
+      for packet in video.encode():
+        container.mux(packet)
+      samples = np.clip(np.asarray(waveform, np.float32), -1.0, 1.0)[None, :]
+      audio_frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+      audio_frame.sample_rate = sample_rate
+      audio_frame.pts = 0
+      for packet in sound.encode(audio_frame):
+        container.mux(packet)
+      for packet in sound.encode():
+        container.mux(packet)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def _save_pngs(out_dir: pathlib.Path, name: str, faces: np.ndarray) -> list[pathlib.Path]:
-    """<out>/<name>.png for one face, <out>/<name>/face_00000.png ... for several; atomic per target."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if faces.shape[0] == 1:
-        tmp = out_dir / f".{name}.png.tmp"
-        Image.fromarray(faces[0]).save(tmp, format="PNG")
-        os.replace(tmp, out_dir / f"{name}.png")
-        return [out_dir / f"{name}.png"]
-    staging = pathlib.Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}."))
-    for i, face in enumerate(faces):
-        Image.fromarray(face).save(staging / f"face_{i:05d}.png")
-    target = out_dir / name
-    if target.exists():
-        import shutil  # pylint: disable=g-import-not-at-top
+  """<out>/<name>.png for one face, <out>/<name>/face_00000.png ... for several; atomic per target."""
+  out_dir.mkdir(parents=True, exist_ok=True)
+  if faces.shape[0] == 1:
+    tmp = out_dir / f".{name}.png.tmp"
+    Image.fromarray(faces[0]).save(tmp, format="PNG")
+    os.replace(tmp, out_dir / f"{name}.png")
+    return [out_dir / f"{name}.png"]
+  staging = pathlib.Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{name}."))
+  for i, face in enumerate(faces):
+    Image.fromarray(face).save(staging / f"face_{i:05d}.png")
+  target = out_dir / name
+  if target.exists():
+    import shutil  # pylint: disable=g-import-not-at-top
 
-        shutil.rmtree(target)
-    os.replace(staging, target)
-    return sorted(target.glob("*.png"))
+    shutil.rmtree(target)
+  os.replace(staging, target)
+  return sorted(target.glob("*.png"))
 
 
 def _report_silent(path, silent: int, total: int) -> None:
-    """Says how many windows were silent (their faces come from an all-zero input)."""
-    if silent:
-        print(f"{path}: {silent} of {total} windows are silent; their faces are generated from silence")
+  """Says how many windows were silent (their faces come from an all-zero input)."""
+  if silent:
+    print(f"{path}: {silent} of {total} windows are silent; their faces are generated from silence")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry; returns the exit status."""
-    args = _parser().parse_args(argv)
-    files = [f for group in args.audio for f in group]
+  """CLI entry; returns the exit status."""
+  args = _parser().parse_args(argv)
+  files = [f for group in args.audio for f in group]
 
-    def fail(message: str, status: int = 1) -> int:
-        print(f"wav2pix-generate: error: {' '.join(str(message).split())}", file=sys.stderr)
-        return status
+  def fail(message: str, status: int = 1) -> int:
+    print(f"wav2pix-generate: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return status
 
-    if args.every is not None and not args.every > 0:
-        return fail(f"--every must be a positive number of seconds, got {args.every}", 2)
-    if not args.fps > 0:
-        return fail(f"--fps must be positive, got {args.fps}", 2)
-    if args.video is not None and len(files) != 1:
-        return fail(f"--video needs exactly one --audio file, got {len(files)}", 2)
-    if args.video is not None and args.every is not None:
-        return fail("--video sets the face rate from --fps; drop --every", 2)
-    stems = [pathlib.Path(f).stem for f in files]
-    if len(set(stems)) != len(stems):
-        return fail(f"two --audio files share a name ({stems}); outputs would overwrite each other", 2)
+  if args.every is not None and not args.every > 0:
+    return fail(f"--every must be a positive number of seconds, got {args.every}", 2)
+  if not args.fps > 0:
+    return fail(f"--fps must be positive, got {args.fps}", 2)
+  if args.video is not None and len(files) != 1:
+    return fail(f"--video needs exactly one --audio file, got {len(files)}", 2)
+  if args.video is not None and args.every is not None:
+    return fail("--video sets the face rate from --fps; drop --every", 2)
+  stems = [pathlib.Path(f).stem for f in files]
+  if len(set(stems)) != len(stems):
+    return fail(f"two --audio files share a name ({stems}); outputs would overwrite each other", 2)
+
+  try:
+    from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
 
     try:
-        from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
-
-        try:
-            generator = inference.load(args.workdir, args.step)
-        except (AttributeError, KeyError, TypeError) as e:
-            # A hand-edited config.json (a list, a missing section, a key like "__reduce__").
-            return fail(f"{args.workdir}: config.json does not describe a model ({type(e).__name__}: {e})")
-        # Decode everything first: a bad file fails before anything is written.
-        waveforms = [audio.load_audio(f, sample_rate=generator.sample_rate) for f in files]
-        out_dir = pathlib.Path(args.out)
-        for path, stem, waveform in zip(files, stems, waveforms):
-            if args.video is not None:
-                half = generator.window // 2
-                padded = np.concatenate([np.zeros(half, np.float32), waveform,
-                                         np.zeros(generator.window - half, np.float32)])
-                num_frames = max(1, int(np.floor(waveform.shape[0] / generator.sample_rate * args.fps)))
-                # Frame i at time i / fps; window i starts at i / fps in the padded signal, i.e. centred.
-                starts = np.round(np.arange(num_frames) * generator.sample_rate / args.fps).astype(int)
-                windows = np.stack([
-                    audio.windows(padded[s:s + generator.window], window=generator.window, hop=generator.window,
-                                  silent="zeros", **generator.preprocess_options)[0]
-                    for s in starts])
-                _report_silent(path, inference.check_not_all_silent(windows), len(windows))
-                faces = generator.generate_preprocessed(windows, sample=args.sample, seed=args.seed)
-                write_video(args.video, faces, waveform, sample_rate=generator.sample_rate, fps=args.fps)
-                saved = _save_pngs(out_dir, stem, faces)
-                print(f"{path}: {len(faces)} frames -> {args.video} and {len(saved)} PNG(s) in {out_dir}")
-            else:
-                windows = generator.windows(waveform, generator.sample_rate, every=args.every)
-                if args.every is not None:
-                    _report_silent(path, inference.check_not_all_silent(windows), len(windows))
-                faces = generator.generate_preprocessed(windows, sample=args.sample, seed=args.seed)
-                saved = _save_pngs(out_dir, stem, faces)
-                print(f"{path}: {len(faces)} face(s) -> {saved[0] if len(saved) == 1 else out_dir / stem}")
-    except (ValueError, FileNotFoundError, OSError) as e:
-        return fail(e)
-    return 0
+      generator = inference.load(args.workdir, args.step)
+    except (AttributeError, KeyError, TypeError) as e:
+      # A hand-edited config.json (a list, a missing section, a key like "__reduce__").
+      return fail(
+          f"{args.workdir}: config.json does not describe a model ({type(e).__name__}: {e})"
+      )
+    # Decode everything first: a bad file fails before anything is written.
+    waveforms = [audio.load_audio(f, sample_rate=generator.sample_rate) for f in files]
+    out_dir = pathlib.Path(args.out)
+    for path, stem, waveform in zip(files, stems, waveforms):
+      if args.video is not None:
+        half = generator.window // 2
+        padded = np.concatenate(
+            [np.zeros(half, np.float32), waveform, np.zeros(generator.window - half, np.float32)]
+        )
+        num_frames = max(1, int(np.floor(waveform.shape[0] / generator.sample_rate * args.fps)))
+        # Frame i at time i / fps; window i starts at i / fps in the padded signal, i.e. centred.
+        starts = np.round(np.arange(num_frames) * generator.sample_rate / args.fps).astype(int)
+        windows = np.stack(
+            [
+                audio.windows(
+                    padded[s : s + generator.window],
+                    window=generator.window,
+                    hop=generator.window,
+                    silent="zeros",
+                    **generator.preprocess_options,
+                )[0]
+                for s in starts
+            ]
+        )
+        _report_silent(path, inference.check_not_all_silent(windows), len(windows))
+        faces = generator.generate_preprocessed(windows, sample=args.sample, seed=args.seed)
+        write_video(args.video, faces, waveform, sample_rate=generator.sample_rate, fps=args.fps)
+        saved = _save_pngs(out_dir, stem, faces)
+        print(f"{path}: {len(faces)} frames -> {args.video} and {len(saved)} PNG(s) in {out_dir}")
+      else:
+        windows = generator.windows(waveform, generator.sample_rate, every=args.every)
+        if args.every is not None:
+          _report_silent(path, inference.check_not_all_silent(windows), len(windows))
+        faces = generator.generate_preprocessed(windows, sample=args.sample, seed=args.seed)
+        saved = _save_pngs(out_dir, stem, faces)
+        print(f"{path}: {len(faces)} face(s) -> {saved[0] if len(saved) == 1 else out_dir / stem}")
+  except (ValueError, FileNotFoundError, OSError) as e:
+    return fail(e)
+  return 0
 
 
 def run() -> None:
-    """Console-script entry point (wav2pix-generate)."""
-    raise SystemExit(main())
+  """Console-script entry point (wav2pix-generate)."""
+  raise SystemExit(main())
 
 
 if __name__ == "__main__":
-    run()
+  run()

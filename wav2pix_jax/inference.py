@@ -34,268 +34,342 @@ from wav2pix_jax import factory
 DEFAULT_BATCH_SIZE = 32  # windows per device call: bounds memory for long recordings
 
 
-def _find_checkpoints(path: str | os.PathLike) -> tuple[pathlib.Path, pathlib.Path | None, int | None]:
-    """(checkpoints dir, workdir or None, step fixed by the path or None) for any of the accepted paths."""
-    path = pathlib.Path(path).expanduser().absolute()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such workdir or checkpoint directory")
-    if not path.is_dir():
-        raise ValueError(f"{path}: expected a workdir or a checkpoint directory, got a file")
-    if (path / "checkpoints").is_dir():
-        return path / "checkpoints", path, None
-    if path.name.isdigit() and (path / "state").is_dir():  # one step: <workdir>/checkpoints/<step>
-        ckpt_dir = path.parent
-        workdir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else None
-        return ckpt_dir, workdir, int(path.name)
-    if any(p.name.isdigit() and p.is_dir() for p in path.iterdir()):
-        return path, path.parent if path.name == "checkpoints" else None, None
-    raise ValueError(f"{path}: neither a workdir (with checkpoints/) nor a checkpoint directory "
-                     "(with numbered step folders); has training saved a checkpoint yet?")
+def _find_checkpoints(
+    path: str | os.PathLike,
+) -> tuple[pathlib.Path, pathlib.Path | None, int | None]:
+  """(checkpoints dir, workdir or None, step fixed by the path or None) for any of the accepted paths."""
+  path = pathlib.Path(path).expanduser().absolute()
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: no such workdir or checkpoint directory")
+  if not path.is_dir():
+    raise ValueError(f"{path}: expected a workdir or a checkpoint directory, got a file")
+  if (path / "checkpoints").is_dir():
+    return path / "checkpoints", path, None
+  if path.name.isdigit() and (path / "state").is_dir():  # one step: <workdir>/checkpoints/<step>
+    ckpt_dir = path.parent
+    workdir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else None
+    return ckpt_dir, workdir, int(path.name)
+  if any(p.name.isdigit() and p.is_dir() for p in path.iterdir()):
+    return path, path.parent if path.name == "checkpoints" else None, None
+  raise ValueError(
+      f"{path}: neither a workdir (with checkpoints/) nor a checkpoint directory "
+      "(with numbered step folders); has training saved a checkpoint yet?"
+  )
 
 
 @dataclasses.dataclass
 class FaceGenerator:
-    """A generator: speech -> faces. Build it with `load` (a checkpoint) or `from_state` (training)."""
+  """A generator: speech -> faces. Build it with `load` (a checkpoint) or `from_state` (training)."""
 
-    config: ml_collections.ConfigDict
-    num_speakers: int
-    speaker_names: tuple[str, ...] | None
-    step: int
-    variables: dict  # {"params", "batch_stats", "spectral"} of the G side
-    batch_size: int = DEFAULT_BATCH_SIZE
-    # The authors' predict() never called .eval(): dropout on and BatchNorm on the batch's own
-    # statistics (the faces then depend on the batch). None: config.eval.train_mode.
-    train_mode: bool | None = None
+  config: ml_collections.ConfigDict
+  num_speakers: int
+  speaker_names: tuple[str, ...] | None
+  step: int
+  variables: dict  # {"params", "batch_stats", "spectral"} of the G side
+  batch_size: int = DEFAULT_BATCH_SIZE
+  # The authors' predict() never called .eval(): dropout on and BatchNorm on the batch's own
+  # statistics (the faces then depend on the batch). None: config.eval.train_mode.
+  train_mode: bool | None = None
 
-    def __post_init__(self):
-        self._model = factory.make_generator(self.config.model, self.num_speakers, inference=True)
-        model = self._model
-        if self.train_mode is None:
-            self.train_mode = bool(self.config.eval.train_mode)
-        train_mode = self.train_mode
+  def __post_init__(self):
+    self._model = factory.make_generator(self.config.model, self.num_speakers, inference=True)
+    model = self._model
+    if self.train_mode is None:
+      self.train_mode = bool(self.config.eval.train_mode)
+    train_mode = self.train_mode
 
-        def forward(variables, waveform, rng, sample):
-            def fn(m, w):
-                # The encoder runs in inference mode (BatchNorm running statistics) unless
-                # train_mode; `sample` only switches the generator's dropout on, its one source
-                # of randomness.
-                return m.generator(m.encoder(w, train=train_mode), train=sample, update_spectral=False)
-            if train_mode:
-                return model.apply(variables, waveform, method=fn, rngs={"dropout": rng},
-                                   mutable=["batch_stats"])[0]
-            return model.apply(variables, waveform, method=fn, rngs={"dropout": rng})
+    def forward(variables, waveform, rng, sample):
+      def fn(m, w):
+        # The encoder runs in inference mode (BatchNorm running statistics) unless
+        # train_mode; `sample` only switches the generator's dropout on, its one source
+        # of randomness.
+        return m.generator(m.encoder(w, train=train_mode), train=sample, update_spectral=False)
 
-        # jit: (G variables, float32 waveforms [B, window], dropout key, sample) -> faces in [-1, 1].
-        # The variables are an argument, not a constant: `with_variables` reuses the compiled function.
-        self.forward = jax.jit(forward, static_argnums=3)
+      if train_mode:
+        return model.apply(
+            variables, waveform, method=fn, rngs={"dropout": rng}, mutable=["batch_stats"]
+        )[0]
+      return model.apply(variables, waveform, method=fn, rngs={"dropout": rng})
 
-    @classmethod
-    def from_state(cls, config: ml_collections.ConfigDict, num_speakers: int, state, **kwargs) -> FaceGenerator:
-        """The generator of a (host or single-device) TrainState; kwargs: the other fields."""
-        return cls(config=config, num_speakers=num_speakers, step=int(state.step),
-                   variables=generator_variables(state), **{"speaker_names": None, **kwargs})
+    # jit: (G variables, float32 waveforms [B, window], dropout key, sample) -> faces in [-1, 1].
+    # The variables are an argument, not a constant: `with_variables` reuses the compiled function.
+    self.forward = jax.jit(forward, static_argnums=3)
 
-    def with_variables(self, variables: dict, *, step: int | None = None) -> FaceGenerator:
-        """The same generator (same compiled function, nothing recompiled) with other G variables."""
-        new = copy.copy(self)
-        new.variables = variables
-        if step is not None:
-            new.step = int(step)
-        return new
+  @classmethod
+  def from_state(
+      cls, config: ml_collections.ConfigDict, num_speakers: int, state, **kwargs
+  ) -> FaceGenerator:
+    """The generator of a (host or single-device) TrainState; kwargs: the other fields."""
+    return cls(
+        config=config,
+        num_speakers=num_speakers,
+        step=int(state.step),
+        variables=generator_variables(state),
+        **{"speaker_names": None, **kwargs},
+    )
 
-    @property
-    def image_size(self) -> int:
-        return int(self.config.model.image_size)
+  def with_variables(self, variables: dict, *, step: int | None = None) -> FaceGenerator:
+    """The same generator (same compiled function, nothing recompiled) with other G variables."""
+    new = copy.copy(self)
+    new.variables = variables
+    if step is not None:
+      new.step = int(step)
+    return new
 
-    @property
-    def window(self) -> int:
-        """Samples per model input (config.input.audio_samples)."""
-        return int(self.config.input.audio_samples)
+  @property
+  def image_size(self) -> int:
+    return int(self.config.model.image_size)
 
-    @property
-    def sample_rate(self) -> int:
-        return int(self.config.input.sample_rate)
+  @property
+  def window(self) -> int:
+    """Samples per model input (config.input.audio_samples)."""
+    return int(self.config.input.audio_samples)
 
-    def generate_preprocessed(self, waveforms: np.ndarray, *, sample: bool = False, seed: int = 0) -> np.ndarray:
-        """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window], in fixed-size chunks."""
-        if sample and not self.can_sample:
-            raise ValueError("this run's generator has no dropout (model.dropout_rate=0), its only source "
-                             "of randomness: sampling would repeat the deterministic face")
-        waveforms = np.asarray(waveforms, np.float32)
-        if waveforms.ndim != 2 or waveforms.shape[1] != self.window:
-            raise ValueError(f"preprocessed waveforms must be [B, {self.window}], got {waveforms.shape}")
-        out = np.zeros((waveforms.shape[0], self.image_size, self.image_size, 3), np.uint8)
-        key = jax.random.PRNGKey(seed)
-        sample = bool(sample or self.train_mode)
-        for index, start in enumerate(range(0, waveforms.shape[0], self.batch_size)):
-            chunk = waveforms[start:start + self.batch_size]
-            rows = chunk.shape[0]
-            # One compiled shape, whatever the length (not in train_mode: padding rows would enter
-            # the batch statistics).
-            if rows < self.batch_size and not self.train_mode:
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - rows, self.window), np.float32)])
-            images = self.forward(self.variables, jnp.asarray(chunk), jax.random.fold_in(key, index), sample)
-            out[start:start + rows] = to_uint8(np.asarray(images[:rows]))
-        return out
+  @property
+  def sample_rate(self) -> int:
+    return int(self.config.input.sample_rate)
 
-    def generate(self, waveform: np.ndarray, sample_rate: int, *, every: float | None = None,
-                 sample: bool = False, seed: int = 0) -> np.ndarray:
-        """uint8 [N, S, S, 3] faces from a raw mono waveform at `sample_rate`.
+  def generate_preprocessed(
+      self, waveforms: np.ndarray, *, sample: bool = False, seed: int = 0
+  ) -> np.ndarray:
+    """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window], in fixed-size chunks."""
+    if sample and not self.can_sample:
+      raise ValueError(
+          "this run's generator has no dropout (model.dropout_rate=0), its only source "
+          "of randomness: sampling would repeat the deterministic face"
+      )
+    waveforms = np.asarray(waveforms, np.float32)
+    if waveforms.ndim != 2 or waveforms.shape[1] != self.window:
+      raise ValueError(f"preprocessed waveforms must be [B, {self.window}], got {waveforms.shape}")
+    out = np.zeros((waveforms.shape[0], self.image_size, self.image_size, 3), np.uint8)
+    key = jax.random.PRNGKey(seed)
+    sample = bool(sample or self.train_mode)
+    for index, start in enumerate(range(0, waveforms.shape[0], self.batch_size)):
+      chunk = waveforms[start : start + self.batch_size]
+      rows = chunk.shape[0]
+      # One compiled shape, whatever the length (not in train_mode: padding rows would enter
+      # the batch statistics).
+      if rows < self.batch_size and not self.train_mode:
+        chunk = np.concatenate([chunk, np.zeros((self.batch_size - rows, self.window), np.float32)])
+      images = self.forward(
+          self.variables, jnp.asarray(chunk), jax.random.fold_in(key, index), sample
+      )
+      out[start : start + rows] = to_uint8(np.asarray(images[:rows]))
+    return out
 
-        every=None: one face from the centred `window` (the model's input length, 1 s in the paper).
-        every=seconds: one face per window starting at 0, every, 2 every, ... (silent windows give
-        the face of an all-zero input). sample=True switches the generator's dropout on (seeded).
-        """
-        return self.generate_preprocessed(self.windows(waveform, sample_rate, every=every),
-                                          sample=sample, seed=seed)
+  def generate(
+      self,
+      waveform: np.ndarray,
+      sample_rate: int,
+      *,
+      every: float | None = None,
+      sample: bool = False,
+      seed: int = 0,
+  ) -> np.ndarray:
+    """uint8 [N, S, S, 3] faces from a raw mono waveform at `sample_rate`.
 
-    def windows(self, waveform: np.ndarray, sample_rate: int, *, every: float | None = None) -> np.ndarray:
-        """The model inputs `generate` uses: float32 [N, window], preprocessed as in training.
+    every=None: one face from the centred `window` (the model's input length, 1 s in the paper).
+    every=seconds: one face per window starting at 0, every, 2 every, ... (silent windows give
+    the face of an all-zero input). sample=True switches the generator's dropout on (seeded).
+    """
+    return self.generate_preprocessed(
+        self.windows(waveform, sample_rate, every=every), sample=sample, seed=seed
+    )
 
-        A silent window (a pause) becomes all zeros when `every` is set (a talking-face video keeps
-        one frame per tick); audio that is silent throughout is refused (`audio.AudioError`).
-        """
-        waveform = self._resampled(waveform, sample_rate)
-        if every is None:
-            return audio.preprocess(waveform, window=self.window, **self.preprocess_options)[None]
-        if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
-            raise ValueError(f"every must be a positive number of seconds, got {every!r}")
-        hop = max(1, int(round(every * self.sample_rate)))
-        windows = audio.windows(waveform, window=self.window, hop=hop, silent="zeros",
-                                **self.preprocess_options)
-        check_not_all_silent(windows)
-        return windows
+  def windows(
+      self, waveform: np.ndarray, sample_rate: int, *, every: float | None = None
+  ) -> np.ndarray:
+    """The model inputs `generate` uses: float32 [N, window], preprocessed as in training.
 
-    @property
-    def can_sample(self) -> bool:
-        """Whether `sample=True` can vary the faces: the generator's dropout is its only randomness."""
-        return self.train_mode or float(self.config.model.dropout_rate) > 0
+    A silent window (a pause) becomes all zeros when `every` is set (a talking-face video keeps
+    one frame per tick); audio that is silent throughout is refused (`audio.AudioError`).
+    """
+    waveform = self._resampled(waveform, sample_rate)
+    if every is None:
+      return audio.preprocess(waveform, window=self.window, **self.preprocess_options)[None]
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
+      raise ValueError(f"every must be a positive number of seconds, got {every!r}")
+    hop = max(1, int(round(every * self.sample_rate)))
+    windows = audio.windows(
+        waveform, window=self.window, hop=hop, silent="zeros", **self.preprocess_options
+    )
+    check_not_all_silent(windows)
+    return windows
 
-    @property
-    def preprocess_options(self) -> dict:
-        """The training run's speech preprocessing, as keyword arguments of `audio.preprocess`."""
-        return {"preemphasis": float(self.config.input.preemphasis),
-                "floor_division": bool(self.config.input.floor_division)}
+  @property
+  def can_sample(self) -> bool:
+    """Whether `sample=True` can vary the faces: the generator's dropout is its only randomness."""
+    return self.train_mode or float(self.config.model.dropout_rate) > 0
 
-    def _resampled(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
-        waveform = np.asarray(waveform)
-        if waveform.ndim != 1:
-            raise ValueError(f"waveform must be mono [T], got shape {waveform.shape}; average the channels first")
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 1:
-            raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
-        if np.issubdtype(waveform.dtype, np.integer):
-            waveform = waveform.astype(np.float32) / 32768.0
-        waveform = waveform.astype(np.float32)
-        if sample_rate == self.sample_rate:
-            return waveform
-        import scipy.signal  # pylint: disable=g-import-not-at-top
+  @property
+  def preprocess_options(self) -> dict:
+    """The training run's speech preprocessing, as keyword arguments of `audio.preprocess`."""
+    return {
+        "preemphasis": float(self.config.input.preemphasis),
+        "floor_division": bool(self.config.input.floor_division),
+    }
 
-        g = math.gcd(int(sample_rate), self.sample_rate)
-        return scipy.signal.resample_poly(waveform, self.sample_rate // g, int(sample_rate) // g).astype(np.float32)
+  def _resampled(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+    waveform = np.asarray(waveform)
+    if waveform.ndim != 1:
+      raise ValueError(
+          f"waveform must be mono [T], got shape {waveform.shape}; average the channels first"
+      )
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, (int, np.integer))
+        or sample_rate < 1
+    ):
+      raise ValueError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    if np.issubdtype(waveform.dtype, np.integer):
+      waveform = waveform.astype(np.float32) / 32768.0
+    waveform = waveform.astype(np.float32)
+    if sample_rate == self.sample_rate:
+      return waveform
+    import scipy.signal  # pylint: disable=g-import-not-at-top
+
+    g = math.gcd(int(sample_rate), self.sample_rate)
+    return scipy.signal.resample_poly(
+        waveform, self.sample_rate // g, int(sample_rate) // g
+    ).astype(np.float32)
 
 
 def generator_variables(state) -> dict:
-    """The G-side variables of a (host or single-device) TrainState, as `Wav2PixG.apply` wants them:
-    the EMA of G's weights when training keeps one (config.optim.g.ema_decay), else the weights."""
-    params = state.g_params if state.g_ema_params is None else state.g_ema_params
-    return {"params": params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral}
+  """The G-side variables of a (host or single-device) TrainState, as `Wav2PixG.apply` wants them:
+  the EMA of G's weights when training keeps one (config.optim.g.ema_decay), else the weights."""
+  params = state.g_params if state.g_ema_params is None else state.g_ema_params
+  return {"params": params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral}
 
 
 def check_not_all_silent(windows: np.ndarray) -> int:
-    """The number of silent (all-zero) windows; AudioError when every window is silent."""
-    silent = int(np.sum(~np.any(windows != 0, axis=1)))
-    if windows.shape[0] and silent == windows.shape[0]:
-        raise audio.AudioError(f"the audio is silent throughout (all {silent} windows)")
-    return silent
+  """The number of silent (all-zero) windows; AudioError when every window is silent."""
+  silent = int(np.sum(~np.any(windows != 0, axis=1)))
+  if windows.shape[0] and silent == windows.shape[0]:
+    raise audio.AudioError(f"the audio is silent throughout (all {silent} windows)")
+  return silent
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Images in [-1, 1] -> uint8 in [0, 255]."""
-    return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  """Images in [-1, 1] -> uint8 in [0, 255]."""
+  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def _config_and_meta(ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step: int):
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
-    manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(create=False),
-                                    item_names=checkpoints.ITEMS)
+  manager = ocp.CheckpointManager(
+      ckpt_dir, options=ocp.CheckpointManagerOptions(create=False), item_names=checkpoints.ITEMS
+  )
+  try:
+    meta = checkpoints.load_meta(manager, step)
+  except ValueError as e:  # not JSON, not UTF-8 (a pickle, say): never anything else
+    raise ValueError(
+        f"{ckpt_dir}: the metadata of checkpoint step {step} is not valid JSON " f"({e})"
+    ) from None
+  config_path = workdir / "config.json" if workdir is not None else None
+  if config_path is not None and config_path.is_file():
     try:
-        meta = checkpoints.load_meta(manager, step)
-    except ValueError as e:  # not JSON, not UTF-8 (a pickle, say): never anything else
-        raise ValueError(f"{ckpt_dir}: the metadata of checkpoint step {step} is not valid JSON "
-                         f"({e})") from None
-    config_path = workdir / "config.json" if workdir is not None else None
-    if config_path is not None and config_path.is_file():
-        try:
-            raw = json.loads(config_path.read_bytes().decode("utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{config_path} is not valid JSON ({e})") from None
-        config = config_lib.with_defaults(raw)
-    elif meta.get("config"):
-        config = config_lib.with_defaults(meta["config"])
-    else:
-        raise ValueError(f"{ckpt_dir}: no config.json in the workdir and no config stored with step {step}")
-    num_speakers = meta.get("num_speakers")
-    names = meta.get("speaker_names")
-    if num_speakers is None and workdir is not None and (workdir / "dataset.json").is_file():
-        dataset = json.loads((workdir / "dataset.json").read_text())
-        num_speakers, names = dataset["num_speakers"], dataset.get("speaker_names")
-    if num_speakers is None:
-        raise ValueError(f"{ckpt_dir}: step {step} does not record num_speakers")
-    return manager, config, int(num_speakers), tuple(names) if names else None
+      raw = json.loads(config_path.read_bytes().decode("utf-8"))
+    except ValueError as e:
+      raise ValueError(f"{config_path} is not valid JSON ({e})") from None
+    config = config_lib.with_defaults(raw)
+  elif meta.get("config"):
+    config = config_lib.with_defaults(meta["config"])
+  else:
+    raise ValueError(
+        f"{ckpt_dir}: no config.json in the workdir and no config stored with step {step}"
+    )
+  num_speakers = meta.get("num_speakers")
+  names = meta.get("speaker_names")
+  if num_speakers is None and workdir is not None and (workdir / "dataset.json").is_file():
+    dataset = json.loads((workdir / "dataset.json").read_text())
+    num_speakers, names = dataset["num_speakers"], dataset.get("speaker_names")
+  if num_speakers is None:
+    raise ValueError(f"{ckpt_dir}: step {step} does not record num_speakers")
+  return manager, config, int(num_speakers), tuple(names) if names else None
 
 
-def load(workdir_or_checkpoint_dir: str | os.PathLike, step: int | None = None, *,
-         batch_size: int = DEFAULT_BATCH_SIZE, use_ema: bool = True) -> FaceGenerator:
-    """The generator of a training run: a workdir, its checkpoints/ dir, or one step's dir.
+def load(
+    workdir_or_checkpoint_dir: str | os.PathLike,
+    step: int | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    use_ema: bool = True,
+) -> FaceGenerator:
+  """The generator of a training run: a workdir, its checkpoints/ dir, or one step's dir.
 
-    step=None picks the newest complete checkpoint (or the step the path names). use_ema: when
-    the run kept an EMA of G's weights (config.optim.g.ema_decay), generate with it.
-    """
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  step=None picks the newest complete checkpoint (or the step the path names). use_ema: when
+  the run kept an EMA of G's weights (config.optim.g.ema_decay), generate with it.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
-    ckpt_dir, workdir, path_step = _find_checkpoints(workdir_or_checkpoint_dir)
-    steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir())
-    if not steps:
-        raise ValueError(f"{ckpt_dir}: no complete checkpoint yet")
-    if step is None:
-        step = path_step if path_step is not None else steps[-1]
-    elif path_step is not None and step != path_step:
-        raise ValueError(f"step={step} contradicts the checkpoint path, which names step {path_step}")
-    if step not in steps:
-        raise ValueError(f"{ckpt_dir}: no checkpoint for step {step}; available steps: {steps}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  ckpt_dir, workdir, path_step = _find_checkpoints(workdir_or_checkpoint_dir)
+  steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir())
+  if not steps:
+    raise ValueError(f"{ckpt_dir}: no complete checkpoint yet")
+  if step is None:
+    step = path_step if path_step is not None else steps[-1]
+  elif path_step is not None and step != path_step:
+    raise ValueError(f"step={step} contradicts the checkpoint path, which names step {path_step}")
+  if step not in steps:
+    raise ValueError(f"{ckpt_dir}: no checkpoint for step {step}; available steps: {steps}")
+  if not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
-    manager, config, num_speakers, speaker_names = _config_and_meta(ckpt_dir, workdir, step)
-    model = factory.make_generator(config.model, num_speakers)
-    window = int(config.input.audio_samples)
-    abstract = jax.eval_shape(
-        lambda: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-                           jnp.zeros((1, window), jnp.float32), train=False, update_spectral=False))
-    # Only the G-side entries of the saved TrainState are read (partial restore).
-    target = {"g_params": abstract["params"], "g_batch_stats": abstract["batch_stats"],
-              "g_spectral": abstract["spectral"]}
-    # Training kept an EMA of G's weights: generate with it (what the run's evaluation used).
-    ema = use_ema and config.optim.g.ema_decay > 0
-    if ema:
-        target = {"g_ema_params": target.pop("g_params"), **target}
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
-    try:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(item=target, partial_restore=True)))["state"]
-    except (ValueError, KeyError) as e:
-        raise ValueError(f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
-                         f"config ({' '.join(str(e).split())[:300]})") from None
-    # Orbax restores the saved arrays whatever the target's shapes: compare them here.
-    wrong = [f"{jax.tree_util.keystr(path)} {tuple(got.shape)} vs {tuple(want.shape)}"
-             for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(target),
-                                          jax.tree.leaves(restored))
-             if tuple(got.shape) != tuple(want.shape)]
-    if wrong or jax.tree.structure(restored) != jax.tree.structure(target):
-        raise ValueError(f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
-                         f"config ({'; '.join(wrong[:3]) or 'different parameters'})")
-    variables = generator_variables(types.SimpleNamespace(**{"g_params": None, "g_ema_params": None, **restored}))
-    return FaceGenerator(config=config, num_speakers=num_speakers, speaker_names=speaker_names,
-                         step=step, variables=variables, batch_size=batch_size)
+  manager, config, num_speakers, speaker_names = _config_and_meta(ckpt_dir, workdir, step)
+  model = factory.make_generator(config.model, num_speakers)
+  window = int(config.input.audio_samples)
+  abstract = jax.eval_shape(
+      lambda: model.init(
+          {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+          jnp.zeros((1, window), jnp.float32),
+          train=False,
+          update_spectral=False,
+      )
+  )
+  # Only the G-side entries of the saved TrainState are read (partial restore).
+  target = {
+      "g_params": abstract["params"],
+      "g_batch_stats": abstract["batch_stats"],
+      "g_spectral": abstract["spectral"],
+  }
+  # Training kept an EMA of G's weights: generate with it (what the run's evaluation used).
+  ema = use_ema and config.optim.g.ema_decay > 0
+  if ema:
+    target = {"g_ema_params": target.pop("g_params"), **target}
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
+  try:
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=target, partial_restore=True)),
+    )["state"]
+  except (ValueError, KeyError) as e:
+    raise ValueError(
+        f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
+        f"config ({' '.join(str(e).split())[:300]})"
+    ) from None
+  # Orbax restores the saved arrays whatever the target's shapes: compare them here.
+  wrong = [
+      f"{jax.tree_util.keystr(path)} {tuple(got.shape)} vs {tuple(want.shape)}"
+      for (path, want), got in zip(
+          jax.tree_util.tree_leaves_with_path(target), jax.tree.leaves(restored)
+      )
+      if tuple(got.shape) != tuple(want.shape)
+  ]
+  if wrong or jax.tree.structure(restored) != jax.tree.structure(target):
+    raise ValueError(
+        f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
+        f"config ({'; '.join(wrong[:3]) or 'different parameters'})"
+    )
+  variables = generator_variables(
+      types.SimpleNamespace(**{"g_params": None, "g_ema_params": None, **restored})
+  )
+  return FaceGenerator(
+      config=config,
+      num_speakers=num_speakers,
+      speaker_names=speaker_names,
+      step=step,
+      variables=variables,
+      batch_size=batch_size,
+  )

@@ -85,8 +85,10 @@ def _base_name(name: str) -> str:
 def _data_dir(input_cfg) -> str:
   data_dir = input_cfg.data_dir
   if not data_dir:
-    raise ValueError("input.data_dir is not set: pass --config.input.data_dir=/path/to/tensorflow_datasets "
-                     "(where prepared TFDS datasets live, or will be prepared)")
+    raise ValueError(
+        "input.data_dir is not set: pass --config.input.data_dir=/path/to/tensorflow_datasets "
+        "(where prepared TFDS datasets live, or will be prepared)"
+    )
   return os.path.expanduser(os.fspath(data_dir))
 
 
@@ -98,8 +100,10 @@ def _import_builder_module(name: str) -> None:
     importlib.import_module(module)
   except ModuleNotFoundError as e:
     if e.name and module.startswith(e.name):
-      raise ValueError(f"dataset {name!r} needs the builder module {module}, which is not installed "
-                       f"in this checkout ({e})") from None
+      raise ValueError(
+          f"dataset {name!r} needs the builder module {module}, which is not installed "
+          f"in this checkout ({e})"
+      ) from None
     raise
 
 
@@ -114,39 +118,55 @@ def _prepared_builder(name: str, data_dir: str, manual_dir: str | None):
   except tfds.core.registered.DatasetNotFoundError:
     raise ValueError(
         f"unknown dataset {name!r} (not registered, not prepared in {data_dir}); "
-        f"known Wav2Pix datasets: {', '.join(sorted(BUILDER_MODULES))}") from None
+        f"known Wav2Pix datasets: {', '.join(sorted(BUILDER_MODULES))}"
+    ) from None
   if not builder.is_prepared():
     if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) and manual_dir is not None:
       if not os.path.isdir(os.path.expanduser(manual_dir)):
         if not getattr(builder, "RELEASE_URL", None):
-          raise ValueError(f"dataset {name!r} is not prepared in {data_dir} and input.manual_dir "
-                           f"{manual_dir!r} is not a directory: pass --config.input.manual_dir=<raw data folder>")
+          raise ValueError(
+              f"dataset {name!r} is not prepared in {data_dir} and input.manual_dir "
+              f"{manual_dir!r} is not a directory: pass --config.input.manual_dir=<raw data folder>"
+          )
         # configs/base.py points at ../shared/youtubers, which only this project's machines have.
-        logging.warning("input.manual_dir %s is not a directory: downloading dataset %r from %s instead",
-                        manual_dir, name, builder.RELEASE_URL)
+        logging.warning(
+            "input.manual_dir %s is not a directory: downloading dataset %r from %s instead",
+            manual_dir,
+            name,
+            builder.RELEASE_URL,
+        )
         manual_dir = None
     download_config = tfds.download.DownloadConfig(
-        manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
+        manual_dir=os.path.expanduser(manual_dir) if manual_dir else None
+    )
     try:
       builder.download_and_prepare(download_config=download_config)
     except OSError as e:  # requests' ConnectionError and friends are OSErrors
       if manual_dir is not None or not getattr(builder, "RELEASE_URL", None):
         raise
-      raise ValueError(f"dataset {name!r} is not prepared in {data_dir} and its download from "
-                       f"{builder.RELEASE_URL} failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}): "
-                       f"without internet, pass --config.input.manual_dir=<local copy of the release>") from None
+      raise ValueError(
+          f"dataset {name!r} is not prepared in {data_dir} and its download from "
+          f"{builder.RELEASE_URL} failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}): "
+          f"without internet, pass --config.input.manual_dir=<local copy of the release>"
+      ) from None
     except AssertionError as e:
       if "manual" in str(e).lower():
-        raise ValueError(f"dataset {name!r} needs its raw data: pass --config.input.manual_dir=<folder> "
-                         f"({' '.join(str(e).split())[:300]})") from None
+        raise ValueError(
+            f"dataset {name!r} needs its raw data: pass --config.input.manual_dir=<folder> "
+            f"({' '.join(str(e).split())[:300]})"
+        ) from None
       raise
   file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
   if file_format != "array_record":
-    raise ValueError(f"dataset {name!r} in {data_dir} was prepared as {file_format}, the pipeline reads "
-                     f"ArrayRecord: rebuild it with file_format='array_record' (e.g. in a fresh data_dir)")
+    raise ValueError(
+        f"dataset {name!r} in {data_dir} was prepared as {file_format}, the pipeline reads "
+        f"ArrayRecord: rebuild it with file_format='array_record' (e.g. in a fresh data_dir)"
+    )
   missing = [key for key in REQUIRED_FEATURES if key not in builder.info.features]
   if missing:
-    raise ValueError(f"dataset {name!r} lacks the record features {missing} (see DESIGN.md 'Record format')")
+    raise ValueError(
+        f"dataset {name!r} lacks the record features {missing} (see DESIGN.md 'Record format')"
+    )
   return builder
 
 
@@ -155,13 +175,19 @@ def get_dataset_info(input_cfg) -> DatasetInfo:
   data_dir = _data_dir(input_cfg)
   name = input_cfg.dataset
   if not name or not isinstance(name, str):
-    raise ValueError(f"input.dataset must be a TFDS name, got {name!r}; "
-                     f"known: {', '.join(sorted(BUILDER_MODULES))}")
+    raise ValueError(
+        f"input.dataset must be a TFDS name, got {name!r}; "
+        f"known: {', '.join(sorted(BUILDER_MODULES))}"
+    )
   builder = _prepared_builder(name, data_dir, input_cfg.manual_dir or None)
   names = tuple(builder.info.features["speaker"].names)
   return DatasetInfo(
-      name=name, data_dir=data_dir, num_speakers=len(names), speaker_names=names,
-      split_sizes={split: info.num_examples for split, info in builder.info.splits.items()})
+      name=name,
+      data_dir=data_dir,
+      num_speakers=len(names),
+      speaker_names=names,
+      split_sizes={split: info.num_examples for split, info in builder.info.splits.items()},
+  )
 
 
 def _data_source(input_cfg, split: str):
@@ -170,9 +196,12 @@ def _data_source(input_cfg, split: str):
 
   info = get_dataset_info(input_cfg)
   if split not in info.split_sizes:
-    raise ValueError(f"dataset {info.name!r} has no split {split!r}; splits: {sorted(info.split_sizes)}")
-  return tfds.data_source(info.name, split=split, data_dir=info.data_dir,
-                          decoders={"face": tfds.decode.SkipDecoding()})
+    raise ValueError(
+        f"dataset {info.name!r} has no split {split!r}; splits: {sorted(info.split_sizes)}"
+    )
+  return tfds.data_source(
+      info.name, split=split, data_dir=info.data_dir, decoders={"face": tfds.decode.SkipDecoding()}
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +217,9 @@ def _scan_split(name: str, data_dir: str, split: str, window: int) -> _SplitInde
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   # Faces are not decoded: the scan reads only labels and waveform lengths.
-  source = tfds.data_source(name, split=split, data_dir=data_dir, decoders={"face": tfds.decode.SkipDecoding()})
+  source = tfds.data_source(
+      name, split=split, data_dir=data_dir, decoders={"face": tfds.decode.SkipDecoding()}
+  )
   num_speakers = source.dataset_info.features["speaker"].num_classes
   speakers = np.empty(len(source), np.int32)
   for start in range(0, len(source), _SCAN_CHUNK):
@@ -199,12 +230,15 @@ def _scan_split(name: str, data_dir: str, split: str, window: int) -> _SplitInde
         raise ValueError(
             f"dataset {name!r} split {split!r} record {key} (clip {record.get('clip_id', b'?')!r}) has "
             f"{record['waveform'].shape[0]} samples, shorter than input.audio_samples={window}: "
-            f"lower audio_samples or rebuild the dataset with longer clips")
+            f"lower audio_samples or rebuild the dataset with longer clips"
+        )
   present = np.unique(speakers)
   if present.size < 2:
     names = [source.dataset_info.features["speaker"].names[s] for s in present]
-    raise ValueError(f"dataset {name!r} split {split!r} has {present.size} speaker(s) {names}: wrong faces "
-                     "(a real face of a different speaker) need at least 2")
+    raise ValueError(
+        f"dataset {name!r} split {split!r} has {present.size} speaker(s) {names}: wrong faces "
+        "(a real face of a different speaker) need at least 2"
+    )
   others = tuple(np.flatnonzero(speakers != s).astype(np.int64) for s in range(num_speakers))
   return _SplitIndex(speakers=speakers, others=others)
 
@@ -218,8 +252,9 @@ def _first_windows(name: str, data_dir: str, split: str, windows_per_face: int) 
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  source = tfds.data_source(name, split=split, data_dir=data_dir,
-                            decoders={"face": tfds.decode.SkipDecoding()})
+  source = tfds.data_source(
+      name, split=split, data_dir=data_dir, decoders={"face": tfds.decode.SkipDecoding()}
+  )
   keys = []
   for start in range(0, len(source), _SCAN_CHUNK):
     indices = list(range(start, min(start + _SCAN_CHUNK, len(source))))
@@ -254,7 +289,11 @@ class _RecordSubset:
 
 def decode_face(face, image_size: int) -> np.ndarray:
   """Encoded image bytes (or a uint8 array) -> float32 [S, S, 3] in [-1, 1]."""
-  image = Image.open(io.BytesIO(face)) if isinstance(face, (bytes, bytearray)) else Image.fromarray(face)
+  image = (
+      Image.open(io.BytesIO(face))
+      if isinstance(face, (bytes, bytearray))
+      else Image.fromarray(face)
+  )
   # JPEG only: decode at the smallest 1/2^k DCT scale still >= the target (a proper low-pass,
   # ~3x faster for 220 px crops -> 64); the Lanczos resize below does the rest.
   image.draft("RGB", (image_size, image_size))
@@ -267,8 +306,17 @@ def decode_face(face, image_size: int) -> np.ndarray:
 class _ExampleMaker:
   """Record -> example: preprocessed window, face, a wrong face of another speaker, speaker id."""
 
-  def __init__(self, *, source, split_index: _SplitIndex, window: int, image_size: int,
-               preemphasis: float, random_window: bool, floor_division: bool = False):
+  def __init__(
+      self,
+      *,
+      source,
+      split_index: _SplitIndex,
+      window: int,
+      image_size: int,
+      preemphasis: float,
+      random_window: bool,
+      floor_division: bool = False,
+  ):
     self._source = source
     self._others = split_index.others
     self._window = window
@@ -279,9 +327,13 @@ class _ExampleMaker:
 
   def make(self, element, rng: np.random.Generator) -> dict[str, np.ndarray]:
     speaker = int(element["speaker"])
-    waveform = audio.preprocess(element["waveform"], window=self._window, preemphasis=self._preemphasis,
-                                rng=rng if self._random_window else None,
-                                floor_division=self._floor_division)
+    waveform = audio.preprocess(
+        element["waveform"],
+        window=self._window,
+        preemphasis=self._preemphasis,
+        rng=rng if self._random_window else None,
+        floor_division=self._floor_division,
+    )
     others = self._others[speaker]
     wrong = self._source[int(others[rng.integers(others.shape[0])])]
     return {
@@ -368,9 +420,16 @@ def _num_workers(input_cfg) -> int:
   return int(workers)
 
 
-def create_train_iterator(input_cfg, *, batch_size: int, image_size: int, seed: int | None = None,
-                          process_index: int | None = None, process_count: int | None = None,
-                          num_epochs: int | None = None) -> grain.DataLoaderIterator:
+def create_train_iterator(
+    input_cfg,
+    *,
+    batch_size: int,
+    image_size: int,
+    seed: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_epochs: int | None = None,
+) -> grain.DataLoaderIterator:
   """Endless (or `num_epochs`) shuffled training batches of this process's shard; checkpointable.
 
   `seed` (default `input_cfg.shuffle_seed`) fixes the order (reshuffled every epoch), the audio
@@ -390,35 +449,65 @@ def create_train_iterator(input_cfg, *, batch_size: int, image_size: int, seed: 
   split_index = _scan_split(info.name, info.data_dir, split, window)
   records = source
   windows_per_face = input_cfg.windows_per_face
-  if isinstance(windows_per_face, bool) or not isinstance(windows_per_face, int) or windows_per_face < 0:
+  if (
+      isinstance(windows_per_face, bool)
+      or not isinstance(windows_per_face, int)
+      or windows_per_face < 0
+  ):
     raise ValueError(f"input.windows_per_face must be an integer >= 0, got {windows_per_face!r}")
   if windows_per_face:
-    records = _RecordSubset(source, _first_windows(info.name, info.data_dir, split, windows_per_face))
+    records = _RecordSubset(
+        source, _first_windows(info.name, info.data_dir, split, windows_per_face)
+    )
   shard_size = len(records) // process_count
   if shard_size < batch_size:
-    raise ValueError(f"split {split!r} has {len(records)} records: {shard_size} per process "
-                     f"({process_count} processes), fewer than the per-process batch_size={batch_size}")
+    raise ValueError(
+        f"split {split!r} has {len(records)} records: {shard_size} per process "
+        f"({process_count} processes), fewer than the per-process batch_size={batch_size}"
+    )
   shard_options = grain.sharding.ShardOptions(
-      shard_index=process_index, shard_count=process_count, drop_remainder=True)
+      shard_index=process_index, shard_count=process_count, drop_remainder=True
+  )
   sampler = grain.samplers.IndexSampler(
-      num_records=len(records), shard_options=shard_options, shuffle=True, num_epochs=num_epochs,
-      seed=int(seed))
+      num_records=len(records),
+      shard_options=shard_options,
+      shuffle=True,
+      num_epochs=num_epochs,
+      seed=int(seed),
+  )
   loader = grain.DataLoader(
-      data_source=records, sampler=sampler, shard_options=shard_options,
+      data_source=records,
+      sampler=sampler,
+      shard_options=shard_options,
       operations=[
-          _MakeTrainExample(source=source, split_index=split_index, window=window, image_size=image_size,
-                            preemphasis=input_cfg.preemphasis, random_window=True,
-                            floor_division=bool(input_cfg.floor_division)),
+          _MakeTrainExample(
+              source=source,
+              split_index=split_index,
+              window=window,
+              image_size=image_size,
+              preemphasis=input_cfg.preemphasis,
+              random_window=True,
+              floor_division=bool(input_cfg.floor_division),
+          ),
           grain.transforms.Batch(batch_size=batch_size, drop_remainder=True),
       ],
       worker_count=_num_workers(input_cfg),
-      read_options=grain.ReadOptions(**_READ_OPTIONS))
+      read_options=grain.ReadOptions(**_READ_OPTIONS),
+  )
   return iter(loader)
 
 
-def create_eval_iterator(input_cfg, *, split: str | None = None, batch_size: int, image_size: int,
-                         process_index: int | None = None, process_count: int | None = None,
-                         max_examples: int | None = None, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
+def create_eval_iterator(
+    input_cfg,
+    *,
+    split: str | None = None,
+    batch_size: int,
+    image_size: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    max_examples: int | None = None,
+    seed: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
   """One pass over `split` (default `input_cfg.eval_split`), centred windows, in record order.
 
   Every batch has exactly `batch_size` rows and a "mask" [B] (False on padding): the last partial
@@ -443,19 +532,31 @@ def create_eval_iterator(input_cfg, *, split: str | None = None, batch_size: int
   bounds = [num_records * i // process_count for i in range(process_count + 1)]
   shard = _RecordRange(source, bounds[process_index], bounds[process_index + 1])
   sampler = grain.samplers.IndexSampler(
-      num_records=len(shard), shard_options=grain.sharding.NoSharding(), shuffle=False, num_epochs=1)
+      num_records=len(shard), shard_options=grain.sharding.NoSharding(), shuffle=False, num_epochs=1
+  )
   loader = grain.DataLoader(
-      data_source=shard, sampler=sampler, shard_options=grain.sharding.NoSharding(),
+      data_source=shard,
+      sampler=sampler,
+      shard_options=grain.sharding.NoSharding(),
       operations=[
-          _MakeEvalExample(source=source, split_index=split_index, window=window, image_size=image_size,
-                           preemphasis=input_cfg.preemphasis, seed=seed,
-                           floor_division=bool(input_cfg.floor_division)),
+          _MakeEvalExample(
+              source=source,
+              split_index=split_index,
+              window=window,
+              image_size=image_size,
+              preemphasis=input_cfg.preemphasis,
+              seed=seed,
+              floor_division=bool(input_cfg.floor_division),
+          ),
           grain.transforms.Batch(batch_size=batch_size, drop_remainder=False),
       ],
       worker_count=_num_workers(input_cfg),
-      read_options=grain.ReadOptions(**_READ_OPTIONS))
+      read_options=grain.ReadOptions(**_READ_OPTIONS),
+  )
   largest_shard = max(b - a for a, b in zip(bounds, bounds[1:]))
-  return _pad_batches(iter(loader), batch_size=batch_size, num_batches=-(-largest_shard // batch_size))
+  return _pad_batches(
+      iter(loader), batch_size=batch_size, num_batches=-(-largest_shard // batch_size)
+  )
 
 
 def _pad_batches(batches, *, batch_size: int, num_batches: int) -> Iterator[dict[str, np.ndarray]]:
@@ -464,13 +565,17 @@ def _pad_batches(batches, *, batch_size: int, num_batches: int) -> Iterator[dict
   for batch in batches:
     rows = batch["mask"].shape[0]
     if rows < batch_size:
-      batch = {key: np.concatenate([value, np.repeat(value[:1], batch_size - rows, axis=0)])
-               for key, value in batch.items()}
+      batch = {
+          key: np.concatenate([value, np.repeat(value[:1], batch_size - rows, axis=0)])
+          for key, value in batch.items()
+      }
       batch["mask"][rows:] = False
     produced, template = produced + 1, batch
     yield batch
   if template is None and num_batches:
-    raise ValueError("this process's eval shard is empty, so there is no example to pad with: "
-                     "use fewer processes or a larger split")
+    raise ValueError(
+        "this process's eval shard is empty, so there is no example to pad with: "
+        "use fewer processes or a larger split"
+    )
   for _ in range(num_batches - produced):
     yield {**template, "mask": np.zeros(batch_size, bool)}

@@ -18,7 +18,10 @@ def lsgan(*, scores: jax.Array, target: float) -> jax.Array:
 
 
 def discriminator_loss(
-    *, real_scores: jax.Array, fake_scores: jax.Array, wrong_scores: jax.Array,
+    *,
+    real_scores: jax.Array,
+    fake_scores: jax.Array,
+    wrong_scores: jax.Array,
     real_label: float = 0.9,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Matching-aware LSGAN D loss: real pairs -> real_label, fakes -> 0, wrong faces -> 0.
@@ -39,7 +42,10 @@ def generator_adversarial(*, fake_scores: jax.Array) -> jax.Array:
 
 
 def feature_matching(
-    *, fake_features: jax.Array, real_features: jax.Array, axis_name: Optional[str] = None,
+    *,
+    fake_features: jax.Array,
+    real_features: jax.Array,
+    axis_name: Optional[str] = None,
 ) -> jax.Array:
   """MSE between the batch means of D's features on fakes and on reals (reals are a constant).
 
@@ -61,8 +67,11 @@ def l1(*, predictions: jax.Array, targets: jax.Array) -> jax.Array:
 
 def speaker_cross_entropy(*, logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean softmax cross-entropy of the auxiliary speaker classifier against integer labels."""
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-      at_least_f32(logits), labels.astype(jnp.int32)))
+  return jnp.mean(
+      optax.softmax_cross_entropy_with_integer_labels(
+          at_least_f32(logits), labels.astype(jnp.int32)
+      )
+  )
 
 
 def speaker_accuracy(*, logits: jax.Array, labels: jax.Array) -> jax.Array:

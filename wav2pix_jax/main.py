@@ -14,7 +14,8 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and samples.")
 config_flags.DEFINE_config_file(
-    "config", None, "Training configuration file (e.g. configs/base.py).", lock_config=True)
+    "config", None, "Training configuration file (e.g. configs/base.py).", lock_config=True
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -24,9 +25,14 @@ def main(argv):
   _hide_accelerators_from_tensorflow()
 
   from wav2pix_jax import train  # pylint: disable=g-import-not-at-top
+
   train.maybe_initialize_distributed(FLAGS.config)  # before the first device query
-  logging.info("JAX process %d / %d; local devices: %s", jax.process_index(), jax.process_count(),
-               jax.local_devices())
+  logging.info(
+      "JAX process %d / %d; local devices: %s",
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_devices(),
+  )
   logging.info("Config:\n%s", FLAGS.config)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -34,8 +34,16 @@ class _Window:
 class DivergenceMonitor:
   """Windowed D-loss and D-score statistics with a warning when a run is diverging."""
 
-  def __init__(self, *, window: int, real_label: float, loss_ratio: float = 4.0,
-               fake_margin: float = 0.1, max_drift: float = 1.5, min_loss: float = 1.0):
+  def __init__(
+      self,
+      *,
+      window: int,
+      real_label: float,
+      loss_ratio: float = 4.0,
+      fake_margin: float = 0.1,
+      max_drift: float = 1.5,
+      min_loss: float = 1.0,
+  ):
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
       raise ValueError(f"config.log.divergence_window must be a positive integer, got {window!r}")
     self.window = window
@@ -82,23 +90,34 @@ class DivergenceMonitor:
     problems = []
     if not full:  # too few steps yet for a verdict (early training is noisy)
       return scalars, None
-    if (self._best is not None and m["d_loss"] > self.min_loss
-        and scalars["divergence/d_loss_vs_best"] > self.loss_ratio):
+    if (
+        self._best is not None
+        and m["d_loss"] > self.min_loss
+        and scalars["divergence/d_loss_vs_best"] > self.loss_ratio
+    ):
       problems.append(
           f"D loss {m['d_loss']:.3g} is {scalars['divergence/d_loss_vs_best']:.1f}x its best window "
-          f"({best_loss:.3g} at steps {self._best.first_step}-{self._best.last_step})")
+          f"({best_loss:.3g} at steps {self._best.first_step}-{self._best.last_step})"
+      )
     if scalars["divergence/fake_minus_real"] > self.fake_margin:
-      problems.append(f"D scores generated faces ({m['d_score_fake']:.2f}) above real pairs "
-                      f"({m['d_score_real']:.2f})")
+      problems.append(
+          f"D scores generated faces ({m['d_score_fake']:.2f}) above real pairs "
+          f"({m['d_score_real']:.2f})"
+      )
     if scalars["divergence/score_drift"] > self.max_drift:
       problems.append(
-          "D's scores left their targets (real {:.2f} vs {:g}, fake {:.2f} vs 0, wrong {:.2f} vs 0)"
-          .format(m["d_score_real"], self.real_label, m["d_score_fake"], m["d_score_wrong"]))
+          "D's scores left their targets (real {:.2f} vs {:g}, fake {:.2f} vs 0, wrong {:.2f} vs 0)".format(
+              m["d_score_real"], self.real_label, m["d_score_fake"], m["d_score_wrong"]
+          )
+      )
     if not problems:
       return scalars, None
-    return scalars, (f"training looks divergent over steps {current.first_step}-{current.last_step}: "
-                     + "; ".join(problems) + ". Lower the learning rates, or see README 'Results' "
-                     "for what makes the paper's recipe diverge.")
+    return scalars, (
+        f"training looks divergent over steps {current.first_step}-{current.last_step}: "
+        + "; ".join(problems)
+        + ". Lower the learning rates, or see README 'Results' "
+        "for what makes the paper's recipe diverge."
+    )
 
 
 class QualityHistory:
@@ -138,8 +157,11 @@ class QualityHistory:
 
   def append(self, step: int, train_seconds: float, metrics: Mapping[str, float]) -> dict:
     """Adds one evaluation (`train_seconds`: training wall time of THIS run so far)."""
-    row = {"step": int(step), "train_minutes": round(self.minutes_before + train_seconds / 60.0, 3),
-           "metrics": {k: float(v) for k, v in metrics.items()}}
+    row = {
+        "step": int(step),
+        "train_minutes": round(self.minutes_before + train_seconds / 60.0, 3),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+    }
     self.rows.append(row)
     with open(self.path, "a") as f:
       f.write(self._json.dumps(row) + "\n")

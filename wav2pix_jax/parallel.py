@@ -17,26 +17,34 @@ def _mesh(devices=None) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(np.array(devices), (AXIS_NAME,))
 
 
-def check_batch_size(global_batch: int, *, process_count: Optional[int] = None,
-                     local_device_count: Optional[int] = None) -> int:
+def check_batch_size(
+    global_batch: int,
+    *,
+    process_count: Optional[int] = None,
+    local_device_count: Optional[int] = None,
+) -> int:
   """Returns the per-process batch size; raises a clear error naming `batch_size` if it can't split.
 
   The global batch is split evenly over processes, then over each process's local devices.
   """
   process_count = jax.process_count() if process_count is None else process_count
-  local_device_count = jax.local_device_count() if local_device_count is None else local_device_count
+  local_device_count = (
+      jax.local_device_count() if local_device_count is None else local_device_count
+  )
   if not isinstance(global_batch, (int, np.integer)) or global_batch <= 0:
     raise ValueError(f"config.batch_size must be a positive integer, got {global_batch!r}")
   if global_batch % process_count:
     raise ValueError(
         f"config.batch_size={global_batch} is not divisible by the number of processes "
-        f"({process_count}); choose a multiple of {process_count * local_device_count}.")
+        f"({process_count}); choose a multiple of {process_count * local_device_count}."
+    )
   per_process = global_batch // process_count
   if per_process % local_device_count:
     raise ValueError(
         f"config.batch_size={global_batch} gives {per_process} examples per process, which is not "
         f"divisible by the {local_device_count} local devices; choose a multiple of "
-        f"{process_count * local_device_count}.")
+        f"{process_count * local_device_count}."
+    )
   return per_process
 
 
@@ -55,6 +63,7 @@ def replicate(tree: PyTree, devices=None) -> PyTree:
 
 def unreplicate(tree: PyTree) -> PyTree:
   """The first device's copy of a replicated pytree (still on device)."""
+
   def first(x):
     if isinstance(x, jax.Array) and len(x.addressable_shards) > 1:
       shard = x.addressable_shards[0].data
@@ -76,8 +85,10 @@ def shard(batch: PyTree, num_devices: Optional[int] = None) -> PyTree:
   def split(x):
     x = np.asarray(x)
     if x.shape[0] % n:
-      raise ValueError(f"a host batch of {x.shape[0]} can't be split over {n} local devices; "
-                       f"config.batch_size must be a multiple of the device count")
+      raise ValueError(
+          f"a host batch of {x.shape[0]} can't be split over {n} local devices; "
+          f"config.batch_size must be a multiple of the device count"
+      )
     return x.reshape((n, x.shape[0] // n) + x.shape[1:])
 
   return jax.tree.map(split, batch)
@@ -119,8 +130,13 @@ class DevicePrefetcher(Iterator[PyTree]):
   returned by `next()`, NOT after the ones still waiting in the queue: what a checkpoint must store.
   """
 
-  def __init__(self, iterator: Iterable[PyTree], size: int = 2,
-               get_state: Optional[Callable[[], Any]] = None, devices=None):
+  def __init__(
+      self,
+      iterator: Iterable[PyTree],
+      size: int = 2,
+      get_state: Optional[Callable[[], Any]] = None,
+      devices=None,
+  ):
     if size < 1:
       raise ValueError(f"prefetch size must be >= 1, got {size}")
     self._iterator = iter(iterator)
@@ -147,8 +163,9 @@ class DevicePrefetcher(Iterator[PyTree]):
           self._ready.release()
           return
         state = self._get_state() if self._get_state is not None else None
-        device_batch = put_sharded(shard(batch, len(self._devices) if self._devices else None),
-                                   self._devices)
+        device_batch = put_sharded(
+            shard(batch, len(self._devices) if self._devices else None), self._devices
+        )
         self._queue.append(("batch", device_batch, state))
         self._ready.release()
     except BaseException as e:  # pylint: disable=broad-except
@@ -180,4 +197,3 @@ class DevicePrefetcher(Iterator[PyTree]):
 def prefetch_to_device(iterator: Iterable[PyTree], size: int = 2, **kwargs) -> DevicePrefetcher:
   """Shards + device-puts host batches ahead of time; see DevicePrefetcher."""
   return DevicePrefetcher(iterator, size, **kwargs)
-

@@ -32,8 +32,19 @@ PyTree = Any
 Metrics = dict[str, jax.Array]
 
 # Metrics the host checks for NaN/inf after every step (the loss terms and gradient norms).
-FINITE_CHECKED = ("d_loss", "d_real", "d_fake", "d_wrong", "d_grad_norm", "g_loss", "g_adversarial",
-                  "g_feature_matching", "g_l1", "g_speaker_ce", "g_grad_norm")
+FINITE_CHECKED = (
+    "d_loss",
+    "d_real",
+    "d_fake",
+    "d_wrong",
+    "d_grad_norm",
+    "g_loss",
+    "g_adversarial",
+    "g_feature_matching",
+    "g_l1",
+    "g_speaker_ce",
+    "g_grad_norm",
+)
 
 
 @flax.struct.dataclass
@@ -59,20 +70,25 @@ class TrainState:
 # ------------------------------------------------------------------------------------------
 
 
-def make_optimizers(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation,
-                                                                 optax.GradientTransformation]:
+def make_optimizers(
+    config: ml_collections.ConfigDict,
+) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
   """Adam for each net, from config.optim.g / config.optim.d."""
+
   def adam(section: str) -> optax.GradientTransformation:
     cfg = config.optim[section]
     if not cfg.learning_rate > 0:
-      raise ValueError(f"config.optim.{section}.learning_rate must be > 0, got {cfg.learning_rate!r}")
+      raise ValueError(
+          f"config.optim.{section}.learning_rate must be > 0, got {cfg.learning_rate!r}"
+      )
     return optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
 
   return adam("g"), adam("d")
 
 
-def create_train_state(config: ml_collections.ConfigDict, num_speakers: int,
-                       rng: jax.Array) -> TrainState:
+def create_train_state(
+    config: ml_collections.ConfigDict, num_speakers: int, rng: jax.Array
+) -> TrainState:
   """Initialises both nets and both optimizers (N(0, 0.02) weights; see models.py)."""
   g_model = factory.make_generator(config.model, num_speakers)
   d_model = factory.make_discriminator(config.model)
@@ -82,25 +98,36 @@ def create_train_state(config: ml_collections.ConfigDict, num_speakers: int,
   def init(rng):
     g_rng, d_rng, dropout_rng, state_rng = jax.random.split(rng, 4)
     waveform = jnp.zeros((1, config.input.audio_samples), jnp.float32)
-    g_vars = g_model.init({"params": g_rng, "dropout": dropout_rng}, waveform, train=False,
-                          update_spectral=False)
-    d_vars = d_model.init({"params": d_rng}, jnp.zeros((1, size, size, 3), jnp.float32),
-                          jnp.zeros((1, config.model.embed_dim), jnp.float32), update_spectral=False)
+    g_vars = g_model.init(
+        {"params": g_rng, "dropout": dropout_rng}, waveform, train=False, update_spectral=False
+    )
+    d_vars = d_model.init(
+        {"params": d_rng},
+        jnp.zeros((1, size, size, 3), jnp.float32),
+        jnp.zeros((1, config.model.embed_dim), jnp.float32),
+        update_spectral=False,
+    )
     return TrainState(
         step=jnp.zeros((), jnp.int32),
-        g_params=g_vars["params"], g_opt_state=g_tx.init(g_vars["params"]),
-        g_batch_stats=g_vars["batch_stats"], g_spectral=g_vars["spectral"],
-        d_params=d_vars["params"], d_opt_state=d_tx.init(d_vars["params"]),
-        d_spectral=d_vars["spectral"], rng=state_rng,
-        g_ema_params=g_vars["params"] if config.optim.g.ema_decay > 0 else None)
+        g_params=g_vars["params"],
+        g_opt_state=g_tx.init(g_vars["params"]),
+        g_batch_stats=g_vars["batch_stats"],
+        g_spectral=g_vars["spectral"],
+        d_params=d_vars["params"],
+        d_opt_state=d_tx.init(d_vars["params"]),
+        d_spectral=d_vars["spectral"],
+        rng=state_rng,
+        g_ema_params=g_vars["params"] if config.optim.g.ema_decay > 0 else None,
+    )
 
   return jax.jit(init)(rng)
 
 
 def abstract_train_state(config: ml_collections.ConfigDict, num_speakers: int) -> TrainState:
   """Shapes and dtypes of the state, nothing allocated (the restore target)."""
-  return jax.eval_shape(functools.partial(create_train_state, config, num_speakers),
-                        jax.random.PRNGKey(0))
+  return jax.eval_shape(
+      functools.partial(create_train_state, config, num_speakers), jax.random.PRNGKey(0)
+  )
 
 
 def count_params(tree: PyTree) -> int:
@@ -130,25 +157,46 @@ class GForward(NamedTuple):
   spectral: PyTree  # G's power-iteration vectors after this forward
 
 
-def g_forward(state: TrainState, batch: dict, *, g_model, rng: jax.Array,
-              update_spectral: bool) -> GForward:
+def g_forward(
+    state: TrainState, batch: dict, *, g_model, rng: jax.Array, update_spectral: bool
+) -> GForward:
   """The G side in train mode (dropout mask from `rng`), with its vjp kept for the G phase."""
+
   def apply(g_params):
     return g_model.apply(
         {"params": g_params, "batch_stats": state.g_batch_stats, "spectral": state.g_spectral},
-        batch["waveform"], train=True, update_spectral=update_spectral, rngs={"dropout": rng},
-        mutable=["batch_stats", "spectral"])
+        batch["waveform"],
+        train=True,
+        update_spectral=update_spectral,
+        rngs={"dropout": rng},
+        mutable=["batch_stats", "spectral"],
+    )
 
   outputs, vjp_fn, g_vars = jax.vjp(apply, state.g_params, has_aux=True)
-  return GForward(outputs=outputs, pullback=lambda cotangents: vjp_fn(cotangents)[0],
-                  batch_stats=g_vars["batch_stats"], spectral=g_vars["spectral"])
+  return GForward(
+      outputs=outputs,
+      pullback=lambda cotangents: vjp_fn(cotangents)[0],
+      batch_stats=g_vars["batch_stats"],
+      spectral=g_vars["spectral"],
+  )
 
 
-def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.GradientTransformation,
-             real_label: float, rng: jax.Array, axis_name: Optional[str] = None,
-             skip_nonfinite: bool = False, g_out: Optional[GForward] = None,
-             augment_policy: str = "", r1_weight: float = 0.0,
-             augment_rng: Optional[jax.Array] = None) -> tuple[TrainState, Metrics]:
+def d_update(
+    state: TrainState,
+    batch: dict,
+    *,
+    g_model,
+    d_model,
+    d_tx: optax.GradientTransformation,
+    real_label: float,
+    rng: jax.Array,
+    axis_name: Optional[str] = None,
+    skip_nonfinite: bool = False,
+    g_out: Optional[GForward] = None,
+    augment_policy: str = "",
+    r1_weight: float = 0.0,
+    augment_rng: Optional[jax.Array] = None,
+) -> tuple[TrainState, Metrics]:
   """One D update on real (0.9), generated (0) and wrong-face (0) pairs; G's params are untouched.
 
   `g_out`: this step's G forward (train_step passes the one both phases share); None runs it here
@@ -169,11 +217,12 @@ def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.Gr
   embeddings = jnp.concatenate([embedding] * 3)
 
   def r1_penalty(d_params):
-    reals = images[:embedding.shape[0]]
+    reals = images[: embedding.shape[0]]
 
     def real_scores_sum(x):
-      scores, _ = d_model.apply({"params": d_params, "spectral": state.d_spectral}, x, embedding,
-                                update_spectral=False)
+      scores, _ = d_model.apply(
+          {"params": d_params, "spectral": state.d_spectral}, x, embedding, update_spectral=False
+      )
       return jnp.sum(losses.at_least_f32(scores))
 
     grads = jax.grad(real_scores_sum)(reals)
@@ -181,27 +230,37 @@ def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.Gr
 
   def loss_fn(d_params):
     (scores, _), d_vars = d_model.apply(
-        {"params": d_params, "spectral": state.d_spectral}, images, embeddings,
-        update_spectral=True, mutable=["spectral"])
+        {"params": d_params, "spectral": state.d_spectral},
+        images,
+        embeddings,
+        update_spectral=True,
+        mutable=["spectral"],
+    )
     real, fake, wrong = jnp.split(losses.at_least_f32(scores), 3)
-    loss, terms = losses.discriminator_loss(real_scores=real, fake_scores=fake, wrong_scores=wrong,
-                                            real_label=real_label)
+    loss, terms = losses.discriminator_loss(
+        real_scores=real, fake_scores=fake, wrong_scores=wrong, real_label=real_label
+    )
     if r1_weight > 0:
       terms["d_r1"] = r1_penalty(d_params)
       loss = loss + 0.5 * r1_weight * terms["d_r1"]
-    scores = {"d_score_real": jnp.mean(real), "d_score_fake": jnp.mean(fake),
-              "d_score_wrong": jnp.mean(wrong)}
+    scores = {
+        "d_score_real": jnp.mean(real),
+        "d_score_fake": jnp.mean(fake),
+        "d_score_wrong": jnp.mean(wrong),
+    }
     return loss, (terms, scores, d_vars["spectral"])
 
   (loss, (terms, scores, d_spectral)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.d_params)
+      state.d_params
+  )
   grads = parallel.pmean(grads, axis_name)
   updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
   d_params = optax.apply_updates(state.d_params, updates)
   metrics = parallel.pmean({"d_loss": loss, **terms, **scores}, axis_name)
   metrics["d_grad_norm"] = optax.global_norm(grads)
-  new = state.replace(d_params=d_params, d_opt_state=d_opt_state, d_spectral=d_spectral,
-                      g_spectral=g_out.spectral)
+  new = state.replace(
+      d_params=d_params, d_opt_state=d_opt_state, d_spectral=d_spectral, g_spectral=g_out.spectral
+  )
   if skip_nonfinite:
     ok = _all_finite(metrics["d_loss"], metrics["d_grad_norm"])
     new = _keep_if(ok, new, state)
@@ -209,9 +268,16 @@ def d_update(state: TrainState, batch: dict, *, g_model, d_model, d_tx: optax.Gr
   return new, metrics
 
 
-def g_loss_and_grads(state: TrainState, batch: dict, g_out: GForward, *, d_model,
-                     loss_weights: ml_collections.ConfigDict, axis_name: Optional[str] = None,
-                     augment_rng: Optional[jax.Array] = None) -> tuple[jax.Array, tuple, PyTree]:
+def g_loss_and_grads(
+    state: TrainState,
+    batch: dict,
+    g_out: GForward,
+    *,
+    d_model,
+    loss_weights: ml_collections.ConfigDict,
+    axis_name: Optional[str] = None,
+    augment_rng: Optional[jax.Array] = None,
+) -> tuple[jax.Array, tuple, PyTree]:
   """(G loss, (terms, speaker accuracy), d loss / d g_params) against state's D, via g_out's vjp.
 
   The loss is differentiated w.r.t. G's outputs (through D), and that cotangent is pulled back
@@ -223,27 +289,35 @@ def g_loss_and_grads(state: TrainState, batch: dict, g_out: GForward, *, d_model
 
   def loss_fn(outputs):
     fakes, embedding, logits = outputs
-    condition = embedding if loss_weights.adversarial_into_encoder else jax.lax.stop_gradient(embedding)
+    condition = (
+        embedding if loss_weights.adversarial_into_encoder else jax.lax.stop_gradient(embedding)
+    )
     images = jnp.concatenate([fakes.astype(face.dtype), face])
     if loss_weights.diff_augment:
       images = augment.diff_augment(images, augment_rng, loss_weights.diff_augment)
     # One D call on [fake; real]: scores of the fakes, features of both for feature matching.
     scores, features = d_model.apply(
         {"params": state.d_params, "spectral": state.d_spectral},
-        images, jnp.concatenate([condition, condition]), update_spectral=False)
+        images,
+        jnp.concatenate([condition, condition]),
+        update_spectral=False,
+    )
     fake_scores, _ = jnp.split(scores, 2)
     fake_features, real_features = jnp.split(features, 2)
     terms = {
         "g_adversarial": losses.generator_adversarial(fake_scores=fake_scores),
         "g_feature_matching": losses.feature_matching(
-            fake_features=fake_features, real_features=real_features, axis_name=axis_name),
+            fake_features=fake_features, real_features=real_features, axis_name=axis_name
+        ),
         "g_l1": losses.l1(predictions=fakes, targets=face),
         "g_speaker_ce": losses.speaker_cross_entropy(logits=logits, labels=batch["speaker"]),
     }
-    loss = (loss_weights.adversarial * terms["g_adversarial"]
-            + loss_weights.feature_matching * terms["g_feature_matching"]
-            + loss_weights.l1 * terms["g_l1"]
-            + loss_weights.speaker_ce * terms["g_speaker_ce"])
+    loss = (
+        loss_weights.adversarial * terms["g_adversarial"]
+        + loss_weights.feature_matching * terms["g_feature_matching"]
+        + loss_weights.l1 * terms["g_l1"]
+        + loss_weights.speaker_ce * terms["g_speaker_ce"]
+    )
     accuracy = losses.speaker_accuracy(logits=logits, labels=batch["speaker"])
     return loss, (terms, accuracy)
 
@@ -251,10 +325,20 @@ def g_loss_and_grads(state: TrainState, batch: dict, g_out: GForward, *, d_model
   return loss, aux, g_out.pullback(cotangents)
 
 
-def g_update(state: TrainState, batch: dict, *, g_model, d_model, g_tx: optax.GradientTransformation,
-             loss_weights: ml_collections.ConfigDict, rng: jax.Array, axis_name: Optional[str] = None,
-             skip_nonfinite: bool = False, g_out: Optional[GForward] = None,
-             augment_rng: Optional[jax.Array] = None) -> tuple[TrainState, Metrics]:
+def g_update(
+    state: TrainState,
+    batch: dict,
+    *,
+    g_model,
+    d_model,
+    g_tx: optax.GradientTransformation,
+    loss_weights: ml_collections.ConfigDict,
+    rng: jax.Array,
+    axis_name: Optional[str] = None,
+    skip_nonfinite: bool = False,
+    g_out: Optional[GForward] = None,
+    augment_rng: Optional[jax.Array] = None,
+) -> tuple[TrainState, Metrics]:
   """One G-side update (encoder, classifier, generator) against the current D; D is untouched.
 
   G loss = w_adv MSE(D(G(e), e), 1) + w_fm feature matching + w_l1 L1(G(e), face) + w_ce CE(speaker).
@@ -263,9 +347,15 @@ def g_update(state: TrainState, batch: dict, *, g_model, d_model, g_tx: optax.Gr
   """
   if g_out is None:
     g_out = g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=False)
-  loss, (terms, accuracy), grads = g_loss_and_grads(state, batch, g_out, d_model=d_model,
-                                                    loss_weights=loss_weights, axis_name=axis_name,
-                                                    augment_rng=augment_rng)
+  loss, (terms, accuracy), grads = g_loss_and_grads(
+      state,
+      batch,
+      g_out,
+      d_model=d_model,
+      loss_weights=loss_weights,
+      axis_name=axis_name,
+      augment_rng=augment_rng,
+  )
   grads = parallel.pmean(grads, axis_name)
   updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, updates)
@@ -288,9 +378,19 @@ def ema_update(ema: PyTree, params: PyTree, *, decay: float, step: jax.Array) ->
   return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
 
 
-def train_step(state: TrainState, batch: dict, *, g_model, d_model, g_tx, d_tx,
-               loss_cfg: ml_collections.ConfigDict, axis_name: Optional[str] = parallel.AXIS_NAME,
-               skip_nonfinite: bool = False, ema_decay: float = 0.0) -> tuple[TrainState, Metrics]:
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    g_model,
+    d_model,
+    g_tx,
+    d_tx,
+    loss_cfg: ml_collections.ConfigDict,
+    axis_name: Optional[str] = parallel.AXIS_NAME,
+    skip_nonfinite: bool = False,
+    ema_decay: float = 0.0,
+) -> tuple[TrainState, Metrics]:
   """One Wav2Pix iteration: D update, then G update against the UPDATED D. Pure; pmap it.
 
   G's params don't change during the D phase, so G runs forward once (one dropout mask, one
@@ -303,30 +403,62 @@ def train_step(state: TrainState, batch: dict, *, g_model, d_model, g_tx, d_tx,
   d_augment_rng = parallel.device_rng(d_augment_rng, axis_name)
   g_augment_rng = parallel.device_rng(g_augment_rng, axis_name)
   g_out = g_forward(state, batch, g_model=g_model, rng=dropout_rng, update_spectral=True)
-  state, d_metrics = d_update(state, batch, g_model=g_model, d_model=d_model, d_tx=d_tx,
-                              real_label=loss_cfg.real_label, rng=dropout_rng, axis_name=axis_name,
-                              skip_nonfinite=skip_nonfinite, g_out=g_out,
-                              augment_policy=loss_cfg.diff_augment, r1_weight=loss_cfg.r1,
-                              augment_rng=d_augment_rng)
-  state, g_metrics = g_update(state, batch, g_model=g_model, d_model=d_model, g_tx=g_tx,
-                              loss_weights=loss_cfg, rng=dropout_rng, axis_name=axis_name,
-                              skip_nonfinite=skip_nonfinite, g_out=g_out, augment_rng=g_augment_rng)
+  state, d_metrics = d_update(
+      state,
+      batch,
+      g_model=g_model,
+      d_model=d_model,
+      d_tx=d_tx,
+      real_label=loss_cfg.real_label,
+      rng=dropout_rng,
+      axis_name=axis_name,
+      skip_nonfinite=skip_nonfinite,
+      g_out=g_out,
+      augment_policy=loss_cfg.diff_augment,
+      r1_weight=loss_cfg.r1,
+      augment_rng=d_augment_rng,
+  )
+  state, g_metrics = g_update(
+      state,
+      batch,
+      g_model=g_model,
+      d_model=d_model,
+      g_tx=g_tx,
+      loss_weights=loss_cfg,
+      rng=dropout_rng,
+      axis_name=axis_name,
+      skip_nonfinite=skip_nonfinite,
+      g_out=g_out,
+      augment_rng=g_augment_rng,
+  )
   if ema_decay > 0:
-    state = state.replace(g_ema_params=ema_update(state.g_ema_params, state.g_params,
-                                                  decay=ema_decay, step=state.step))
+    state = state.replace(
+        g_ema_params=ema_update(
+            state.g_ema_params, state.g_params, decay=ema_decay, step=state.step
+        )
+    )
   return state.replace(step=state.step + 1, rng=rng), {**d_metrics, **g_metrics}
 
 
-def make_train_step(config: ml_collections.ConfigDict, num_speakers: int, *,
-                    axis_name: Optional[str] = parallel.AXIS_NAME) -> Callable:
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    num_speakers: int,
+    *,
+    axis_name: Optional[str] = parallel.AXIS_NAME,
+) -> Callable:
   """train_step with the models, optimizers and loss weights bound (not yet pmapped)."""
   g_tx, d_tx = make_optimizers(config)
   return functools.partial(
       train_step,
       g_model=factory.make_generator(config.model, num_speakers, axis_name=axis_name),
-      d_model=factory.make_discriminator(config.model), g_tx=g_tx, d_tx=d_tx,
-      loss_cfg=config.loss, axis_name=axis_name,
-      skip_nonfinite=bool(config.skip_nonfinite), ema_decay=float(config.optim.g.ema_decay))
+      d_model=factory.make_discriminator(config.model),
+      g_tx=g_tx,
+      d_tx=d_tx,
+      loss_cfg=config.loss,
+      axis_name=axis_name,
+      skip_nonfinite=bool(config.skip_nonfinite),
+      ema_decay=float(config.optim.g.ema_decay),
+  )
 
 
 def make_p_train_step(config: ml_collections.ConfigDict, num_speakers: int) -> Callable:
@@ -343,9 +475,15 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   """Fails fast (naming the field) on configs that can't train; returns the per-process batch."""
   factory.check_model_config(config.model)
   make_optimizers(config)
-  for field in ("num_train_steps", "log.every_steps", "log.image_every_steps",
-                "log.checkpoint_every_steps", "log.max_checkpoints", "log.num_images",
-                "input.audio_samples"):
+  for field in (
+      "num_train_steps",
+      "log.every_steps",
+      "log.image_every_steps",
+      "log.checkpoint_every_steps",
+      "log.max_checkpoints",
+      "log.num_images",
+      "input.audio_samples",
+  ):
     value = config
     for key in field.split("."):
       value = value[key]
@@ -359,7 +497,9 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   except ValueError as e:
     raise ValueError(f"config.loss.diff_augment: {e}") from None
   if not 0.0 <= config.optim.g.ema_decay < 1.0:
-    raise ValueError(f"config.optim.g.ema_decay must be in [0, 1), got {config.optim.g.ema_decay!r}")
+    raise ValueError(
+        f"config.optim.g.ema_decay must be in [0, 1), got {config.optim.g.ema_decay!r}"
+    )
   value = config.log.divergence_window
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ValueError(f"config.log.divergence_window must be a positive integer, got {value!r}")
@@ -378,6 +518,7 @@ def nonfinite_terms(metrics: dict) -> list[str]:
 def image_grid(generated: np.ndarray, real: np.ndarray) -> np.ndarray:
   """uint8 [2S, N*S, 3]: generated faces on the top row, the real faces for the same speech below
   (each uint8, or in [-1, 1])."""
+
   def row(images):
     images = np.asarray(images)
     images = images if images.dtype == np.uint8 else inference.to_uint8(images)
@@ -388,6 +529,7 @@ def image_grid(generated: np.ndarray, real: np.ndarray) -> np.ndarray:
 
 def _save_png(path: str, image: np.ndarray) -> None:
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   os.makedirs(os.path.dirname(path), exist_ok=True)
   Image.fromarray(image).save(path)
 
@@ -427,8 +569,9 @@ class _StopRequest:
     if self.signal_name is not None and signum == signal.SIGINT:
       raise KeyboardInterrupt  # a second Ctrl-C: stop now
     self.signal_name = signal.Signals(signum).name
-    logging.warning("%s received: finishing the current step, then saving a checkpoint.",
-                    self.signal_name)
+    logging.warning(
+        "%s received: finishing the current step, then saving a checkpoint.", self.signal_name
+    )
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -449,8 +592,11 @@ def distributed_args(config: ml_collections.ConfigDict) -> dict:
   for name, value in (("num_processes", num_processes), ("process_id", process_id)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
       raise ValueError(f"--config.{name} must be an integer (-1 = auto-detect), got {value!r}")
-  given = {"coordinator_address": bool(address), "num_processes": num_processes != -1,
-           "process_id": process_id != -1}
+  given = {
+      "coordinator_address": bool(address),
+      "num_processes": num_processes != -1,
+      "process_id": process_id != -1,
+  }
   if not any(given.values()):
     return {}
   if not all(given.values()):
@@ -458,17 +604,23 @@ def distributed_args(config: ml_collections.ConfigDict) -> dict:
     raise ValueError(
         "an explicit multi-process launch needs --config.coordinator_address=HOST:PORT, "
         "--config.num_processes=N and --config.process_id=I together; missing: "
-        f"{unset} (leave all three unset to auto-detect SLURM / Open MPI / Cloud TPU)")
+        f"{unset} (leave all three unset to auto-detect SLURM / Open MPI / Cloud TPU)"
+    )
   host, _, port = str(address).rpartition(":")
   if not host or not port.isdigit():
     raise ValueError(f"--config.coordinator_address must be HOST:PORT, got {address!r}")
   if num_processes < 1:
     raise ValueError(f"--config.num_processes must be >= 1, got {num_processes}")
   if not 0 <= process_id < num_processes:
-    raise ValueError(f"--config.process_id must be in [0, {num_processes}) "
-                     f"(--config.num_processes={num_processes}), got {process_id}")
-  return {"coordinator_address": str(address), "num_processes": int(num_processes),
-          "process_id": int(process_id)}
+    raise ValueError(
+        f"--config.process_id must be in [0, {num_processes}) "
+        f"(--config.num_processes={num_processes}), got {process_id}"
+    )
+  return {
+      "coordinator_address": str(address),
+      "num_processes": int(num_processes),
+      "process_id": int(process_id),
+  }
 
 
 def _backend_will_be_cpu() -> bool:
@@ -479,6 +631,7 @@ def _backend_will_be_cpu() -> bool:
     return platforms.split(",")[0].strip().lower() == "cpu"
   import importlib.metadata  # pylint: disable=g-import-not-at-top
   import importlib.util  # pylint: disable=g-import-not-at-top
+
   if importlib.util.find_spec("libtpu") is not None:
     return False
   if importlib.util.find_spec("jax_plugins") is not None:  # jax[cuda*] / jax[rocm] plugins
@@ -497,13 +650,17 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
   multi_host_env = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
   if not (config.distributed or multi_host_env) or jax.distributed.is_initialized():
     if args and not config.distributed:
-      raise ValueError("--config.coordinator_address / num_processes / process_id are set but "
-                       "--config.distributed is False; add --config.distributed=True")
+      raise ValueError(
+          "--config.coordinator_address / num_processes / process_id are set but "
+          "--config.distributed is False; add --config.distributed=True"
+      )
     return
   if _backend_will_be_cpu():  # cross-process collectives on CPU need an implementation
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  logging.info("jax.distributed.initialize(%s)",
-               ", ".join(f"{k}={v!r}" for k, v in args.items()) or "auto-detect")
+  logging.info(
+      "jax.distributed.initialize(%s)",
+      ", ".join(f"{k}={v!r}" for k, v in args.items()) or "auto-detect",
+  )
   jax.distributed.initialize(**args)
 
 
@@ -527,17 +684,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   manager = checkpoints.create_manager(workdir, max_to_keep=config.log.max_checkpoints)
   latest = checkpoints.latest_step(manager)
   if latest is not None:  # refuse an incompatible resume before building anything
-    checkpoints.check_compatible(checkpoints.load_meta(manager, latest), config,
-                                 num_speakers=num_speakers, where=workdir)
+    checkpoints.check_compatible(
+        checkpoints.load_meta(manager, latest), config, num_speakers=num_speakers, where=workdir
+    )
 
   train_iter = input_pipeline.create_train_iterator(
-      config.input, batch_size=local_batch, image_size=config.model.image_size,
-      seed=config.input.shuffle_seed, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      config.input,
+      batch_size=local_batch,
+      image_size=config.model.image_size,
+      seed=config.input.shuffle_seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
 
   abstract = abstract_train_state(config, num_speakers)
-  logging.info("G parameters: %d, D parameters: %d", count_params(abstract.g_params),
-               count_params(abstract.d_params))
+  logging.info(
+      "G parameters: %d, D parameters: %d",
+      count_params(abstract.g_params),
+      count_params(abstract.d_params),
+  )
   if latest is not None:
     state = checkpoints.restore(manager, latest, abstract_state=abstract, data_iterator=train_iter)
     logging.info("Resumed from %s at step %d.", manager.directory, int(state.step))
@@ -549,8 +714,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
     with open(os.path.join(workdir, "dataset.json"), "w") as f:
-      json.dump({"dataset": info.name, "num_speakers": num_speakers,
-                 "speaker_names": list(info.speaker_names)}, f, indent=2)
+      json.dump(
+          {
+              "dataset": info.name,
+              "num_speakers": num_speakers,
+              "speaker_names": list(info.speaker_names),
+          },
+          f,
+          indent=2,
+      )
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
@@ -560,14 +732,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   num_images = config.log.num_images
   # Grids and periodic evaluation: in inference mode whatever config.eval.train_mode says; the
   # current weights are swapped in (one compiled function for the whole run).
-  generator = inference.FaceGenerator.from_state(config, num_speakers, state, train_mode=False,
-                                                 speaker_names=tuple(info.speaker_names))
+  generator = inference.FaceGenerator.from_state(
+      config, num_speakers, state, train_mode=False, speaker_names=tuple(info.speaker_names)
+  )
   grid_batch = None
   if is_chief:
     try:
-      grid_batch = next(iter(input_pipeline.create_eval_iterator(
-          config.input, batch_size=num_images, image_size=config.model.image_size,
-          process_index=0, process_count=1, max_examples=num_images)))
+      grid_batch = next(
+          iter(
+              input_pipeline.create_eval_iterator(
+                  config.input,
+                  batch_size=num_images,
+                  image_size=config.model.image_size,
+                  process_index=0,
+                  process_count=1,
+                  max_examples=num_images,
+              )
+          )
+      )
     except (ValueError, StopIteration) as e:
       logging.warning("No eval batch for image grids (%s); using the first training batch.", e)
 
@@ -576,8 +758,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   eval_every = config.eval.every_steps
   if is_chief and eval_every:
     evaluator = evaluate_lib.PeriodicEvaluator(config, batch_size=generator.batch_size)
-    logging.info("Evaluating every %d steps on %d examples of split %r.", eval_every,
-                 len(evaluator.eval_set.speakers), evaluator.split)
+    logging.info(
+        "Evaluating every %d steps on %d examples of split %r.",
+        eval_every,
+        len(evaluator.eval_set.speakers),
+        evaluator.split,
+    )
 
   p_train_step = make_p_train_step(config, num_speakers)
   state = parallel.replicate(state)
@@ -589,8 +775,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   def save(step: int) -> None:
     nonlocal last_saved, last_attempted
     last_attempted = step
-    checkpoints.save(manager, step, state=parallel.unreplicate_to_host(state),
-                     data_state=prefetcher.last_state, meta=meta)
+    checkpoints.save(
+        manager,
+        step,
+        state=parallel.unreplicate_to_host(state),
+        data_state=prefetcher.last_state,
+        meta=meta,
+    )
     last_saved = step
 
   def current_generator(step: int) -> inference.FaceGenerator:
@@ -602,15 +793,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if not is_chief:
       return
     if grid_batch is None:
-      grid_batch = {k: np.asarray(v).reshape((-1,) + v.shape[2:])[:num_images]
-                    for k, v in jax.device_get(batch).items()}
+      grid_batch = {
+          k: np.asarray(v).reshape((-1,) + v.shape[2:])[:num_images]
+          for k, v in jax.device_get(batch).items()
+      }
     images = current_generator(step).generate_preprocessed(np.asarray(grid_batch["waveform"]))
     grid = image_grid(images, grid_batch["face"])
     writer.write_images(step, {"faces/generated_top_real_bottom": grid[None]})
     _save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
 
-  quality = (monitor.QualityHistory(os.path.join(workdir, "eval", "history.jsonl"), start_step=start_step)
-             if evaluator is not None else None)
+  quality = (
+      monitor.QualityHistory(os.path.join(workdir, "eval", "history.jsonl"), start_step=start_step)
+      if evaluator is not None
+      else None
+  )
   clock = {"start": time.time(), "eval_seconds": 0.0}  # training wall time = elapsed - evaluations
 
   def run_eval(step: int) -> None:
@@ -618,13 +814,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     report, eval_scalars = evaluator(current_generator(step))
     eval_scalars["eval/seconds"] = time.time() - start
     clock["eval_seconds"] += eval_scalars["eval/seconds"]
-    row = quality.append(step, start - clock["start"] - (clock["eval_seconds"] - eval_scalars["eval/seconds"]),
-                         eval_scalars)
+    row = quality.append(
+        step,
+        start - clock["start"] - (clock["eval_seconds"] - eval_scalars["eval/seconds"]),
+        eval_scalars,
+    )
     eval_scalars["eval/train_minutes"] = row["train_minutes"]
     writer.write_scalars(step, eval_scalars)
     evaluate_lib.write_report(report, os.path.join(workdir, "eval", "periodic"))  # the latest one
-    logging.info("eval at step %d (%s, %.1f s):\n%s", step, evaluator.split, eval_scalars["eval/seconds"],
-                 evaluate_lib.summary(report))
+    logging.info(
+        "eval at step %d (%s, %.1f s):\n%s",
+        step,
+        evaluator.split,
+        eval_scalars["eval/seconds"],
+        evaluate_lib.summary(report),
+    )
 
   def train_minutes() -> float:  # summed over resumed runs when the run evaluates periodically
     before = quality.minutes_before if quality is not None else 0.0
@@ -632,8 +836,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   max_minutes = float(config.max_train_minutes or 0.0)
   num_steps = config.num_train_steps
-  divergence = monitor.DivergenceMonitor(window=config.log.divergence_window,
-                                         real_label=config.loss.real_label)
+  divergence = monitor.DivergenceMonitor(
+      window=config.log.divergence_window, real_label=config.loss.real_label
+  )
   last_divergence_warning = -config.log.divergence_window
   history: list[dict] = []
   pending = None  # (step, device metrics) of the last step, checked one step late (no stall)
@@ -651,20 +856,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       skipped["steps"] += 1
       for phase in phases:
         skipped[phase] += 1
-      logging.warning("Skipped the non-finite %s update at step %d (%s); %d step(s) skipped so far.",
-                      " and ".join(phases), step_done, ", ".join(f"{k}={host[k]}" for k in bad),
-                      skipped["steps"])
+      logging.warning(
+          "Skipped the non-finite %s update at step %d (%s); %d step(s) skipped so far.",
+          " and ".join(phases),
+          step_done,
+          ", ".join(f"{k}={host[k]}" for k in bad),
+          skipped["steps"],
+      )
     elif bad:
       raise FloatingPointError(
           f"non-finite {', '.join(bad)} at step {step_done} "
           f"({', '.join(f'{k}={host[k]}' for k in bad)}); training stopped, the last good checkpoint "
           f"(step {last_saved}) stays the latest. Lower the learning rates "
-          f"(config.optim.*.learning_rate) or set config.skip_nonfinite=True.")
+          f"(config.optim.*.learning_rate) or set config.skip_nonfinite=True."
+      )
     history.append(host)
     divergence.add(step_done, host)
 
-  logging.info("Training from step %d to %d, %d examples per step (%d per process, %d local devices).",
-               start_step, num_steps, config.batch_size, local_batch, jax.local_device_count())
+  logging.info(
+      "Training from step %d to %d, %d examples per step (%d per process, %d local devices).",
+      start_step,
+      num_steps,
+      config.batch_size,
+      local_batch,
+      jax.local_device_count(),
+  )
   completed = False
   try:
     with _StopRequest() as stop:
@@ -683,8 +899,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           flush(pending)
         pending = (step, metrics)
 
-        boundary = (step % config.log.every_steps == 0 or step % config.log.checkpoint_every_steps == 0
-                    or step == num_steps or stop.signal_name is not None)
+        boundary = (
+            step % config.log.every_steps == 0
+            or step % config.log.checkpoint_every_steps == 0
+            or step == num_steps
+            or stop.signal_name is not None
+        )
         if boundary:
           flush(pending)
           pending = None
@@ -705,9 +925,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             logging.warning("step %d: %s", step, warning)
             last_divergence_warning = step
           writer.write_scalars(step, scalars)
-          logging.info("step %d/%d  d_loss %.4f  g_loss %.4f (adv %.4f fm %.4f l1 %.4f ce %.4f)%s",
-                       step, num_steps, scalars["d_loss"], scalars["g_loss"], scalars["g_adversarial"],
-                       scalars["g_feature_matching"], scalars["g_l1"], scalars["g_speaker_ce"], speed)
+          logging.info(
+              "step %d/%d  d_loss %.4f  g_loss %.4f (adv %.4f fm %.4f l1 %.4f ce %.4f)%s",
+              step,
+              num_steps,
+              scalars["d_loss"],
+              scalars["g_loss"],
+              scalars["g_adversarial"],
+              scalars["g_feature_matching"],
+              scalars["g_l1"],
+              scalars["g_speaker_ce"],
+              speed,
+          )
         if step % config.log.image_every_steps == 0 or step == num_steps:
           write_images(step)
         if evaluator is not None and (step % eval_every == 0 or step == num_steps):
@@ -718,7 +947,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           stopped_by = stop.signal_name
           break
         if max_minutes and train_minutes() >= max_minutes:
-          stopped_by = f"max_train_minutes={max_minutes:g} (at {train_minutes():.1f} training minutes)"
+          stopped_by = (
+              f"max_train_minutes={max_minutes:g} (at {train_minutes():.1f} training minutes)"
+          )
           if evaluator is not None and not (step % eval_every == 0 or step == num_steps):
             run_eval(step)  # the run's last model is always evaluated
           break
@@ -729,12 +960,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         save(step)
       manager.wait_until_finished()
     if skipped["steps"]:
-      logging.warning("%d of %d steps had a skipped update (G: %d, D: %d): non-finite losses or "
-                      "gradients (config.skip_nonfinite).", skipped["steps"], step - start_step,
-                      skipped["G"], skipped["D"])
+      logging.warning(
+          "%d of %d steps had a skipped update (G: %d, D: %d): non-finite losses or "
+          "gradients (config.skip_nonfinite).",
+          skipped["steps"],
+          step - start_step,
+          skipped["G"],
+          skipped["D"],
+      )
     if stopped_by:
-      logging.warning("Stopped by %s after step %d; checkpoint saved in %s.", stopped_by, step,
-                      manager.directory)
+      logging.warning(
+          "Stopped by %s after step %d; checkpoint saved in %s.",
+          stopped_by,
+          step,
+          manager.directory,
+      )
     else:
       logging.info("Finished at step %d; checkpoint in %s.", step, manager.directory)
     completed = True

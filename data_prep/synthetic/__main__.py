@@ -33,12 +33,18 @@ def export_wav(builder, out_dir: str, split: str, max_clips: int | None = None) 
   os.makedirs(out_dir, exist_ok=True)
   paths, per_speaker = [], {}
   for record in records:
-    speaker = record["speaker_name"].decode() if isinstance(record["speaker_name"], bytes) else record["speaker_name"]
+    speaker = (
+        record["speaker_name"].decode()
+        if isinstance(record["speaker_name"], bytes)
+        else record["speaker_name"]
+    )
     clips = per_speaker.setdefault(speaker, [])
     if max_clips is not None and len(clips) >= max_clips:
       continue
     clips.append(record["waveform"])
-    stem = str(record["clip_id"].decode() if isinstance(record["clip_id"], bytes) else record["clip_id"])
+    stem = str(
+        record["clip_id"].decode() if isinstance(record["clip_id"], bytes) else record["clip_id"]
+    )
     stem = stem.replace("/", "_")
     path = os.path.join(out_dir, f"{stem}.wav")
     soundfile.write(path, record["waveform"], syn.SAMPLE_RATE, subtype="PCM_16")
@@ -52,11 +58,19 @@ def export_wav(builder, out_dir: str, split: str, max_clips: int | None = None) 
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--data_dir", default=None, help="TFDS data dir to write to (default: TFDS's).")
-  parser.add_argument("--export_wav", default=None, metavar="DIR", help="also write a split's clips as WAV here")
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+      "--data_dir", default=None, help="TFDS data dir to write to (default: TFDS's)."
+  )
+  parser.add_argument(
+      "--export_wav", default=None, metavar="DIR", help="also write a split's clips as WAV here"
+  )
   parser.add_argument("--split", default="test", help="split for --export_wav (default: test)")
-  parser.add_argument("--max_clips", type=int, default=None, help="at most N clips per speaker (--export_wav)")
+  parser.add_argument(
+      "--max_clips", type=int, default=None, help="at most N clips per speaker (--export_wav)"
+  )
   args = parser.parse_args()
   start = time.perf_counter()
   builder = SyntheticTalkingFaces(data_dir=args.data_dir)

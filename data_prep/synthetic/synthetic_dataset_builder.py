@@ -41,14 +41,21 @@ _CANVAS = 4 * IMAGE_SIZE  # faces are drawn 4x larger, then downsampled (anti-al
 # metrics of generated faces (dlib's detector does not see these cartoon faces):
 # (top, bottom, left, right) pixel boxes, bottom/right exclusive.
 FACE_BOX = (12, 52, 18, 46)  # inside every head: skin, eyes, nose, mouth; almost no background
-MOUTH_BOX = (34, 50, 29, 35)  # holds every speaker's dark mouth interior at any opening, below the nose
+MOUTH_BOX = (
+    34,
+    50,
+    29,
+    35,
+)  # holds every speaker's dark mouth interior at any opening, below the nose
 # Two narrow column bands, one over each eyebrow's middle for every speaker's eye spacing, from above
 # the highest eyebrow to the top of the eyes: the eyebrow is the darkest thing in each column there.
 BROW_BOXES = ((15, 26, 19, 22), (15, 26, 42, 45))
 
 # Vowel formants (F1, F2, F3) in Hz for an adult male tract; speakers scale them.
-_VOWELS = np.array([[730, 1090, 2440], [530, 1840, 2480], [270, 2290, 3010],
-                    [570, 840, 2410], [300, 870, 2240]], dtype=np.float64)
+_VOWELS = np.array(
+    [[730, 1090, 2440], [530, 1840, 2480], [270, 2290, 3010], [570, 840, 2410], [300, 870, 2240]],
+    dtype=np.float64,
+)
 _BANDWIDTHS = np.array([80.0, 100.0, 130.0])
 _MAX_HARMONIC_HZ = 6000.0
 _NOISE_FLOOR_RMS = 0.002  # fixed absolute background noise (about -54 dBFS)
@@ -57,16 +64,56 @@ _EFFORT_BREATH = 0.3  # aspiration noise added at loudness 0 (none at 1), relati
 _EFFORT_VOICING = 0.5  # voicing removed at loudness 0 (none at 1)
 
 # Distinct palettes, dealt out to the speakers by a seeded permutation.
-_SKINS = [(255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 134, 96),
-          (160, 100, 70), (120, 80, 56), (250, 205, 180), (214, 160, 120)]
-_HAIRS = [(30, 25, 20), (95, 60, 30), (200, 160, 80), (160, 50, 30),
-          (120, 120, 125), (60, 40, 30), (230, 210, 150), (20, 20, 60)]
-_EYES = [(60, 90, 160), (90, 60, 30), (60, 130, 70), (120, 120, 120),
-         (40, 40, 40), (50, 140, 160), (140, 90, 40), (100, 70, 140)]
-_BACKGROUNDS = [(200, 220, 240), (230, 230, 200), (210, 240, 210), (240, 210, 210),
-                (220, 210, 240), (190, 190, 190), (240, 225, 190), (200, 235, 235)]
-_SHIRTS = [(40, 70, 140), (150, 40, 40), (40, 120, 60), (80, 80, 80),
-           (200, 150, 40), (110, 50, 120), (30, 30, 30), (230, 230, 230)]
+_SKINS = [
+    (255, 224, 196),
+    (241, 194, 160),
+    (224, 172, 130),
+    (198, 134, 96),
+    (160, 100, 70),
+    (120, 80, 56),
+    (250, 205, 180),
+    (214, 160, 120),
+]
+_HAIRS = [
+    (30, 25, 20),
+    (95, 60, 30),
+    (200, 160, 80),
+    (160, 50, 30),
+    (120, 120, 125),
+    (60, 40, 30),
+    (230, 210, 150),
+    (20, 20, 60),
+]
+_EYES = [
+    (60, 90, 160),
+    (90, 60, 30),
+    (60, 130, 70),
+    (120, 120, 120),
+    (40, 40, 40),
+    (50, 140, 160),
+    (140, 90, 40),
+    (100, 70, 140),
+]
+_BACKGROUNDS = [
+    (200, 220, 240),
+    (230, 230, 200),
+    (210, 240, 210),
+    (240, 210, 210),
+    (220, 210, 240),
+    (190, 190, 190),
+    (240, 225, 190),
+    (200, 235, 235),
+]
+_SHIRTS = [
+    (40, 70, 140),
+    (150, 40, 40),
+    (40, 120, 60),
+    (80, 80, 80),
+    (200, 150, 40),
+    (110, 50, 120),
+    (30, 30, 30),
+    (230, 230, 230),
+]
 _HAIR_STYLES = ["short", "long", "bald", "short", "long", "curly", "short", "long"]
 
 _DESCRIPTION = f"""
@@ -132,28 +179,40 @@ def make_speakers(seed: int = SEED) -> list[Speaker]:
   deal = lambda palette: [palette[i] for i in rng.permutation(len(palette))[:n]]
   f0s = np.geomspace(90.0, 235.0, n)[rng.permutation(n)]  # distinct pitches, 14% apart
   skins, hairs, eyes, backgrounds, shirts, styles = (
-      deal(_SKINS), deal(_HAIRS), deal(_EYES), deal(_BACKGROUNDS), deal(_SHIRTS), deal(_HAIR_STYLES))
+      deal(_SKINS),
+      deal(_HAIRS),
+      deal(_EYES),
+      deal(_BACKGROUNDS),
+      deal(_SHIRTS),
+      deal(_HAIR_STYLES),
+  )
   glasses = set(rng.choice(n, size=2, replace=False).tolist())
   speakers = []
   for i, name in enumerate(SPEAKERS):
     high = (np.log(f0s[i]) - np.log(90.0)) / (np.log(235.0) - np.log(90.0))  # 0..1
-    speakers.append(Speaker(
-        name=name,
-        f0=float(f0s[i]),
-        formant_scale=float(0.9 + 0.25 * high + rng.uniform(-0.05, 0.05)),
-        tilt=float(rng.uniform(0.9, 1.8)),
-        breathiness=float(rng.uniform(0.01, 0.08)),
-        syllable_rate=float(rng.uniform(2.5, 6.0)),
-        skin=skins[i], hair=hairs[i], hair_style=styles[i], eye=eyes[i],
-        background=backgrounds[i], shirt=shirts[i],
-        head_width=float(rng.uniform(0.46, 0.58)),
-        head_height=float(rng.uniform(0.60, 0.70)),
-        eye_spacing=float(rng.uniform(0.15, 0.21)),
-        mouth_width=float(rng.uniform(0.14, 0.22)),
-        nose_length=float(rng.uniform(0.06, 0.11)),
-        glasses=i in glasses,
-        beard=bool(high < 0.4 and rng.uniform() < 0.6),
-    ))
+    speakers.append(
+        Speaker(
+            name=name,
+            f0=float(f0s[i]),
+            formant_scale=float(0.9 + 0.25 * high + rng.uniform(-0.05, 0.05)),
+            tilt=float(rng.uniform(0.9, 1.8)),
+            breathiness=float(rng.uniform(0.01, 0.08)),
+            syllable_rate=float(rng.uniform(2.5, 6.0)),
+            skin=skins[i],
+            hair=hairs[i],
+            hair_style=styles[i],
+            eye=eyes[i],
+            background=backgrounds[i],
+            shirt=shirts[i],
+            head_width=float(rng.uniform(0.46, 0.58)),
+            head_height=float(rng.uniform(0.60, 0.70)),
+            eye_spacing=float(rng.uniform(0.15, 0.21)),
+            mouth_width=float(rng.uniform(0.14, 0.22)),
+            nose_length=float(rng.uniform(0.06, 0.11)),
+            glasses=i in glasses,
+            beard=bool(high < 0.4 and rng.uniform() < 0.6),
+        )
+    )
   return speakers
 
 
@@ -161,11 +220,14 @@ def _resonance_gain(freqs: np.ndarray, formants: np.ndarray, bandwidths: np.ndar
   """Magnitude response of cascaded 2-pole resonators (unit gain at 0 Hz) at `freqs`."""
   f = freqs[..., None]
   ratio = f / formants
-  return np.prod(1.0 / np.sqrt((1.0 - ratio ** 2) ** 2 + (f * bandwidths / formants ** 2) ** 2), axis=-1)
+  return np.prod(
+      1.0 / np.sqrt((1.0 - ratio**2) ** 2 + (f * bandwidths / formants**2) ** 2), axis=-1
+  )
 
 
-def synthesize_voice(speaker: Speaker, loudness: float, pitch_shift: float,
-                     rng: np.random.Generator) -> np.ndarray:
+def synthesize_voice(
+    speaker: Speaker, loudness: float, pitch_shift: float, rng: np.random.Generator
+) -> np.ndarray:
   """One clip of speech-like sound, float64 in (-1, 1), CLIP_SAMPLES long."""
   t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
   # Syllables: raised-cosine humps at the speaker's rate, each with its own vowel and stress.
@@ -188,7 +250,9 @@ def synthesize_voice(speaker: Speaker, loudness: float, pitch_shift: float,
   formants = vowel_track * speaker.formant_scale
 
   # Pitch: the speaker's own, shifted for this clip, with a gentle intonation contour.
-  contour = 1.0 + 0.025 * np.sin(2 * np.pi * t / CLIP_SECONDS * rng.uniform(0.5, 1.0) + rng.uniform(0, 2 * np.pi))
+  contour = 1.0 + 0.025 * np.sin(
+      2 * np.pi * t / CLIP_SECONDS * rng.uniform(0.5, 1.0) + rng.uniform(0, 2 * np.pi)
+  )
   f0 = speaker.f0 * 2.0 ** (pitch_shift / 12.0) * contour
   phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
   # Louder speech has a flatter spectrum (vocal effort); harmonic amplitudes at a 5 ms rate.
@@ -197,8 +261,9 @@ def synthesize_voice(speaker: Speaker, loudness: float, pitch_shift: float,
   k = np.arange(1, num_harmonics + 1)
   control = np.arange(0, CLIP_SAMPLES, _CONTROL_HOP)
   harmonic_freqs = f0[control][:, None] * k  # [frames, K]
-  amplitudes = k ** -tilt * _resonance_gain(harmonic_freqs, formants[control][:, None, :],
-                                            _BANDWIDTHS * speaker.formant_scale)
+  amplitudes = k**-tilt * _resonance_gain(
+      harmonic_freqs, formants[control][:, None, :], _BANDWIDTHS * speaker.formant_scale
+  )
   amplitudes *= harmonic_freqs < _MAX_HARMONIC_HZ
   amplitudes = np.repeat(amplitudes.T, _CONTROL_HOP, axis=1)[:, :CLIP_SAMPLES]  # [K, T]
   # sum_k a_k sin(k phase) by the Chebyshev recurrence sin(k x) = 2 cos x sin((k-1) x) - sin((k-2) x):
@@ -212,7 +277,9 @@ def synthesize_voice(speaker: Speaker, loudness: float, pitch_shift: float,
   # Vocal effort also sets the phonation: quiet speech is breathy (weak voicing, much aspiration
   # noise), loud speech fully voiced. Within a speaker this is the strongest acoustic change from
   # clip to clip; with tilt and level alone (version 1.0.0), trained models did not learn the mouth.
-  breath = (speaker.breathiness + _EFFORT_BREATH * (1.0 - loudness)) * rng.standard_normal(CLIP_SAMPLES)
+  breath = (speaker.breathiness + _EFFORT_BREATH * (1.0 - loudness)) * rng.standard_normal(
+      CLIP_SAMPLES
+  )
   speech = ((1.0 - _EFFORT_VOICING * (1.0 - loudness)) * voiced + breath) * envelope
   gain = 10.0 ** ((-28.0 + 22.0 * loudness) / 20.0)  # -28 .. -6 dBFS peak
   noise_floor = _NOISE_FLOOR_RMS * rng.standard_normal(CLIP_SAMPLES)
@@ -229,11 +296,17 @@ def draw_face(speaker: Speaker, loudness: float, pitch_shift: float) -> np.ndarr
   shade = lambda c, f: tuple(int(np.clip(v * f, 0, 255)) for v in c)
 
   if speaker.hair_style == "long":  # hair behind the head, down to the shoulders
-    draw.rounded_rectangle([cx - hw - 14, cy - hh - 8, cx + hw + 14, cy + hh * 0.75], radius=hw, fill=speaker.hair)
+    draw.rounded_rectangle(
+        [cx - hw - 14, cy - hh - 8, cx + hw + 14, cy + hh * 0.75], radius=hw, fill=speaker.hair
+    )
   draw.ellipse([cx - s * 0.45, s * 0.86, cx + s * 0.45, s * 1.35], fill=speaker.shirt)
-  draw.rectangle([cx - hw * 0.35, cy + hh * 0.6, cx + hw * 0.35, s * 0.92], fill=shade(speaker.skin, 0.85))
+  draw.rectangle(
+      [cx - hw * 0.35, cy + hh * 0.6, cx + hw * 0.35, s * 0.92], fill=shade(speaker.skin, 0.85)
+  )
   for side in (-1, 1):  # ears
-    draw.ellipse([cx + side * hw - 11, cy - 14, cx + side * hw + 11, cy + 20], fill=shade(speaker.skin, 0.92))
+    draw.ellipse(
+        [cx + side * hw - 11, cy - 14, cx + side * hw + 11, cy + 20], fill=shade(speaker.skin, 0.92)
+    )
   draw.ellipse([cx - hw, cy - hh, cx + hw, cy + hh], fill=speaker.skin)
   if speaker.beard:
     beard = Image.new("L", (s, s), 0)
@@ -254,8 +327,12 @@ def draw_face(speaker: Speaker, loudness: float, pitch_shift: float) -> np.ndarr
         draw.ellipse([x - 14, y - 14, x + 14, y + 14], fill=speaker.hair)
   else:  # a fringe of hair at the sides only
     for side in (-1, 1):
-      draw.chord([cx + side * hw - 16, cy - hh * 0.5, cx + side * hw + 16, cy + hh * 0.1], 0, 360,
-                 fill=speaker.hair)
+      draw.chord(
+          [cx + side * hw - 16, cy - hh * 0.5, cx + side * hw + 16, cy + hh * 0.1],
+          0,
+          360,
+          fill=speaker.hair,
+      )
     draw.ellipse([cx - hw, cy - hh, cx + hw, cy + hh * 0.2], fill=speaker.skin)
 
   eye_y = cy - hh * 0.12
@@ -267,26 +344,37 @@ def draw_face(speaker: Speaker, loudness: float, pitch_shift: float) -> np.ndarr
     draw.ellipse([ex - 8, eye_y - 8, ex + 8, eye_y + 8], fill=speaker.eye)
     draw.ellipse([ex - 3.5, eye_y - 3.5, ex + 3.5, eye_y + 3.5], fill=(10, 10, 10))
     inner, outer = ex - side * 16, ex + side * 18
-    draw.line([(inner, brow_y + 2 * pitch_shift), (ex, brow_y - 4), (outer, brow_y + 3)],
-              fill=shade(speaker.hair, 0.45), width=9, joint="curve")
+    draw.line(
+        [(inner, brow_y + 2 * pitch_shift), (ex, brow_y - 4), (outer, brow_y + 3)],
+        fill=shade(speaker.hair, 0.45),
+        width=9,
+        joint="curve",
+    )
     if speaker.glasses:
       draw.ellipse([ex - 22, eye_y - 17, ex + 22, eye_y + 17], outline=(30, 30, 30), width=4)
   if speaker.glasses:
     draw.line([(cx - dx + 22, eye_y), (cx + dx - 22, eye_y)], fill=(30, 30, 30), width=4)
 
   nose_top, nose_bottom = eye_y + 8, eye_y + 8 + speaker.nose_length * s
-  draw.polygon([(cx, nose_top), (cx - 9, nose_bottom), (cx + 9, nose_bottom)], fill=shade(speaker.skin, 0.8))
+  draw.polygon(
+      [(cx, nose_top), (cx - 9, nose_bottom), (cx + 9, nose_bottom)], fill=shade(speaker.skin, 0.8)
+  )
 
   mouth_y = nose_bottom + (cy + hh - nose_bottom) * 0.42
   mw = speaker.mouth_width * s / 2
   opening = 3.0 + 30.0 * loudness  # louder voice, wider open mouth (4x canvas px)
-  draw.ellipse([cx - mw, mouth_y - opening / 2 - 3, cx + mw, mouth_y + opening / 2 + 3], fill=(170, 60, 70))
-  draw.ellipse([cx - mw + 5, mouth_y - opening / 2, cx + mw - 5, mouth_y + opening / 2], fill=(60, 15, 20))
+  draw.ellipse(
+      [cx - mw, mouth_y - opening / 2 - 3, cx + mw, mouth_y + opening / 2 + 3], fill=(170, 60, 70)
+  )
+  draw.ellipse(
+      [cx - mw + 5, mouth_y - opening / 2, cx + mw - 5, mouth_y + opening / 2], fill=(60, 15, 20)
+  )
   return np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS))
 
 
-def make_clip(speaker_index: int, clip_index: int, seed: int = SEED,
-              speakers: list[Speaker] | None = None) -> dict:
+def make_clip(
+    speaker_index: int, clip_index: int, seed: int = SEED, speakers: list[Speaker] | None = None
+) -> dict:
   """The record of one clip (waveform as int16, face as uint8 array)."""
   speakers = speakers or make_speakers(seed)
   speaker = speakers[speaker_index]
@@ -329,7 +417,8 @@ class SyntheticTalkingFaces(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(
         description=_DESCRIPTION,
         features=record_features(
-            SPEAKERS, face_format="png",
+            SPEAKERS,
+            face_format="png",
             loudness=tfds.features.Scalar(dtype=np.float32, doc="vocal effort 0..1: mouth opening"),
             pitch_shift=tfds.features.Scalar(dtype=np.float32, doc="semitones: eyebrow height"),
         ),

@@ -47,8 +47,13 @@ class _ExtractVideos(beam.DoFn):
   def setup(self):
     # One detector per worker instance: building it is not cheap, and it is not picklable.
     self._detector = extract.face_detector()
-    names = ("videos_read", "videos_failed", "frames_sampled", "faces_found",
-             *(f"dropped_{reason}" for reason in extract.FRAME_DROP_REASONS))
+    names = (
+        "videos_read",
+        "videos_failed",
+        "frames_sampled",
+        "faces_found",
+        *(f"dropped_{reason}" for reason in extract.FRAME_DROP_REASONS),
+    )
     self._counters = {name: Metrics.counter(NAMESPACE, name) for name in names}
     # Milliseconds per video in the worker, for throughput figures (videos/s per worker).
     self._extract_ms = Metrics.distribution(NAMESPACE, "extract_ms")
@@ -80,7 +85,8 @@ def _carve(speaker_metas, validation_fraction: float):
     for meta in metas_of_split:
       yield meta.key, split
   yield beam.pvalue.TaggedOutput(
-      _SPEAKER_SPLIT, records.SpeakerSplit(speaker, len(train), len(validation), dropped))
+      _SPEAKER_SPLIT, records.SpeakerSplit(speaker, len(train), len(validation), dropped)
+  )
 
 
 def _route(key_groups):
@@ -92,9 +98,17 @@ def _route(key_groups):
   if not splits:
     return
   meta, record = found[0]
-  yield beam.pvalue.TaggedOutput(splits[0], records.example(
-      meta.speaker, meta.clip_id, record.frame_ms, record.face_box, record.waveform,
-      record.face_jpeg))
+  yield beam.pvalue.TaggedOutput(
+      splits[0],
+      records.example(
+          meta.speaker,
+          meta.clip_id,
+          record.frame_ms,
+          record.face_box,
+          record.waveform,
+          record.face_jpeg,
+      ),
+  )
 
 
 class _SumReport(beam.CombineFn):
@@ -125,9 +139,16 @@ def _write_report(counts: records.ReportCounts, header: dict, path: str, started
   return report
 
 
-def build_splits(pipeline: beam.Pipeline, videos: list[tuple[int, str, str, str]], *,
-                 options: extract.ExtractOptions, validation_fraction: float, report_header: dict,
-                 report_path: str, started: float) -> dict[str, beam.PCollection]:
+def build_splits(
+    pipeline: beam.Pipeline,
+    videos: list[tuple[int, str, str, str]],
+    *,
+    options: extract.ExtractOptions,
+    validation_fraction: float,
+    report_header: dict,
+    report_path: str,
+    started: float,
+) -> dict[str, beam.PCollection]:
   """{split: PCollection of (key, features)} of `videos`; the report goes to `report_path`.
 
   `videos` are (number, speaker, clip_id, path) in build order; `report_header` holds the
@@ -138,25 +159,29 @@ def build_splits(pipeline: beam.Pipeline, videos: list[tuple[int, str, str, str]
       | "ListVideos" >> beam.Create(videos)
       # Without it a runner may fuse the listing with the extraction and run it on one worker.
       | "SpreadVideos" >> beam.Reshuffle()
-      | "ExtractVideos" >> beam.ParDo(_ExtractVideos(options)).with_outputs(_SUMMARY,
-                                                                              main="records"))
+      | "ExtractVideos"
+      >> beam.ParDo(_ExtractVideos(options)).with_outputs(_SUMMARY, main="records")
+  )
   found = extracted.records
   carved = (
       found
-      | "MetaBySpeaker" >> beam.MapTuple(lambda key, meta_record: (meta_record[0].speaker,
-                                                                   meta_record[0]))
+      | "MetaBySpeaker"
+      >> beam.MapTuple(lambda key, meta_record: (meta_record[0].speaker, meta_record[0]))
       | "GroupBySpeaker" >> beam.GroupByKey()
-      | "Carve" >> beam.FlatMap(_carve, validation_fraction).with_outputs(_SPEAKER_SPLIT,
-                                                                            main="assignments"))
+      | "Carve"
+      >> beam.FlatMap(_carve, validation_fraction).with_outputs(_SPEAKER_SPLIT, main="assignments")
+  )
   routed = (
       {"record": found, "split": carved.assignments}
       | "JoinSplit" >> beam.CoGroupByKey()
-      | "Route" >> beam.FlatMap(_route).with_outputs("train", "validation"))
+      | "Route" >> beam.FlatMap(_route).with_outputs("train", "validation")
+  )
   _ = (
       (extracted[_SUMMARY], carved[_SPEAKER_SPLIT])
       | "ReportItems" >> beam.Flatten()
       | "SumReport" >> beam.CombineGlobally(_SumReport())
-      | "WriteReport" >> beam.Map(_write_report, report_header, report_path, started))
+      | "WriteReport" >> beam.Map(_write_report, report_header, report_path, started)
+  )
   splits = {"train": routed.train}
   # Splits are declared before any video is read: with a fraction > 0, validation is empty only
   # when no speaker gave two records, and the build then fails (the single-process build leaves
@@ -180,6 +205,9 @@ def metrics(pipeline_result) -> tuple[dict[str, int], dict[str, dict]]:
     value = result.committed if result.committed is not None else result.attempted
     if value is not None and value.count:
       distributions[result.key.metric.name] = {
-          "count": value.count, "mean": round(value.sum / value.count, 1), "min": value.min,
-          "max": value.max}
+          "count": value.count,
+          "mean": round(value.sum / value.count, 1),
+          "min": value.min,
+          "max": value.max,
+      }
   return counters, distributions

@@ -33,13 +33,19 @@ _DEFAULTS = extract.ExtractOptions()
 _VIDEOS = flags.DEFINE_string("videos", None, "Folder with one subfolder of videos per speaker.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir to write to (default: TFDS's).")
 _VALIDATION_FRACTION = flags.DEFINE_float(
-    "validation_fraction", videos_dataset_builder.VALIDATION_FRACTION,
-    "Share of each speaker's records (the last in time order) that form the validation split.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset is already prepared.")
+    "validation_fraction",
+    videos_dataset_builder.VALIDATION_FRACTION,
+    "Share of each speaker's records (the last in time order) that form the validation split.",
+)
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Rebuild even if the dataset is already prepared."
+)
 _BEAM_OPTIONS = flags.DEFINE_string(
-    "beam_pipeline_options", None,
+    "beam_pipeline_options",
+    None,
     "Build on Apache Beam with these comma-separated pipeline options (as `tfds build` takes "
-    "them), e.g. runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing.")
+    "them), e.g. runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing.",
+)
 
 # One flag per extraction option, with the option's own default and its comment as help.
 _HELP = {
@@ -57,13 +63,22 @@ _HELP = {
 }
 _OPTION_FLAGS = {}
 for _field in dataclasses.fields(extract.ExtractOptions):
-  _define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}[type(getattr(_DEFAULTS, _field.name))]
-  _OPTION_FLAGS[_field.name] = _define(_field.name, getattr(_DEFAULTS, _field.name), _HELP[_field.name])
+  _define = {int: flags.DEFINE_integer, float: flags.DEFINE_float}[
+      type(getattr(_DEFAULTS, _field.name))
+  ]
+  _OPTION_FLAGS[_field.name] = _define(
+      _field.name, getattr(_DEFAULTS, _field.name), _HELP[_field.name]
+  )
 
 
-def build(videos: str, data_dir: str | None = None, options: extract.ExtractOptions | None = None,
-          validation_fraction: float = videos_dataset_builder.VALIDATION_FRACTION,
-          overwrite: bool = False, beam_pipeline_options: str | None = None) -> dict:
+def build(
+    videos: str,
+    data_dir: str | None = None,
+    options: extract.ExtractOptions | None = None,
+    validation_fraction: float = videos_dataset_builder.VALIDATION_FRACTION,
+    overwrite: bool = False,
+    beam_pipeline_options: str | None = None,
+) -> dict:
   """Prepares the dataset (or reuses a matching one) and returns its build report.
 
   `beam_pipeline_options` ("runner=...,key=value,..."): build on Apache Beam with them.
@@ -73,23 +88,36 @@ def build(videos: str, data_dir: str | None = None, options: extract.ExtractOpti
   if not videos_path.is_dir():
     raise FileNotFoundError(f"--videos folder not found: {videos_path}")
   builder = videos_dataset_builder.Wav2PixVideos(
-      data_dir=data_dir, options=options, validation_fraction=validation_fraction)
+      data_dir=data_dir, options=options, validation_fraction=validation_fraction
+  )
   report_path = pathlib.Path(builder.data_path) / videos_dataset_builder.REPORT_NAME
   if builder.is_prepared() and not overwrite:
     previous = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else {}
-    wanted = {"videos_dir": str(videos_path.resolve()), "options": dataclasses.asdict(builder.options),
-              "validation_fraction": validation_fraction}
+    wanted = {
+        "videos_dir": str(videos_path.resolve()),
+        "options": dataclasses.asdict(builder.options),
+        "validation_fraction": validation_fraction,
+    }
     differs = [key for key, value in wanted.items() if previous.get(key) != value]
     if differs:
-      raise ValueError(f"{builder.data_path} already holds a build with different {differs}; "
-                       "pass --overwrite to rebuild it, or choose another --data_dir")
-    logging.info("already prepared at %s (same videos and options); nothing to do", builder.data_path)
+      raise ValueError(
+          f"{builder.data_path} already holds a build with different {differs}; "
+          "pass --overwrite to rebuild it, or choose another --data_dir"
+      )
+    logging.info(
+        "already prepared at %s (same videos and options); nothing to do", builder.data_path
+    )
     return previous
-  mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if not overwrite
-          else tfds.download.GenerateMode.FORCE_REDOWNLOAD)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(videos_path.resolve()), download_mode=mode,
-      beam_options=pipeline_options))
+  mode = (
+      tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+      if not overwrite
+      else tfds.download.GenerateMode.FORCE_REDOWNLOAD
+  )
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(
+          manual_dir=str(videos_path.resolve()), download_mode=mode, beam_options=pipeline_options
+      )
+  )
   return builder.build_report
 
 
@@ -99,9 +127,11 @@ def beam_options(comma_separated: str):
     from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise ValueError(
-        "--beam_pipeline_options needs apache-beam: pip install -e '.[beam]'") from None
+        "--beam_pipeline_options needs apache-beam: pip install -e '.[beam]'"
+    ) from None
   return pipeline_options.PipelineOptions(
-      flags=[f"--{option}" for option in comma_separated.split(",") if option])
+      flags=[f"--{option}" for option in comma_separated.split(",") if option]
+  )
 
 
 def main(argv):
@@ -114,10 +144,18 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   if not 0.0 <= _VALIDATION_FRACTION.value < 1.0:
-    raise app.UsageError(f"--validation_fraction must be in [0, 1), got {_VALIDATION_FRACTION.value}")
+    raise app.UsageError(
+        f"--validation_fraction must be in [0, 1), got {_VALIDATION_FRACTION.value}"
+    )
   try:
-    report = build(_VIDEOS.value, _DATA_DIR.value, options, _VALIDATION_FRACTION.value,
-                   _OVERWRITE.value, _BEAM_OPTIONS.value)
+    report = build(
+        _VIDEOS.value,
+        _DATA_DIR.value,
+        options,
+        _VALIDATION_FRACTION.value,
+        _OVERWRITE.value,
+        _BEAM_OPTIONS.value,
+    )
   except (FileNotFoundError, ValueError) as e:
     raise SystemExit(f"error: {e}") from None
   print(json.dumps(report, indent=2, ensure_ascii=False))

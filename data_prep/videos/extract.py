@@ -57,14 +57,20 @@ class ExtractOptions:
         "min_face_size": (self.min_face_size >= 0, ">= 0"),
         "face_size": (self.face_size > 0, "> 0"),
         "speech_seconds": (self.speech_seconds > 0, "> 0"),
-        "min_speech_seconds": (0 < self.min_speech_seconds <= self.speech_seconds, "in (0, speech_seconds]"),
+        "min_speech_seconds": (
+            0 < self.min_speech_seconds <= self.speech_seconds,
+            "in (0, speech_seconds]",
+        ),
         "silence_rms": (self.silence_rms >= 0, ">= 0"),
         "detect_max_side": (self.detect_max_side >= 80, ">= 80 (dlib finds faces of 80 px and up)"),
         "detector_upsample": (self.detector_upsample >= 0, ">= 0"),
         "jpeg_quality": (1 <= self.jpeg_quality <= 100, "in [1, 100]"),
     }
-    bad = [f"{name}={getattr(self, name)!r} (expected {expected})"
-           for name, (ok, expected) in checks.items() if not ok]
+    bad = [
+        f"{name}={getattr(self, name)!r} (expected {expected})"
+        for name, (ok, expected) in checks.items()
+        if not ok
+    ]
     if bad:
       raise ValueError(f"invalid video extraction options: {'; '.join(bad)}")
 
@@ -88,7 +94,7 @@ class VideoResult:
   frames_sampled: int = 0
   dropped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   failure: str | None = None  # one of FILE_FAIL_REASONS
-  error: str | None = None    # the message behind the failure, for the report
+  error: str | None = None  # the message behind the failure, for the report
 
 
 class FileFailure(Exception):
@@ -107,15 +113,20 @@ def find_videos(root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
   speakers = {}
   for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
     # A dangling symlink named like a video is listed too, so the build counts it as unreadable.
-    videos = sorted(p for p in folder.rglob("*")
-                    if (p.is_file() or (p.is_symlink() and not p.exists()))
-                    and p.suffix.lower() in VIDEO_EXTENSIONS
-                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    videos = sorted(
+        p
+        for p in folder.rglob("*")
+        if (p.is_file() or (p.is_symlink() and not p.exists()))
+        and p.suffix.lower() in VIDEO_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     if videos:
       speakers[folder.name] = videos
   if not speakers:
-    raise ValueError(f"no videos found under {root}: expected <speaker>/<video> with an extension "
-                     f"in {VIDEO_EXTENSIONS} (case-insensitive)")
+    raise ValueError(
+        f"no videos found under {root}: expected <speaker>/<video> with an extension "
+        f"in {VIDEO_EXTENSIONS} (case-insensitive)"
+    )
   return speakers
 
 
@@ -124,14 +135,19 @@ def face_detector() -> dlib.fhog_object_detector:
   return dlib.get_frontal_face_detector()
 
 
-def detect_face(detector, image: np.ndarray, options: ExtractOptions) -> tuple[tuple[int, int, int, int], float] | None:
+def detect_face(
+    detector, image: np.ndarray, options: ExtractOptions
+) -> tuple[tuple[int, int, int, int], float] | None:
   """Most confident frontal face as ((left, top, right, bottom) in `image` pixels, score), or None."""
   height, width = image.shape[:2]
   scale = min(1.0, options.detect_max_side / max(height, width))
   small = image
   if scale < 1.0:
-    small = np.asarray(Image.fromarray(image).resize(
-        (max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR))
+    small = np.asarray(
+        Image.fromarray(image).resize(
+            (max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR
+        )
+    )
   rects, scores, _ = detector.run(small, options.detector_upsample, options.detector_threshold)
   if not rects:
     return None
@@ -141,7 +157,9 @@ def detect_face(detector, image: np.ndarray, options: ExtractOptions) -> tuple[t
   return box, float(scores[best])
 
 
-def square_crop_box(box: tuple[int, int, int, int], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+def square_crop_box(
+    box: tuple[int, int, int, int], margin: float, width: int, height: int
+) -> tuple[int, int, int, int]:
   """Square (left, top, right, bottom) around `box` plus margin, shifted/shrunk to fit the image."""
   left, top, right, bottom = box
   side = max(right - left, bottom - top) * (1.0 + 2.0 * margin)
@@ -152,16 +170,23 @@ def square_crop_box(box: tuple[int, int, int, int], margin: float, width: int, h
   return x0, y0, x0 + side, y0 + side
 
 
-def encode_face(image: np.ndarray, crop: tuple[int, int, int, int], options: ExtractOptions) -> bytes:
+def encode_face(
+    image: np.ndarray, crop: tuple[int, int, int, int], options: ExtractOptions
+) -> bytes:
   """JPEG bytes of the crop resized to options.face_size (true RGB)."""
-  face = Image.fromarray(image).crop(crop).resize((options.face_size, options.face_size), Image.LANCZOS)
+  face = (
+      Image.fromarray(image)
+      .crop(crop)
+      .resize((options.face_size, options.face_size), Image.LANCZOS)
+  )
   buffer = io.BytesIO()
   face.save(buffer, format="JPEG", quality=options.jpeg_quality)
   return buffer.getvalue()
 
 
-def speech_window(audio: np.ndarray, audio_start_s: float, frame_s: float,
-                  options: ExtractOptions) -> tuple[np.ndarray, tuple[int, int]]:
+def speech_window(
+    audio: np.ndarray, audio_start_s: float, frame_s: float, options: ExtractOptions
+) -> tuple[np.ndarray, tuple[int, int]]:
   """Samples of `audio` (starting at `audio_start_s`) within frame_s +- speech_seconds / 2."""
   half = options.speech_seconds / 2.0
   first = int(round((frame_s - half - audio_start_s) * SAMPLE_RATE))
@@ -169,7 +194,7 @@ def speech_window(audio: np.ndarray, audio_start_s: float, frame_s: float,
   first, last = max(first, 0), min(last, len(audio))
   start_ms = int(round((audio_start_s + first / SAMPLE_RATE) * 1000))
   end_ms = int(round((audio_start_s + max(last, first) / SAMPLE_RATE) * 1000))
-  return audio[first:max(last, first)], (start_ms, end_ms)
+  return audio[first : max(last, first)], (start_ms, end_ms)
 
 
 def _rotate_for_display(image: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
@@ -214,8 +239,9 @@ def _decode(path: pathlib.Path, options: ExtractOptions, detector) -> Iterator[t
           if float(frame.time) - video_start_s + 1e-6 < next_sample_s:
             continue
           # Sample the first frame at or after each multiple of 1 / fps.
-          next_sample_s = (np.floor((float(frame.time) - video_start_s) * options.frames_per_second + 1e-6)
-                           + 1) / options.frames_per_second
+          next_sample_s = (
+              np.floor((float(frame.time) - video_start_s) * options.frames_per_second + 1e-6) + 1
+          ) / options.frames_per_second
           image = _rotate_for_display(frame.to_ndarray(format="rgb24"), frame)
           yield "face", (float(frame.time), _face_or_reason(detector, image, options))
       for out in resampler.resample(None):
@@ -230,7 +256,9 @@ def _decode(path: pathlib.Path, options: ExtractOptions, detector) -> Iterator[t
     yield "audio", (samples, audio_start_s)
 
 
-def _face_or_reason(detector, image: np.ndarray, options: ExtractOptions) -> tuple[bytes, tuple] | str:
+def _face_or_reason(
+    detector, image: np.ndarray, options: ExtractOptions
+) -> tuple[bytes, tuple] | str:
   found = detect_face(detector, image, options)
   if found is None:
     return "no_face"
@@ -271,6 +299,13 @@ def extract_video(path: pathlib.Path, options: ExtractOptions, detector=None) ->
     if rms < options.silence_rms:
       result.dropped["silent_audio"] += 1
       continue
-    result.records.append(Record(waveform=waveform, face_jpeg=face[0], face_box=face[1],
-                                 frame_ms=int(round(frame_s * 1000)), window_ms=window_ms))
+    result.records.append(
+        Record(
+            waveform=waveform,
+            face_jpeg=face[0],
+            face_box=face[1],
+            frame_ms=int(round(frame_s * 1000)),
+            window_ms=window_ms,
+        )
+    )
   return result

@@ -60,8 +60,11 @@ def carve_speaker(items: Sequence[_T], fraction: float) -> tuple[list[_T], list[
   first_val = ordered[cut] if num_val else None
   train, dropped = [], 0
   for item in ordered[:cut]:
-    if (first_val is not None and item.clip_id == first_val.clip_id
-        and item.window_ms[1] > first_val.window_ms[0]):
+    if (
+        first_val is not None
+        and item.clip_id == first_val.clip_id
+        and item.window_ms[1] > first_val.window_ms[0]
+    ):
       dropped += 1
     else:
       train.append(item)
@@ -76,8 +79,14 @@ def group_by_speaker(items: Iterable[_T]) -> dict[str, list[_T]]:
   return {speaker: by_speaker[speaker] for speaker in sorted(by_speaker)}
 
 
-def example(speaker: str, clip_id: str, frame_ms: int, face_box: tuple[int, int, int, int],
-            waveform: np.ndarray, face_jpeg: bytes) -> tuple[str, dict]:
+def example(
+    speaker: str,
+    clip_id: str,
+    frame_ms: int,
+    face_box: tuple[int, int, int, int],
+    waveform: np.ndarray,
+    face_jpeg: bytes,
+) -> tuple[str, dict]:
   """(key, features) of one record, as the builder's FeaturesDict encodes it."""
   return record_key(clip_id, frame_ms), {
       "waveform": waveform,
@@ -105,12 +114,20 @@ class VideoSummary:
   records: int
 
   @classmethod
-  def of(cls, number: int, speaker: str, clip_id: str,
-         result: extract.VideoResult) -> "VideoSummary":
+  def of(
+      cls, number: int, speaker: str, clip_id: str, result: extract.VideoResult
+  ) -> "VideoSummary":
     """The summary of `extract_video`'s result."""
-    return cls(number=number, speaker=speaker, clip_id=clip_id, failure=result.failure,
-               error=result.error, frames_sampled=result.frames_sampled,
-               dropped=tuple(sorted(result.dropped.items())), records=len(result.records))
+    return cls(
+        number=number,
+        speaker=speaker,
+        clip_id=clip_id,
+        failure=result.failure,
+        error=result.error,
+        frames_sampled=result.frames_sampled,
+        dropped=tuple(sorted(result.dropped.items())),
+        records=len(result.records),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +153,7 @@ class ReportCounts:
     self.failed_files: dict[int, tuple[str, str]] = {}  # number -> (clip_id, message)
     self.frames_sampled = 0
     self.dropped = collections.Counter()
-    self.train = collections.Counter()       # speaker -> records
+    self.train = collections.Counter()  # speaker -> records
     self.validation = collections.Counter()  # speaker -> records
 
   def add(self, item: VideoSummary | SpeakerSplit) -> None:
@@ -166,8 +183,15 @@ class ReportCounts:
     self.validation.update(other.validation)
     return self
 
-  def report(self, *, videos_dir: str, options: extract.ExtractOptions, validation_fraction: float,
-             videos_per_speaker: dict[str, int], seconds: float) -> dict:
+  def report(
+      self,
+      *,
+      videos_dir: str,
+      options: extract.ExtractOptions,
+      validation_fraction: float,
+      videos_per_speaker: dict[str, int],
+      seconds: float,
+  ) -> dict:
     """The build report (build_report.json): the same keys, order and values from either build."""
     train, validation = sum(self.train.values()), sum(self.validation.values())
     return {
@@ -184,7 +208,13 @@ class ReportCounts:
         "faces_kept": train + validation,
         "dropped": {r: self.dropped[r] for r in (*extract.FRAME_DROP_REASONS, "split_gap")},
         "records": {"train": train, "validation": validation},
-        "per_speaker": {s: {"videos": videos_per_speaker[s], "train": self.train[s],
-                            "validation": self.validation[s]} for s in videos_per_speaker},
+        "per_speaker": {
+            s: {
+                "videos": videos_per_speaker[s],
+                "train": self.train[s],
+                "validation": self.validation[s],
+            }
+            for s in videos_per_speaker
+        },
         "seconds": round(seconds, 2),
     }

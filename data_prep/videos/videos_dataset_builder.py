@@ -89,8 +89,14 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
   or `tfds build data_prep/videos --manual_dir=<manual_dir> --data_dir=<data_dir>`.
   """
 
-  def __init__(self, *, options: extract.ExtractOptions | None = None,
-               validation_fraction: float = VALIDATION_FRACTION, file_format=None, **kwargs):
+  def __init__(
+      self,
+      *,
+      options: extract.ExtractOptions | None = None,
+      validation_fraction: float = VALIDATION_FRACTION,
+      file_format=None,
+      **kwargs,
+  ):
     if not 0.0 <= validation_fraction < 1.0:
       raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     self.options = options or extract.ExtractOptions()
@@ -106,14 +112,16 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
         description=_DESCRIPTION,
         # Speaker names come from the folders found, set in _split_generators.
         features=record_features(
-            None, face_format="jpeg", face_box=tfds.features.Tensor(shape=(4,), dtype=np.int32)),
+            None, face_format="jpeg", face_box=tfds.features.Tensor(shape=(4,), dtype=np.int32)
+        ),
         supervised_keys=("waveform", "face"),
         homepage="https://imatge-upc.github.io/wav2pix/",
     )
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     beam = download_config is not None and bool(
-        download_config.beam_options or download_config.beam_runner)
+        download_config.beam_options or download_config.beam_runner
+    )
     if beam:
       # TFDS hands its Beam pipeline to `_split_generators` only when that method's signature
       # has a `pipeline` parameter, and then always builds one (which needs apache_beam): so
@@ -129,11 +137,16 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
       empty = re.search(r"generated examples is 0 for split (\w+)", str(e)) if beam else None
       if empty is None:
         raise
-      why = ("no speaker gave 2 or more records, so none has a validation block; build with "
-             "validation_fraction=0 or more videos" if empty.group(1) == "validation"
-             else "no usable speech/face records (see the log for each video's drops)")
-      raise ValueError(f"Beam build of wav2pix_videos from {dl_manager.manual_dir}: empty "
-                       f"{empty.group(1)} split: {why}") from e
+      why = (
+          "no speaker gave 2 or more records, so none has a validation block; build with "
+          "validation_fraction=0 or more videos"
+          if empty.group(1) == "validation"
+          else "no usable speech/face records (see the log for each video's drops)"
+      )
+      raise ValueError(
+          f"Beam build of wav2pix_videos from {dl_manager.manual_dir}: empty "
+          f"{empty.group(1)} split: {why}"
+      ) from e
     finally:
       self.__dict__.pop("_split_generators", None)
       if self._spill_dir is not None:
@@ -148,9 +161,12 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
 
   def _report_header(self, root: pathlib.Path, speakers: dict[str, list[pathlib.Path]]) -> dict:
     """The report's fields that come from the folder and the options, not from the videos."""
-    return dict(videos_dir=str(root), options=self.options,
-                validation_fraction=self.validation_fraction,
-                videos_per_speaker={s: len(v) for s, v in speakers.items()})
+    return dict(
+        videos_dir=str(root),
+        options=self.options,
+        validation_fraction=self.validation_fraction,
+        videos_per_speaker={s: len(v) for s, v in speakers.items()},
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     started = time.time()
@@ -160,12 +176,15 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
     train, validation = [], []
     for speaker, speaker_items in records.group_by_speaker(items).items():
       speaker_train, speaker_validation, gap = records.carve_speaker(
-          speaker_items, self.validation_fraction)
+          speaker_items, self.validation_fraction
+      )
       train.extend(speaker_train)
       validation.extend(speaker_validation)
       counts.add(records.SpeakerSplit(speaker, len(speaker_train), len(speaker_validation), gap))
-    self._set_report(counts.report(**self._report_header(root, speakers),
-                                   seconds=time.time() - started), write=True)
+    self._set_report(
+        counts.report(**self._report_header(root, speakers), seconds=time.time() - started),
+        write=True,
+    )
     splits = {"train": self._generate_examples(train)}
     if validation:
       splits["validation"] = self._generate_examples(validation)
@@ -176,26 +195,39 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
     try:
       from data_prep.videos import beam_build  # pylint: disable=g-import-not-at-top
     except ImportError as e:
-      raise ImportError(f"a Beam build of wav2pix_videos needs apache-beam ({e}): "
-                        "pip install -e '.[beam]'") from None
+      raise ImportError(
+          f"a Beam build of wav2pix_videos needs apache-beam ({e}): " "pip install -e '.[beam]'"
+      ) from None
     started = time.time()
     root, speakers = self._find_videos(dl_manager)
-    videos = [(number, speaker, path.relative_to(root).as_posix(), str(path))
-              for number, (speaker, path) in enumerate(_video_order(speakers))]
+    videos = [
+        (number, speaker, path.relative_to(root).as_posix(), str(path))
+        for number, (speaker, path) in enumerate(_video_order(speakers))
+    ]
     return beam_build.build_splits(
-        pipeline, videos, options=self.options, validation_fraction=self.validation_fraction,
-        report_header=self._report_header(root, speakers), report_path=str(self.data_path / REPORT_NAME), started=started)
+        pipeline,
+        videos,
+        options=self.options,
+        validation_fraction=self.validation_fraction,
+        report_header=self._report_header(root, speakers),
+        report_path=str(self.data_path / REPORT_NAME),
+        started=started,
+    )
 
   def _process_pipeline_result(self, pipeline_result) -> None:
     """After a Beam build: reads back the report the pipeline wrote, logs it and its counters."""
-    self._set_report(json.loads((self.data_path / REPORT_NAME).read_text(encoding="utf-8")),
-                     write=False)
+    self._set_report(
+        json.loads((self.data_path / REPORT_NAME).read_text(encoding="utf-8")), write=False
+    )
     try:
       from data_prep.videos import beam_build  # pylint: disable=g-import-not-at-top
+
       self.beam_counters, distributions = beam_build.metrics(pipeline_result)
-      logging.info("wav2pix_videos Beam counters: %s; distributions: %s",
-                   json.dumps(self.beam_counters, sort_keys=True),
-                   json.dumps(distributions, sort_keys=True))
+      logging.info(
+          "wav2pix_videos Beam counters: %s; distributions: %s",
+          json.dumps(self.beam_counters, sort_keys=True),
+          json.dumps(distributions, sort_keys=True),
+      )
     except Exception as e:  # noqa: BLE001 - counters are a progress aid; the report is the record
       logging.warning("could not read the Beam counters: %s", e)
 
@@ -205,16 +237,26 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
     report_path = self.data_path / REPORT_NAME
     if write:
       report_path.parent.mkdir(parents=True, exist_ok=True)
-      report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                             encoding="utf-8")
-    logging.info("wav2pix_videos build report (%s):\n%s", report_path.name,
-                 json.dumps(report, indent=2, ensure_ascii=False))
+      report_path.write_text(
+          json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+      )
+    logging.info(
+        "wav2pix_videos build report (%s):\n%s",
+        report_path.name,
+        json.dumps(report, indent=2, ensure_ascii=False),
+    )
     if not report["records"]["train"]:
-      raise ValueError(f"no usable speech/face records in {report['videos_dir']}; build report: "
-                       f"{json.dumps(report, ensure_ascii=False)}")
+      raise ValueError(
+          f"no usable speech/face records in {report['videos_dir']}; build report: "
+          f"{json.dumps(report, ensure_ascii=False)}"
+      )
 
-  def _extract_all(self, root: pathlib.Path, speakers: dict[str, list[pathlib.Path]],
-                   counts: records.ReportCounts) -> list[_Item]:
+  def _extract_all(
+      self,
+      root: pathlib.Path,
+      speakers: dict[str, list[pathlib.Path]],
+      counts: records.ReportCounts,
+  ) -> list[_Item]:
     """Runs `extract_video` on every file, spilling records to disk and counting into `counts`."""
     detector = extract.face_detector()
     items = []
@@ -230,10 +272,13 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
         continue
       spill_path = str(self._spill_dir / f"{number:07d}.pkl")
       with open(spill_path, "wb") as f:
-        pickle.dump([(r.waveform, r.face_jpeg) for r in result.records], f,
-                    protocol=pickle.HIGHEST_PROTOCOL)
-      items.extend(_Item(speaker, clip_id, r.frame_ms, r.window_ms, r.face_box, spill_path, i)
-                   for i, r in enumerate(result.records))
+        pickle.dump(
+            [(r.waveform, r.face_jpeg) for r in result.records], f, protocol=pickle.HIGHEST_PROTOCOL
+        )
+      items.extend(
+          _Item(speaker, clip_id, r.frame_ms, r.window_ms, r.face_box, spill_path, i)
+          for i, r in enumerate(result.records)
+      )
     return items
 
   def _generate_examples(self, items: list[_Item]) -> Iterator[tuple[str, dict]]:
@@ -243,8 +288,9 @@ class Wav2PixVideos(tfds.core.GeneratorBasedBuilder):
         with open(item.spill_path, "rb") as f:
           loaded_path, loaded = item.spill_path, pickle.load(f)
       waveform, face_jpeg = loaded[item.index]
-      yield records.example(item.speaker, item.clip_id, item.frame_ms, item.face_box, waveform,
-                            face_jpeg)
+      yield records.example(
+          item.speaker, item.clip_id, item.frame_ms, item.face_box, waveform, face_jpeg
+      )
 
 
 def _video_order(speakers: dict[str, list[pathlib.Path]]) -> Iterator[tuple[str, pathlib.Path]]:

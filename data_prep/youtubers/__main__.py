@@ -15,13 +15,19 @@ from data_prep.youtubers import Youtubers
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--data_dir", default=None, help="TFDS data dir to write to (default: TFDS's).")
-  parser.add_argument("--manual_dir", default=None, help="Folder holding the release's train/ (and test/).")
+  parser.add_argument(
+      "--data_dir", default=None, help="TFDS data dir to write to (default: TFDS's)."
+  )
+  parser.add_argument(
+      "--manual_dir", default=None, help="Folder holding the release's train/ (and test/)."
+  )
   args = parser.parse_args()
   logging.basicConfig(level=logging.INFO)
   start = time.perf_counter()
   builder = Youtubers(data_dir=args.data_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir)
+  )
   counts = {name: split.num_examples for name, split in builder.info.splits.items()}
   print(f"{builder.name} in {builder.data_dir}: {counts} ({time.perf_counter() - start:.1f} s)")
 

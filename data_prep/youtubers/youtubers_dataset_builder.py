@@ -128,7 +128,9 @@ def load_face_rgb_jpeg(path: epath.Path) -> bytes:
   if bgr.ndim != 3 or min(bgr.shape[:2]) < 1:
     raise ValueError(f"{path}: not a colour image, shape {bgr.shape}")
   buffer = io.BytesIO()
-  Image.fromarray(np.ascontiguousarray(bgr[..., ::-1])).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+  Image.fromarray(np.ascontiguousarray(bgr[..., ::-1])).save(
+      buffer, format="JPEG", quality=JPEG_QUALITY
+  )
   return buffer.getvalue()
 
 
@@ -159,8 +161,8 @@ class Youtubers(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {
       "1.0.0": "Initial release: true-RGB JPEG faces, per-speaker block validation split.",
       "1.1.0": "A split with no pairs (e.g. validation when every speaker has a single face) is "
-               "left out instead of failing the build; rebuild for the authors' full release "
-               "(all 5 speech windows of every face).",
+      "left out instead of failing the build; rebuild for the authors' full release "
+      "(all 5 speech windows of every face).",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Put the authors' release (GitHub miqueltubau/Wav2Pix, folder dataset/) in the manual dir,
@@ -219,16 +221,24 @@ class Youtubers(tfds.core.GeneratorBasedBuilder):
     logging.info(
         "youtubers: %d speakers %s; pairs: train %d, validation %d, test %d; files left out: "
         "train/ %s, test/ %s",
-        len(speakers), speakers, len(train), len(validation), len(test_pairs),
-        dict(train_skipped), dict(test_skipped),
+        len(speakers),
+        speakers,
+        len(train),
+        len(validation),
+        len(test_pairs),
+        dict(train_skipped),
+        dict(test_skipped),
     )
     splits = {}
     for split, split_pairs in (("train", train), ("validation", validation), ("test", test_pairs)):
       if split_pairs:  # TFDS refuses a split with no examples
         splits[split] = self._generate_examples(split_pairs, split)
       elif split != "test":
-        logging.warning("youtubers: no pairs for split %r (each speaker needs 2+ faces for a "
-                        "validation block); the split is left out", split)
+        logging.warning(
+            "youtubers: no pairs for split %r (each speaker needs 2+ faces for a "
+            "validation block); the split is left out",
+            split,
+        )
     return splits
 
   def _generate_examples(self, pairs: list[Pair], split: str) -> Iterator[tuple[str, dict]]:
@@ -239,8 +249,12 @@ class Youtubers(tfds.core.GeneratorBasedBuilder):
         unreadable += 1
         continue
       yield f"{pair.speaker}/{pair.frame}", example
-    logging.info("youtubers %s: %d records, %d unreadable pairs skipped",
-                 split, len(pairs) - unreadable, unreadable)
+    logging.info(
+        "youtubers %s: %d records, %d unreadable pairs skipped",
+        split,
+        len(pairs) - unreadable,
+        unreadable,
+    )
 
 
 def _load_example(pair: Pair) -> Optional[dict]:
