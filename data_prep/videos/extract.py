@@ -206,11 +206,19 @@ def _rotate_for_display(image: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
   return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
 
+def _open(path: pathlib.Path):
+  """av.open, ignoring undecodable metadata where PyAV has the option (< 19; 19 dropped it)."""
+  try:
+    return av.open(str(path), metadata_errors="ignore")
+  except TypeError:  # PyAV >= 19: no metadata_errors argument
+    return av.open(str(path))
+
+
 def _decode(path: pathlib.Path, options: ExtractOptions, detector) -> Iterator[tuple[str, object]]:
   """One pass over the file: yields ("face", (frame_s, (jpeg, box) | drop reason)) and finally
   ("audio", (int16 16 kHz mono samples, start time in s))."""
   try:
-    container = av.open(str(path), metadata_errors="ignore")
+    container = _open(path)
   except (av.FFmpegError, OSError, UnicodeError) as e:
     raise FileFailure("unreadable", f"{type(e).__name__}: {e}") from e
   with container:
