@@ -1,4 +1,4 @@
-"""A demo that trains visibly in about 5 minutes on a laptop CPU and stops by itself.
+"""A demo that trains visibly in about 10 minutes on a laptop CPU and stops by itself.
 
     python -m wav2pix_jax.main --config=configs/demo.py --workdir=workdirs/demo
     tensorboard --logdir=workdirs/demo     # or look at workdirs/demo/samples/*.png
@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
   # on never-heard speakers (test_unseen) the mouth still follows (r = +0.46) but the faces are
   # those of training speakers (identity 0 %). The eyebrows do not follow pitch (|r| < 0.25).
   # At 700 steps identity is still near chance (28-36 %) and the mouth does not follow yet.
-  config.num_train_steps = 2_100  # ~200 epochs, about 5 minutes on 2 CPU cores
+  config.num_train_steps = 2_100  # ~200 epochs, ~10 min on 2 CPU cores (results/demo_seeds)
 
   config.model.embed_dim = 64  # speech embedding size
   config.model.encoder_channels = (16, 32, 64, 128, 256)  # 5 blocks: 8000 samples -> 8 steps
