@@ -279,6 +279,7 @@ def test_image_grid_layout():
         ("model.dtype", "float8", "model.dtype"),
         ("optim.d.learning_rate", 0.0, "optim.d.learning_rate"),
         ("log.every_steps", 0, "log.every_steps"),
+        ("max_train_minutes", -1.0, "max_train_minutes"),
     ],
 )
 def test_bad_configs_fail_fast_naming_the_field(tmp_path, key, value, field):

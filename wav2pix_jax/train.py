@@ -500,6 +500,9 @@ def check_config(config: ml_collections.ConfigDict) -> int:
     raise ValueError(
         f"config.optim.g.ema_decay must be in [0, 1), got {config.optim.g.ema_decay!r}"
     )
+  minutes = config.max_train_minutes
+  if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0:
+    raise ValueError(f"config.max_train_minutes must be >= 0 (0 = no time limit), got {minutes!r}")
   value = config.log.divergence_window
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ValueError(f"config.log.divergence_window must be a positive integer, got {value!r}")
