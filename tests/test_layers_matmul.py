@@ -220,31 +220,73 @@ def test_matmul_is_an_accepted_conv_impl():
   assert layers.resolve_conv_impl("matmul") == "matmul"
 
 
+def _unit_scale(variables, rng):
+  """Kernels N(0, 1/fan_in), BatchNorm scales ~1, biases ~0.1: every layer's output has unit scale.
+
+  At initialisation (N(0, 0.02) kernels) the encoder's output is ~1e-6, so any absolute tolerance
+  passes; unit-scale weights make the comparison mean something.
+  """
+
+  def draw(path, a):
+    name = jax.tree_util.keystr(path)
+    if a.ndim >= 2:
+      return jnp.asarray(rng.standard_normal(a.shape) / np.sqrt(np.prod(a.shape[:-1])), a.dtype)
+    if "scale" in name:
+      return jnp.asarray(1 + 0.1 * rng.standard_normal(a.shape), a.dtype)
+    return jnp.asarray(0.1 * rng.standard_normal(a.shape), a.dtype)
+
+  return {**variables, "params": jax.tree_util.tree_map_with_path(draw, variables["params"])}
+
+
 @pytest.mark.parametrize("model", ["generator", "discriminator", "encoder"])
 def test_models_matmul_equals_xla(model):
-  """The three networks at a small size: same outputs with the same variables."""
+  """The three networks at a small size: every layer's output equal, in float64, at unit scale.
+
+  Every intermediate is compared (not only the final output: the generator's tanh saturates, so
+  its output hides differences in the layers before it), each relative to its own scale.
+  """
   from wav2pix_jax import models
 
   rng = np.random.default_rng(5)
-  if model == "generator":
-    make = lambda impl: models.Generator(image_size=64, base_channels=4, conv_impl=impl)
-    args, kw = (jnp.asarray(_rand(rng, 2, 8)),), dict(train=False, update_spectral=False)
-  elif model == "discriminator":
-    make = lambda impl: models.Discriminator(image_size=64, base_channels=4, conv_impl=impl)
-    args = (jnp.asarray(_rand(rng, 2, 64, 64, 3)), jnp.asarray(_rand(rng, 2, 8)))
-    kw = dict(update_spectral=False)
-  else:
-    make = lambda impl: models.SpeechEncoder(
-        channels=(4, 8, 8), hidden=(8,), embed_dim=8, conv_impl=impl
-    )
-    args, kw = (jnp.asarray(_rand(rng, 2, 1000)),), dict(train=False)
-  variables = make("xla").init(jax.random.key(0), *args, **kw)
-  out_xla = make("xla").apply(variables, *args, **kw)
-  out_mat = make("matmul").apply(variables, *args, **kw)
-  # Float32 rounding differences grow through the stacked layers (xla and subpixel differ by
-  # as much: ~5e-4 on the generator's tanh output, each ~4e-4 from a float64 evaluation).
-  for a, b in zip(jax.tree_util.tree_leaves(out_mat), jax.tree_util.tree_leaves(out_xla)):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-3)
+  with jax.enable_x64(True):
+    f64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
+    if model == "generator":
+      make = lambda impl: models.Generator(image_size=64, base_channels=4, conv_impl=impl, **f64)
+      args, kw = (jnp.asarray(rng.standard_normal((2, 8))),), dict(
+          train=False, update_spectral=False
+      )
+    elif model == "discriminator":
+      make = lambda impl: models.Discriminator(
+          image_size=64, base_channels=4, conv_impl=impl, **f64
+      )
+      args = (
+          jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3))),
+          jnp.asarray(rng.standard_normal((2, 8))),
+      )
+      kw = dict(update_spectral=False)
+    else:
+      make = lambda impl: models.SpeechEncoder(
+          channels=(4, 8, 8), hidden=(8,), embed_dim=8, conv_impl=impl, **f64
+      )
+      args, kw = (jnp.asarray(rng.uniform(-1, 1, (2, 1000))),), dict(train=False)
+    variables = _unit_scale(make("xla").init(jax.random.key(0), *args, **kw), rng)
+
+    def layer_outputs(impl):
+      _, state = make(impl).apply(
+          variables, *args, **kw, capture_intermediates=True, mutable=["intermediates"]
+      )
+      flat = jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]
+      return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in flat}
+
+    outs_xla, outs_mat = layer_outputs("xla"), layer_outputs("matmul")
+  assert outs_xla.keys() == outs_mat.keys() and len(outs_xla) >= 4
+  for name, ref in outs_xla.items():
+    assert ref.dtype == np.float64, name
+    scale = float(np.max(np.abs(ref)))
+    assert scale > 1e-2, f"{name}: output scale {scale:.1e}, the comparison would be vacuous"
+    # float64 rounding through a few layers: ~1e-13 relative; a wrong index or a missing
+    # flip shows at order 1.
+    np.testing.assert_allclose(outs_mat[name], ref, rtol=0, atol=1e-9 * scale, err_msg=name)
 
 
 def test_conv_layers_benchmark_smoke(tmp_path):
