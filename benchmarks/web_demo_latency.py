@@ -37,6 +37,25 @@ def _clip(seconds: float, seed: int, rate: int = 16_000) -> bytes:
   return buffer.getvalue()
 
 
+def _commit() -> str | None:
+  """The repository's HEAD (with "+dirty" for uncommitted changes), or None outside git."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here, check=False).returncode
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  return head + ("+dirty" if dirty else "")
+
+
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--workdir", default="workdirs/demo", help="a trained workdir")
@@ -82,6 +101,7 @@ def main(argv=None) -> dict:
       "cpu_count": os.cpu_count(),
       "processor": platform.processor() or platform.machine(),
       "jax": jax.__version__,
+      "commit": _commit(),
       "devices": [str(d) for d in jax.devices()],
   }
   print(json.dumps(report, indent=2))

@@ -110,6 +110,8 @@ class Demo:
         if first is not None and first.config.to_json() == loaded.config.to_json():
           loaded = first.with_variables(loaded.variables, step=step)  # the compiled function too
         self._generators[step] = loaded
+        for gone in [s for s in self._generators if s not in steps and s != step]:
+          del self._generators[gone]  # deleted by a training run that keeps a few checkpoints
       return self._generators[step]
 
   def info(self) -> dict:
@@ -231,7 +233,7 @@ class Demo:
       target = pathlib.Path(private) / "talking.mp4"
       generate.write_video(target, frames, waveform, sample_rate=generator.sample_rate, fps=fps)
       video = base64.b64encode(target.read_bytes()).decode("ascii")
-    note = f"video: {len(frames)} frames at {fps:g} fps"
+    note = f"{len(frames)} frames at {fps:g} fps"
     if silent:
       note += f"; {silent} of them from silent windows (pauses)"
     return {"video": video, "frames": len(frames), "note": note}
@@ -277,6 +279,7 @@ def create_app(demo: Demo):
   try:
     import anyio  # pylint: disable=g-import-not-at-top
     from starlette.applications import Starlette  # pylint: disable=g-import-not-at-top
+    from starlette.requests import ClientDisconnect  # pylint: disable=g-import-not-at-top
     from starlette.responses import HTMLResponse  # pylint: disable=g-import-not-at-top
     from starlette.responses import JSONResponse  # pylint: disable=g-import-not-at-top
     from starlette.routing import Route  # pylint: disable=g-import-not-at-top
@@ -331,6 +334,8 @@ def create_app(demo: Demo):
       return JSONResponse(result)
     except DemoError as e:
       return error(str(e), e.status)
+    except ClientDisconnect:
+      return error("the upload was interrupted", 400)  # nobody is left to read it
     except Exception as e:  # pylint: disable=broad-except
       _LOG.exception("generation failed")
       return error(f"internal error: {_describe(e)}", 500)
