@@ -10,6 +10,7 @@ import base64
 import concurrent.futures
 import contextlib
 import http.client
+import importlib
 import importlib.util
 import io
 import json
@@ -35,7 +36,17 @@ from wav2pix_jax import demo
 from wav2pix_jax import inference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-HAVE_DEMO_EXTRA = all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn"))
+
+
+def _importable(name: str) -> bool:
+  try:
+    importlib.import_module(name)
+  except ImportError:
+    return False
+  return True
+
+
+HAVE_DEMO_EXTRA = _importable("starlette") and _importable("uvicorn")
 needs_demo_extra = pytest.mark.skipif(not HAVE_DEMO_EXTRA, reason=demo.DEMO_EXTRA_HINT)
 RATE = 16_000
 # Small limits so the tests stay fast: the tiny model's window is 1,024 samples (64 ms).
@@ -416,7 +427,7 @@ def test_latency_benchmark_runs(workdir, tmp_path):
 def _browser_or_skip():
   """(chromium, chromedriver) paths, or a skip that says what is missing."""
   missing = []
-  if importlib.util.find_spec("selenium") is None:
+  if not _importable("selenium"):
     missing.append("selenium (pip install -e '.[browser]')")
   chromium = shutil.which("chromium") or shutil.which("chromium-browser")
   driver = shutil.which("chromedriver")
@@ -495,6 +506,11 @@ def test_in_a_headless_browser(server, tmp_path):
     error = browser.find_element(By.ID, "error").text
     assert "not a readable audio or video file" in error and "\n" not in error
     browser.save_screenshot(str(tmp_path / "web_demo_error.png"))
+    big = tmp_path / "big.wav"
+    big.write_bytes(os.urandom(LIMITS.max_upload_bytes + 50_000))
+    browser.find_element(By.ID, "file").send_keys(str(big))
+    wait.until(lambda _: "limit" in browser.find_element(By.ID, "error").text)
+    assert browser.find_element(By.ID, "error").text == "the file is 0.3 MB; the limit is 0.25 MB"
 
     # The microphone path: MediaRecorder (Opus in WebM) from Chrome's fake device, uploaded.
     browser.find_element(By.ID, "record").click()

@@ -443,6 +443,11 @@ def serve(demo: Demo, *, host: str = "127.0.0.1", port: int = 7860) -> None:
 # CLI.
 
 
+# The absl flags, defined by run(): importing this module (a test, a notebook, app.py) defines
+# none, so it never clashes with main.py's --workdir in one process.
+FLAGS = None
+
+
 def _define_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
 
@@ -475,16 +480,18 @@ def main(argv) -> None:
 
   if not 0 < flags.port < 65536:
     raise app.UsageError(f"--port must be in 1..65535, got {flags.port}")
+  if not flags.max_upload_mb > 0:
+    raise app.UsageError(f"--max_upload_mb must be positive, got {flags.max_upload_mb:g}")
   try:
     limits = Limits(
-        max_upload_bytes=int(flags.max_upload_mb * 2**20) if flags.max_upload_mb > 0 else 0,
+        max_upload_bytes=max(1, int(flags.max_upload_mb * 2**20)),
         max_seconds=flags.max_seconds,
         video_seconds=flags.video_seconds,
         fps=flags.fps,
         max_waiting=flags.max_waiting,
     )
   except ValueError as e:
-    raise app.UsageError(str(e).replace("max_upload_bytes", "--max_upload_mb")) from None
+    raise app.UsageError(f"--{e}") from None
   try:
     demo = Demo(flags.workdir, step=flags.step, limits=limits)
     if flags.step is not None and flags.step not in demo.steps():
@@ -492,9 +499,6 @@ def main(argv) -> None:
     serve(demo, host=flags.host, port=flags.port)
   except (ValueError, OSError, ImportError, KeyError, TypeError, AttributeError) as e:
     fail(e)
-
-
-FLAGS = None
 
 
 def run() -> None:
