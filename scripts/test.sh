@@ -9,7 +9,22 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # [beam]: `tfds build` and the Beam build tests (tests/test_videos_beam.py) need apache-beam.
-.venv/bin/python -m pip install -q -e '.[test,beam]'
+# [demo]: the web demo (starlette, uvicorn); [browser]: Selenium, the client of its browser test.
+.venv/bin/python -m pip install -q -e '.[test,beam,demo,browser]'
+# The web demo's browser test drives Debian's chromium through its chromedriver (Playwright's and
+# Selenium's own browser downloads need more than the package registries). Installed here where
+# missing and apt-get can (root); otherwise that one test skips and says why.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium and chromium-driver (apt-get) for tests/test_web_demo.py"
+    if ! (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq \
+          && apt-get install -y -qq chromium chromium-driver >/dev/null); then
+      echo "chromium: apt-get install failed; the browser test will skip" >&2
+    fi
+  else
+    echo "chromium: not installed and no apt-get as root here; the browser test will skip" >&2
+  fi
+fi
 # The house style: pyink (pyproject.toml [tool.pyink]); `.venv/bin/pyink .` fixes it.
 if ! .venv/bin/pyink --check --quiet .; then
   echo "formatting: run '.venv/bin/pyink .' (files listed above)" >&2

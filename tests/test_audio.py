@@ -192,6 +192,22 @@ def write_with_pyav_video_only(path) -> None:
       container.mux(packet)
 
 
+def test_load_max_seconds_stops_long_audio_while_decoding(tmp_path):
+  soundfile.write(tmp_path / "a.wav", sine(440.0, 44100, 2.0), 44100)
+  soundfile.write(tmp_path / "a.ogg", sine(440.0, 44100, 2.0), 44100, format="OGG")
+  for name in ("a.wav", "a.ogg"):
+    assert audio.load_audio(tmp_path / name, max_seconds=2.5).shape == (32000,)
+    with pytest.raises(audio.AudioError, match=r"a\.\w+: longer than the limit of 1\.5 s"):
+      audio.load_audio(tmp_path / name, max_seconds=1.5)
+  # A header that claims hours reserves no more than the limit.
+  header = bytearray((tmp_path / "a.wav").read_bytes()[:44])
+  header[40:44] = (2**31).to_bytes(4, "little")  # data chunk size: 24 hours at 44.1 kHz x 2 bytes
+  (tmp_path / "liar.wav").write_bytes(bytes(header) + (tmp_path / "a.wav").read_bytes()[44:])
+  assert audio.load_audio(tmp_path / "liar.wav", max_seconds=3).shape[0] <= 32000
+  with pytest.raises(ValueError, match="max_seconds must be positive"):
+    audio.load_audio(tmp_path / "a.wav", max_seconds=0)
+
+
 def test_truncated_wav_loads_what_is_there_or_raises(tmp_path):
   path = tmp_path / "t.wav"
   soundfile.write(path, sine(440.0, 16000, 1.0), 16000)

@@ -290,8 +290,14 @@ def _pyav_blocks(path: str) -> tuple[int, int | None, Iterator[np.ndarray]]:
   return int(rate), frames, blocks()
 
 
-def load_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-  """float32 mono waveform at `sample_rate` from any audio file or a video's sound track."""
+def load_audio(
+    path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None
+) -> np.ndarray:
+  """float32 mono waveform at `sample_rate` from any audio file or a video's sound track.
+
+  max_seconds: AudioError as soon as the decoded sound is longer (checked while decoding, so a
+  small file that decodes to hours never fills memory).
+  """
   path = os.fspath(path)
   if (
       isinstance(sample_rate, bool)
@@ -299,6 +305,8 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np
       or sample_rate < 1
   ):
     raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+  if max_seconds is not None and not max_seconds > 0:
+    raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
   if not os.path.exists(path):
     raise AudioError(f"{path}: no such file")
   if os.path.isdir(path):
@@ -321,15 +329,24 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np
     raise AudioError(f"{path}: invalid sample rate {rate}")
   resampler = _StreamResampler(int(rate), sample_rate)
   expected = -(-frames * sample_rate // rate) if frames and frames < 2**36 else None
+  limit = None if max_seconds is None else int(math.ceil(max_seconds * sample_rate))
+  if limit is not None and expected is not None:
+    expected = min(expected, limit + 1)  # a header may claim any length
+
+  def append(piece: np.ndarray) -> None:
+    output.append(piece)
+    if limit is not None and output.size > limit:
+      raise AudioError(f"{path}: longer than the limit of {max_seconds:g} s")
+
   output = _Growable(expected)
   try:
     for block in blocks:
       if not np.all(np.isfinite(block)):
         raise AudioError(f"{path}: decoded audio contains NaN or infinite samples")
       for piece in resampler.push(block):
-        output.append(piece)
+        append(piece)
     for piece in resampler.flush():
-      output.append(piece)
+      append(piece)
   except AudioError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -355,6 +372,10 @@ class _Growable:
       self._data = grown
     self._data[self._size : end] = piece
     self._size = end
+
+  @property
+  def size(self) -> int:
+    return self._size
 
   def array(self) -> np.ndarray:
     if self._size == self._data.shape[0]:

@@ -90,6 +90,34 @@ def write_video(
       os.remove(tmp)
 
 
+def video_windows(generator, waveform: np.ndarray, *, fps: float) -> np.ndarray:
+  """The model inputs of a talking-face video, float32 [frames, window]: one per 1/fps s.
+
+  Frame i is generated from the window CENTRED on time i / fps (the recording padded with half a
+  window of silence at both ends); silent windows are all zeros. `waveform` is at the generator's
+  sample rate. The web demo (demo.py) makes its videos with this function too.
+  """
+  half = generator.window // 2
+  padded = np.concatenate(
+      [np.zeros(half, np.float32), waveform, np.zeros(generator.window - half, np.float32)]
+  )
+  num_frames = max(1, int(np.floor(waveform.shape[0] / generator.sample_rate * fps)))
+  # Frame i at time i / fps; window i starts at i / fps in the padded signal, i.e. centred.
+  starts = np.round(np.arange(num_frames) * generator.sample_rate / fps).astype(int)
+  return np.stack(
+      [
+          audio.windows(
+              padded[s : s + generator.window],
+              window=generator.window,
+              hop=generator.window,
+              silent="zeros",
+              **generator.preprocess_options,
+          )[0]
+          for s in starts
+      ]
+  )
+
+
 def _save_pngs(out_dir: pathlib.Path, name: str, faces: np.ndarray) -> list[pathlib.Path]:
   """<out>/<name>.png for one face, <out>/<name>/face_00000.png ... for several; atomic per target."""
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,25 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = pathlib.Path(args.out)
     for path, stem, waveform in zip(files, stems, waveforms):
       if args.video is not None:
-        half = generator.window // 2
-        padded = np.concatenate(
-            [np.zeros(half, np.float32), waveform, np.zeros(generator.window - half, np.float32)]
-        )
-        num_frames = max(1, int(np.floor(waveform.shape[0] / generator.sample_rate * args.fps)))
-        # Frame i at time i / fps; window i starts at i / fps in the padded signal, i.e. centred.
-        starts = np.round(np.arange(num_frames) * generator.sample_rate / args.fps).astype(int)
-        windows = np.stack(
-            [
-                audio.windows(
-                    padded[s : s + generator.window],
-                    window=generator.window,
-                    hop=generator.window,
-                    silent="zeros",
-                    **generator.preprocess_options,
-                )[0]
-                for s in starts
-            ]
-        )
+        windows = video_windows(generator, waveform, fps=args.fps)
         _report_silent(path, inference.check_not_all_silent(windows), len(windows))
         faces = generator.generate_preprocessed(windows, sample=args.sample, seed=args.seed)
         write_video(args.video, faces, waveform, sample_rate=generator.sample_rate, fps=args.fps)

@@ -32,6 +32,11 @@ from wav2pix_jax import config_lib
 from wav2pix_jax import factory
 
 DEFAULT_BATCH_SIZE = 32  # windows per device call: bounds memory for long recordings
+# Why sample=True is refused for a run trained without dropout (the CLI and the web demo say it).
+NO_DROPOUT_MESSAGE = (
+    "this run's generator has no dropout (model.dropout_rate=0), its only source "
+    "of randomness: sampling would repeat the deterministic face"
+)
 
 
 def _find_checkpoints(
@@ -134,10 +139,7 @@ class FaceGenerator:
   ) -> np.ndarray:
     """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window], in fixed-size chunks."""
     if sample and not self.can_sample:
-      raise ValueError(
-          "this run's generator has no dropout (model.dropout_rate=0), its only source "
-          "of randomness: sampling would repeat the deterministic face"
-      )
+      raise ValueError(NO_DROPOUT_MESSAGE)
     waveforms = np.asarray(waveforms, np.float32)
     if waveforms.ndim != 2 or waveforms.shape[1] != self.window:
       raise ValueError(f"preprocessed waveforms must be [B, {self.window}], got {waveforms.shape}")
@@ -287,6 +289,14 @@ def _config_and_meta(ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step:
   if num_speakers is None:
     raise ValueError(f"{ckpt_dir}: step {step} does not record num_speakers")
   return manager, config, int(num_speakers), tuple(names) if names else None
+
+
+def checkpoint_steps(workdir_or_checkpoint_dir: str | os.PathLike) -> list[int]:
+  """The steps `load` can restore from this path, oldest first (one when the path names a step)."""
+  ckpt_dir, _, path_step = _find_checkpoints(workdir_or_checkpoint_dir)
+  if path_step is not None:
+    return [path_step]
+  return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 def load(

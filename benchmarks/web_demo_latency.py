@@ -1,0 +1,115 @@
+"""Web demo latency: time from upload to face over HTTP (python -m wav2pix_jax.demo's server).
+
+    .venv/bin/python -m benchmarks.web_demo_latency --workdir=workdirs/demo --runs=10 \
+        --out=results/web_demo_latency.json
+
+Serves the workdir's newest checkpoint with the demo's own app (uvicorn, loopback, in a thread),
+warms the generator up, then POSTs --runs different --seconds-long WAV clips one after another
+and times each from the first byte sent to the parsed JSON with the face (decode, resample,
+generate, PNG); the server's own share is the response's "ms". Records the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import time
+import urllib.request
+
+import numpy as np
+
+
+def _clip(seconds: float, seed: int, rate: int = 16_000) -> bytes:
+  """A voiced-speech-like WAV: a 120-220 Hz harmonic tone with syllable-rate loudness, and noise."""
+  import soundfile  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(seconds * rate)) / rate
+  f0 = rng.uniform(120, 220)
+  voice = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
+  wave = 0.2 * voice * (1.2 + np.sin(2 * np.pi * 4 * t)) + 0.01 * rng.normal(size=t.size)
+  buffer = io.BytesIO()
+  soundfile.write(buffer, wave.astype(np.float32), rate, format="WAV")
+  return buffer.getvalue()
+
+
+def _commit() -> str | None:
+  """The repository's HEAD (with "+dirty" for uncommitted changes), or None outside git."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here, check=False).returncode
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  return head + ("+dirty" if dirty else "")
+
+
+def main(argv=None) -> dict:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--workdir", default="workdirs/demo", help="a trained workdir")
+  ap.add_argument("--runs", type=int, default=10, help="timed uploads")
+  ap.add_argument("--seconds", type=float, default=1.0, help="length of each uploaded clip")
+  ap.add_argument("--out", default=None, help="write the results here as JSON")
+  args = ap.parse_args(argv)
+
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from wav2pix_jax import demo  # pylint: disable=g-import-not-at-top
+
+  service = demo.Demo(args.workdir)
+  warm_up_s = service.warm_up()
+  info = service.info()
+  round_trip_ms, server_ms = [], []
+  with demo.serving_in_background(demo.create_app(service)) as url:
+    for run in range(args.runs):
+      data = _clip(args.seconds, seed=run)
+      request = urllib.request.Request(f"{url}/api/generate", data=data, method="POST")
+      start = time.perf_counter()
+      with urllib.request.urlopen(request, timeout=300) as response:
+        result = json.loads(response.read())
+      round_trip_ms.append(1000 * (time.perf_counter() - start))
+      server_ms.append(result["ms"])
+      assert result["size"] == info["image_size"] and result["face"].startswith("data:image/png")
+  report = {
+      "what": "upload to face over HTTP on loopback, --seconds WAV clips, one at a time",
+      "workdir": os.path.abspath(args.workdir),
+      "step": info["default_step"],
+      "image_size": info["image_size"],
+      "clip_seconds": args.seconds,
+      "runs": args.runs,
+      "round_trip_ms": {
+          "median": statistics.median(round_trip_ms),
+          "min": min(round_trip_ms),
+          "max": max(round_trip_ms),
+          "all": [round(x, 1) for x in round_trip_ms],
+      },
+      "server_ms_median": statistics.median(server_ms),
+      "warm_up_s": round(warm_up_s, 2),
+      "load_average_1_5_15": os.getloadavg(),
+      "cpu_count": os.cpu_count(),
+      "processor": platform.processor() or platform.machine(),
+      "jax": jax.__version__,
+      "commit": _commit(),
+      "devices": [str(d) for d in jax.devices()],
+  }
+  print(json.dumps(report, indent=2))
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump(report, f, indent=2)
+  return report
+
+
+if __name__ == "__main__":
+  main()
