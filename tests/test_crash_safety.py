@@ -57,6 +57,22 @@ elif fault.startswith("enospc:"):
     return original_write(self, *args, **kwargs)
 
   cls.write_text = write_text
+elif fault.startswith("hold_after_first_save:"):
+  # After the first checkpoint is complete on disk, write a marker file and hold: the test kills
+  # a run that is still training, whatever the speed of the machine (no race with the last step).
+  import time
+  from wav2pix_jax import checkpoints
+  marker = fault.split(":", 1)[1]
+  original_save = checkpoints.save
+
+  def save(manager, step, **kwargs):
+    original_save(manager, step, **kwargs)
+    manager.wait_until_finished()
+    with open(marker, "w") as f:
+      f.write(str(step))
+    time.sleep(3600)
+
+  checkpoints.save = save
 elif fault == "nan_l1":
   # The L1 term (only) becomes NaN.
   import jax.numpy as jnp
@@ -149,7 +165,7 @@ def _items(step_dir: pathlib.Path) -> set[str]:
     return set()
 
 
-def _poll(predicate, proc, timeout=600, interval=0.005):
+def _poll(predicate, proc, timeout=600, interval=0.05):
   deadline = time.time() + timeout
   while time.time() < deadline:
     if predicate():
@@ -228,14 +244,16 @@ def test_kill9_anywhere_then_resume_equals_uninterrupted_run(env, reference, tmp
   workdir = tmp_path / "workdir"
   log = tmp_path / "log.txt"
 
-  # a) SIGKILL as soon as the first checkpoint is complete (training is still running).
-  proc = _start(env, workdir, log)
-  assert _poll(lambda: bool(_complete_steps(workdir)), proc), log.read_text()[-3000:]
+  # a) SIGKILL once the first checkpoint is complete; the run holds there (a marker file says
+  #    when), so it is killed mid-training on any machine.
+  marker = tmp_path / "first_save_done"
+  proc = _start(env, workdir, log, fault=f"hold_after_first_save:{marker}")
+  assert _poll(marker.exists, proc), log.read_text()[-3000:]
   proc.send_signal(signal.SIGKILL)
   proc.wait(timeout=60)
-  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  assert proc.returncode == -signal.SIGKILL
   after_a = _complete_steps(workdir)
-  assert after_a and after_a[-1] < NUM_STEPS, after_a
+  assert after_a == [int(marker.read_text())] and after_a[-1] < NUM_STEPS, after_a
 
   # b) Resume; SIGKILL while a LATER checkpoint sits complete-looking in orbax's temporary dir.
   proc = _start(env, workdir, log, fault="slow_finalize")

@@ -1,11 +1,9 @@
 """Wav2Pix training: one state pytree, one pure pmapped step (D update, then G update), the loop."""
 
+import dataclasses
 import functools
 import json
-import math
 import os
-import signal
-import threading
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -24,27 +22,13 @@ from wav2pix_jax import evaluate as evaluate_lib
 from wav2pix_jax import factory
 from wav2pix_jax import inference
 from wav2pix_jax import input_pipeline
+from wav2pix_jax import loop
 from wav2pix_jax import losses
 from wav2pix_jax import monitor
 from wav2pix_jax import parallel
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
-
-# Metrics the host checks for NaN/inf after every step (the loss terms and gradient norms).
-FINITE_CHECKED = (
-    "d_loss",
-    "d_real",
-    "d_fake",
-    "d_wrong",
-    "d_grad_norm",
-    "g_loss",
-    "g_adversarial",
-    "g_feature_matching",
-    "g_l1",
-    "g_speaker_ce",
-    "g_grad_norm",
-)
 
 
 @flax.struct.dataclass
@@ -513,11 +497,6 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   return parallel.check_batch_size(config.batch_size)
 
 
-def nonfinite_terms(metrics: dict) -> list[str]:
-  """Names of the checked loss terms / gradient norms that are NaN or inf."""
-  return [k for k in FINITE_CHECKED if k in metrics and not math.isfinite(float(metrics[k]))]
-
-
 def image_grid(generated: np.ndarray, real: np.ndarray) -> np.ndarray:
   """uint8 [2S, N*S, 3]: generated faces on the top row, the real faces for the same speech below
   (each uint8, or in [-1, 1])."""
@@ -552,34 +531,6 @@ def _hparams(config: ml_collections.ConfigDict) -> dict:
 
   walk("", config)
   return flat
-
-
-class _StopRequest:
-  """SIGTERM / SIGINT -> finish the current step, checkpoint, return (installed on the main thread)."""
-
-  def __init__(self):
-    self.signal_name: Optional[str] = None
-    self._previous = {}
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.signal_name is not None and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # a second Ctrl-C: stop now
-    self.signal_name = signal.Signals(signum).name
-    logging.warning(
-        "%s received: finishing the current step, then saving a checkpoint.", self.signal_name
-    )
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    return False
 
 
 def distributed_args(config: ml_collections.ConfigDict) -> dict:
@@ -672,8 +623,32 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains (resuming from workdir's latest checkpoint), logs, checkpoints; returns the host state."""
+@dataclasses.dataclass
+class Run:
+  """What `setup` builds for the loop: everything but the step itself."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  is_chief: bool
+  state: TrainState  # host copy (restored or fresh)
+  start_step: int
+  local_batch: int  # examples per step on this process
+  train_iter: Any  # grain iterator with get_state/set_state (the position is checkpointed)
+  checkpointer: loop.Checkpointer
+  writer: metric_writers.MetricWriter
+  generator: inference.FaceGenerator  # one compiled G; the current weights are swapped in
+  grid_batch: Optional[dict]  # fixed speech/faces for the image grids (None: first train batch)
+  evaluator: Optional[evaluate_lib.PeriodicEvaluator]  # process 0, config.eval.every_steps > 0
+  quality: Optional[monitor.QualityHistory]  # <workdir>/eval/history.jsonl (with the evaluator)
+  clock: loop.TrainClock
+
+  def current_generator(self, state, step: int) -> inference.FaceGenerator:
+    host = parallel.unreplicate(state)
+    return self.generator.with_variables(inference.generator_variables(host), step=step)
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Checks the config, restores or creates the state, opens data, checkpoints, logs, evaluation."""
   maybe_initialize_distributed(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   local_batch = check_config(config)
@@ -699,7 +674,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       process_index=jax.process_index(),
       process_count=jax.process_count(),
   )
-
   abstract = abstract_train_state(config, num_speakers)
   logging.info(
       "G parameters: %d, D parameters: %d",
@@ -717,176 +691,150 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
     with open(os.path.join(workdir, "dataset.json"), "w") as f:
-      json.dump(
-          {
-              "dataset": info.name,
-              "num_speakers": num_speakers,
-              "speaker_names": list(info.speaker_names),
-          },
-          f,
-          indent=2,
-      )
-
+      dataset = {"dataset": info.name, "num_speakers": num_speakers}
+      json.dump({**dataset, "speaker_names": list(info.speaker_names)}, f, indent=2)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(_hparams(config))
 
-  # A fixed batch for the image grids: validation speech if there is such a split.
-  num_images = config.log.num_images
-  # Grids and periodic evaluation: in inference mode whatever config.eval.train_mode says; the
-  # current weights are swapped in (one compiled function for the whole run).
+  # Grids and periodic evaluation: in inference mode whatever config.eval.train_mode says.
   generator = inference.FaceGenerator.from_state(
       config, num_speakers, state, train_mode=False, speaker_names=tuple(info.speaker_names)
   )
-  grid_batch = None
-  if is_chief:
-    try:
-      grid_batch = next(
-          iter(
-              input_pipeline.create_eval_iterator(
-                  config.input,
-                  batch_size=num_images,
-                  image_size=config.model.image_size,
-                  process_index=0,
-                  process_count=1,
-                  max_examples=num_images,
-              )
-          )
-      )
-    except (ValueError, StopIteration) as e:
-      logging.warning("No eval batch for image grids (%s); using the first training batch.", e)
-
-  # Periodic evaluation (config.eval.every_steps > 0): the eval set is read once, on process 0.
-  evaluator = None
-  eval_every = config.eval.every_steps
-  if is_chief and eval_every:
+  grid_batch = _grid_batch(config) if is_chief else None
+  evaluator = quality = None
+  if is_chief and config.eval.every_steps:  # the eval set is read once, on process 0
     evaluator = evaluate_lib.PeriodicEvaluator(config, batch_size=generator.batch_size)
     logging.info(
         "Evaluating every %d steps on %d examples of split %r.",
-        eval_every,
+        config.eval.every_steps,
         len(evaluator.eval_set.speakers),
         evaluator.split,
     )
-
-  p_train_step = make_p_train_step(config, num_speakers)
-  state = parallel.replicate(state)
-  prefetcher = parallel.prefetch_to_device(train_iter, size=2, get_state=train_iter.get_state)
-
-  last_saved = latest
-  last_attempted = latest  # the step of the latest save started (named if the disk fills up)
-
-  def save(step: int) -> None:
-    nonlocal last_saved, last_attempted
-    last_attempted = step
-    checkpoints.save(
-        manager,
-        step,
-        state=parallel.unreplicate_to_host(state),
-        data_state=prefetcher.last_state,
-        meta=meta,
+    quality = monitor.QualityHistory(
+        os.path.join(workdir, "eval", "history.jsonl"), start_step=start_step
     )
-    last_saved = step
-
-  def current_generator(step: int) -> inference.FaceGenerator:
-    host = parallel.unreplicate(state)
-    return generator.with_variables(inference.generator_variables(host), step=step)
-
-  def write_images(step: int) -> None:
-    nonlocal grid_batch
-    if not is_chief:
-      return
-    if grid_batch is None:
-      grid_batch = {
-          k: np.asarray(v).reshape((-1,) + v.shape[2:])[:num_images]
-          for k, v in jax.device_get(batch).items()
-      }
-    images = current_generator(step).generate_preprocessed(np.asarray(grid_batch["waveform"]))
-    grid = image_grid(images, grid_batch["face"])
-    writer.write_images(step, {"faces/generated_top_real_bottom": grid[None]})
-    _save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
-
-  quality = (
-      monitor.QualityHistory(os.path.join(workdir, "eval", "history.jsonl"), start_step=start_step)
-      if evaluator is not None
-      else None
+  return Run(
+      config=config,
+      workdir=workdir,
+      is_chief=is_chief,
+      state=state,
+      start_step=start_step,
+      local_batch=local_batch,
+      train_iter=train_iter,
+      checkpointer=loop.Checkpointer(manager, meta=meta, latest=latest),
+      writer=writer,
+      generator=generator,
+      grid_batch=grid_batch,
+      evaluator=evaluator,
+      quality=quality,
+      clock=loop.TrainClock(minutes_before=quality.minutes_before if quality else 0.0),
   )
-  clock = {"start": time.time(), "eval_seconds": 0.0}  # training wall time = elapsed - evaluations
 
-  def run_eval(step: int) -> None:
-    start = time.time()
-    report, eval_scalars = evaluator(current_generator(step))
-    eval_scalars["eval/seconds"] = time.time() - start
-    clock["eval_seconds"] += eval_scalars["eval/seconds"]
-    row = quality.append(
-        step,
-        start - clock["start"] - (clock["eval_seconds"] - eval_scalars["eval/seconds"]),
-        eval_scalars,
+
+def _grid_batch(config: ml_collections.ConfigDict) -> Optional[dict]:
+  """A fixed batch for the image grids: validation speech if there is such a split."""
+  try:
+    return next(
+        iter(
+            input_pipeline.create_eval_iterator(
+                config.input,
+                batch_size=config.log.num_images,
+                image_size=config.model.image_size,
+                process_index=0,
+                process_count=1,
+                max_examples=config.log.num_images,
+            )
+        )
     )
-    eval_scalars["eval/train_minutes"] = row["train_minutes"]
-    writer.write_scalars(step, eval_scalars)
-    evaluate_lib.write_report(report, os.path.join(workdir, "eval", "periodic"))  # the latest one
-    logging.info(
-        "eval at step %d (%s, %.1f s):\n%s",
-        step,
-        evaluator.split,
-        eval_scalars["eval/seconds"],
-        evaluate_lib.summary(report),
-    )
+  except (ValueError, StopIteration) as e:
+    logging.warning("No eval batch for image grids (%s); using the first training batch.", e)
+    return None
 
-  def train_minutes() -> float:  # summed over resumed runs when the run evaluates periodically
-    before = quality.minutes_before if quality is not None else 0.0
-    return before + (time.time() - clock["start"] - clock["eval_seconds"]) / 60.0
 
+def write_images(run: Run, state, step: int, batch: dict) -> None:
+  """The generated-vs-real face grid: TensorBoard and <workdir>/samples/step_N.png (process 0)."""
+  if not run.is_chief:
+    return
+  if run.grid_batch is None:  # no eval split: the first training batch seen here, kept
+    run.grid_batch = {
+        k: np.asarray(v).reshape((-1,) + v.shape[2:])[: run.config.log.num_images]
+        for k, v in jax.device_get(batch).items()
+    }
+  generator = run.current_generator(state, step)
+  images = generator.generate_preprocessed(np.asarray(run.grid_batch["waveform"]))
+  grid = image_grid(images, run.grid_batch["face"])
+  run.writer.write_images(step, {"faces/generated_top_real_bottom": grid[None]})
+  _save_png(os.path.join(run.workdir, "samples", f"step_{step:07d}.png"), grid)
+
+
+def run_evaluation(run: Run, state, step: int) -> None:
+  """The periodic evaluation: TensorBoard scalars, eval/history.jsonl, eval/periodic/report.json."""
+  start = time.time()
+  report, scalars = run.evaluator(run.current_generator(state, step))
+  scalars["eval/seconds"] = time.time() - start
+  row = run.quality.append(step, run.clock.seconds_this_run(at=start), scalars)
+  run.clock.eval_seconds += scalars["eval/seconds"]
+  scalars["eval/train_minutes"] = row["train_minutes"]
+  run.writer.write_scalars(step, scalars)
+  evaluate_lib.write_report(report, os.path.join(run.workdir, "eval", "periodic"))  # the latest
+  logging.info(
+      "eval at step %d (%s, %.1f s):\n%s",
+      step,
+      run.evaluator.split,
+      scalars["eval/seconds"],
+      evaluate_lib.summary(report),
+  )
+
+
+def log_step(run: Run, step: int, scalars: dict[str, float], speed: str) -> None:
+  run.writer.write_scalars(step, scalars)
+  logging.info(
+      "step %d/%d  d_loss %.4f  g_loss %.4f (adv %.4f fm %.4f l1 %.4f ce %.4f)%s",
+      step,
+      run.config.num_train_steps,
+      scalars["d_loss"],
+      scalars["g_loss"],
+      scalars["g_adversarial"],
+      scalars["g_feature_matching"],
+      scalars["g_l1"],
+      scalars["g_speaker_ce"],
+      speed,
+  )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (resuming from the workdir's latest checkpoint); returns the final host state."""
+  run = setup(config, workdir)
+  log, num_steps, start_step = config.log, config.num_train_steps, run.start_step
+  p_train_step = make_p_train_step(config, run.generator.num_speakers)
+  state = parallel.replicate(run.state)
+  prefetcher = parallel.prefetch_to_device(
+      run.train_iter, size=2, get_state=run.train_iter.get_state
+  )
+  checkpointer = run.checkpointer
+  metrics = loop.StepMetrics(
+      divergence=monitor.DivergenceMonitor(
+          window=log.divergence_window, real_label=config.loss.real_label
+      ),
+      last_saved=lambda: checkpointer.last_saved,
+  )
+  progress = loop.Progress(start_step=start_step, num_steps=num_steps)
   max_minutes = float(config.max_train_minutes or 0.0)
-  num_steps = config.num_train_steps
-  divergence = monitor.DivergenceMonitor(
-      window=config.log.divergence_window, real_label=config.loss.real_label
+  evaluating = lambda s: run.evaluator is not None and loop.due(
+      s, config.eval.every_steps, num_steps
   )
-  last_divergence_warning = -config.log.divergence_window
-  history: list[dict] = []
-  pending = None  # (step, device metrics) of the last step, checked one step late (no stall)
-  last_log_time, last_log_step = time.time(), start_step
-  step = start_step
-  stopped_by = None
-  skipped = {"steps": 0, "G": 0, "D": 0}  # steps with a skipped non-finite update (skip_nonfinite)
-
-  def flush(item) -> None:
-    step_done, device_metrics = item
-    host = {k: float(v[0]) for k, v in jax.device_get(device_metrics).items()}
-    bad = nonfinite_terms(host)
-    phases = [p for p, key in (("D", "d_skipped"), ("G", "g_skipped")) if host.get(key, 0.0) > 0]
-    if bad and phases:  # config.skip_nonfinite: the step kept the old params of those phases
-      skipped["steps"] += 1
-      for phase in phases:
-        skipped[phase] += 1
-      logging.warning(
-          "Skipped the non-finite %s update at step %d (%s); %d step(s) skipped so far.",
-          " and ".join(phases),
-          step_done,
-          ", ".join(f"{k}={host[k]}" for k in bad),
-          skipped["steps"],
-      )
-    elif bad:
-      raise FloatingPointError(
-          f"non-finite {', '.join(bad)} at step {step_done} "
-          f"({', '.join(f'{k}={host[k]}' for k in bad)}); training stopped, the last good checkpoint "
-          f"(step {last_saved}) stays the latest. Lower the learning rates "
-          f"(config.optim.*.learning_rate) or set config.skip_nonfinite=True."
-      )
-    history.append(host)
-    divergence.add(step_done, host)
-
   logging.info(
       "Training from step %d to %d, %d examples per step (%d per process, %d local devices).",
       start_step,
       num_steps,
       config.batch_size,
-      local_batch,
+      run.local_batch,
       jax.local_device_count(),
   )
-  completed = False
+  step, stopped_by, completed = start_step, None, False
   try:
-    with _StopRequest() as stop:
+    with loop.StopRequest() as stop:
       for step in range(start_step + 1, num_steps + 1):  # `step` = iterations completed after it
         try:
           batch = next(prefetcher)
@@ -894,114 +842,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           logging.warning("The training data ran out at step %d.", step - 1)
           step -= 1
           break
-        state, metrics = p_train_step(state, batch)
-        if step == start_step + 1:  # steps/s excludes compilation
-          jax.block_until_ready(metrics)
-          last_log_time, last_log_step = time.time(), step
-        if pending is not None:
-          flush(pending)
-        pending = (step, metrics)
-
-        boundary = (
-            step % config.log.every_steps == 0
-            or step % config.log.checkpoint_every_steps == 0
-            or step == num_steps
-            or stop.signal_name is not None
-        )
-        if boundary:
-          flush(pending)
-          pending = None
-        if step % config.log.every_steps == 0 or step == num_steps:
-          now = time.time()
-          scalars = {k: float(np.mean([h[k] for h in history])) for k in history[-1]}
-          history.clear()
-          speed = ""
-          if step > last_log_step:
-            steps_per_sec = (step - last_log_step) / max(now - last_log_time, 1e-9)
-            scalars["steps_per_sec"] = steps_per_sec
-            eta = _format_eta((num_steps - step) / max(steps_per_sec, 1e-9))
-            speed = f"  {steps_per_sec:.2f} steps/s  ETA {eta}"
-          last_log_time, last_log_step = now, step
-          divergence_scalars, warning = divergence.check()
-          scalars.update(divergence_scalars)
-          if warning and step - last_divergence_warning >= config.log.divergence_window:
-            logging.warning("step %d: %s", step, warning)
-            last_divergence_warning = step
-          writer.write_scalars(step, scalars)
-          logging.info(
-              "step %d/%d  d_loss %.4f  g_loss %.4f (adv %.4f fm %.4f l1 %.4f ce %.4f)%s",
-              step,
-              num_steps,
-              scalars["d_loss"],
-              scalars["g_loss"],
-              scalars["g_adversarial"],
-              scalars["g_feature_matching"],
-              scalars["g_l1"],
-              scalars["g_speaker_ce"],
-              speed,
-          )
-        if step % config.log.image_every_steps == 0 or step == num_steps:
-          write_images(step)
-        if evaluator is not None and (step % eval_every == 0 or step == num_steps):
-          run_eval(step)
-        if step % config.log.checkpoint_every_steps == 0 and step != num_steps:
-          save(step)
+        state, device_metrics = p_train_step(state, batch)
+        if step == start_step + 1:
+          progress.compiled(step, device_metrics)  # steps/s excludes compilation
+        metrics.add(step, device_metrics)  # checks the previous step's
+        if loop.due(step, log.checkpoint_every_steps, num_steps) or stop.signal_name:
+          metrics.flush()  # nothing unchecked goes into a checkpoint
+        if loop.due(step, log.every_steps, num_steps):
+          scalars = metrics.means(step)
+          speed_scalars, speed = progress.report(step)
+          log_step(run, step, {**scalars, **speed_scalars}, speed)
+        if loop.due(step, log.image_every_steps, num_steps):
+          write_images(run, state, step, batch)
+        if evaluating(step):
+          run_evaluation(run, state, step)
+        if loop.due(step, log.checkpoint_every_steps, num_steps):
+          checkpointer.save(step, state, prefetcher.last_state)
         if stop.signal_name is not None:
           stopped_by = stop.signal_name
           break
-        if max_minutes and train_minutes() >= max_minutes:
-          stopped_by = (
-              f"max_train_minutes={max_minutes:g} (at {train_minutes():.1f} training minutes)"
-          )
-          if evaluator is not None and not (step % eval_every == 0 or step == num_steps):
-            run_eval(step)  # the run's last model is always evaluated
+        if max_minutes and run.clock.minutes() >= max_minutes:
+          minutes = run.clock.minutes()
+          stopped_by = f"max_train_minutes={max_minutes:g} (at {minutes:.1f} training minutes)"
+          if run.evaluator is not None and not evaluating(step):
+            run_evaluation(run, state, step)  # the run's last model is always evaluated
           break
-      if pending is not None:
-        flush(pending)
-        pending = None
-      if last_saved != step:
-        save(step)
-      manager.wait_until_finished()
-    if skipped["steps"]:
-      logging.warning(
-          "%d of %d steps had a skipped update (G: %d, D: %d): non-finite losses or "
-          "gradients (config.skip_nonfinite).",
-          skipped["steps"],
-          step - start_step,
-          skipped["G"],
-          skipped["D"],
-      )
+      metrics.flush()
+      if checkpointer.last_saved != step:
+        checkpointer.save(step, state, prefetcher.last_state)
+      checkpointer.manager.wait_until_finished()
+    metrics.log_skipped(step - start_step)
+    where = checkpointer.manager.directory
     if stopped_by:
       logging.warning(
-          "Stopped by %s after step %d; checkpoint saved in %s.",
-          stopped_by,
-          step,
-          manager.directory,
+          "Stopped by %s after step %d; checkpoint saved in %s.", stopped_by, step, where
       )
     else:
-      logging.info("Finished at step %d; checkpoint in %s.", step, manager.directory)
+      logging.info("Finished at step %d; checkpoint in %s.", step, where)
     completed = True
   except Exception as e:  # pylint: disable=broad-except
-    full = checkpoints.disk_full_error(e, str(manager.directory), last_attempted)
+    full = checkpointer.disk_full(e)
     if full is not None:
       raise full from e
     raise
   finally:
     prefetcher.close()
-    try:
-      manager.wait_until_finished()  # async saves are lost otherwise
-      manager.close()
-    except Exception:  # pylint: disable=broad-except
-      if completed:
-        raise
-      # Already failing: don't let the failed async save's error, raised again, hide the first one.
-      logging.exception("Closing the checkpoint manager failed too.")
-    writer.flush()
+    checkpointer.close(completed=completed)
+    run.writer.flush()
   return parallel.unreplicate_to_host(state)
-
-
-def _format_eta(seconds: float) -> str:
-  seconds = int(round(seconds))
-  hours, rest = divmod(seconds, 3600)
-  minutes, secs = divmod(rest, 60)
-  return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

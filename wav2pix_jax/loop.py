@@ -1,0 +1,239 @@
+"""The parts of the training loop (train.train_and_evaluate), each one job.
+
+due            the one rule for periodic actions (logging, grids, evaluation, checkpoints)
+Checkpointer   saves the host state with the data position; a full disk becomes one clear error
+StepMetrics    device metrics fetched one step late (no stall), non-finite checks, per-log means,
+               the divergence signal
+Progress       steps/s and ETA between log steps, compilation excluded
+TrainClock     training wall time (evaluations excluded, summed over resumed runs)
+StopRequest    SIGTERM / SIGINT -> finish the step, checkpoint, return
+"""
+
+import math
+import signal
+import threading
+import time
+from typing import Any, Callable, Mapping, Optional
+
+from absl import logging
+import jax
+import numpy as np
+
+from wav2pix_jax import checkpoints
+from wav2pix_jax import monitor
+from wav2pix_jax import parallel
+
+# Metrics the host checks for NaN/inf after every step (the loss terms and gradient norms).
+FINITE_CHECKED = (
+    "d_loss",
+    "d_real",
+    "d_fake",
+    "d_wrong",
+    "d_grad_norm",
+    "g_loss",
+    "g_adversarial",
+    "g_feature_matching",
+    "g_l1",
+    "g_speaker_ce",
+    "g_grad_norm",
+)
+
+
+def due(step: int, every: int, last_step: int) -> bool:
+  """Whether a periodic action runs after `step`: every `every` steps (0 = never), and last."""
+  return step == last_step or (every > 0 and step % every == 0)
+
+
+def nonfinite_terms(metrics: Mapping[str, float]) -> list[str]:
+  """Names of the checked loss terms / gradient norms that are NaN or inf."""
+  return [k for k in FINITE_CHECKED if k in metrics and not math.isfinite(float(metrics[k]))]
+
+
+def format_eta(seconds: float) -> str:
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class Checkpointer:
+  """Saves the host copy of the (replicated) state with the data iterator's position and the
+  run's metadata; remembers the last step saved and the last one attempted."""
+
+  def __init__(self, manager, *, meta: dict, latest: Optional[int]):
+    self.manager = manager
+    self.meta = meta
+    self.last_saved = latest
+    self.last_attempted = latest  # named in the error if the disk fills up during that save
+
+  def save(self, step: int, state, data_state) -> None:
+    self.last_attempted = step
+    checkpoints.save(
+        self.manager,
+        step,
+        state=parallel.unreplicate_to_host(state),
+        data_state=data_state,
+        meta=self.meta,
+    )
+    self.last_saved = step
+
+  def disk_full(self, error: BaseException) -> Optional[BaseException]:
+    """The clear 'disk full' error for `error`, or None if it is something else."""
+    return checkpoints.disk_full_error(error, str(self.manager.directory), self.last_attempted)
+
+  def close(self, *, completed: bool) -> None:
+    """Waits for the async save (lost otherwise) and closes the manager.
+
+    When the run is already failing (`completed` False), an error here is logged, not raised:
+    the failed async save's error, raised again, must not hide the first one.
+    """
+    try:
+      self.manager.wait_until_finished()
+      self.manager.close()
+    except Exception:  # pylint: disable=broad-except
+      if completed:
+        raise
+      logging.exception("Closing the checkpoint manager failed too.")
+
+
+class StepMetrics:
+  """Host side of the step metrics.
+
+  `add` keeps the step's device metrics and fetches the PREVIOUS step's (so the host never waits
+  for the step it just dispatched); `flush` fetches the pending one. Every fetched step is checked
+  for non-finite terms (stop, or count the skipped update with config.skip_nonfinite), kept for
+  the next log step's means, and fed to the divergence monitor.
+  """
+
+  def __init__(self, *, divergence: monitor.DivergenceMonitor, last_saved: Callable[[], Any]):
+    self.divergence = divergence
+    self._last_saved = last_saved  # named in the non-finite error
+    self._pending = None  # (step, device metrics)
+    self._history: list[dict] = []
+    self._last_warning = -divergence.window
+    self.skipped = {"steps": 0, "G": 0, "D": 0}
+
+  def add(self, step: int, device_metrics) -> None:
+    self.flush()
+    self._pending = (step, device_metrics)
+
+  def flush(self) -> None:
+    if self._pending is None:
+      return
+    step, device_metrics = self._pending
+    self._pending = None
+    host = {k: float(v[0]) for k, v in jax.device_get(device_metrics).items()}
+    bad = nonfinite_terms(host)
+    phases = [p for p, key in (("D", "d_skipped"), ("G", "g_skipped")) if host.get(key, 0.0) > 0]
+    if bad and phases:  # config.skip_nonfinite: the step kept the old params of those phases
+      self.skipped["steps"] += 1
+      for phase in phases:
+        self.skipped[phase] += 1
+      logging.warning(
+          "Skipped the non-finite %s update at step %d (%s); %d step(s) skipped so far.",
+          " and ".join(phases),
+          step,
+          ", ".join(f"{k}={host[k]}" for k in bad),
+          self.skipped["steps"],
+      )
+    elif bad:
+      raise FloatingPointError(
+          f"non-finite {', '.join(bad)} at step {step} "
+          f"({', '.join(f'{k}={host[k]}' for k in bad)}); training stopped, the last good "
+          f"checkpoint (step {self._last_saved()}) stays the latest. Lower the learning rates "
+          f"(config.optim.*.learning_rate) or set config.skip_nonfinite=True."
+      )
+    self._history.append(host)
+    self.divergence.add(step, host)
+
+  def means(self, step: int) -> dict[str, float]:
+    """Means since the last call, with the divergence scalars (one warning line per window)."""
+    self.flush()
+    scalars = {k: float(np.mean([h[k] for h in self._history])) for k in self._history[-1]}
+    self._history.clear()
+    divergence_scalars, warning = self.divergence.check()
+    scalars.update(divergence_scalars)
+    if warning and step - self._last_warning >= self.divergence.window:
+      logging.warning("step %d: %s", step, warning)
+      self._last_warning = step
+    return scalars
+
+  def log_skipped(self, num_steps: int) -> None:
+    if self.skipped["steps"]:
+      logging.warning(
+          "%d of %d steps had a skipped update (G: %d, D: %d): non-finite losses or "
+          "gradients (config.skip_nonfinite).",
+          self.skipped["steps"],
+          num_steps,
+          self.skipped["G"],
+          self.skipped["D"],
+      )
+
+
+class Progress:
+  """steps/s and ETA between log steps; the clock starts after the first (compiling) step."""
+
+  def __init__(self, *, start_step: int, num_steps: int):
+    self.num_steps = num_steps
+    self._time, self._step = time.time(), start_step
+
+  def compiled(self, step: int, device_metrics) -> None:
+    """Call after the first step of this run: restarts the clock once it has finished."""
+    jax.block_until_ready(device_metrics)
+    self._time, self._step = time.time(), step
+
+  def report(self, step: int) -> tuple[dict[str, float], str]:
+    """({"steps_per_sec": ...} or {}, "  0.40 steps/s  ETA 1:02:03" or "")."""
+    now = time.time()
+    scalars, text = {}, ""
+    if step > self._step:
+      steps_per_sec = (step - self._step) / max(now - self._time, 1e-9)
+      scalars["steps_per_sec"] = steps_per_sec
+      eta = format_eta((self.num_steps - step) / max(steps_per_sec, 1e-9))
+      text = f"  {steps_per_sec:.2f} steps/s  ETA {eta}"
+    self._time, self._step = now, step
+    return scalars, text
+
+
+class TrainClock:
+  """Training wall time: elapsed time minus the evaluations, plus `minutes_before` (the minutes
+  of the runs this one resumes, from the quality history when the run evaluates periodically)."""
+
+  def __init__(self, *, minutes_before: float = 0.0):
+    self.minutes_before = minutes_before
+    self.start = time.time()
+    self.eval_seconds = 0.0
+
+  def seconds_this_run(self, at: Optional[float] = None) -> float:
+    return (time.time() if at is None else at) - self.start - self.eval_seconds
+
+  def minutes(self) -> float:
+    return self.minutes_before + self.seconds_this_run() / 60.0
+
+
+class StopRequest:
+  """SIGTERM / SIGINT -> finish the step, checkpoint, return (installed on the main thread)."""
+
+  def __init__(self):
+    self.signal_name: Optional[str] = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signal_name is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C: stop now
+    self.signal_name = signal.Signals(signum).name
+    logging.warning(
+        "%s received: finishing the current step, then saving a checkpoint.", self.signal_name
+    )
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
