@@ -72,6 +72,10 @@ class DatasetInfo:
   num_speakers: int
   speaker_names: tuple[str, ...]
   split_sizes: Mapping[str, int]
+  # The face layout every image shares, where the builder declares one (its FACE_LAYOUT:
+  # {"face_box", "mouth_box", "brow_boxes"}, pixel boxes) for pixel-space metrics; None for
+  # real faces (dlib metrics only).
+  face_layout: Mapping | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,10 +191,11 @@ def get_dataset_info(input_cfg) -> DatasetInfo:
       num_speakers=len(names),
       speaker_names=names,
       split_sizes={split: info.num_examples for split, info in builder.info.splits.items()},
+      face_layout=getattr(builder, "FACE_LAYOUT", None),
   )
 
 
-def _data_source(input_cfg, split: str):
+def data_source(input_cfg, split: str):
   """tfds.data_source of `split`; faces stay encoded bytes (decoded and resized once, with PIL)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
@@ -444,7 +449,7 @@ def create_train_iterator(
   window = input_cfg.audio_samples
   _check_positive(audio_samples=window)
   split = input_cfg.train_split
-  source = _data_source(input_cfg, split)
+  source = data_source(input_cfg, split)
   info = get_dataset_info(input_cfg)
   split_index = _scan_split(info.name, info.data_dir, split, window)
   records = source
@@ -520,7 +525,7 @@ def create_eval_iterator(
   split = split or input_cfg.eval_split
   window = input_cfg.audio_samples
   _check_positive(audio_samples=window)
-  source = _data_source(input_cfg, split)
+  source = data_source(input_cfg, split)
   info = get_dataset_info(input_cfg)
   split_index = _scan_split(info.name, info.data_dir, split, window)
   num_records = len(source)

@@ -733,8 +733,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   # A fixed batch for the image grids: validation speech if there is such a split.
   num_images = config.log.num_images
-  # Grids and periodic evaluation: in inference mode whatever config.eval.train_mode says; the
-  # current weights are swapped in (one compiled function for the whole run).
+  # Grids: in inference mode whatever config.eval.train_mode says (the periodic evaluation follows
+  # it); the current weights are swapped in (one compiled function for the whole run).
   generator = inference.FaceGenerator.from_state(
       config, num_speakers, state, train_mode=False, speaker_names=tuple(info.speaker_names)
   )
@@ -824,13 +824,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     )
     eval_scalars["eval/train_minutes"] = row["train_minutes"]
     writer.write_scalars(step, eval_scalars)
-    evaluate_lib.write_report(report, os.path.join(workdir, "eval", "periodic"))  # the latest one
+    report.write(os.path.join(workdir, "eval", "periodic"))  # the latest one
     logging.info(
         "eval at step %d (%s, %.1f s):\n%s",
         step,
         evaluator.split,
         eval_scalars["eval/seconds"],
-        evaluate_lib.summary(report),
+        report.summary(),
     )
 
   def train_minutes() -> float:  # summed over resumed runs when the run evaluates periodically
