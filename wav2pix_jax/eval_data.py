@@ -11,6 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
+from wav2pix_jax import config_lib
 from wav2pix_jax import face_metrics
 from wav2pix_jax import inference
 from wav2pix_jax import input_pipeline
@@ -74,7 +75,9 @@ def reference_faces(
       )
       labels.extend([s] * len(keys))
   if not faces:
-    raise ValueError(f"no real faces in split {train_split!r} for the identity classifier")
+    raise config_lib.ConfigError(
+        f"no real faces in split {train_split!r} for the identity classifier"
+    )
   return np.stack(faces), np.asarray(labels, np.int64), from_eval
 
 
