@@ -14,11 +14,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import sys
 from typing import Sequence
 
+from absl import flags
 import numpy as np
 from PIL import Image, ImageDraw
 
+from wav2pix_jax import cli
+from wav2pix_jax import config_lib
 from wav2pix_jax import eval_data
 from wav2pix_jax import eval_report
 from wav2pix_jax import face_metrics
@@ -112,13 +116,7 @@ def evaluate_workdir(
   train_faces_per_speaker: reference faces per speaker; None: the run's
   config.eval.reference_faces_per_speaker. The generator runs in the run's config.eval.train_mode.
   """
-  try:
-    generator = inference.load(workdir, step, batch_size=batch_size)
-  except (AttributeError, KeyError, TypeError) as e:
-    # A hand-edited config.json (a list, a missing section, a key like "__reduce__").
-    raise ValueError(
-        f"{workdir}: config.json does not describe a model ({type(e).__name__}: {e})"
-    ) from None
+  generator = inference.load(workdir, step, batch_size=batch_size)
   config = generator.config
   if train_faces_per_speaker is None:
     train_faces_per_speaker = config.eval.reference_faces_per_speaker
@@ -129,7 +127,7 @@ def evaluate_workdir(
   if info.num_speakers != generator.num_speakers or (
       generator.speaker_names and tuple(generator.speaker_names) != tuple(info.speaker_names)
   ):
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"the checkpoint was trained on speakers {generator.speaker_names} "
         f"({generator.num_speakers}) but dataset {info.name!r} has {list(info.speaker_names)}"
     )
@@ -195,7 +193,7 @@ class PeriodicEvaluator:
     )
     self.dlib_metrics = bool(eval_cfg.dlib)
     if not self.dlib_metrics and self.eval_set.layout is None:
-      raise ValueError(
+      raise config_lib.ConfigError(
           f"config.eval.dlib=False but dataset {self.eval_set.dataset!r} has no known face "
           "layout for pixel-space metrics: nothing to evaluate"
       )
@@ -221,74 +219,82 @@ class PeriodicEvaluator:
 
 # ----------------------------------------------------------------------------- CLI
 
-
-def _parser():
-  import argparse  # pylint: disable=g-import-not-at-top
-
-  parser = argparse.ArgumentParser(
-      prog="wav2pix-evaluate", description="The paper's metrics for a trained Wav2Pix workdir."
-  )
-  parser.add_argument("--workdir", required=True, help="training workdir (or its checkpoints/ dir)")
-  parser.add_argument("--split", default="test", help="dataset split to evaluate (default: test)")
-  parser.add_argument(
-      "--out",
-      default=None,
-      help="output folder for report.json and grid.png (default: <workdir>/eval/<split>)",
-  )
-  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  parser.add_argument(
-      "--max_examples", type=int, default=None, help="evaluate only the first N examples"
-  )
-  parser.add_argument("--batch_size", type=int, default=32, help="waveforms per generator call")
-  parser.add_argument(
-      "--train_faces_per_speaker",
-      type=int,
-      default=None,
-      help="real training faces per speaker for the identity classifier / FD reference "
-      "(default: the run's config.eval.reference_faces_per_speaker)",
-  )
-  parser.add_argument("--data_dir", default=None, help="override config.input.data_dir")
-  parser.add_argument(
-      "--no_dlib",
-      dest="dlib",
-      action="store_false",
-      help="skip the dlib metrics (pixel-space metrics only, for datasets with a known layout)",
-  )
-  return parser
+PROG = "wav2pix-evaluate"
+# The tool's own flags (not absl's global FLAGS: see cli.parse_flags).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "workdir", None, "Training workdir (or its checkpoints/ dir).", flag_values=FLAGS
+)
+flags.DEFINE_string("split", "test", "Dataset split to evaluate.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "out",
+    None,
+    "Output folder for report.json and grid.png (default: <workdir>/eval/<split>).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "max_examples", None, "Evaluate only the first N examples (default: all).", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "batch_size", inference.DEFAULT_BATCH_SIZE, "Waveforms per generator call.", flag_values=FLAGS
+)
+flags.DEFINE_integer(
+    "train_faces_per_speaker",
+    None,
+    "Real training faces per speaker for the identity classifier / FD reference (default: the "
+    "run's config.eval.reference_faces_per_speaker).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string("data_dir", None, "Override config.input.data_dir.", flag_values=FLAGS)
+flags.DEFINE_boolean(
+    "no_dlib",
+    False,
+    "Skip the dlib metrics (pixel-space metrics only, for datasets with a known face layout).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_boolean("library_logs", False, cli.LIBRARY_LOGS_HELP, flag_values=FLAGS)
+flags.mark_flag_as_required("workdir", flag_values=FLAGS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """CLI: evaluate, print a summary; errors as one line on stderr and exit status 1."""
-  import sys  # pylint: disable=g-import-not-at-top
+  """CLI: evaluate, print a summary; returns the exit status.
 
-  args = _parser().parse_args(argv)
-  for name in ("max_examples", "batch_size", "train_faces_per_speaker"):
-    value = getattr(args, name)
-    if value is not None and value < 1:
-      print(
-          f"wav2pix-evaluate: error: --{name} must be a positive integer, got {value}",
-          file=sys.stderr,
-      )
-      return 2
-  if args.out is None:
-    args.out = str(pathlib.Path(args.workdir).expanduser() / "eval" / args.split)
+  A user's error is one line on stderr: status 2 for a bad command line, 1 otherwise.
+  """
+  if cli.wants_help(argv):
+    print(cli.help_text(FLAGS, PROG, __doc__))
+    return 0
+  try:
+    positional = cli.parse_flags(FLAGS, argv, PROG)
+    if positional:
+      raise cli.UsageError(f"unexpected arguments {positional}")
+    for name in ("max_examples", "batch_size", "train_faces_per_speaker"):
+      value = FLAGS[name].value
+      if value is not None and value < 1:
+        raise cli.UsageError(f"--{name} must be a positive integer, got {value}")
+  except cli.UsageError as e:
+    print(cli.error_line(PROG, e), file=sys.stderr)
+    return 2
+  cli.quiet_library_logs(show=cli.library_logs_wanted(FLAGS.library_logs))
+  out = FLAGS.out or str(pathlib.Path(FLAGS.workdir).expanduser() / "eval" / FLAGS.split)
   try:
     report = evaluate_workdir(
-        args.workdir,
-        split=args.split,
-        out_dir=args.out,
-        step=args.step,
-        max_examples=args.max_examples,
-        batch_size=args.batch_size,
-        train_faces_per_speaker=args.train_faces_per_speaker,
-        data_dir=args.data_dir,
-        dlib_metrics=args.dlib,
+        FLAGS.workdir,
+        split=FLAGS.split,
+        out_dir=out,
+        step=FLAGS.step,
+        max_examples=FLAGS.max_examples,
+        batch_size=FLAGS.batch_size,
+        train_faces_per_speaker=FLAGS.train_faces_per_speaker,
+        data_dir=FLAGS.data_dir,
+        dlib_metrics=not FLAGS.no_dlib,
     )
-  except (ValueError, FileNotFoundError, OSError) as e:
-    print(f"wav2pix-evaluate: error: {' '.join(str(e).split())}", file=sys.stderr)
+  except (config_lib.ConfigError, OSError) as e:  # a bad setting or path; a bug keeps its traceback
+    print(cli.error_line(PROG, e), file=sys.stderr)
     return 1
   print(report.summary())
-  print(f"report: {pathlib.Path(args.out) / eval_report.REPORT_FILENAME}")
+  print(f"report: {pathlib.Path(out) / eval_report.REPORT_FILENAME}")
   return 0
 
 
