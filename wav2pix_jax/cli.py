@@ -56,7 +56,8 @@ def help_text(flag_values: flags.FlagValues, prog: str, doc: str | None) -> str:
   ]
   lines = [doc.strip() if doc else prog, "", "flags:"]
   for flag in sorted(module_flags, key=lambda f: f.name):
-    lines.append(f"  --{flag.name}: {flag.help} (default: {flag.default!r})")
+    default = "" if "default" in flag.help else f" (default: {flag.default!r})"
+    lines.append(f"  --{flag.name}: {flag.help}{default}")
   return "\n".join(lines)
 
 
