@@ -12,12 +12,12 @@ import math
 import pathlib
 import sys
 
-from wav2pix_jax import evaluate
+from wav2pix_jax import eval_report
 
 
 def summarize(reports: list[dict]) -> dict[str, dict]:
-  """{metric: {"mean", "sd", "n", "values"}} over the reports' `evaluate.scalars`."""
-  flat = [evaluate.scalars(r) for r in reports]
+  """{metric: {"mean", "sd", "n", "values"}} over the reports' headline numbers (`Report.scalars`)."""
+  flat = [eval_report.Report.from_json(r).scalars() for r in reports]
   keys = sorted(set().union(*flat))
   out = {}
   for key in keys:

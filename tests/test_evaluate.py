@@ -8,6 +8,7 @@ import pytest
 import soundfile
 from PIL import Image
 
+from wav2pix_jax import eval_report
 from wav2pix_jax import evaluate as ev
 from wav2pix_jax import face_metrics as fm
 
@@ -59,7 +60,7 @@ def report(data):
   generated = data["real"].copy()
   noise = np.random.default_rng(0).integers(0, 256, size=generated.shape, dtype=np.uint8)
   generated[data["speakers"] == 0] = noise[data["speakers"] == 0]
-  return ev.evaluate(generated=generated, speaker_names=list(SPEAKERS), **data)
+  return eval_report.evaluate(generated=generated, speaker_names=list(SPEAKERS), **data).to_json()
 
 
 def test_report_rows_and_definitions(report):
@@ -102,15 +103,37 @@ def test_mean_face_row(report, data):
   assert mean["identity"]["accuracy"] == 1.0
   # One image per speaker, repeated: its mouth opening is a per-speaker constant.
   assert mean["expressivity"]["num_faces"] == 2 * PER_SPEAKER
-  faces = ev.mean_faces(data["train_real"], data["train_speakers"], 2)
+  faces = eval_report.mean_faces(data["train_real"], data["train_speakers"], 2)
   np.testing.assert_allclose(faces[1], data["train_real"][PER_SPEAKER:].mean(0), atol=0.5)
 
 
 def test_write_report_round_trips(report, tmp_path):
-  path = ev.write_report(report, tmp_path / "out")
+  path = eval_report.Report.from_json(report).write(tmp_path / "out")
   assert path == tmp_path / "out" / "report.json"
   assert json.loads(path.read_text()) == json.loads(json.dumps(report))
   assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_report_json_round_trips_through_the_typed_rows(report):
+  typed = eval_report.Report.from_json(report)
+  assert json.dumps(typed.to_json()) == json.dumps(report)  # same keys, order and values
+  assert typed.rows["real"].dlib.identity.accuracy == report["rows"]["real"]["identity"]["accuracy"]
+  assert typed.scalars()["eval/real/frechet_distance"] == report["rows"]["real"]["frechet_distance"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(pathlib.Path(__file__).resolve().parents[1].glob("results/**/report.json")),
+    ids=str,
+)
+def test_committed_reports_keep_their_schema(path):
+  """results/*/report.json (written before the typed report) read and write back unchanged."""
+  saved = json.loads(path.read_text())
+  typed = eval_report.Report.from_json(saved)
+  assert json.dumps(typed.to_json()) == json.dumps(saved)
+  flat = typed.scalars()
+  assert flat["eval/generated/identity"] == saved["rows"]["generated"]["identity"]["accuracy"]
+  assert typed.summary().splitlines()[1].lstrip().startswith("generated: dlib: detection")
 
 
 def test_save_grid_places_real_next_to_generated(tmp_path):
@@ -141,11 +164,11 @@ def test_save_grid_places_real_next_to_generated(tmp_path):
 def test_evaluate_rejects_misaligned_inputs(data):
   kwargs = dict(data, speaker_names=list(SPEAKERS))
   with pytest.raises(ValueError, match="must align"):
-    ev.evaluate(**dict(kwargs, generated=data["real"][:-1]))
+    eval_report.evaluate(**dict(kwargs, generated=data["real"][:-1]))
   with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):
-    ev.evaluate(**dict(kwargs, generated=data["real"], speakers=data["speakers"] + 1))
+    eval_report.evaluate(**dict(kwargs, generated=data["real"], speakers=data["speakers"] + 1))
   with pytest.raises(ValueError, match="uint8"):
-    ev.evaluate(**dict(kwargs, generated=data["real"].astype(np.float32)))
+    eval_report.evaluate(**dict(kwargs, generated=data["real"].astype(np.float32)))
 
 
 # ----------------------------------------------------------------------------- CLI on a trained-like workdir
@@ -238,3 +261,15 @@ def test_cli_errors_are_one_line(workdir, tmp_path, capsys):
   assert ev.main([f"--workdir={tmp_path / 'missing'}", f"--out={tmp_path / 'y'}"]) == 1
   assert "no such workdir" in capsys.readouterr().err
   assert ev.main([f"--workdir={workdir}", f"--out={tmp_path / 'z'}", "--max_examples=0"]) == 2
+
+
+def test_cli_reference_faces_default_to_the_run_config(workdir, tmp_path):
+  """Without --train_faces_per_speaker: the run's config.eval.reference_faces_per_speaker."""
+  from test_inference import tiny_config
+
+  per_speaker = tiny_config().eval.reference_faces_per_speaker
+  out = tmp_path / "eval"
+  assert ev.main([f"--workdir={workdir}", "--split=test", f"--out={out}", "--max_examples=2"]) == 0
+  report = json.loads((out / "report.json").read_text())
+  assert report["run"]["train_faces_per_speaker"] == per_speaker
+  assert report["settings"]["num_train_faces"] == per_speaker * len(SPEAKERS)

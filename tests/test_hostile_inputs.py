@@ -804,3 +804,22 @@ def test_evaluate_cli_malformed_config_is_one_line(workdir, tmp_path, capfd):
       err.count("\n") == 1 and err.startswith("wav2pix-evaluate: error:") and "config.json" in err
   ), err
   assert not (tmp_path / "out").exists()
+
+
+def test_cli_config_json_edited_away_from_its_checkpoint_is_one_line(workdir, tmp_path, capfd):
+  """config.json with another model.embed_dim than its checkpoint: one line naming the field."""
+  from wav2pix_jax import evaluate
+
+  planted = tmp_path / "wd"
+  shutil.copytree(workdir, planted)
+  config = json.loads((planted / "config.json").read_text())
+  config["model"]["embed_dim"] += 8
+  (planted / "config.json").write_text(json.dumps(config))
+  soundfile.write(tmp_path / "ok.wav", _speech(0.2), SR)
+  err = _assert_refused(planted, tmp_path / "ok.wav", tmp_path / "out", capfd, "model.embed_dim")
+  assert "does not match checkpoint step 1" in err, err
+  capfd.readouterr()
+  assert evaluate.main([f"--workdir={planted}", f"--out={tmp_path / 'eval'}"]) == 1
+  err = capfd.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("wav2pix-evaluate: error:"), err
+  assert "model.embed_dim" in err and "Traceback" not in err, err

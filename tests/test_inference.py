@@ -179,3 +179,23 @@ def test_clear_errors_for_bad_inputs(run, tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(ValueError, match="neither a workdir"):
     inference.load(tmp_path / "empty")
+
+
+def test_config_json_that_does_not_match_its_checkpoint_names_the_field(run, tmp_path):
+  """A hand-edited shape field in config.json: one clear ConfigError, not a restore traceback."""
+  import shutil
+
+  from wav2pix_jax import config_lib
+
+  workdir, config, _ = run
+  edited = tmp_path / "wd"
+  shutil.copytree(workdir, edited)
+  saved = json.loads((edited / "config.json").read_text())
+  saved["model"]["embed_dim"] = config.model.embed_dim * 2
+  (edited / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(config_lib.ConfigError) as info:
+    inference.load(edited)
+  message = str(info.value)
+  assert "config.json does not match checkpoint step 5" in message, message
+  assert f"model.embed_dim: checkpoint {config.model.embed_dim} vs config.json" in message, message
+  assert "\n" not in message and "g_params" not in message  # names the field, not Flax paths

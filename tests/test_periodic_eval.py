@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_prep.synthetic import synthetic_dataset_builder as syn
-from wav2pix_jax import evaluate as ev
+from wav2pix_jax import eval_report as ev
 from wav2pix_jax import face_metrics as fm
 from wav2pix_jax import train
 
@@ -74,7 +74,7 @@ def test_brow_height_px_follows_pitch_on_every_speaker(clips):
 
 def test_pixel_brows_row(clips):
   layout = dict(LAYOUT, brow_boxes=syn.BROW_BOXES)
-  report = ev.evaluate(
+  typed = ev.evaluate(
       generated=clips["faces"][::-1].copy(),
       real=clips["faces"],
       speakers=clips["speakers"],
@@ -86,6 +86,7 @@ def test_pixel_brows_row(clips):
       dlib_metrics=False,
       layout=layout,
   )
+  report = typed.to_json()
   assert set(report["definitions"]) == {"pixel_identity", "pixel_mouth", "pixel_brows"}
   rows = report["rows"]
   assert rows["real"]["pixel"]["brows"]["pitch_correlation"] > 0.95
@@ -96,9 +97,9 @@ def test_pixel_brows_row(clips):
   assert (
       abs(rows["generated"]["pixel"]["brows"]["pitch_correlation_within_speaker"]) < 0.6
   )  # other clips
-  flat = ev.scalars(report)
+  flat = typed.scalars()
   assert flat["eval/real/pixel_brow_pitch_r_within_speaker"] > 0.95
-  assert "eyebrows~pitch r +" in ev.summary(report)
+  assert "eyebrows~pitch r +" in typed.summary()
   assert report["settings"]["pixel_layout"]["brow_boxes"] == [list(b) for b in syn.BROW_BOXES]
   with pytest.raises(ValueError, match="pitch"):
     ev.evaluate(
@@ -114,7 +115,7 @@ def test_pixel_brows_row(clips):
         layout=layout,
     )
   # Without pitch (or without brow boxes) there is no eyebrow entry.
-  report = ev.evaluate(
+  typed = ev.evaluate(
       generated=clips["faces"],
       real=clips["faces"],
       speakers=clips["speakers"],
@@ -125,6 +126,9 @@ def test_pixel_brows_row(clips):
       dlib_metrics=False,
       layout=layout,
   )
+  report = typed.to_json()
+  assert report["rows"]["real"]["pixel"]["mouth"] is None  # a mouth box but no loudness
+  assert json.dumps(ev.Report.from_json(report).to_json()) == json.dumps(report)
   assert (
       "brows" not in report["rows"]["real"]["pixel"] and "pixel_brows" not in report["definitions"]
   )
@@ -146,7 +150,9 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
       layout=LAYOUT,
   )
   blank = np.full_like(clips["faces"][held], 128)
-  report = ev.evaluate(generated=blank, **kwargs)
+  typed = ev.evaluate(generated=blank, **kwargs)
+  report = typed.to_json()
+  assert json.dumps(ev.Report.from_json(report).to_json()) == json.dumps(report)
   rows = report["rows"]
   assert (
       set(rows) == {"generated", "real", "mean_face"} and "face_detection_rate" not in rows["real"]
@@ -163,9 +169,9 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
   )  # no variation
   assert rows["generated"]["pixel"]["mouth"]["loudness_correlation"] is None  # constant: undefined
   assert rows["generated"]["pixel"]["identity"]["accuracy"] <= 2 / (len(syn.SPEAKERS) - 1)
-  flat = ev.scalars(report)
+  flat = typed.scalars()
   assert flat["eval/real/pixel_identity"] == 1.0 and "eval/generated/pixel_identity" in flat
-  assert "pixel: identity 100.0%" in ev.summary(report)
+  assert "pixel: identity 100.0%" in typed.summary()
   # An evaluated speaker without reference faces is an error naming it.
   with pytest.raises(ValueError, match=syn.SPEAKERS[-1]):
     ev.evaluate(
@@ -179,6 +185,73 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
     )
   with pytest.raises(ValueError, match="nothing to compute"):
     ev.evaluate(generated=blank, **dict(kwargs, layout=None))
+
+
+@pytest.fixture(scope="module")
+def synthetic_config(tmp_path_factory):
+  """configs/tiny.py on the synthetic dataset, prepared in a temporary data_dir."""
+  return _tiny(**{"input.data_dir": str(tmp_path_factory.mktemp("tfds")), "eval.split": "test"})
+
+
+def test_face_layout_comes_from_the_dataset(synthetic_config):
+  from wav2pix_jax import eval_data
+  from wav2pix_jax import input_pipeline
+
+  info = input_pipeline.get_dataset_info(synthetic_config.input)
+  assert info.face_layout == {
+      "face_box": syn.FACE_BOX,
+      "mouth_box": syn.MOUTH_BOX,
+      "brow_boxes": syn.BROW_BOXES,
+  }
+  eval_set = eval_data.load_eval_set(
+      synthetic_config.input,
+      split="test",
+      image_size=64,
+      max_examples=3,
+      reference_faces_per_speaker=1,
+      batch_size=2,
+  )
+  assert eval_set.layout == info.face_layout and len(eval_set.real) == 3
+  assert eval_set.pitch.shape == (3,) and len(eval_set.train_real) == len(syn.SPEAKERS) - len(
+      syn.UNSEEN_SPEAKERS
+  )
+
+
+def test_periodic_evaluator_follows_config_eval(synthetic_config):
+  """Reference faces per speaker and train_mode come from config.eval, as in the evaluate CLI."""
+  import dataclasses
+
+  import jax
+
+  from wav2pix_jax import evaluate
+  from wav2pix_jax import inference
+
+  seen = len(syn.SPEAKERS) - len(syn.UNSEEN_SPEAKERS)
+  state = train.create_train_state(synthetic_config, len(syn.SPEAKERS), jax.random.PRNGKey(0))
+  # As train.py builds it: inference mode, whatever config.eval.train_mode says.
+  generator = inference.FaceGenerator.from_state(
+      synthetic_config, len(syn.SPEAKERS), state, train_mode=False
+  )
+  results = {}
+  for train_mode in (False, True):
+    config = synthetic_config.copy_and_resolve_references()
+    config.eval.train_mode = train_mode
+    evaluator = evaluate.PeriodicEvaluator(config, batch_size=4)
+    per_speaker = config.eval.reference_faces_per_speaker
+    assert len(evaluator.eval_set.train_speakers) == per_speaker * seen
+    report, scalars = evaluator(generator)
+    assert scalars == report.scalars() and report.run["split"] == "test"
+    expected = evaluate.evaluate_set(
+        evaluator.eval_set,
+        dataclasses.replace(generator, train_mode=train_mode).generate_preprocessed(
+            evaluator.eval_set.waveforms
+        ),
+        dlib_metrics=False,
+    )
+    assert scalars == expected.scalars(), train_mode
+    results[train_mode] = scalars
+  key = "eval/generated/pixel_mouth_opening_std"
+  assert results[False][key] != results[True][key]
 
 
 def test_bad_eval_config_fails_fast():

@@ -56,7 +56,9 @@ def checkpoint_dir(workdir: str) -> str:
 def create_manager(workdir: str, *, max_to_keep: int, create: bool = True) -> ocp.CheckpointManager:
   """A CheckpointManager for <workdir>/checkpoints keeping the `max_to_keep` latest steps."""
   if not isinstance(max_to_keep, int) or max_to_keep < 1:
-    raise ValueError(f"config.log.max_checkpoints must be a positive integer, got {max_to_keep!r}")
+    raise config_lib.ConfigError(
+        f"config.log.max_checkpoints must be a positive integer, got {max_to_keep!r}"
+    )
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=create, cleanup_tmp_directories=True
   )
@@ -200,30 +202,37 @@ def _normalise(value: Any) -> Any:
   return value
 
 
-def check_compatible(
-    meta: Mapping, config: ml_collections.ConfigDict, *, num_speakers: int, where: str = ""
-) -> None:
-  """Raises ValueError naming every field whose value would change the state's shapes."""
+def shape_differences(saved: Mapping, current: Mapping, *, label: str = "config") -> list[str]:
+  """ "<field>: checkpoint <value> vs <label> <value>" for each SHAPE_FIELDS / STRUCTURE_FIELDS
+  field where a checkpoint's saved config and `current` (plain dicts) disagree."""
   # Both on top of base.py's defaults: a field added since the checkpoint was written takes the
   # default, which is the behaviour it was trained with.
-  saved = config_lib.with_defaults(dict(meta.get("config", {}))).to_dict()
-  current = config_lib.with_defaults(
-      make_meta(config, num_speakers=num_speakers)["config"]
-  ).to_dict()
+  saved = config_lib.with_defaults(dict(saved)).to_dict()
+  current = config_lib.with_defaults(dict(current)).to_dict()
   differences = []
   for field in SHAPE_FIELDS + tuple(STRUCTURE_FIELDS):
     old_value, new_value = _get(saved, field), _get(current, field)
     if field in STRUCTURE_FIELDS:
       old_value, new_value = STRUCTURE_FIELDS[field](old_value), STRUCTURE_FIELDS[field](new_value)
     if _normalise(old_value) != _normalise(new_value):
-      differences.append(f"{field}: checkpoint {old_value!r} vs config {new_value!r}")
+      differences.append(f"{field}: checkpoint {old_value!r} vs {label} {new_value!r}")
+  return differences
+
+
+def check_compatible(
+    meta: Mapping, config: ml_collections.ConfigDict, *, num_speakers: int, where: str = ""
+) -> None:
+  """Raises ConfigError naming every field whose value would change the state's shapes."""
+  differences = shape_differences(
+      meta.get("config", {}), make_meta(config, num_speakers=num_speakers)["config"]
+  )
   if meta.get("num_speakers") != num_speakers:
     differences.append(
         f"num_speakers (from the dataset): checkpoint {meta.get('num_speakers')!r} "
         f"vs dataset {num_speakers!r}"
     )
   if differences:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"refusing to resume from the checkpoint{(' in ' + where) if where else ''}: the config "
         f"changes the shapes of the saved state ({'; '.join(differences)}). Use a new --workdir "
         f"or the checkpoint's values."

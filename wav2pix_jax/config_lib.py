@@ -1,6 +1,12 @@
-"""Reading run configs: a saved config.json on top of configs/base.py's defaults."""
+"""Run configs: ConfigError (a user's error), and a saved config.json on top of base.py's defaults."""
 
 import ml_collections
+
+
+class ConfigError(ValueError):
+  """A user's error, not a bug: a bad config value or flag, a missing data dir or workdir, a
+  config.json that does not describe its checkpoint... The CLIs print it as one line (no
+  traceback) and exit non-zero; every other exception keeps its traceback."""
 
 
 def with_defaults(saved: dict) -> ml_collections.ConfigDict:

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from wav2pix_jax import config_lib
 from wav2pix_jax import layers
 from wav2pix_jax import models
 
@@ -24,7 +25,7 @@ def dtype(name: Any, *, field: str = "model.dtype") -> Any:
   if not isinstance(name, str):
     return jnp.dtype(name).type
   if name not in _DTYPES:
-    raise ValueError(f"config.{field}={name!r} is not one of {sorted(_DTYPES)}")
+    raise config_lib.ConfigError(f"config.{field}={name!r} is not one of {sorted(_DTYPES)}")
   return _DTYPES[name]
 
 
@@ -75,7 +76,7 @@ def conv_impl(
       break
   parts = [p.strip() for p in str(impl).split(",")]
   if impl != "auto" and not all(p in layers.CONV_IMPLS for p in parts):
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"config.model.{field}={impl!r} is not one of {_CONV_IMPLS} "
         f"(or a comma-separated list of {layers.CONV_IMPLS}, one per layer)"
     )
@@ -83,7 +84,7 @@ def conv_impl(
     num_up = models._check_image_size(model_cfg.image_size)
     num_layers = {"g": num_up + 1, "encoder": len(model_cfg.encoder_channels), "d": num_up}[network]
     if len(parts) != num_layers:
-      raise ValueError(
+      raise config_lib.ConfigError(
           f"config.model.{field}={impl!r} lists {len(parts)} values but the {network} "
           f"network has {num_layers} conv layers; give one value, or one per layer"
       )
@@ -98,7 +99,7 @@ def conv_impl(
 def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
   """Fails fast, naming the field, on a model config the models can't build."""
   if model_cfg.image_size not in models.SUPPORTED_IMAGE_SIZES:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"config.model.image_size={model_cfg.image_size!r} is not supported; "
         f"choose one of {models.SUPPORTED_IMAGE_SIZES}"
     )
@@ -112,25 +113,33 @@ def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
   ):
     value = model_cfg[field]
     if not isinstance(value, int) or value < 1:
-      raise ValueError(f"config.model.{field} must be a positive integer, got {value!r}")
+      raise config_lib.ConfigError(
+          f"config.model.{field} must be a positive integer, got {value!r}"
+      )
   value = model_cfg.d_joint_channels
   if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-    raise ValueError(f"config.model.d_joint_channels must be an integer >= 0, got {value!r}")
+    raise config_lib.ConfigError(
+        f"config.model.d_joint_channels must be an integer >= 0, got {value!r}"
+    )
   for field in ("encoder_channels", "encoder_hidden"):
     value = tuple(model_cfg[field])
     if not value or any(not isinstance(v, int) or v < 1 for v in value):
-      raise ValueError(
+      raise config_lib.ConfigError(
           f"config.model.{field} must be a non-empty tuple of positive integers, " f"got {value!r}"
       )
   if not 0.0 <= model_cfg.dropout_rate < 1.0:
-    raise ValueError(f"config.model.dropout_rate must be in [0, 1), got {model_cfg.dropout_rate!r}")
+    raise config_lib.ConfigError(
+        f"config.model.dropout_rate must be in [0, 1), got {model_cfg.dropout_rate!r}"
+    )
   if model_cfg.g_upsample not in models.UPSAMPLE_MODES:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"config.model.g_upsample={model_cfg.g_upsample!r} is not one of "
         f"{models.UPSAMPLE_MODES}"
     )
   if model_cfg.sn_init not in layers.SN_INITS:
-    raise ValueError(f"config.model.sn_init={model_cfg.sn_init!r} is not one of {layers.SN_INITS}")
+    raise config_lib.ConfigError(
+        f"config.model.sn_init={model_cfg.sn_init!r} is not one of {layers.SN_INITS}"
+    )
   dtype(model_cfg.dtype, field="model.dtype")
   dtype(model_cfg.param_dtype, field="model.param_dtype")
   for network in _NETWORKS:

@@ -9,39 +9,47 @@ with --video, one frame per 1/fps s, each generated from the window CENTRED on t
 (the recording is padded with half a window of silence at both ends). With --every or --video a
 silent window (a pause) still gets a face, generated from silence, and the count of such windows
 is printed; a recording that is silent throughout is refused. Outputs are written to a temporary
-name and renamed when complete, so a failure leaves nothing half-written. Errors are one line on
-stderr and a non-zero exit status.
+name and renamed when complete, so a failure leaves nothing half-written. A user's error (a bad
+flag, file or workdir) is one line on stderr and a non-zero exit status.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import sys
 import tempfile
 from typing import Sequence
 
+from absl import flags
 import numpy as np
 from PIL import Image
 
 from wav2pix_jax import audio
+from wav2pix_jax import cli
+from wav2pix_jax import config_lib
 
-
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="wav2pix-generate", description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True, help="training workdir (or checkpoint dir)")
-  parser.add_argument(
-      "--audio", required=True, action="append", nargs="+", help="audio or video file(s)"
-  )
-  parser.add_argument("--out", required=True, help="output folder for the PNG faces")
-  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  parser.add_argument("--every", type=float, default=None, help="one face every S seconds")
-  parser.add_argument("--video", default=None, help="write a talking-face MP4 (one --audio only)")
-  parser.add_argument("--fps", type=float, default=25.0, help="video frame rate (default 25)")
-  parser.add_argument("--sample", action="store_true", help="keep the generator's dropout on")
-  parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
-  return parser
+PROG = "wav2pix-generate"
+# The tool's own flags (not absl's global FLAGS: see cli.parse_flags).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("workdir", None, "Training workdir (or checkpoint dir).", flag_values=FLAGS)
+flags.DEFINE_multi_string(
+    "audio",
+    None,
+    "Audio or video file; repeat it for several (files may also follow as plain arguments).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string("out", None, "Output folder for the PNG faces.", flag_values=FLAGS)
+flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).", flag_values=FLAGS)
+flags.DEFINE_float("every", None, "One face every S seconds.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "video", None, "Write a talking-face MP4 (one --audio only).", flag_values=FLAGS
+)
+flags.DEFINE_float("fps", 25.0, "Video frame rate.", flag_values=FLAGS)
+flags.DEFINE_boolean("sample", False, "Keep the generator's dropout on.", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of --sample.", flag_values=FLAGS)
+flags.DEFINE_boolean("library_logs", False, cli.LIBRARY_LOGS_HELP, flag_values=FLAGS)
+flags.mark_flags_as_required(["workdir", "audio", "out"], flag_values=FLAGS)
 
 
 def write_video(
@@ -145,55 +153,57 @@ def _report_silent(path, silent: int, total: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """CLI entry; returns the exit status."""
-  args = _parser().parse_args(argv)
-  files = [f for group in args.audio for f in group]
+  """CLI entry; returns the exit status (2: a bad command line, 1: another user's error)."""
+  if cli.wants_help(argv):
+    print(cli.help_text(FLAGS, PROG, __doc__))
+    return 0
 
-  def fail(message: str, status: int = 1) -> int:
-    print(f"wav2pix-generate: error: {' '.join(str(message).split())}", file=sys.stderr)
+  def fail(message, status: int = 1) -> int:
+    print(cli.error_line(PROG, message), file=sys.stderr)
     return status
 
-  if args.every is not None and not args.every > 0:
-    return fail(f"--every must be a positive number of seconds, got {args.every}", 2)
-  if not args.fps > 0:
-    return fail(f"--fps must be positive, got {args.fps}", 2)
-  if args.video is not None and len(files) != 1:
+  try:
+    positional = cli.parse_flags(FLAGS, argv, PROG)
+  except cli.UsageError as e:
+    return fail(e, 2)
+  files = list(FLAGS.audio) + positional
+  if FLAGS.every is not None and not FLAGS.every > 0:
+    return fail(f"--every must be a positive number of seconds, got {FLAGS.every}", 2)
+  if not FLAGS.fps > 0:
+    return fail(f"--fps must be positive, got {FLAGS.fps}", 2)
+  if FLAGS.video is not None and len(files) != 1:
     return fail(f"--video needs exactly one --audio file, got {len(files)}", 2)
-  if args.video is not None and args.every is not None:
+  if FLAGS.video is not None and FLAGS.every is not None:
     return fail("--video sets the face rate from --fps; drop --every", 2)
   stems = [pathlib.Path(f).stem for f in files]
   if len(set(stems)) != len(stems):
     return fail(f"two --audio files share a name ({stems}); outputs would overwrite each other", 2)
+  cli.quiet_library_logs(show=cli.library_logs_wanted(FLAGS.library_logs))
 
   try:
     from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
 
-    try:
-      generator = inference.load(args.workdir, args.step)
-    except (AttributeError, KeyError, TypeError) as e:
-      # A hand-edited config.json (a list, a missing section, a key like "__reduce__").
-      return fail(
-          f"{args.workdir}: config.json does not describe a model ({type(e).__name__}: {e})"
-      )
+    generator = inference.load(FLAGS.workdir, FLAGS.step)
     # Decode everything first: a bad file fails before anything is written.
     waveforms = [audio.load_audio(f, sample_rate=generator.sample_rate) for f in files]
-    out_dir = pathlib.Path(args.out)
+    out_dir = pathlib.Path(FLAGS.out)
     for path, stem, waveform in zip(files, stems, waveforms):
-      if args.video is not None:
-        windows = video_windows(generator, waveform, fps=args.fps)
+      if FLAGS.video is not None:
+        windows = video_windows(generator, waveform, fps=FLAGS.fps)
         _report_silent(path, inference.check_not_all_silent(windows), len(windows))
-        faces = generator.generate_preprocessed(windows, sample=args.sample, seed=args.seed)
-        write_video(args.video, faces, waveform, sample_rate=generator.sample_rate, fps=args.fps)
+        faces = generator.generate_preprocessed(windows, sample=FLAGS.sample, seed=FLAGS.seed)
+        write_video(FLAGS.video, faces, waveform, sample_rate=generator.sample_rate, fps=FLAGS.fps)
         saved = _save_pngs(out_dir, stem, faces)
-        print(f"{path}: {len(faces)} frames -> {args.video} and {len(saved)} PNG(s) in {out_dir}")
+        print(f"{path}: {len(faces)} frames -> {FLAGS.video} and {len(saved)} PNG(s) in {out_dir}")
       else:
-        windows = generator.windows(waveform, generator.sample_rate, every=args.every)
-        if args.every is not None:
+        windows = generator.windows(waveform, generator.sample_rate, every=FLAGS.every)
+        if FLAGS.every is not None:
           _report_silent(path, inference.check_not_all_silent(windows), len(windows))
-        faces = generator.generate_preprocessed(windows, sample=args.sample, seed=args.seed)
+        faces = generator.generate_preprocessed(windows, sample=FLAGS.sample, seed=FLAGS.seed)
         saved = _save_pngs(out_dir, stem, faces)
         print(f"{path}: {len(faces)} face(s) -> {saved[0] if len(saved) == 1 else out_dir / stem}")
-  except (ValueError, FileNotFoundError, OSError) as e:
+  except (config_lib.ConfigError, audio.AudioError, OSError) as e:
+    # A bad setting, audio file or path; anything else is a bug and keeps its traceback.
     return fail(e)
   return 0
 

@@ -47,7 +47,9 @@ def _find_checkpoints(
   if not path.exists():
     raise FileNotFoundError(f"{path}: no such workdir or checkpoint directory")
   if not path.is_dir():
-    raise ValueError(f"{path}: expected a workdir or a checkpoint directory, got a file")
+    raise config_lib.ConfigError(
+        f"{path}: expected a workdir or a checkpoint directory, got a file"
+    )
   if (path / "checkpoints").is_dir():
     return path / "checkpoints", path, None
   if path.name.isdigit() and (path / "state").is_dir():  # one step: <workdir>/checkpoints/<step>
@@ -56,7 +58,7 @@ def _find_checkpoints(
     return ckpt_dir, workdir, int(path.name)
   if any(p.name.isdigit() and p.is_dir() for p in path.iterdir()):
     return path, path.parent if path.name == "checkpoints" else None, None
-  raise ValueError(
+  raise config_lib.ConfigError(
       f"{path}: neither a workdir (with checkpoints/) nor a checkpoint directory "
       "(with numbered step folders); has training saved a checkpoint yet?"
   )
@@ -139,7 +141,7 @@ class FaceGenerator:
   ) -> np.ndarray:
     """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window], in fixed-size chunks."""
     if sample and not self.can_sample:
-      raise ValueError(NO_DROPOUT_MESSAGE)
+      raise config_lib.ConfigError(NO_DROPOUT_MESSAGE)
     waveforms = np.asarray(waveforms, np.float32)
     if waveforms.ndim != 2 or waveforms.shape[1] != self.window:
       raise ValueError(f"preprocessed waveforms must be [B, {self.window}], got {waveforms.shape}")
@@ -265,20 +267,33 @@ def _config_and_meta(ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step:
   try:
     meta = checkpoints.load_meta(manager, step)
   except ValueError as e:  # not JSON, not UTF-8 (a pickle, say): never anything else
-    raise ValueError(
-        f"{ckpt_dir}: the metadata of checkpoint step {step} is not valid JSON " f"({e})"
+    raise config_lib.ConfigError(
+        f"{ckpt_dir}: the metadata of checkpoint step {step} is not valid JSON ({e})"
     ) from None
   config_path = workdir / "config.json" if workdir is not None else None
   if config_path is not None and config_path.is_file():
     try:
       raw = json.loads(config_path.read_bytes().decode("utf-8"))
     except ValueError as e:
-      raise ValueError(f"{config_path} is not valid JSON ({e})") from None
-    config = config_lib.with_defaults(raw)
+      raise config_lib.ConfigError(f"{config_path} is not valid JSON ({e})") from None
+    config = _parse_config(raw, config_path)
+    # A hand-edited config.json must still describe the saved arrays: say which field differs
+    # (rather than let the restore fail on parameter shapes).
+    differences = (
+        checkpoints.shape_differences(meta["config"], raw, label="config.json")
+        if isinstance(meta.get("config"), dict)
+        else []
+    )
+    if differences:
+      raise config_lib.ConfigError(
+          f"{config_path} does not match checkpoint step {step} ({'; '.join(differences)}): "
+          "restore the checkpoint's values, or remove config.json to use the config saved with "
+          "the checkpoint"
+      )
   elif meta.get("config"):
-    config = config_lib.with_defaults(meta["config"])
+    config = _parse_config(meta["config"], f"the config saved with {ckpt_dir}/{step}")
   else:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"{ckpt_dir}: no config.json in the workdir and no config stored with step {step}"
     )
   num_speakers = meta.get("num_speakers")
@@ -287,8 +302,21 @@ def _config_and_meta(ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step:
     dataset = json.loads((workdir / "dataset.json").read_text())
     num_speakers, names = dataset["num_speakers"], dataset.get("speaker_names")
   if num_speakers is None:
-    raise ValueError(f"{ckpt_dir}: step {step} does not record num_speakers")
+    raise config_lib.ConfigError(f"{ckpt_dir}: step {step} does not record num_speakers")
   return manager, config, int(num_speakers), tuple(names) if names else None
+
+
+def _parse_config(raw, source) -> ml_collections.ConfigDict:
+  """A saved config over base.py's defaults, checked enough to build the generator from it."""
+  try:
+    config = config_lib.with_defaults(raw)
+    factory.check_model_config(config.model)
+  except (AttributeError, KeyError, TypeError) as e:
+    # A hand-edited config.json: a list, a missing section, a key like "__reduce__", a wrong type.
+    raise config_lib.ConfigError(
+        f"{source} does not describe a model ({type(e).__name__}: {e})"
+    ) from None
+  return config
 
 
 def checkpoint_steps(workdir_or_checkpoint_dir: str | os.PathLike) -> list[int]:
@@ -316,15 +344,19 @@ def load(
   ckpt_dir, workdir, path_step = _find_checkpoints(workdir_or_checkpoint_dir)
   steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir())
   if not steps:
-    raise ValueError(f"{ckpt_dir}: no complete checkpoint yet")
+    raise config_lib.ConfigError(f"{ckpt_dir}: no complete checkpoint yet")
   if step is None:
     step = path_step if path_step is not None else steps[-1]
   elif path_step is not None and step != path_step:
-    raise ValueError(f"step={step} contradicts the checkpoint path, which names step {path_step}")
+    raise config_lib.ConfigError(
+        f"step={step} contradicts the checkpoint path, which names step {path_step}"
+    )
   if step not in steps:
-    raise ValueError(f"{ckpt_dir}: no checkpoint for step {step}; available steps: {steps}")
+    raise config_lib.ConfigError(
+        f"{ckpt_dir}: no checkpoint for step {step}; available steps: {steps}"
+    )
   if not isinstance(batch_size, int) or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    raise config_lib.ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
 
   manager, config, num_speakers, speaker_names = _config_and_meta(ckpt_dir, workdir, step)
   model = factory.make_generator(config.model, num_speakers)
@@ -355,7 +387,7 @@ def load(
         args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=target, partial_restore=True)),
     )["state"]
   except (ValueError, KeyError) as e:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
         f"config ({' '.join(str(e).split())[:300]})"
     ) from None
@@ -368,7 +400,7 @@ def load(
       if tuple(got.shape) != tuple(want.shape)
   ]
   if wrong or jax.tree.structure(restored) != jax.tree.structure(target):
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
         f"config ({'; '.join(wrong[:3]) or 'different parameters'})"
     )

@@ -50,6 +50,7 @@ import numpy as np
 from PIL import Image
 
 from wav2pix_jax import audio
+from wav2pix_jax import config_lib
 
 # Our builders, by TFDS name -> the module whose import registers them (imported lazily, so one
 # missing builder doesn't break the others).
@@ -72,6 +73,10 @@ class DatasetInfo:
   num_speakers: int
   speaker_names: tuple[str, ...]
   split_sizes: Mapping[str, int]
+  # The face layout every image shares, where the builder declares one (its FACE_LAYOUT:
+  # {"face_box", "mouth_box", "brow_boxes"}, pixel boxes) for pixel-space metrics; None for
+  # real faces (dlib metrics only).
+  face_layout: Mapping | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +90,7 @@ def _base_name(name: str) -> str:
 def _data_dir(input_cfg) -> str:
   data_dir = input_cfg.data_dir
   if not data_dir:
-    raise ValueError(
+    raise config_lib.ConfigError(
         "input.data_dir is not set: pass --config.input.data_dir=/path/to/tensorflow_datasets "
         "(where prepared TFDS datasets live, or will be prepared)"
     )
@@ -100,7 +105,7 @@ def _import_builder_module(name: str) -> None:
     importlib.import_module(module)
   except ModuleNotFoundError as e:
     if e.name and module.startswith(e.name):
-      raise ValueError(
+      raise config_lib.ConfigError(
           f"dataset {name!r} needs the builder module {module}, which is not installed "
           f"in this checkout ({e})"
       ) from None
@@ -116,7 +121,7 @@ def _prepared_builder(name: str, data_dir: str, manual_dir: str | None):
   try:
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
   except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"unknown dataset {name!r} (not registered, not prepared in {data_dir}); "
         f"known Wav2Pix datasets: {', '.join(sorted(BUILDER_MODULES))}"
     ) from None
@@ -124,7 +129,7 @@ def _prepared_builder(name: str, data_dir: str, manual_dir: str | None):
     if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) and manual_dir is not None:
       if not os.path.isdir(os.path.expanduser(manual_dir)):
         if not getattr(builder, "RELEASE_URL", None):
-          raise ValueError(
+          raise config_lib.ConfigError(
               f"dataset {name!r} is not prepared in {data_dir} and input.manual_dir "
               f"{manual_dir!r} is not a directory: pass --config.input.manual_dir=<raw data folder>"
           )
@@ -144,27 +149,27 @@ def _prepared_builder(name: str, data_dir: str, manual_dir: str | None):
     except OSError as e:  # requests' ConnectionError and friends are OSErrors
       if manual_dir is not None or not getattr(builder, "RELEASE_URL", None):
         raise
-      raise ValueError(
+      raise config_lib.ConfigError(
           f"dataset {name!r} is not prepared in {data_dir} and its download from "
           f"{builder.RELEASE_URL} failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}): "
           f"without internet, pass --config.input.manual_dir=<local copy of the release>"
       ) from None
     except AssertionError as e:
       if "manual" in str(e).lower():
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"dataset {name!r} needs its raw data: pass --config.input.manual_dir=<folder> "
             f"({' '.join(str(e).split())[:300]})"
         ) from None
       raise
   file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
   if file_format != "array_record":
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"dataset {name!r} in {data_dir} was prepared as {file_format}, the pipeline reads "
         f"ArrayRecord: rebuild it with file_format='array_record' (e.g. in a fresh data_dir)"
     )
   missing = [key for key in REQUIRED_FEATURES if key not in builder.info.features]
   if missing:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"dataset {name!r} lacks the record features {missing} (see DESIGN.md 'Record format')"
     )
   return builder
@@ -175,7 +180,7 @@ def get_dataset_info(input_cfg) -> DatasetInfo:
   data_dir = _data_dir(input_cfg)
   name = input_cfg.dataset
   if not name or not isinstance(name, str):
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"input.dataset must be a TFDS name, got {name!r}; "
         f"known: {', '.join(sorted(BUILDER_MODULES))}"
     )
@@ -187,16 +192,17 @@ def get_dataset_info(input_cfg) -> DatasetInfo:
       num_speakers=len(names),
       speaker_names=names,
       split_sizes={split: info.num_examples for split, info in builder.info.splits.items()},
+      face_layout=getattr(builder, "FACE_LAYOUT", None),
   )
 
 
-def _data_source(input_cfg, split: str):
+def data_source(input_cfg, split: str):
   """tfds.data_source of `split`; faces stay encoded bytes (decoded and resized once, with PIL)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   info = get_dataset_info(input_cfg)
   if split not in info.split_sizes:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"dataset {info.name!r} has no split {split!r}; splits: {sorted(info.split_sizes)}"
     )
   return tfds.data_source(
@@ -227,7 +233,7 @@ def _scan_split(name: str, data_dir: str, split: str, window: int) -> _SplitInde
     for key, record in zip(keys, source.__getitems__(keys)):
       speakers[key] = record["speaker"]
       if record["waveform"].shape[0] < window:
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"dataset {name!r} split {split!r} record {key} (clip {record.get('clip_id', b'?')!r}) has "
             f"{record['waveform'].shape[0]} samples, shorter than input.audio_samples={window}: "
             f"lower audio_samples or rebuild the dataset with longer clips"
@@ -235,7 +241,7 @@ def _scan_split(name: str, data_dir: str, split: str, window: int) -> _SplitInde
   present = np.unique(speakers)
   if present.size < 2:
     names = [source.dataset_info.features["speaker"].names[s] for s in present]
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"dataset {name!r} split {split!r} has {present.size} speaker(s) {names}: wrong faces "
         "(a real face of a different speaker) need at least 2"
     )
@@ -389,7 +395,7 @@ class _RecordRange:
 def _check_positive(**values) -> None:
   for key, value in values.items():
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(f"{key} must be a positive integer, got {value!r}")
+      raise config_lib.ConfigError(f"{key} must be a positive integer, got {value!r}")
 
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -414,7 +420,7 @@ def _fix_absl_flags_for_workers() -> None:
 def _num_workers(input_cfg) -> int:
   workers = input_cfg.num_workers or 0
   if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
-    raise ValueError(f"input.num_workers must be an integer >= 0, got {workers!r}")
+    raise config_lib.ConfigError(f"input.num_workers must be an integer >= 0, got {workers!r}")
   if workers:
     _fix_absl_flags_for_workers()
   return int(workers)
@@ -440,11 +446,11 @@ def create_train_iterator(
   process_index, process_count = _process(process_index, process_count)
   seed = input_cfg.shuffle_seed if seed is None else seed
   if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-    raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    raise config_lib.ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
   window = input_cfg.audio_samples
   _check_positive(audio_samples=window)
   split = input_cfg.train_split
-  source = _data_source(input_cfg, split)
+  source = data_source(input_cfg, split)
   info = get_dataset_info(input_cfg)
   split_index = _scan_split(info.name, info.data_dir, split, window)
   records = source
@@ -454,14 +460,16 @@ def create_train_iterator(
       or not isinstance(windows_per_face, int)
       or windows_per_face < 0
   ):
-    raise ValueError(f"input.windows_per_face must be an integer >= 0, got {windows_per_face!r}")
+    raise config_lib.ConfigError(
+        f"input.windows_per_face must be an integer >= 0, got {windows_per_face!r}"
+    )
   if windows_per_face:
     records = _RecordSubset(
         source, _first_windows(info.name, info.data_dir, split, windows_per_face)
     )
   shard_size = len(records) // process_count
   if shard_size < batch_size:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"split {split!r} has {len(records)} records: {shard_size} per process "
         f"({process_count} processes), fewer than the per-process batch_size={batch_size}"
     )
@@ -520,7 +528,7 @@ def create_eval_iterator(
   split = split or input_cfg.eval_split
   window = input_cfg.audio_samples
   _check_positive(audio_samples=window)
-  source = _data_source(input_cfg, split)
+  source = data_source(input_cfg, split)
   info = get_dataset_info(input_cfg)
   split_index = _scan_split(info.name, info.data_dir, split, window)
   num_records = len(source)
@@ -573,7 +581,7 @@ def _pad_batches(batches, *, batch_size: int, num_batches: int) -> Iterator[dict
     produced, template = produced + 1, batch
     yield batch
   if template is None and num_batches:
-    raise ValueError(
+    raise config_lib.ConfigError(
         "this process's eval shard is empty, so there is no example to pad with: "
         "use fewer processes or a larger split"
     )

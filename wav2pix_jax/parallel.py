@@ -7,6 +7,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import jax
 import numpy as np
 
+from wav2pix_jax import config_lib
+
 AXIS_NAME = "batch"  # the pmap axis: gradients and BatchNorm statistics are averaged over it
 
 PyTree = Any
@@ -32,15 +34,17 @@ def check_batch_size(
       jax.local_device_count() if local_device_count is None else local_device_count
   )
   if not isinstance(global_batch, (int, np.integer)) or global_batch <= 0:
-    raise ValueError(f"config.batch_size must be a positive integer, got {global_batch!r}")
+    raise config_lib.ConfigError(
+        f"config.batch_size must be a positive integer, got {global_batch!r}"
+    )
   if global_batch % process_count:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"config.batch_size={global_batch} is not divisible by the number of processes "
         f"({process_count}); choose a multiple of {process_count * local_device_count}."
     )
   per_process = global_batch // process_count
   if per_process % local_device_count:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"config.batch_size={global_batch} gives {per_process} examples per process, which is not "
         f"divisible by the {local_device_count} local devices; choose a multiple of "
         f"{process_count * local_device_count}."

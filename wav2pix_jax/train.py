@@ -18,6 +18,7 @@ import optax
 
 from wav2pix_jax import augment
 from wav2pix_jax import checkpoints
+from wav2pix_jax import config_lib
 from wav2pix_jax import evaluate as evaluate_lib
 from wav2pix_jax import factory
 from wav2pix_jax import inference
@@ -62,7 +63,7 @@ def make_optimizers(
   def adam(section: str) -> optax.GradientTransformation:
     cfg = config.optim[section]
     if not cfg.learning_rate > 0:
-      raise ValueError(
+      raise config_lib.ConfigError(
           f"config.optim.{section}.learning_rate must be > 0, got {cfg.learning_rate!r}"
       )
     return optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
@@ -472,28 +473,34 @@ def check_config(config: ml_collections.ConfigDict) -> int:
     for key in field.split("."):
       value = value[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f"config.{field} must be a positive integer, got {value!r}")
+      raise config_lib.ConfigError(f"config.{field} must be a positive integer, got {value!r}")
   for field in ("adversarial", "feature_matching", "l1", "speaker_ce", "r1"):
     if config.loss[field] < 0:
-      raise ValueError(f"config.loss.{field} must be >= 0, got {config.loss[field]!r}")
+      raise config_lib.ConfigError(f"config.loss.{field} must be >= 0, got {config.loss[field]!r}")
   try:
     augment.parse_policy(config.loss.diff_augment)
   except ValueError as e:
-    raise ValueError(f"config.loss.diff_augment: {e}") from None
+    raise config_lib.ConfigError(f"config.loss.diff_augment: {e}") from None
   if not 0.0 <= config.optim.g.ema_decay < 1.0:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"config.optim.g.ema_decay must be in [0, 1), got {config.optim.g.ema_decay!r}"
     )
   minutes = config.max_train_minutes
   if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0:
-    raise ValueError(f"config.max_train_minutes must be >= 0 (0 = no time limit), got {minutes!r}")
+    raise config_lib.ConfigError(
+        f"config.max_train_minutes must be >= 0 (0 = no time limit), got {minutes!r}"
+    )
   value = config.log.divergence_window
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"config.log.divergence_window must be a positive integer, got {value!r}")
+    raise config_lib.ConfigError(
+        f"config.log.divergence_window must be a positive integer, got {value!r}"
+    )
   for field, minimum in (("every_steps", 0), ("max_examples", 1)):  # periodic evaluation
     value = config.eval[field]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-      raise ValueError(f"config.eval.{field} must be an integer >= {minimum}, got {value!r}")
+      raise config_lib.ConfigError(
+          f"config.eval.{field} must be an integer >= {minimum}, got {value!r}"
+      )
   return parallel.check_batch_size(config.batch_size)
 
 
@@ -537,7 +544,7 @@ def distributed_args(config: ml_collections.ConfigDict) -> dict:
   """The explicit `jax.distributed.initialize` arguments of `config` ({} = auto-detect).
 
   Raises:
-    ValueError: some but not all of coordinator_address / num_processes / process_id are set, or
+    ConfigError: some but not all of coordinator_address / num_processes / process_id are set, or
       they are out of range.
   """
   address = config.coordinator_address or ""
@@ -545,7 +552,9 @@ def distributed_args(config: ml_collections.ConfigDict) -> dict:
   process_id = config.process_id
   for name, value in (("num_processes", num_processes), ("process_id", process_id)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-      raise ValueError(f"--config.{name} must be an integer (-1 = auto-detect), got {value!r}")
+      raise config_lib.ConfigError(
+          f"--config.{name} must be an integer (-1 = auto-detect), got {value!r}"
+      )
   given = {
       "coordinator_address": bool(address),
       "num_processes": num_processes != -1,
@@ -555,18 +564,18 @@ def distributed_args(config: ml_collections.ConfigDict) -> dict:
     return {}
   if not all(given.values()):
     unset = ", ".join(f"--config.{k}" for k, v in given.items() if not v)
-    raise ValueError(
+    raise config_lib.ConfigError(
         "an explicit multi-process launch needs --config.coordinator_address=HOST:PORT, "
         "--config.num_processes=N and --config.process_id=I together; missing: "
         f"{unset} (leave all three unset to auto-detect SLURM / Open MPI / Cloud TPU)"
     )
   host, _, port = str(address).rpartition(":")
   if not host or not port.isdigit():
-    raise ValueError(f"--config.coordinator_address must be HOST:PORT, got {address!r}")
+    raise config_lib.ConfigError(f"--config.coordinator_address must be HOST:PORT, got {address!r}")
   if num_processes < 1:
-    raise ValueError(f"--config.num_processes must be >= 1, got {num_processes}")
+    raise config_lib.ConfigError(f"--config.num_processes must be >= 1, got {num_processes}")
   if not 0 <= process_id < num_processes:
-    raise ValueError(
+    raise config_lib.ConfigError(
         f"--config.process_id must be in [0, {num_processes}) "
         f"(--config.num_processes={num_processes}), got {process_id}"
     )
@@ -604,7 +613,7 @@ def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
   multi_host_env = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
   if not (config.distributed or multi_host_env) or jax.distributed.is_initialized():
     if args and not config.distributed:
-      raise ValueError(
+      raise config_lib.ConfigError(
           "--config.coordinator_address / num_processes / process_id are set but "
           "--config.distributed is False; add --config.distributed=True"
       )
@@ -697,7 +706,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   if start_step == 0:
     writer.write_hparams(_hparams(config))
 
-  # Grids and periodic evaluation: in inference mode whatever config.eval.train_mode says.
+  # Grids: in inference mode whatever config.eval.train_mode says (the periodic evaluation follows
+  # it); the current weights are swapped in (one compiled function for the whole run).
   generator = inference.FaceGenerator.from_state(
       config, num_speakers, state, train_mode=False, speaker_names=tuple(info.speaker_names)
   )
@@ -777,13 +787,13 @@ def run_evaluation(run: Run, state, step: int) -> None:
   run.clock.eval_seconds += scalars["eval/seconds"]
   scalars["eval/train_minutes"] = row["train_minutes"]
   run.writer.write_scalars(step, scalars)
-  evaluate_lib.write_report(report, os.path.join(run.workdir, "eval", "periodic"))  # the latest
+  report.write(os.path.join(run.workdir, "eval", "periodic"))  # the latest one
   logging.info(
       "eval at step %d (%s, %.1f s):\n%s",
       step,
       run.evaluator.split,
       scalars["eval/seconds"],
-      evaluate_lib.summary(report),
+      report.summary(),
   )
 
 

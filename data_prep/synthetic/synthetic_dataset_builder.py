@@ -404,6 +404,9 @@ class SyntheticTalkingFaces(tfds.core.GeneratorBasedBuilder):
   """Synthetic speakers whose voices and faces share identity and expression (see module doc)."""
 
   VERSION = tfds.core.Version("1.1.0")
+  # Every face is drawn on one layout (see draw_face): pixel-space metrics read it from here
+  # (input_pipeline.DatasetInfo.face_layout).
+  FACE_LAYOUT = {"face_box": FACE_BOX, "mouth_box": MOUTH_BOX, "brow_boxes": BROW_BOXES}
   RELEASE_NOTES = {
       "1.0.0": "Initial release.",
       "1.1.0": "Vocal effort also sets the phonation (breathy when quiet): the mouth is learnable.",

@@ -1,0 +1,628 @@
+"""The paper's metrics as a typed report: rows that print, flatten to TensorBoard and serialise.
+
+`evaluate(...)` computes every metric (with `face_metrics`: dlib only, no learned model of ours)
+for three rows:
+
+- "generated": the model's faces from held-out speech;
+- "real": the real held-out faces paired with that speech (the ceiling);
+- "mean_face": each speaker's pixel-mean training face, i.e. a "model" that only knows who speaks.
+
+and returns a `Report`: `summary()` (readable lines), `scalars()` ({"eval/<row>/<metric>": value}
+for TensorBoard and eval/history.jsonl), `to_json()` / `from_json()` (the report.json schema that
+results/*/report.json and scripts/ read) and `write(out_dir)`. The JSON layout is known here only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from wav2pix_jax import face_metrics
+
+REPORT_FILENAME = "report.json"
+
+DEFINITIONS = {
+    "face_detection_rate": (
+        "share of images in which dlib's frontal face detector finds a face (the 68-point landmark "
+        f"predictor then runs); images resized to {face_metrics.DETECTION_SIZE} px, "
+        f"{face_metrics.UPSAMPLE} up-samplings"
+    ),
+    "identity": (
+        "accuracy of a nearest-centroid speaker classifier, fitted on dlib 128-d embeddings of the real "
+        "training faces, applied to each image (full image as face box where none is detected); chance = "
+        "1 / num_speakers"
+    ),
+    "frechet_distance": (
+        "Frechet distance between Gaussians fitted to the row's dlib embeddings and to the real training "
+        "faces' embeddings (eps = 1e-6 on the covariance diagonals); lower is closer"
+    ),
+    "expressivity": (
+        "inner-lip gap (landmarks 62-64 vs 68-66) / outer-eye-corner distance on detected faces, and its "
+        "Pearson correlation with the RMS level (dB) of the raw speech clip"
+    ),
+}
+
+PIXEL_DEFINITIONS = {
+    "pixel_identity": (
+        "accuracy of a nearest-centroid speaker classifier in PIXEL space: each image's face box "
+        "(the dataset's known layout) vs each speaker's mean real reference face in that box (the mean "
+        "training face), Euclidean; chance = 1 / number of speakers with reference faces. For datasets "
+        "with a known face layout (synthetic cartoon faces, which dlib does not detect)"
+    ),
+    "pixel_mouth": (
+        "mouth opening measured directly in the dataset's known mouth box: height in px of the dark "
+        "mouth interior (per row, mean membership luma <= 30 -> 1 .. >= 70 -> 0, summed over rows), on "
+        "every image, and its Pearson correlation with the RMS level (dB) of the raw speech clip; "
+        "'within_speaker': the same after subtracting each speaker's mean from both (expression beyond "
+        "identity: None / ~0 for the mean-face row)"
+    ),
+    "pixel_brows": (
+        "eyebrow height measured directly in the dataset's known eyebrow boxes: per column, the row "
+        "centroid of the darkest pixels (softmin of luma, "
+        f"{face_metrics.BROW_SOFTMIN_LUMA:g}), in px above the boxes' bottom, averaged over columns; on "
+        "every image, and its Pearson correlation with each clip's pitch (the dataset's pitch_shift, "
+        "semitones); 'within_speaker' as for the mouth"
+    ),
+}
+
+ROW_DESCRIPTIONS = {
+    "generated": "faces generated from held-out speech",
+    "real": "real held-out faces paired with that speech (ceiling)",
+    "mean_face": "each speaker's pixel-mean training face (a model that only knows who is speaking)",
+}
+
+# ------------------------------------------------------------------------------- the typed report
+
+
+def _fmt(value: float | None, spec: str) -> str:
+  return "n/a" if value is None else format(value, spec)
+
+
+@dataclasses.dataclass
+class SpeakerAccuracy:
+  """One speaker's share of correctly identified images (None: no image of that speaker)."""
+
+  speaker: str
+  num_examples: int
+  accuracy: float | None
+
+
+@dataclasses.dataclass
+class Identity:
+  """A nearest-centroid speaker classifier's accuracy on a row's images (dlib or pixel space)."""
+
+  accuracy: float
+  chance: float  # 1 / num_classes
+  num_examples: int
+  per_speaker: list[SpeakerAccuracy]
+  num_classes: int  # speakers with reference faces
+
+  def to_json(self, per_speaker_extra: Sequence[dict] | None = None) -> dict:
+    per_speaker = [dataclasses.asdict(s) for s in self.per_speaker]
+    for row, extra in zip(per_speaker, per_speaker_extra or ()):
+      row.update(extra)
+    return {
+        "accuracy": self.accuracy,
+        "chance": self.chance,
+        "num_examples": self.num_examples,
+        "per_speaker": per_speaker,
+        "num_classes": self.num_classes,
+    }
+
+  @classmethod
+  def from_json(cls, d: dict, extra_keys: Sequence[str] = ()) -> Identity:
+    per_speaker = [
+        SpeakerAccuracy(**{k: v for k, v in s.items() if k not in extra_keys})
+        for s in d["per_speaker"]
+    ]
+    return cls(**{**d, "per_speaker": per_speaker})
+
+
+@dataclasses.dataclass
+class Expressivity:
+  """dlib: mouth opening (inner-lip gap / eye distance) of detected faces vs speech loudness."""
+
+  num_faces: int
+  mouth_opening_mean: float | None
+  mouth_opening_std: float | None
+  loudness_correlation: float | None
+
+
+@dataclasses.dataclass
+class PixelMouth:
+  """Mouth opening (px, in the dataset's mouth box) of every image vs speech loudness."""
+
+  num_faces: int
+  mouth_opening_mean: float
+  mouth_opening_std: float
+  loudness_correlation: float | None
+  loudness_correlation_within_speaker: float | None
+
+
+@dataclasses.dataclass
+class PixelBrows:
+  """Eyebrow height (px, in the dataset's brow boxes) of every image vs each clip's pitch."""
+
+  num_faces: int
+  brow_height_mean: float
+  brow_height_std: float
+  pitch_correlation: float | None
+  pitch_correlation_within_speaker: float | None
+
+
+def _optional(cls, d: dict | None):
+  return None if d is None else cls(**d)
+
+
+def _asdict(value) -> dict | None:
+  return None if value is None else dataclasses.asdict(value)
+
+
+@dataclasses.dataclass
+class DlibMetrics:
+  """The paper's metrics of one row (dlib detection, embeddings and landmarks)."""
+
+  face_detection_rate: float
+  identity: Identity
+  per_speaker_detection_rate: list[float | None]  # in identity.per_speaker's order
+  frechet_distance: float | None  # None: fewer than 2 images
+  expressivity: Expressivity | None  # None: no loudness given
+
+  def to_json(self) -> dict:
+    return {
+        "face_detection_rate": self.face_detection_rate,
+        "identity": self.identity.to_json(
+            [{"face_detection_rate": r} for r in self.per_speaker_detection_rate]
+        ),
+        "frechet_distance": self.frechet_distance,
+        "expressivity": _asdict(self.expressivity),
+    }
+
+  @classmethod
+  def from_json(cls, d: dict) -> DlibMetrics:
+    return cls(
+        face_detection_rate=d["face_detection_rate"],
+        identity=Identity.from_json(d["identity"], extra_keys=("face_detection_rate",)),
+        per_speaker_detection_rate=[
+            s.get("face_detection_rate") for s in d["identity"]["per_speaker"]
+        ],
+        frechet_distance=d["frechet_distance"],
+        expressivity=_optional(Expressivity, d["expressivity"]),
+    )
+
+  def scalars(self) -> dict[str, float | None]:
+    return {
+        "face_detection_rate": self.face_detection_rate,
+        "identity": self.identity.accuracy,
+        "frechet_distance": self.frechet_distance,
+        "mouth_loudness_r": self.expressivity and self.expressivity.loudness_correlation,
+    }
+
+  def summary(self) -> str:
+    corr = self.expressivity and self.expressivity.loudness_correlation
+    return (
+        f"dlib: detection {self.face_detection_rate:.1%}  identity {self.identity.accuracy:.1%}  "
+        f"FD {_fmt(self.frechet_distance, '.3f')}  mouth~loudness r {_fmt(corr, '+.2f')}"
+    )
+
+
+@dataclasses.dataclass
+class PixelMetrics:
+  """Metrics measured in pixel space where the dataset's face layout is known (synthetic faces)."""
+
+  identity: Identity
+  mouth: PixelMouth | None = None  # None: no mouth box, or no loudness given
+  brows: PixelBrows | None = None  # None: no brow boxes, or no pitch given
+  # The layout has a mouth box: "mouth" is in the JSON (null when there was no loudness).
+  has_mouth_box: bool = False
+
+  def to_json(self) -> dict:
+    out: dict[str, Any] = {"identity": self.identity.to_json()}
+    if self.has_mouth_box:
+      out["mouth"] = _asdict(self.mouth)
+    if self.brows is not None:
+      out["brows"] = _asdict(self.brows)
+    return out
+
+  @classmethod
+  def from_json(cls, d: dict) -> PixelMetrics:
+    return cls(
+        identity=Identity.from_json(d["identity"]),
+        mouth=_optional(PixelMouth, d.get("mouth")),
+        brows=_optional(PixelBrows, d.get("brows")),
+        has_mouth_box="mouth" in d,
+    )
+
+  def scalars(self) -> dict[str, float | None]:
+    mouth, brows = self.mouth, self.brows
+    return {
+        "pixel_identity": self.identity.accuracy,
+        "pixel_mouth_loudness_r": mouth and mouth.loudness_correlation,
+        "pixel_mouth_loudness_r_within_speaker": mouth
+        and mouth.loudness_correlation_within_speaker,
+        "pixel_mouth_opening_std": mouth and mouth.mouth_opening_std,
+        "pixel_brow_pitch_r": brows and brows.pitch_correlation,
+        "pixel_brow_pitch_r_within_speaker": brows and brows.pitch_correlation_within_speaker,
+    }
+
+  def summary(self) -> str:
+    mouth = self.mouth
+    line = (
+        f"pixel: identity {self.identity.accuracy:.1%}  mouth~loudness r "
+        f"{_fmt(mouth and mouth.loudness_correlation, '+.2f')} (within speakers "
+        f"{_fmt(mouth and mouth.loudness_correlation_within_speaker, '+.2f')})"
+    )
+    if mouth:
+      line += f" (opening {mouth.mouth_opening_mean:.2f}+-{mouth.mouth_opening_std:.2f} px)"
+    brows = self.brows
+    if brows:
+      line += (
+          f"  eyebrows~pitch r {_fmt(brows.pitch_correlation, '+.2f')} (within speakers "
+          f"{_fmt(brows.pitch_correlation_within_speaker, '+.2f')}) (height "
+          f"{brows.brow_height_mean:.2f}+-{brows.brow_height_std:.2f} px)"
+      )
+    return line
+
+
+@dataclasses.dataclass
+class Row:
+  """One row of the report (generated, real or mean-face images): dlib and/or pixel metrics."""
+
+  description: str
+  num_images: int
+  dlib: DlibMetrics | None = None
+  pixel: PixelMetrics | None = None
+
+  def to_json(self) -> dict:
+    out: dict[str, Any] = {"description": self.description, "num_images": self.num_images}
+    if self.dlib is not None:
+      out.update(self.dlib.to_json())
+    if self.pixel is not None:
+      out["pixel"] = self.pixel.to_json()
+    return out
+
+  @classmethod
+  def from_json(cls, d: dict) -> Row:
+    return cls(
+        description=d["description"],
+        num_images=d["num_images"],
+        dlib=DlibMetrics.from_json(d) if "face_detection_rate" in d else None,
+        pixel=PixelMetrics.from_json(d["pixel"]) if "pixel" in d else None,
+    )
+
+  def scalars(self) -> dict[str, float]:
+    """This row's headline numbers by metric name (undefined ones left out)."""
+    values: dict[str, float | None] = {}
+    for metrics in (self.dlib, self.pixel):
+      if metrics is not None:
+        values.update(metrics.scalars())
+    return {k: float(v) for k, v in values.items() if v is not None}
+
+  def summary(self) -> str:
+    return "  |  ".join(m.summary() for m in (self.dlib, self.pixel) if m is not None)
+
+
+@dataclasses.dataclass
+class Report:
+  """An evaluation: definitions and settings (JSON objects as written), rows by name, the run."""
+
+  definitions: dict[str, str]
+  settings: dict[str, Any]
+  speaker_names: list[str]
+  num_examples: int
+  rows: dict[str, Row]
+  run: dict[str, Any] | None = None  # what was evaluated (workdir, step, dataset, split...)
+
+  def to_json(self) -> dict:
+    """The report.json object."""
+    out = {
+        "definitions": dict(self.definitions),
+        "settings": dict(self.settings),
+        "speaker_names": list(self.speaker_names),
+        "num_examples": self.num_examples,
+        "rows": {name: row.to_json() for name, row in self.rows.items()},
+    }
+    if self.run is not None:
+      out["run"] = dict(self.run)
+    return out
+
+  @classmethod
+  def from_json(cls, d: dict) -> Report:
+    """A report.json object (as `to_json` or earlier versions of this code wrote it)."""
+    return cls(
+        definitions=d["definitions"],
+        settings=d["settings"],
+        speaker_names=d["speaker_names"],
+        num_examples=d["num_examples"],
+        rows={name: Row.from_json(row) for name, row in d["rows"].items()},
+        run=d.get("run"),
+    )
+
+  @classmethod
+  def read(cls, path: str | os.PathLike) -> Report:
+    """A report.json file."""
+    return cls.from_json(json.loads(pathlib.Path(path).read_text()))
+
+  def write(self, out_dir: str | os.PathLike) -> pathlib.Path:
+    """out_dir/report.json, atomically (no half-written file); returns its path."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / REPORT_FILENAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+  def scalars(self) -> dict[str, float]:
+    """Flat {"eval/<row>/<metric>": value} of the headline numbers (TensorBoard, history.jsonl)."""
+    return {
+        f"eval/{name}/{k}": v for name, row in self.rows.items() for k, v in row.scalars().items()
+    }
+
+  def summary(self) -> str:
+    """A few readable lines: one per row (dlib metrics, then pixel-space ones where computed)."""
+    first = next(iter(self.rows.values()))
+    chance = (first.dlib or first.pixel).identity.chance
+    lines = [
+        f"{self.num_examples} examples, {len(self.speaker_names)} speakers "
+        f"(identity chance {chance:.1%})"
+    ]
+    lines += [f"{name:>10}: {row.summary()}" for name, row in self.rows.items()]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- computing it
+
+
+def resize_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Bicubic resize of a uint8 batch to (H, W); a no-op where the size already matches."""
+  if images.shape[1:3] == size:
+    return images
+  return np.stack(
+      [np.asarray(Image.fromarray(im).resize(size[::-1], Image.BICUBIC)) for im in images]
+  )
+
+
+def mean_faces(train_real: np.ndarray, train_speakers: np.ndarray, num_speakers: int) -> np.ndarray:
+  """uint8 [num_speakers, H, W, 3]: the pixel-mean training face of each speaker."""
+  train_speakers = np.asarray(train_speakers)
+  means = []
+  for s in range(num_speakers):
+    faces = train_real[train_speakers == s]
+    if not len(faces):
+      raise ValueError(f"speaker {s} has no training faces: cannot build its mean face")
+    means.append(np.clip(np.round(faces.astype(np.float64).mean(0)), 0, 255).astype(np.uint8))
+  return np.stack(means)
+
+
+def _identity(
+    predicted_class: np.ndarray,
+    classes: np.ndarray,
+    speakers: np.ndarray,
+    speaker_names: Sequence[str],
+) -> Identity:
+  result = face_metrics.identity_accuracy(classes[predicted_class], speakers, speaker_names)
+  return Identity(
+      accuracy=result["accuracy"],
+      chance=1.0 / len(classes),
+      num_examples=result["num_examples"],
+      per_speaker=[SpeakerAccuracy(**s) for s in result["per_speaker"]],
+      num_classes=int(len(classes)),
+  )
+
+
+def _dlib_metrics(
+    analysis: face_metrics.FaceAnalysis,
+    *,
+    speakers: np.ndarray,
+    loudness: np.ndarray | None,
+    classifier: face_metrics.CentroidClassifier,
+    classes: np.ndarray,
+    reference_embeddings: np.ndarray,
+    speaker_names: Sequence[str],
+) -> DlibMetrics:
+  identity = _identity(classifier.predict(analysis.embeddings), classes, speakers, speaker_names)
+  detection = []
+  for c in range(len(identity.per_speaker)):
+    mask = speakers == c
+    detection.append(float(analysis.detected[mask].mean()) if mask.any() else None)
+  return DlibMetrics(
+      face_detection_rate=analysis.detection_rate,
+      identity=identity,
+      per_speaker_detection_rate=detection,
+      frechet_distance=(
+          face_metrics.frechet_distance(analysis.embeddings, reference_embeddings)
+          if len(speakers) >= 2
+          else None
+      ),
+      expressivity=(
+          None
+          if loudness is None
+          else Expressivity(**face_metrics.expressivity(analysis, loudness))
+      ),
+  )
+
+
+def _pixel_metrics(
+    images: np.ndarray,
+    *,
+    speakers: np.ndarray,
+    loudness: np.ndarray | None,
+    classifier: face_metrics.CentroidClassifier,
+    classes: np.ndarray,
+    speaker_names: Sequence[str],
+    layout: dict,
+    pitch: np.ndarray | None = None,
+) -> PixelMetrics:
+  predicted = classifier.predict(face_metrics.pixel_vectors(images, layout["face_box"]))
+  metrics = PixelMetrics(identity=_identity(predicted, classes, speakers, speaker_names))
+  if layout["mouth_box"] is not None:
+    metrics.has_mouth_box = True
+    if loudness is not None:
+      opening = face_metrics.mouth_opening_px(images, layout["mouth_box"])
+      metrics.mouth = PixelMouth(**face_metrics.mouth_expressivity(opening, loudness, speakers))
+  if layout["brow_boxes"] is not None and pitch is not None:
+    height = face_metrics.brow_height_px(images, layout["brow_boxes"])
+    metrics.brows = PixelBrows(**face_metrics.brow_expressivity(height, pitch, speakers))
+  return metrics
+
+
+def evaluate(
+    *,
+    generated: np.ndarray,
+    real: np.ndarray,
+    speakers: np.ndarray,
+    loudness: np.ndarray | None,
+    train_real: np.ndarray,
+    train_speakers: np.ndarray,
+    speaker_names: Sequence[str],
+    dlib_metrics: bool = True,
+    layout: dict | None = None,
+    cache: dict | None = None,
+    pitch: np.ndarray | None = None,
+) -> Report:
+  """The evaluation report: one row each for generated, real and mean-face images.
+
+  generated: uint8 [N, S, S, 3] faces from held-out speech; real: uint8 [N, H, W, 3] the paired
+  real faces (resized to S); speakers: int [N]; loudness: [N] RMS dB of each raw clip (or None to
+  skip expressivity); train_real / train_speakers: real reference (training) faces and their
+  speakers, for the identity classifiers, the Frechet reference set and the mean faces. Speakers
+  with no reference face are left out of the classifiers' classes (chance = 1 / classes), but
+  every evaluated speaker needs reference faces.
+
+  dlib_metrics: the paper's dlib metrics (detection, identity, FD, expressivity; slow: ~0.1-0.3 s
+  per image on a CPU). layout: {"face_box": (top, bottom, left, right) or None, "mouth_box": box or
+  None, "brow_boxes": boxes or None} for datasets with a known face layout: adds pixel metrics to
+  every row (PIXEL_DEFINITIONS). pitch: [N] each clip's pitch (the synthetic pitch_shift, semitones)
+  for the eyebrow metric (with layout["brow_boxes"]), or None to skip it.
+  cache: a dict kept between calls on the SAME real / reference faces (periodic evaluation): the
+  dlib analyses of those are then computed once.
+  """
+  if not dlib_metrics and layout is None:
+    raise ValueError("nothing to compute: dlib_metrics=False and no pixel layout")
+  generated = face_metrics.check_images(generated, "generated")
+  real = face_metrics.check_images(real, "real")
+  train_real = face_metrics.check_images(train_real, "train_real")
+  speakers = np.asarray(speakers).astype(np.int64)
+  train_speakers = np.asarray(train_speakers).astype(np.int64)
+  num_speakers = len(speaker_names)
+  n = generated.shape[0]
+  if real.shape[0] != n or speakers.shape != (n,):
+    raise ValueError(
+        f"generated ({n}), real ({real.shape[0]}) and speakers {speakers.shape} must align"
+    )
+  if train_speakers.shape != (train_real.shape[0],):
+    raise ValueError(
+        f"train_speakers {train_speakers.shape} must have one entry per train_real face"
+    )
+  for name, labels in (("speakers", speakers), ("train_speakers", train_speakers)):
+    if labels.min() < 0 or labels.max() >= num_speakers:
+      raise ValueError(f"{name} must lie in [0, {num_speakers}) for {num_speakers} speaker_names")
+  if loudness is not None:
+    loudness = np.asarray(loudness, np.float64)
+    if loudness.shape != (n,):
+      raise ValueError(f"loudness {loudness.shape} must have one value per generated image ({n})")
+  if pitch is not None:
+    pitch = np.asarray(pitch, np.float64)
+    if pitch.shape != (n,):
+      raise ValueError(f"pitch {pitch.shape} must have one value per generated image ({n})")
+  # The speakers that have reference (training) faces, sorted: the identity classifiers' classes.
+  classes = np.unique(train_speakers)
+  missing = sorted(set(speakers.tolist()) - set(classes.tolist()))
+  if missing:
+    raise ValueError(
+        f"no reference (training) faces for evaluated speaker(s) "
+        f"{[speaker_names[m] for m in missing]}"
+    )
+  class_index = np.searchsorted(classes, train_speakers)  # reference labels as 0..len(classes)-1
+
+  size = generated.shape[1:3]
+  train_real = resize_batch(train_real, size)
+  means = np.zeros((num_speakers,) + train_real.shape[1:], np.uint8)
+  means[classes] = mean_faces(train_real, class_index, len(classes))
+  images = {
+      "generated": generated,
+      "real": resize_batch(real, size),
+      "mean_face": means[speakers],
+  }
+  rows = {name: Row(description=ROW_DESCRIPTIONS[name], num_images=n) for name in images}
+  definitions, settings = {}, {
+      "image_size": list(size),
+      "num_train_faces": int(train_real.shape[0]),
+      "reference_speakers": [speaker_names[c] for c in classes],
+  }
+  common = dict(speakers=speakers, loudness=loudness, classes=classes, speaker_names=speaker_names)
+  if dlib_metrics:
+    cache = {} if cache is None else cache
+    if "dlib" not in cache:
+      # One analysis per speaker's mean face, then indexed: identical to analysing the N repeated images.
+      cache["dlib"] = tuple(
+          face_metrics.analyze_faces(x) for x in (train_real, images["real"], means[classes])
+      )
+    train_analysis, real_analysis, mean_analysis = cache["dlib"]
+    classifier = face_metrics.fit_identity_classifier(
+        train_analysis.embeddings, class_index, len(classes)
+    )
+    pick = np.searchsorted(classes, speakers)
+    analyses = {
+        "generated": face_metrics.analyze_faces(generated),
+        "real": real_analysis,
+        "mean_face": face_metrics.FaceAnalysis(
+            detected=mean_analysis.detected[pick],
+            boxes=mean_analysis.boxes[pick],
+            landmarks=mean_analysis.landmarks[pick],
+            embeddings=mean_analysis.embeddings[pick],
+        ),
+    }
+    for name, analysis in analyses.items():
+      rows[name].dlib = _dlib_metrics(
+          analysis, classifier=classifier, reference_embeddings=train_analysis.embeddings, **common
+      )
+    definitions.update(DEFINITIONS)
+    settings.update(
+        {
+            "detection_size": face_metrics.DETECTION_SIZE,
+            "detector_upsample": face_metrics.UPSAMPLE,
+            "embedding": "dlib_face_recognition_resnet_model_v1 (128-d)",
+            "classifier": "nearest class centroid, Euclidean",
+            "frechet_reference": "real training faces",
+            "train_face_detection_rate": train_analysis.detection_rate,
+        }
+    )
+  if layout is not None:
+    layout = {
+        "face_box": layout.get("face_box"),
+        "mouth_box": layout.get("mouth_box"),
+        "brow_boxes": layout.get("brow_boxes"),
+    }
+    pixel_classifier = face_metrics.fit_identity_classifier(
+        face_metrics.pixel_vectors(train_real, layout["face_box"]), class_index, len(classes)
+    )
+    for name, batch in images.items():
+      rows[name].pixel = _pixel_metrics(
+          batch, classifier=pixel_classifier, layout=layout, pitch=pitch, **common
+      )
+    definitions.update(
+        {
+            k: v
+            for k, v in PIXEL_DEFINITIONS.items()
+            if k != "pixel_brows" or (layout["brow_boxes"] is not None and pitch is not None)
+        }
+    )
+    settings["pixel_layout"] = {
+        k: None if v is None else [list(b) for b in v] if k == "brow_boxes" else list(v)
+        for k, v in layout.items()
+    }
+  return Report(
+      definitions=definitions,
+      settings=settings,
+      speaker_names=list(speaker_names),
+      num_examples=n,
+      rows=rows,
+  )
