@@ -203,11 +203,11 @@ def test_subpixel_forward_and_backward_use_only_stride1_convs(name, cls, kwargs,
     )
 
 
-def test_conv_impl_validation_and_backend_choice():
-  assert layers.conv_impl_for_backend("cpu") == "subpixel"
-  assert layers.conv_impl_for_backend("gpu") == "xla"
-  assert layers.conv_impl_for_backend("tpu") == "xla"
-  assert layers.resolve_conv_impl("auto") == layers.conv_impl_for_backend(jax.default_backend())
+def test_conv_impl_validation_layers_take_concrete_impls_only():
+  for impl in layers.CONV_IMPLS:
+    assert layers.resolve_conv_impl(impl) == impl
+  with pytest.raises(ValueError, match="factory.conv_impl"):  # "auto" is decided in factory only
+    layers.resolve_conv_impl("auto")
   with pytest.raises(ValueError, match="conv_impl"):
     layers.SNConv2d(4, conv_impl="fft").init(
         jax.random.key(0), jnp.zeros((1, 8, 8, 3)), update_spectral=False

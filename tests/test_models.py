@@ -342,11 +342,6 @@ def test_bad_num_speakers_raises():
     models.SpeakerClassifier(num_speakers=0).init(KEY, jnp.zeros((2, 8)), train=False)
 
 
-def test_conv_impl_for_backend_exported():
-  assert models.conv_impl_for_backend("cpu") == "subpixel"
-  assert models.conv_impl_for_backend("gpu") == "xla"
-
-
 def test_bfloat16_models():
   dt = dict(dtype=jnp.bfloat16, param_dtype=jnp.float32)
   model = _small_g(64, **dt)

@@ -30,7 +30,7 @@ _batch = helpers.random_batch
 # ------------------------------------------------------------------------------------------
 
 
-def test_auto_conv_impl_per_network_and_for_inference():
+def test_auto_conv_impl_per_network_and_for_inference(monkeypatch):
   model = _tiny().model
   on_cpu = jax.default_backend() == "cpu"
   assert factory.conv_impl(model, "g") == ("matmul" if on_cpu else "xla")
@@ -48,6 +48,9 @@ def test_auto_conv_impl_per_network_and_for_inference():
   g_inf = factory.make_generator(model, NUM_SPEAKERS, inference=True)
   assert (g_inf.conv_impl, g_inf.encoder_conv_impl) == ("xla", "xla")
   assert factory.make_discriminator(model).conv_impl == factory.conv_impl(model, "d")
+  for backend in ("gpu", "tpu"):  # the one place "auto" is decided: plain xla off the CPU
+    monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+    assert {factory.conv_impl(model, n) for n in ("g", "encoder", "d")} == {"xla"}
 
 
 def test_per_layer_conv_impl_lists():

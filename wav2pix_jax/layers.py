@@ -83,14 +83,6 @@ def batchnorm_scale_init(stddev: float = 0.02) -> Callable[..., Array]:
   return init
 
 
-def conv_impl_for_backend(name: str) -> str:
-  """The fastest exact conv implementation for a JAX backend name ("cpu", "gpu", "tpu")."""
-  # Measured on XLA:CPU (batch 64, fwd+bwd): subpixel is ~12x faster for the Generator and
-  # ~20x for the SpeechEncoder, but ~2x SLOWER for the Discriminator, whose strided convs
-  # (and their input gradients) XLA:CPU already runs well. Callers may pick per model.
-  return "subpixel" if name.lower() == "cpu" else "xla"
-
-
 def layer_conv_impl(conv_impl: str, index: int, num_layers: int) -> str:
   """The conv_impl of layer `index` of `num_layers`: `conv_impl` is one value for every layer or
   a comma-separated list with one value per layer (e.g. "subpixel,subpixel,matmul")."""
@@ -106,11 +98,16 @@ def layer_conv_impl(conv_impl: str, index: int, num_layers: int) -> str:
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
-  """Validates ``conv_impl``; ``"auto"`` picks by the default JAX backend."""
-  if conv_impl == "auto":
-    return conv_impl_for_backend(jax.default_backend())
+  """Validates a concrete ``conv_impl`` (one of CONV_IMPLS).
+
+  Layers take concrete implementations only: the per-backend "auto" choice is made once, in
+  factory.conv_impl, from the model config.
+  """
   if conv_impl not in CONV_IMPLS:
-    raise ValueError(f"conv_impl must be one of {CONV_IMPLS} or 'auto', got {conv_impl!r}")
+    raise ValueError(
+        f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r} "
+        '("auto" is resolved by factory.conv_impl from config.model)'
+    )
   return conv_impl
 
 

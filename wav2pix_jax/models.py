@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from wav2pix_jax import layers
-from wav2pix_jax.layers import conv_impl_for_backend  # noqa: F401  (re-exported for callers)
 
 Array = jax.Array
 Dtype = Any
