@@ -11,7 +11,9 @@ SAMPLE_RATE = 16_000
 def record_features(
     speakers: Optional[Sequence[str]], face_format: str = "jpeg", **extra
 ) -> tfds.features.FeaturesDict:
-  """FeaturesDict of a speech/face record; `speakers` are the ClassLabel names, `extra` adds features.
+  """FeaturesDict of a speech/face record.
+
+  `speakers` are the ClassLabel names, `extra` adds features.
 
   `speakers=None` leaves the ClassLabel names unset, for builders that only learn them from the
   data: set them in `_split_generators` with `self.info.features["speaker"].names = names`.

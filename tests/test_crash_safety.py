@@ -1,5 +1,7 @@
-"""Training survives interruption: kill -9 (also mid-save), SIGINT/SIGTERM, non-finite losses, a full
-disk, and an incompatible resume. Every run here is a REAL `python -m wav2pix_jax.main` process.
+"""Training survives interruption and faults.
+
+Kill -9 (also mid-save), SIGINT/SIGTERM, non-finite losses, a full disk, and an incompatible
+resume. Every run here is a REAL `python -m wav2pix_jax.main` process.
 
 All processes share one persistent XLA compilation cache, so only the first one compiles (~1 min on
 2 busy CPU cores); the others take ~15 s each.

@@ -19,7 +19,10 @@ def _frame_number(path: pathlib.Path) -> int:
 def load_real_faces(
     youtubers_dir, speaker: str, start: float, stop: float, count: int, size: int = 64
 ):
-  """`count` distinct faces from the contiguous block [start, stop) (fractions of the sorted N) as uint8 RGB."""
+  """`count` distinct faces from the contiguous block [start, stop) as uint8 RGB.
+
+  `start` and `stop` are fractions of the sorted N.
+  """
   paths = sorted(
       (youtubers_dir / "train" / speaker).glob("cropped_face_frame_*.png"), key=_frame_number
   )
@@ -36,7 +39,10 @@ def load_real_faces(
 
 @pytest.fixture(scope="module")
 def real_sets(youtubers_dir):
-  """Disjoint blocks of frames: classifier faces from the first 40 %, 'generated' faces from the last 30 %."""
+  """Disjoint blocks of frames.
+
+  Classifier faces from the first 40 %, 'generated' faces from the last 30 %.
+  """
   fit_faces, fit_labels, eval_faces, eval_labels, fit_n, eval_n = [], [], [], [], set(), set()
   for label, speaker in enumerate(SPEAKERS):
     faces, ns = load_real_faces(youtubers_dir, speaker, 0.0, 0.4, PER_SPEAKER)
@@ -120,7 +126,8 @@ def test_frechet_closed_form_diagonal():
 
 
 def test_frechet_closed_form_non_diagonal():
-  # S1 = 4 I commutes with anything: Tr sqrt(S1 S2) = 2 Tr sqrt(S2) = 2 (sqrt 3 + 1) (eigenvalues 3, 1).
+  # S1 = 4 I commutes with anything: Tr sqrt(S1 S2) = 2 Tr sqrt(S2) = 2 (sqrt 3 + 1)
+  # (eigenvalues 3, 1).
   s2 = np.array([[2.0, 1.0], [1.0, 2.0]])
   got = fm.frechet_distance_from_stats(
       np.zeros(2), 4 * np.eye(2), np.array([3.0, 4.0]), s2, eps=0.0

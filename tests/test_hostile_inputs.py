@@ -181,7 +181,8 @@ def test_generate_stereo_is_downmixed(workdir, generator, tmp_path, capfd):
   np.testing.assert_array_equal(
       _assert_face(workdir, tmp_path / "stereo.wav", tmp_path / "out", capfd, generator), mono
   )
-  # The channel mean, not the first channel: (2s - 0.1 + 0.1) / 2 / 2 = s / 2, same face after normalising.
+  # The channel mean, not the first channel: (2s - 0.1 + 0.1) / 2 / 2 = s / 2, same face after
+  # normalising.
   halves = _assert_face(workdir, tmp_path / "halves.wav", tmp_path / "out", capfd, generator)
   assert np.abs(halves.astype(int) - mono.astype(int)).max() <= 2
 
@@ -208,7 +209,8 @@ def test_generate_float_wav_with_nan_is_refused(workdir, tmp_path, capfd):
 
 
 def test_generate_short_clips(workdir, generator, tmp_path, capfd):
-  # 0.2 s is longer than the tiny model's 1024-sample window: a face. Shorter than the window: refused.
+  # 0.2 s is longer than the tiny model's 1024-sample window: a face. Shorter than the window:
+  # refused.
   soundfile.write(tmp_path / "short.wav", _speech(0.2), SR)
   _assert_face(workdir, tmp_path / "short.wav", tmp_path / "out", capfd, generator)
   soundfile.write(tmp_path / "tiny.wav", _speech(0.03), SR)
@@ -702,7 +704,10 @@ def test_real_png_named_png_is_read_and_swapped(hostile_release):
 
 
 def test_interrupted_build_rerun_completes(hostile_release, tmp_path):
-  """A build killed (SIGKILL) half-way leaves a partial dir; the re-run completes with the right counts."""
+  """A build killed (SIGKILL) half-way leaves a partial dir.
+
+  The re-run completes with the right counts.
+  """
   data_dir = tmp_path / "data"
   script = (
       "import os, signal\n"
@@ -715,7 +720,8 @@ def test_interrupted_build_rerun_completes(hostile_release, tmp_path):
       "ytb._load_example = dying\n"
       "import tensorflow_datasets as tfds\n"
       f"b = ytb.Youtubers(data_dir={str(data_dir)!r})\n"
-      f"b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir={str(hostile_release['manual'])!r}))\n"
+      "b.download_and_prepare(download_config=tfds.download.DownloadConfig("
+      f"manual_dir={str(hostile_release['manual'])!r}))\n"
   )
   done = subprocess.run(
       [sys.executable, "-c", script],
@@ -738,7 +744,8 @@ def test_interrupted_build_rerun_completes(hostile_release, tmp_path):
 
 
 # =============================================================================================
-# Dataset building: the wav2pix_videos extraction on bad files (each a failure reason, never a raise).
+# Dataset building: the wav2pix_videos extraction on bad files (each a failure reason, never a
+# raise).
 
 
 def _sine(seconds: float) -> np.ndarray:

@@ -1,4 +1,7 @@
-"""notebooks/generate.ipynb: every code cell runs, in order, against a tiny saved run and a test wav."""
+"""notebooks/generate.ipynb: every code cell runs, in order.
+
+It runs against a tiny saved run and a test wav.
+"""
 
 import pathlib
 import sys
@@ -30,7 +33,10 @@ def _code_cells():
 
 
 def _run_notebook(monkeypatch, tmp_path, env):
-  """Executes every code cell in one namespace, as a kernel would; returns (namespace, displayed)."""
+  """Executes every code cell in one namespace, as a kernel would.
+
+  Returns (namespace, displayed).
+  """
   displayed = []
   ipython = types.ModuleType("IPython")
   ipython.display = types.ModuleType("IPython.display")
@@ -42,7 +48,8 @@ def _run_notebook(monkeypatch, tmp_path, env):
   monkeypatch.chdir(tmp_path)  # paths must not depend on the working directory
   namespace = {"__name__": "__main__"}
   for index, source in enumerate(_code_cells()):
-    exec(compile(source, f"{NOTEBOOK.name}[code cell {index}]", "exec"), namespace)  # pylint: disable=exec-used
+    # pylint: disable-next=exec-used
+    exec(compile(source, f"{NOTEBOOK.name}[code cell {index}]", "exec"), namespace)
   return namespace, displayed
 
 

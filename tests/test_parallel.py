@@ -1,4 +1,4 @@
-"""parallel.py: batch-size checks, shard/replicate round trips, device prefetch with state tracking."""
+"""parallel.py: batch-size checks, shard/replicate round trips, prefetch with state tracking."""
 
 import time
 

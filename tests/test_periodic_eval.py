@@ -1,4 +1,7 @@
-"""Periodic evaluation during training (config.eval) and the pixel-space metrics it uses on synthetic faces."""
+"""Periodic evaluation during training (config.eval) and the pixel-space metrics it uses.
+
+On synthetic faces.
+"""
 
 import glob
 import json
@@ -135,7 +138,10 @@ def test_pixel_brows_row(clips):
 
 
 def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
-  """Reference faces: clips 0-2; evaluated: clips 3-4. The last speaker has no reference face at all."""
+  """Reference faces: clips 0-2; evaluated: clips 3-4.
+
+  The last speaker has no reference face at all.
+  """
   c = np.tile(np.arange(5), len(syn.SPEAKERS))
   ref = (c < 3) & (clips["speakers"] < len(syn.SPEAKERS) - 1)
   held = (c >= 3) & (clips["speakers"] < len(syn.SPEAKERS) - 1)

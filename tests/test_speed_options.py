@@ -74,7 +74,10 @@ def test_per_layer_conv_impl_lists():
 
 
 def test_per_layer_conv_impl_is_the_same_function():
-  """A mixed per-layer list == one impl everywhere: same outputs and gradients (the D and the encoder)."""
+  """A mixed per-layer list == one impl everywhere: same outputs and gradients.
+
+  Checked for the D and the encoder.
+  """
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
   emb = jnp.asarray(rng.normal(size=(2, 8)), jnp.float32)

@@ -1,4 +1,7 @@
-"""The `youtubers` TFDS builder on a small slice, and on the whole shared copy, of the real release."""
+"""The `youtubers` TFDS builder on the real release.
+
+On a small slice of it, and on the whole shared copy.
+"""
 
 import io
 import pathlib

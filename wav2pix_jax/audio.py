@@ -205,8 +205,8 @@ class _StreamResampler:
     return out.astype(np.float32, copy=False)
 
 
-# Leading bytes of the files handed to libsndfile (WAV/RF64/W64, AIFF, FLAC, Ogg, AU, CAF, NIST, VOC,
-# MP3 with an ID3 tag); everything else goes straight to FFmpeg. libsndfile sniffs unrecognised
+# Leading bytes of the files handed to libsndfile (WAV/RF64/W64, AIFF, FLAC, Ogg, AU, CAF, NIST,
+# VOC, MP3 with an ID3 tag); everything else goes straight to FFmpeg. libsndfile sniffs unrecognised
 # bytes as MPEG audio, and its mpg123 then prints warnings on the process's stderr (fd 2), which a
 # CLI cannot silence: a corrupt file must give ONE error line.
 _SNDFILE_MAGIC = (
@@ -230,12 +230,16 @@ def _sndfile_format(path: str) -> bool:
   """Whether the file starts like a format libsndfile reads (else FFmpeg reads it)."""
   with open(path, "rb") as f:
     head = f.read(16)
-  # MP3s without an ID3 tag start with a frame sync that random bytes often mimic: FFmpeg reads them.
+  # MP3s without an ID3 tag start with a frame sync that random bytes often mimic: FFmpeg reads
+  # them.
   return head.startswith(_SNDFILE_MAGIC)
 
 
 def _soundfile_blocks(path: str) -> tuple[int, int | None, Iterator[np.ndarray]]:
-  """(sample_rate, frames, mono float32 blocks) via libsndfile; raises if libsndfile can't open it."""
+  """(sample_rate, frames, mono float32 blocks) via libsndfile.
+
+  Raises if libsndfile can't open it.
+  """
   import soundfile  # pylint: disable=g-import-not-at-top
 
   f = soundfile.SoundFile(path)
@@ -249,7 +253,10 @@ def _soundfile_blocks(path: str) -> tuple[int, int | None, Iterator[np.ndarray]]
 
 
 def _pyav_blocks(path: str) -> tuple[int, int | None, Iterator[np.ndarray]]:
-  """(sample_rate, estimated frames, mono float32 blocks) via FFmpeg (PyAV): compressed audio, video sound tracks."""
+  """(sample_rate, estimated frames, mono float32 blocks) via FFmpeg (PyAV).
+
+  For compressed audio and video sound tracks.
+  """
   import av  # pylint: disable=g-import-not-at-top
 
   container = av.open(path)

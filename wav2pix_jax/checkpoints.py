@@ -2,7 +2,8 @@
 
 Each step directory holds three items:
   "state": the (unreplicated) TrainState, StandardSave / StandardRestore;
-  "data":  the grain iterator's state (grain.checkpoint.CheckpointSave/Restore, one file per process);
+  "data":  the grain iterator's state (grain.checkpoint.CheckpointSave/Restore, one file per
+           process);
   "meta":  JSON: the config, num_speakers and speaker names (to refuse an incompatible resume).
 Orbax writes each step into a temporary directory and renames it when complete, so a
 half-written checkpoint (a crash mid-save) is never listed as a step nor picked up for resume.
@@ -126,10 +127,11 @@ def save(
 
 
 def disk_full_error(error: BaseException, directory: str, step: Optional[int]) -> Optional[OSError]:
-  """A clear OSError(ENOSPC) if `error` (or what it was raised from) is the disk filling up in a save.
+  """A clear OSError(ENOSPC) if `error` is the disk filling up in a save.
 
-  Orbax raises a failed write of an async save from a later save, wait or close, wrapped or not;
-  the failing file's name, if it is inside a step's temporary directory, gives the step.
+  `error`, or what it was raised from. Orbax raises a failed write of an async save from a later
+  save, wait or close, wrapped or not; the failing file's name, if it is inside a step's temporary
+  directory, gives the step.
   """
   seen, e = set(), error
   while e is not None and id(e) not in seen:

@@ -1,4 +1,4 @@
-"""Run configs: ConfigError (a user's error), and a saved config.json on top of base.py's defaults."""
+"""Run configs: ConfigError (a user's error); a saved config.json on top of base.py's defaults."""
 
 import ml_collections
 

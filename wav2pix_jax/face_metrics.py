@@ -1,8 +1,10 @@
-"""Model-free face metrics for the paper's evaluation: detection, identity, Frechet distance, expressivity.
+"""Model-free face metrics for the paper's evaluation.
+
+Detection, identity, Frechet distance, expressivity.
 
 Everything here works on uint8 RGB images [N, H, W, 3] of any size and uses only dlib and the two
-models shipped by `face_recognition_models` (68-point landmarks, 128-d face-embedding ResNet), loaded
-lazily once per process.
+models shipped by `face_recognition_models` (68-point landmarks, 128-d face-embedding ResNet),
+loaded lazily once per process.
 
 Detection setting (measured on real YouTubers faces resized to 64x64 vs uniform noise): dlib's HOG
 frontal detector cannot see faces smaller than ~80 px, so every image is first resized (bicubic) so
@@ -32,7 +34,8 @@ DETECTION_SIZE = 128  # longer image side (px) the detector sees; see the module
 UPSAMPLE = 0  # dlib detector pyramid up-samplings at DETECTION_SIZE
 EMBED_DIM = 128
 NUM_LANDMARKS = 68
-# iBUG 68-point scheme, 0-indexed: inner lip 60..67; upper inner lip 61, 62, 63 faces lower 67, 66, 65.
+# iBUG 68-point scheme, 0-indexed: inner lip 60..67;
+# upper inner lip 61, 62, 63 faces lower 67, 66, 65.
 INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 OUTER_EYE_CORNERS = (36, 45)
 
@@ -76,8 +79,9 @@ def check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
   images = np.asarray(images)
   if images.dtype != np.uint8:
     raise ValueError(
-        f"{name} must be uint8 RGB in [0, 255], got dtype {images.dtype}; convert images in [-1, 1] "
-        "with np.clip((x + 1) * 127.5, 0, 255).round().astype(np.uint8)"
+        f"{name} must be uint8 RGB in [0, 255], got dtype {images.dtype}; "
+        "convert images in [-1, 1] with "
+        "np.clip((x + 1) * 127.5, 0, 255).round().astype(np.uint8)"
     )
   if images.ndim != 4 or images.shape[-1] != 3:
     raise ValueError(f"{name} must have shape [N, H, W, 3], got {images.shape}")
@@ -144,12 +148,18 @@ def detect_faces(images: np.ndarray) -> np.ndarray:
 
 
 def detection_rate(images: np.ndarray) -> float:
-  """The paper's metric: share of images in which a face is detected (the 68-point predictor then runs)."""
+  """The paper's metric: share of images in which a face is detected.
+
+  The 68-point predictor then runs.
+  """
   return float(np.mean(detect_faces(images)))
 
 
 def face_embeddings(images: np.ndarray) -> np.ndarray:
-  """float32 [N, 128] dlib face descriptors; the full image is the face box where none is detected."""
+  """float32 [N, 128] dlib face descriptors.
+
+  The full image is the face box where none is detected.
+  """
   return analyze_faces(images).embeddings
 
 
@@ -264,7 +274,10 @@ def frechet_distance(
 
 
 def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-  """float32 [N]: mean inner-lip gap (points 62-64 vs 68-66, 1-indexed) / outer-eye-corner distance."""
+  """float32 [N]: mean inner-lip gap / outer-eye-corner distance.
+
+  Inner-lip gap: points 62-64 vs 68-66, 1-indexed.
+  """
   landmarks = np.asarray(landmarks, np.float32)
   if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_LANDMARKS, 2):
     raise ValueError(f"landmarks must be [N, 68, 2], got {landmarks.shape}")
@@ -317,7 +330,7 @@ def expressivity(analysis: FaceAnalysis, loudness: np.ndarray) -> dict:
   }
 
 
-# ----------------------------------------------------------------------------- pixel space (known layout)
+# ---------------------------------------------------------------------- pixel space (known layout)
 #
 # For datasets whose face layout is known in advance (the synthetic cartoon faces, which dlib's
 # detector does not see): identity as the nearest per-speaker mean training face in pixel space,
@@ -394,16 +407,16 @@ def mouth_expressivity(
 
 
 # Eyebrow height: in each column of the brow boxes, the softmin-weighted row centroid of luma (the
-# eyebrow is the darkest thing there, drawn darker than any hair); weights exp(-(luma - column min) /
-# BROW_SOFTMIN_LUMA).
+# eyebrow is the darkest thing there, drawn darker than any hair); weights
+# exp(-(luma - column min) / BROW_SOFTMIN_LUMA).
 BROW_SOFTMIN_LUMA = 3.0
 
 
 def brow_height_px(images: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-  """float32 [N]: eyebrow height in pixels above the bottom of the brow boxes (mean over boxes and columns).
+  """float32 [N]: eyebrow height in pixels above the bottom of the brow boxes.
 
-  Per column of each box, the row centroid of the darkest pixels (softmin of luma, BROW_SOFTMIN_LUMA),
-  so a blurry generated eyebrow gives a continuous position.
+  Mean over boxes and columns. Per column of each box, the row centroid of the darkest pixels
+  (softmin of luma, BROW_SOFTMIN_LUMA), so a blurry generated eyebrow gives a continuous position.
   """
   images = check_images(images)
   heights = []
@@ -419,8 +432,10 @@ def brow_height_px(images: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
 def brow_expressivity(
     height: np.ndarray, pitch: np.ndarray, speakers: np.ndarray | None = None
 ) -> dict:
-  """Eyebrow height (px) of every image and its Pearson correlation with each clip's pitch (e.g. shift
-  in semitones); with `speakers`, also within speakers (both sides minus their per-speaker means).
+  """Eyebrow height (px) of every image and its Pearson correlation with each clip's pitch.
+
+  The pitch as e.g. a shift in semitones; with `speakers`, also within speakers (both sides minus
+  their per-speaker means).
   """
   height, pitch = np.asarray(height, np.float64), np.asarray(pitch, np.float64)
   if height.shape != pitch.shape:

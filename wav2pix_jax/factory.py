@@ -37,7 +37,8 @@ def dtype(name: Any, *, field: str = "model.dtype") -> Any:
 # discriminator layer (D: 475-540 vs 610 ms for xla at 3 x 64 images; whole step -17 %),
 # "subpixel" for the encoder's first five Conv1d and "matmul" for its last (16 x 512 -> 4 x 1024:
 # 39 vs 66 ms). (An output-side "matmul_out" form, 207 vs 273 ms for D's second layer alone, made
-# no difference on the whole step: 1266 vs 1270 ms; not kept.) A callable gets the model config and returns the value (per-layer lists allowed).
+# no difference on the whole step: 1266 vs 1270 ms; not kept.) A callable gets the model config and
+# returns the value (per-layer lists allowed).
 # Other backends: plain "xla".
 _AUTO_TRAIN = {
     ("cpu", "g"): "matmul",

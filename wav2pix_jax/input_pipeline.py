@@ -2,7 +2,8 @@
 
 Batches are dicts of numpy arrays with this process's batch size B as leading axis:
 
-    "waveform":   float32 [B, T]        `audio.preprocess`ed window (random in training, centred in eval)
+    "waveform":   float32 [B, T]        `audio.preprocess`ed window (random in training, centred
+                                        in eval)
     "face":       float32 [B, S, S, 3]  in [-1, 1] (PIL, antialiased Lanczos resize)
     "wrong_face": float32 [B, S, S, 3]  a real face of a DIFFERENT speaker, in [-1, 1]
     "speaker":    int32   [B]
@@ -176,7 +177,10 @@ def _prepared_builder(name: str, data_dir: str, manual_dir: str | None):
 
 
 def get_dataset_info(input_cfg) -> DatasetInfo:
-  """Speakers and split sizes of `input_cfg.dataset`, preparing it in `input_cfg.data_dir` if needed."""
+  """Speakers and split sizes of `input_cfg.dataset`.
+
+  Prepares it in `input_cfg.data_dir` if needed.
+  """
   data_dir = _data_dir(input_cfg)
   name = input_cfg.dataset
   if not name or not isinstance(name, str):
@@ -234,7 +238,8 @@ def _scan_split(name: str, data_dir: str, split: str, window: int) -> _SplitInde
       speakers[key] = record["speaker"]
       if record["waveform"].shape[0] < window:
         raise config_lib.ConfigError(
-            f"dataset {name!r} split {split!r} record {key} (clip {record.get('clip_id', b'?')!r}) has "
+            f"dataset {name!r} split {split!r} record {key} "
+            f"(clip {record.get('clip_id', b'?')!r}) has "
             f"{record['waveform'].shape[0]} samples, shorter than input.audio_samples={window}: "
             f"lower audio_samples or rebuild the dataset with longer clips"
         )

@@ -96,7 +96,8 @@ class DivergenceMonitor:
         and scalars["divergence/d_loss_vs_best"] > self.loss_ratio
     ):
       problems.append(
-          f"D loss {m['d_loss']:.3g} is {scalars['divergence/d_loss_vs_best']:.1f}x its best window "
+          f"D loss {m['d_loss']:.3g} is {scalars['divergence/d_loss_vs_best']:.1f}x "
+          "its best window "
           f"({best_loss:.3g} at steps {self._best.first_step}-{self._best.last_step})"
       )
     if scalars["divergence/fake_minus_real"] > self.fake_margin:
@@ -106,9 +107,10 @@ class DivergenceMonitor:
       )
     if scalars["divergence/score_drift"] > self.max_drift:
       problems.append(
-          "D's scores left their targets (real {:.2f} vs {:g}, fake {:.2f} vs 0, wrong {:.2f} vs 0)".format(
-              m["d_score_real"], self.real_label, m["d_score_fake"], m["d_score_wrong"]
-          )
+          (
+              "D's scores left their targets (real {:.2f} vs {:g}, "
+              "fake {:.2f} vs 0, wrong {:.2f} vs 0)"
+          ).format(m["d_score_real"], self.real_label, m["d_score_fake"], m["d_score_wrong"])
       )
     if not problems:
       return scalars, None

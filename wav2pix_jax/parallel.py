@@ -1,4 +1,7 @@
-"""Every pmap / replicate / unreplicate / shard detail, so a move to jit + shardings touches one file."""
+"""Every pmap / replicate / unreplicate / shard detail.
+
+All here, so a move to jit + shardings touches one file.
+"""
 
 import collections
 import threading
@@ -83,7 +86,10 @@ def unreplicate_to_host(tree: PyTree) -> PyTree:
 
 
 def shard(batch: PyTree, num_devices: Optional[int] = None) -> PyTree:
-  """Reshapes host-local [B, ...] leaves to [local_devices, B / local_devices, ...] (numpy, no copy)."""
+  """Reshapes host-local [B, ...] leaves to [local_devices, B / local_devices, ...].
+
+  Numpy, no copy.
+  """
   n = jax.local_device_count() if num_devices is None else num_devices
 
   def split(x):

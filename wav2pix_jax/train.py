@@ -326,7 +326,8 @@ def g_update(
 ) -> tuple[TrainState, Metrics]:
   """One G-side update (encoder, classifier, generator) against the current D; D is untouched.
 
-  G loss = w_adv MSE(D(G(e), e), 1) + w_fm feature matching + w_l1 L1(G(e), face) + w_ce CE(speaker).
+  G loss = w_adv MSE(D(G(e), e), 1) + w_fm feature matching + w_l1 L1(G(e), face)
+      + w_ce CE(speaker).
   `g_out`: this step's shared G forward (from train_step); None runs one here (dropout from `rng`,
   no power iteration). BatchNorm statistics are taken from that forward.
   """

@@ -138,7 +138,10 @@ def face_detector() -> dlib.fhog_object_detector:
 def detect_face(
     detector, image: np.ndarray, options: ExtractOptions
 ) -> tuple[tuple[int, int, int, int], float] | None:
-  """Most confident frontal face as ((left, top, right, bottom) in `image` pixels, score), or None."""
+  """Most confident frontal face, or None.
+
+  As ((left, top, right, bottom) in `image` pixels, score).
+  """
   height, width = image.shape[:2]
   scale = min(1.0, options.detect_max_side / max(height, width))
   small = image

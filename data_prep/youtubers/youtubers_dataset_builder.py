@@ -2,7 +2,8 @@
 
 Layout read (the authors' own, from the manual dir or their GitHub release):
 
-    <split>/<speaker>/cropped_face_frame_<N>.png   face crop; holds JPEG bytes, channels in BGR order
+    <split>/<speaker>/cropped_face_frame_<N>.png   face crop; holds JPEG bytes, channels in BGR
+                                                   order
     <split>/<speaker>/preprocessed_frame_<N>.wav   1 s of 16 kHz mono int16 speech
 
 Build, with the shared copy as manual dir:
@@ -44,7 +45,8 @@ Only two of the paper's ten speakers were published (`jaimealtozano`, `javiermun
 Each record pairs `cropped_face_frame_N` with `preprocessed_frame_N` (same N). The release's
 ".png" faces hold JPEG bytes in BGR order; they are stored here in true RGB, re-encoded as
 JPEG quality {JPEG_QUALITY}. Waveforms are 16 kHz mono int16 as released (a wav in another
-format: 8/24-bit, float, another rate, stereo, is converted: scaled, downmixed, resampled). Speaker labels are the
+format: 8/24-bit, float, another rate, stereo, is converted: scaled, downmixed, resampled). \
+Speaker labels are the
 sorted speaker folder names found. `clip_id` is `<speaker>/face<N // {FRAMES_PER_FACE}>`: the
 {FRAMES_PER_FACE} consecutive N that share one face (one moment of one video); `frame` is N.
 
@@ -135,7 +137,10 @@ def load_face_rgb_jpeg(path: epath.Path) -> bytes:
 
 
 def load_waveform_int16(path: epath.Path) -> np.ndarray:
-  """Reads a release wav as 16 kHz mono int16 (converts, downmixes and resamples if a file differs)."""
+  """Reads a release wav as 16 kHz mono int16.
+
+  Converts, downmixes and resamples if a file differs.
+  """
   import soundfile  # pylint: disable=g-import-not-at-top
 
   with path.open("rb") as f:
