@@ -70,6 +70,7 @@ def test_report_rows_and_definitions(report):
       "identity",
       "frechet_distance",
       "expressivity",
+      "speaker_similarity",
   }
   assert report["num_examples"] == 2 * PER_SPEAKER
   for row in report["rows"].values():
@@ -95,6 +96,25 @@ def test_generated_row_per_speaker(report):
   )
   # The real half is identical to the real row's half.
   assert real_row == report["rows"]["real"]["identity"]["per_speaker"][1]
+
+
+def test_speaker_similarity_rows(report):
+  """The field's metrics through the real dlib path: real faces near the top, noise near chance."""
+  rows = {name: row["speaker_similarity"] for name, row in report["rows"].items()}
+  for name in ("real", "mean_face"):
+    assert rows[name]["recall"][0] == {"k": 1, "recall": 1.0, "chance": 0.5}, name
+    assert rows[name]["matching_1_2"] > 0.9, name
+    assert rows[name]["cosine_similarity"] > rows[name]["cosine_similarity_other_speakers"], name
+  # 2 speakers: recall@5 and @10 are n/a (trivially 1).
+  assert [r["recall"] for r in rows["real"]["recall"][1:]] == [None, None]
+  # Half the generated faces are noise, half the real faces: between chance and the real row.
+  assert 0.5 <= rows["generated"]["matching_1_2"] < rows["real"]["matching_1_2"]
+  assert rows["generated"]["cosine_similarity"] < rows["real"]["cosine_similarity"]
+  typed = eval_report.Report.from_json(report)
+  scalars = typed.scalars()
+  assert scalars["eval/real/recall_at_1"] == 1.0 and "eval/real/recall_at_5" not in scalars
+  assert scalars["eval/real/matching_1_2"] == rows["real"]["matching_1_2"]
+  assert "R@1 100.0% (chance 50%) R@5 n/a R@10 n/a" in typed.summary()
 
 
 def test_mean_face_row(report, data):
