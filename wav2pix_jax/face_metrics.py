@@ -1,4 +1,4 @@
-"""Model-free face metrics: detection, identity, Frechet distance, expressivity, the field's retrieval metrics.
+"""Model-free face metrics: detection, identity, Frechet distance, expressivity, retrieval.
 
 Everything here works on uint8 RGB images [N, H, W, 3] of any size and uses only dlib and the two
 models shipped by `face_recognition_models` (68-point landmarks, 128-d face-embedding ResNet), loaded
