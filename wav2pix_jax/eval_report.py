@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -83,6 +83,15 @@ PIXEL_DEFINITIONS = {
         "semitones); 'within_speaker' as for the mouth"
     ),
 }
+
+FUSED_DEFINITION = (
+    "rows fused_<k>: one face per k held-out examples of one speaker (consecutive in the split's "
+    "order; a speaker's last < k examples dropped), generated from the mean of their k speech "
+    "embeddings (inference.FaceGenerator.generate_fused_preprocessed); the same metrics against "
+    "the same reference faces, without expressivity (no single clip's loudness or pitch); k = 1 "
+    "is the 'generated' row. The Frechet distance of a row with fewer images is biased upward: "
+    "compare identity, recall and matching across rows rather than FD"
+)
 
 ROW_DESCRIPTIONS = {
     "generated": "faces generated from held-out speech",
@@ -569,6 +578,7 @@ def evaluate(
     layout: dict | None = None,
     cache: dict | None = None,
     pitch: np.ndarray | None = None,
+    fused: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Report:
   """The evaluation report: one row each for generated, real and mean-face images.
 
@@ -586,6 +596,8 @@ def evaluate(
   for the eyebrow metric (with layout["brow_boxes"]), or None to skip it.
   cache: a dict kept between calls on the SAME real / reference faces (periodic evaluation): the
   dlib analyses of those are then computed once.
+  fused: {k: (uint8 [G, S, S, 3] faces, int [G] speakers)} of faces each generated from k fused
+  speech windows of one speaker: a row "fused_<k>" each, after "generated" (FUSED_DEFINITION).
   """
   if not dlib_metrics and layout is None:
     raise ValueError("nothing to compute: dlib_metrics=False and no pixel layout")
@@ -624,6 +636,18 @@ def evaluate(
         f"{[speaker_names[m] for m in missing]}"
     )
   class_index = np.searchsorted(classes, train_speakers)  # reference labels as 0..len(classes)-1
+  fused = dict(sorted((fused or {}).items()))
+  for k, (faces, labels) in fused.items():
+    faces = face_metrics.check_images(faces, f"fused[{k}]")
+    labels = np.asarray(labels).astype(np.int64)
+    if k < 2 or labels.shape != faces.shape[:1] or faces.shape[1:3] != generated.shape[1:3]:
+      raise ValueError(
+          f"fused[{k}]: need k >= 2 and one speaker per face of the generated size, got "
+          f"{faces.shape} faces and {labels.shape} speakers"
+      )
+    if set(labels.tolist()) - set(classes.tolist()):
+      raise ValueError(f"fused[{k}]: speakers without reference faces")
+    fused[k] = (faces, labels)
 
   size = generated.shape[1:3]
   train_real = resize_batch(train_real, size)
@@ -634,7 +658,16 @@ def evaluate(
       "real": resize_batch(real, size),
       "mean_face": means[speakers],
   }
-  rows = {name: Row(description=ROW_DESCRIPTIONS[name], num_images=n) for name in images}
+  # Rows in print order: generated, the fused rows (faces, speakers by row name), real, mean face.
+  fused_rows = {f"fused_{k}": v for k, v in fused.items()}
+  rows = {"generated": Row(description=ROW_DESCRIPTIONS["generated"], num_images=n)}
+  for k, (faces, _) in fused.items():
+    rows[f"fused_{k}"] = Row(
+        description=f"one face per {k} held-out clips of a speaker, from their mean speech embedding",
+        num_images=int(faces.shape[0]),
+    )
+  for name in ("real", "mean_face"):
+    rows[name] = Row(description=ROW_DESCRIPTIONS[name], num_images=n)
   definitions, settings = {}, {
       "image_size": list(size),
       "num_train_faces": int(train_real.shape[0]),
@@ -671,6 +704,14 @@ def evaluate(
           reference_classes=class_index,
           **common,
       )
+    for name, (faces, labels) in fused_rows.items():
+      rows[name].dlib = _dlib_metrics(
+          face_metrics.analyze_faces(faces),
+          classifier=classifier,
+          reference_embeddings=train_analysis.embeddings,
+          reference_classes=class_index,
+          **dict(common, speakers=labels, loudness=None),
+      )
     definitions.update(DEFINITIONS)
     settings.update(
         {
@@ -695,6 +736,13 @@ def evaluate(
       rows[name].pixel = _pixel_metrics(
           batch, classifier=pixel_classifier, layout=layout, pitch=pitch, **common
       )
+    for name, (faces, labels) in fused_rows.items():
+      rows[name].pixel = _pixel_metrics(
+          faces,
+          classifier=pixel_classifier,
+          layout=layout,
+          **dict(common, speakers=labels, loudness=None),
+      )
     definitions.update(
         {
             k: v
@@ -706,6 +754,9 @@ def evaluate(
         k: None if v is None else [list(b) for b in v] if k == "brow_boxes" else list(v)
         for k, v in layout.items()
     }
+  if fused:
+    definitions["fused"] = FUSED_DEFINITION
+    settings["fused_windows_per_face"] = list(fused)
   return Report(
       definitions=definitions,
       settings=settings,
