@@ -70,6 +70,7 @@ def test_report_rows_and_definitions(report):
       "identity",
       "frechet_distance",
       "expressivity",
+      "speaker_similarity",
   }
   assert report["num_examples"] == 2 * PER_SPEAKER
   for row in report["rows"].values():
@@ -95,6 +96,62 @@ def test_generated_row_per_speaker(report):
   )
   # The real half is identical to the real row's half.
   assert real_row == report["rows"]["real"]["identity"]["per_speaker"][1]
+
+
+def test_speaker_similarity_rows(report):
+  """The field's metrics through the real dlib path: real faces near the top, noise near chance."""
+  rows = {name: row["speaker_similarity"] for name, row in report["rows"].items()}
+  for name in ("real", "mean_face"):
+    assert rows[name]["recall"][0] == {"k": 1, "recall": 1.0, "chance": 0.5}, name
+    assert rows[name]["matching_1_2"] > 0.9, name
+    assert rows[name]["cosine_similarity"] > rows[name]["cosine_similarity_other_speakers"], name
+  # 2 speakers: recall@5 and @10 are n/a (trivially 1).
+  assert [r["recall"] for r in rows["real"]["recall"][1:]] == [None, None]
+  # Half the generated faces are noise, half the real faces: between chance and the real row.
+  assert 0.5 <= rows["generated"]["matching_1_2"] < rows["real"]["matching_1_2"]
+  assert rows["generated"]["cosine_similarity"] < rows["real"]["cosine_similarity"]
+  typed = eval_report.Report.from_json(report)
+  scalars = typed.scalars()
+  assert scalars["eval/real/recall_at_1"] == 1.0 and "eval/real/recall_at_5" not in scalars
+  assert scalars["eval/real/matching_1_2"] == rows["real"]["matching_1_2"]
+  assert "R@1 100.0% (chance 50%) R@5 n/a R@10 n/a" in typed.summary()
+
+
+def test_fusion_groups_are_consecutive_examples_of_one_speaker():
+  from wav2pix_jax import eval_data
+
+  groups = eval_data.fusion_groups(np.array([0, 1, 0, 0, 1, 0, 1, 0]), 2)
+  assert [g.tolist() for g in groups] == [[0, 2], [3, 5], [1, 4]]  # 7 and 6: remainders
+  assert [g.tolist() for g in eval_data.fusion_groups(np.array([1, 0]), 1)] == [[1], [0]]
+  assert eval_data.fusion_groups(np.array([0, 1]), 3) == []
+
+
+def test_fused_rows(data):
+  """Fused rows through the real dlib path: named fused_<k>, after 'generated', typed, flat."""
+  pick = np.array([0, 3, 6, 8, 11, 14])  # 3 faces per speaker
+  report = eval_report.evaluate(
+      generated=data["real"],
+      speaker_names=list(SPEAKERS),
+      fused={4: (data["real"][pick], data["speakers"][pick])},
+      **dict(data, loudness=None),
+  )
+  assert list(report.rows) == ["generated", "fused_4", "real", "mean_face"]
+  row = report.rows["fused_4"]
+  assert row.num_images == 6 and row.dlib.identity.num_examples == 6
+  assert row.dlib.identity.accuracy == 1.0 and row.dlib.expressivity is None
+  assert row.dlib.speaker_similarity.recall[0].recall == 1.0
+  assert report.settings["fused_windows_per_face"] == [4] and "fused" in report.definitions
+  assert report.scalars()["eval/fused_4/identity"] == 1.0
+  saved = report.to_json()
+  assert eval_report.Report.from_json(saved).to_json() == saved
+  assert "  fused_4: dlib: detection" in report.summary()
+  with pytest.raises(ValueError, match="k >= 2"):
+    eval_report.evaluate(
+        generated=data["real"],
+        speaker_names=list(SPEAKERS),
+        fused={1: (data["real"], data["speakers"])},
+        **dict(data, loudness=None),
+    )
 
 
 def test_mean_face_row(report, data):
@@ -273,3 +330,41 @@ def test_cli_reference_faces_default_to_the_run_config(workdir, tmp_path):
   report = json.loads((out / "report.json").read_text())
   assert report["run"]["train_faces_per_speaker"] == per_speaker
   assert report["settings"]["num_train_faces"] == per_speaker * len(SPEAKERS)
+
+
+def test_cli_fuse_adds_rows_for_several_windows_per_face(workdir, tmp_path, capsys):
+  from wav2pix_jax import eval_data
+  from wav2pix_jax import inference
+
+  out = tmp_path / "eval"
+  args = [f"--workdir={workdir}", "--split=test", f"--out={out}", "--train_faces_per_speaker=3"]
+  assert ev.main(args + ["--fuse=1,3"]) == 0
+  report = eval_report.Report.read(out / "report.json")
+  # 4 test examples per speaker: one face of 3 fused windows each, the last example left out.
+  assert list(report.rows) == ["generated", "fused_3", "real", "mean_face"]
+  assert report.rows["fused_3"].num_images == 2 and report.rows["generated"].num_images == 8
+  assert "fused_3: dlib" in capsys.readouterr().out
+  # The faces are the library's: the mean embedding of each speaker's first 3 examples.
+  generator = inference.load(workdir)
+  eval_set = eval_data.load_eval_set(
+      generator.config.input,
+      split="test",
+      image_size=64,
+      max_examples=None,
+      reference_faces_per_speaker=3,
+      batch_size=8,
+  )
+  fused = ev.fused_faces(generator, eval_set, [1, 3])
+  assert list(fused) == [3]
+  faces, speakers = fused[3]
+  assert speakers.tolist() == [0, 1]
+  first = np.flatnonzero(eval_set.speakers == 0)[:3]
+  np.testing.assert_array_equal(
+      faces[0], generator.generate_fused_preprocessed(eval_set.waveforms[first])[0]
+  )
+  for bad in ("--fuse=0", "--fuse=x", "--fuse=3,-1"):
+    assert ev.main(args + [bad]) == 2, bad
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wav2pix-evaluate: error: --fuse") and "\n" not in err, err
+  assert ev.main(args + ["--fuse=5"]) == 1  # no speaker has 5 examples
+  assert "no speaker has 5 examples" in capsys.readouterr().err

@@ -242,3 +242,78 @@ def test_rejects_float_and_misshaped_images():
     fm.detection_rate(np.zeros((64, 64, 3), np.uint8))
   with pytest.raises(ValueError, match="empty"):
     fm.face_embeddings(np.zeros((0, 64, 64, 3), np.uint8))
+
+
+# ----------------------------------------------------------------------------- the field's metrics
+
+
+def _clusters(num_classes, per_class, dim=16, spread=0.05, seed=0):
+  """Embeddings around one random prototype per class: (prototypes, embeddings, labels)."""
+  rng = np.random.default_rng(seed)
+  prototypes = rng.normal(size=(num_classes, dim))
+  labels = np.repeat(np.arange(num_classes), per_class)
+  return prototypes, prototypes[labels] + spread * rng.normal(size=(labels.size, dim)), labels
+
+
+def test_speaker_similarity_of_a_perfect_generator():
+  prototypes, reference, reference_labels = _clusters(12, 5)
+  _, generated, labels = _clusters(12, 3, seed=1)
+  generated = prototypes[labels] + 0.05 * np.random.default_rng(2).normal(size=generated.shape)
+  result = fm.speaker_similarity(generated, labels, reference, reference_labels, 12)
+  assert result["matching_1_2"] == 1.0
+  assert [(r["k"], r["recall"], r["chance"]) for r in result["recall"]] == [
+      (1, 1.0, 1 / 12),
+      (5, 1.0, 5 / 12),
+      (10, 1.0, 10 / 12),
+  ]
+  assert result["cosine_similarity"] > 0.99 > result["cosine_similarity_other_speakers"]
+
+
+def test_speaker_similarity_of_a_random_generator_is_near_chance():
+  _, reference, reference_labels = _clusters(10, 4)
+  rng = np.random.default_rng(3)
+  generated, labels = rng.normal(size=(4000, 16)), rng.integers(0, 10, 4000)
+  result = fm.speaker_similarity(generated, labels, reference, reference_labels, 10)
+  recall = {r["k"]: r["recall"] for r in result["recall"]}
+  assert recall[1] == pytest.approx(0.1, abs=0.02)
+  assert recall[5] == pytest.approx(0.5, abs=0.03)
+  assert recall[10] is None  # k >= number of speakers: trivially 1, n/a
+  assert result["matching_1_2"] == pytest.approx(0.5, abs=0.02)
+  assert result["cosine_similarity"] == pytest.approx(
+      result["cosine_similarity_other_speakers"], abs=0.02
+  )
+
+
+def test_speaker_similarity_hand_worked():
+  """2-d unit vectors at known angles: every value below is worked out from the cosines."""
+  unit = lambda deg: [np.cos(np.radians(deg)), np.sin(np.radians(deg))]
+  reference = np.array([unit(0), unit(60), unit(90)])
+  reference_labels = np.array([0, 0, 1])
+  cos = lambda deg: np.cos(np.radians(deg))
+  # Image at 30 deg (speaker 0): its speaker's faces at 30 and 30 deg, the other's at 60 deg:
+  # wins both pairs; its speaker's mean face (at 30 deg) is the closer mean: rank 1.
+  # Image at 80 deg (speaker 0): faces at 80 and 20 deg vs 10 deg: loses both pairs; the mean
+  # faces at 30 and 90 deg are 50 and 10 deg away: rank 2.
+  result = fm.speaker_similarity(
+      np.array([unit(30), 2.0 * np.array(unit(80))]),
+      np.array([0, 0]),
+      reference,
+      reference_labels,
+      2,
+  )
+  assert result["matching_1_2"] == 0.5
+  assert result["recall"][0] == {"k": 1, "recall": 0.5, "chance": 0.5}
+  assert result["recall"][1] == {"k": 5, "recall": None, "chance": 1.0}
+  assert result["cosine_similarity"] == pytest.approx((cos(30) + (cos(80) + cos(20)) / 2) / 2)
+  assert result["cosine_similarity_other_speakers"] == pytest.approx((cos(60) + cos(10)) / 2)
+  # Ties (exact in floating point): an image at 45 deg between one face of each speaker at 0 and
+  # 90 deg: the pair counts 1/2, and the tied mean faces count against (rank 2).
+  result = fm.speaker_similarity(
+      np.array([[1.0, 1.0]]), np.array([0]), np.eye(2), np.array([0, 1]), 2
+  )
+  assert result["matching_1_2"] == 0.5 and result["recall"][0]["recall"] == 0.0
+
+
+def test_speaker_similarity_needs_reference_faces_per_class():
+  with pytest.raises(ValueError, match=r"no reference faces for class\(es\) \[1\]"):
+    fm.speaker_similarity(np.ones((1, 2)), np.array([0]), np.ones((2, 2)), np.array([0, 0]), 2)

@@ -100,3 +100,47 @@ def test_errors_are_one_line_and_write_nothing(workdir, speech, tmp_path, capsys
   assert "exactly one" in capsys.readouterr().err
   assert generate.main([f"--workdir={tmp_path / 'none'}", f"--audio={speech}", f"--out={out}"]) == 1
   assert not out.exists()
+
+
+def test_fuse_makes_one_face_from_every_window_of_every_file(workdir, speech, tmp_path, capsys):
+  from wav2pix_jax import audio
+  from wav2pix_jax import inference
+
+  other = tmp_path / "other.wav"
+  soundfile.write(other, np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32), 16_000)
+  out = tmp_path / "o"
+  args = [f"--workdir={workdir}", f"--out={out}", "--fuse"]
+  assert generate.main(args + [f"--audio={speech}", f"--audio={other}"]) == 0
+  printed = capsys.readouterr().out
+  face = np.asarray(Image.open(out / "fused.png"))
+  generator = inference.load(workdir)
+  waveforms = [audio.load_audio(f, sample_rate=16_000) for f in (speech, other)]
+  np.testing.assert_array_equal(face, generator.generate_fused(waveforms, 16_000)[0])
+  # 0.6 s and 1 s of 1024-sample windows, no overlap: 9 + 15.
+  assert "1 face from the mean embedding of 24 window(s)" in printed and "fused.png" in printed
+  # One file: named after it; --every sets the hop.
+  assert generate.main(args + [f"--audio={speech}", "--every=0.01"]) == 0
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(out / "talk.png")),
+      generator.generate_fused(waveforms[0], 16_000, every=0.01)[0],
+  )
+  assert sorted(p.name for p in out.iterdir()) == ["fused.png", "talk.png"]  # nothing else
+
+
+def test_fuse_errors_are_one_line(workdir, speech, tmp_path, capsys):
+  short = tmp_path / "short.wav"
+  soundfile.write(short, np.full(200, 0.5, np.float32), 16_000)
+  silent = tmp_path / "silent.wav"
+  soundfile.write(silent, np.zeros(16_000, np.float32), 16_000)
+  out = tmp_path / "o"
+  args = [f"--workdir={workdir}", f"--out={out}", "--fuse"]
+  for extra, status, words in (
+      ([f"--audio={speech}", f"--audio={short}"], 1, ["short.wav", "needs at least window"]),
+      ([f"--audio={silent}"], 1, ["silent"]),
+      ([f"--audio={speech}", f"--video={tmp_path / 'v.mp4'}"], 2, ["--fuse", "--video"]),
+  ):
+    assert generate.main(args + extra) == status, extra
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wav2pix-generate: error:") and "\n" not in err, err
+    assert all(w in err for w in words), err
+  assert not out.exists()

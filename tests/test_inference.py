@@ -199,3 +199,94 @@ def test_config_json_that_does_not_match_its_checkpoint_names_the_field(run, tmp
   assert "config.json does not match checkpoint step 5" in message, message
   assert f"model.embed_dim: checkpoint {config.model.embed_dim} vs config.json" in message, message
   assert "\n" not in message and "g_params" not in message  # names the field, not Flax paths
+
+
+# ----------------------------------------------------------------------------- fusing windows
+
+
+@pytest.fixture(scope="module")
+def varied(run):
+  """The run's generator with its encoder's convolutions scaled up: random BatchNorm statistics
+  otherwise swamp the input, and every window gets nearly the same embedding."""
+  workdir, _, _ = run
+  generator = inference.load(workdir, batch_size=4)
+  variables = generator.variables
+  encoder = {
+      k: jax.tree.map(lambda x: 10 * x, v) if k.startswith("conv") else v
+      for k, v in variables["params"]["encoder"].items()
+  }
+  return generator.with_variables(
+      {**variables, "params": {**variables["params"], "encoder": encoder}}
+  )
+
+
+def _noise(seconds: float, seed: int) -> np.ndarray:
+  """Speech-like enough for a random encoder: noise with a per-window loudness and colour."""
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=int(seconds * 16_000))
+  return (np.cumsum(x) * 0.01 + x * rng.uniform(0.1, 1.0)).astype(np.float32)
+
+
+def test_fusing_copies_of_one_window_is_the_single_window_face(varied):
+  window = varied.windows(_noise(0.3, 0), 16_000)  # [1, window]
+  single = varied.generate_preprocessed(window)
+  for copies in (1, 3, 10):  # 10 copies span 3 encoder chunks of 4
+    fused = varied.generate_fused_preprocessed(np.repeat(window, copies, axis=0))
+    assert fused.shape == (1, 64, 64, 3)
+    np.testing.assert_array_equal(fused, single)
+  # The same with the generator's dropout on, seeded.
+  np.testing.assert_array_equal(
+      varied.generate_fused_preprocessed(np.repeat(window, 5, axis=0), sample=True, seed=3),
+      varied.generate_preprocessed(window, sample=True, seed=3),
+  )
+
+
+def test_fusing_is_order_invariant_and_uses_every_window(varied, run):
+  _, config, _ = run
+  windows = varied.fusion_windows(_noise(0.5, 1), 16_000)
+  hop = config.input.audio_samples  # no overlap by default
+  assert windows.shape == (audio.num_windows(8_000, window=hop, hop=hop), hop)
+  embeddings = varied.embed_preprocessed(windows)
+  assert np.abs(embeddings - embeddings.mean(0)).max() > 0.1  # the windows do differ
+  fused = varied.generate_fused_preprocessed(windows)
+  for seed in range(3):
+    shuffled = windows[np.random.default_rng(seed).permutation(len(windows))]
+    np.testing.assert_array_equal(varied.generate_fused_preprocessed(shuffled), fused)
+  # The face of the mean embedding.
+  np.testing.assert_allclose(
+      varied.generate_from_embeddings(embeddings.mean(0, keepdims=True)).astype(int),
+      fused.astype(int),
+      atol=1,  # the float32 mean rounds differently from the float64 one
+  )
+  assert not np.array_equal(varied.generate_fused_preprocessed(windows[:2]), fused)
+  # Silent windows (pauses) are left out; a silent recording is refused.
+  with_pause = np.concatenate([windows[:2], np.zeros_like(windows[:3]), windows[2:]])
+  np.testing.assert_array_equal(varied.generate_fused_preprocessed(with_pause), fused)
+  with pytest.raises(audio.AudioError, match="silent"):
+    varied.generate_fused_preprocessed(np.zeros_like(windows))
+
+
+def test_generate_fused_over_several_recordings(varied):
+  a, b = _noise(0.3, 2), _noise(0.4, 3)
+  both = varied.generate_fused([a, b], 16_000)
+  windows = np.concatenate([varied.fusion_windows(x, 16_000) for x in (a, b)])
+  np.testing.assert_array_equal(both, varied.generate_fused_preprocessed(windows))
+  np.testing.assert_array_equal(varied.generate_fused([b, a], 16_000), both)
+  assert not np.array_equal(varied.generate_fused(a, 16_000), both)
+  # Another rate is resampled first; `every` sets the hop between windows.
+  assert varied.generate_fused(a[::2], 8_000).shape == (1, 64, 64, 3)
+  overlapping = varied.fusion_windows(a, 16_000, every=0.01)
+  assert len(overlapping) > len(varied.fusion_windows(a, 16_000))
+  # A file shorter than one window is an error naming the shortfall.
+  with pytest.raises(audio.AudioError, match="needs at least window"):
+    varied.generate_fused([a, a[:100]], 16_000)
+
+
+def test_mean_embeddings_of_identical_rows_is_exact():
+  row = np.random.default_rng(0).normal(size=(1, 7)).astype(np.float32)
+  for n in (1, 3, 10, 33):
+    np.testing.assert_array_equal(
+        inference.mean_embeddings(np.repeat(row, n, 0), [np.arange(n)]), row
+    )
+  with pytest.raises(ValueError, match="at least one"):
+    inference.mean_embeddings(row, [np.arange(0)])

@@ -228,6 +228,22 @@ def test_face_from_wav_and_from_a_browser_recording(server, workdir):
 
 
 @needs_demo_extra
+def test_fuse_all_windows(server, workdir):
+  """fuse=1: the face of the mean embedding of every window, as generate --fuse makes it."""
+  url, _ = server
+  status, result = _post(url, _encoded(_speech(0.5)), "fuse=1")
+  assert status == 200, result
+  generator = inference.load(workdir)
+  windows = generator.fusion_windows(_speech(0.5), RATE)
+  assert result["fused_windows"] == len(windows) > 1 and result["window_start"] == 0
+  np.testing.assert_array_equal(_face(result), generator.generate_fused(_speech(0.5), RATE)[0])
+  status, plain = _post(url, _encoded(_speech(0.5)))
+  assert plain["fused_windows"] == 0
+  status, result = _post(url, _encoded(_speech(0.5)), "fuse=maybe")
+  assert status == 400 and result["error"] == "fuse must be 0 or 1, got 'maybe'"
+
+
+@needs_demo_extra
 def test_long_clip_gets_the_talking_face_video(server):
   import av
 

@@ -7,8 +7,9 @@ One page (demo_page.html): record from the microphone (MediaRecorder) or upload 
 `wav2pix-generate` reads; the face (the centred window, as `generate` makes it) is shown
 upscaled without blur next to the waveform, and clips of --video_seconds or more also get the
 talking-face video of `generate --video` (the same functions). A "variety" switch samples with
-the generator's dropout (refused, with the reason, for runs trained without dropout) and a step
-selector appears when the workdir has several checkpoints.
+the generator's dropout (refused, with the reason, for runs trained without dropout), "fuse all
+windows" makes the face from the mean speech embedding of every window of the clip (`generate
+--fuse`), and a step selector appears when the workdir has several checkpoints.
 
 Safety: binds 127.0.0.1 unless --host says otherwise (with a warning); uploads are limited in
 size (checked on Content-Length and again while streaming, before any decoding) and in decoded
@@ -170,8 +171,13 @@ class Demo:
       step: int | None = None,
       variety: bool = False,
       seed: int = 0,
+      fuse: bool = False,
   ) -> dict:
-    """Face (PNG data URL), waveform envelope and, for long clips, the talking-face MP4 (base64)."""
+    """Face (PNG data URL), waveform envelope and, for long clips, the talking-face MP4 (base64).
+
+    fuse: the face of the mean speech embedding of every window of the clip (`generate --fuse`)
+    instead of the centred window's.
+    """
     path = pathlib.Path(path)
     with self._lock:
       start = time.perf_counter()
@@ -196,8 +202,16 @@ class Demo:
         )
       if float(np.max(np.abs(waveform))) < audio.SILENCE_THRESHOLD:
         raise DemoError(f"the recording is silent ({seconds:.1f} s without sound)")
+      window_start = (waveform.shape[0] - generator.window) // 2 / rate
+      window_seconds, fused = generator.window / rate, 0
       try:
-        face = generator.generate(waveform, rate, sample=variety, seed=seed)[0]
+        if fuse:
+          windows = generator.fusion_windows(waveform, rate)
+          fused = len(windows) - self._inference.check_not_all_silent(windows)
+          face = generator.generate_fused_preprocessed(windows, sample=variety, seed=seed)[0]
+          window_start, window_seconds = 0.0, len(windows) * generator.window / rate
+        else:
+          face = generator.generate(waveform, rate, sample=variety, seed=seed)[0]
       except audio.AudioError as e:
         raise DemoError(
             f"the middle {generator.window / rate:.2f} s of the recording (the face's window) is "
@@ -208,11 +222,12 @@ class Demo:
           "size": generator.image_size,
           "step": generator.step,
           "seconds": round(seconds, 3),
-          "window_start": round((waveform.shape[0] - generator.window) // 2 / rate, 4),
-          "window_seconds": generator.window / rate,
+          "window_start": round(window_start, 4),
+          "window_seconds": window_seconds,
           "envelope": _envelope(waveform),
           "variety": bool(variety),
           "seed": int(seed),
+          "fused_windows": fused,  # 0: the centred window alone
           "video": None,
           "note": "",
       }
@@ -360,7 +375,7 @@ def _describe(e: Exception) -> str:
 
 
 def _options(query) -> dict:
-  """step / variety / seed from the query string; DemoError on bad values."""
+  """step / variety / seed / fuse from the query string; DemoError on bad values."""
   options: dict[str, Any] = {}
   step = query.get("step", "")
   if step:
@@ -375,6 +390,10 @@ def _options(query) -> dict:
   if not seed.isdigit() or int(seed) >= 2**31:
     raise DemoError(f"seed must be an integer in [0, 2^31), got {seed[:40]!r}")
   options["seed"] = int(seed)
+  fuse = query.get("fuse", "0")
+  if fuse not in ("0", "1", "true", "false"):
+    raise DemoError(f"fuse must be 0 or 1, got {fuse[:40]!r}")
+  options["fuse"] = fuse in ("1", "true")
   return options
 
 

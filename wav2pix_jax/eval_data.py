@@ -41,6 +41,20 @@ def centred(waveform: np.ndarray, window: int) -> np.ndarray:
   return waveform[start : start + window]
 
 
+def fusion_groups(speakers: np.ndarray, windows_per_face: int) -> list[np.ndarray]:
+  """Example indices fused into one face each: every `windows_per_face` consecutive examples of
+  one speaker (in split order), speaker by speaker; a speaker's last < windows_per_face dropped."""
+  if windows_per_face < 1:
+    raise ValueError(f"windows_per_face must be >= 1, got {windows_per_face}")
+  speakers = np.asarray(speakers)
+  groups = []
+  for s in np.unique(speakers):
+    own = np.flatnonzero(speakers == s)
+    usable = own.size // windows_per_face * windows_per_face
+    groups.extend(own[:usable].reshape(-1, windows_per_face))
+  return groups
+
+
 def reference_faces(
     input_cfg, *, image_size: int, per_speaker: int, eval_split: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:

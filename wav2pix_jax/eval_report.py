@@ -18,7 +18,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -46,6 +46,19 @@ DEFINITIONS = {
         "inner-lip gap (landmarks 62-64 vs 68-66) / outer-eye-corner distance on detected faces, and its "
         "Pearson correlation with the RMS level (dB) of the raw speech clip"
     ),
+    "speaker_similarity": (
+        "the face-from-voice literature's metrics on the same dlib embeddings (every image, the full "
+        "image as face box where none is detected, as for identity), against the real reference "
+        "faces: cosine_similarity = mean over images of the mean cosine similarity to its speaker's "
+        "reference faces (SF2F, Vox2Face), cosine_similarity_other_speakers = the same to the other "
+        "speakers' faces (each speaker weighted equally; the wrong-person level); recall@k = share of "
+        "images whose speaker's mean reference embedding ranks in the top k of all speakers' by cosine "
+        "similarity (Speech2Face, SF2F; a tie counts against; null = n/a where k >= number of "
+        "speakers, trivially 1; chance k / speakers); matching_1_2 = share of (real face of the "
+        "speaker, real face of another speaker) pairs to which the image is more cosine-similar to the "
+        "first (Wen et al. 1:2 matching; exact mean over all pairs and other speakers, ties 1/2; "
+        "chance 0.5)"
+    ),
 }
 
 PIXEL_DEFINITIONS = {
@@ -70,6 +83,15 @@ PIXEL_DEFINITIONS = {
         "semitones); 'within_speaker' as for the mouth"
     ),
 }
+
+FUSED_DEFINITION = (
+    "rows fused_<k>: one face per k held-out examples of one speaker (consecutive in the split's "
+    "order; a speaker's last < k examples dropped), generated from the mean of their k speech "
+    "embeddings (inference.FaceGenerator.generate_fused_preprocessed); the same metrics against "
+    "the same reference faces, without expressivity (no single clip's loudness or pitch); k = 1 "
+    "is the 'generated' row. The Frechet distance of a row with fewer images is biased upward: "
+    "compare identity, recall and matching across rows rather than FD"
+)
 
 ROW_DESCRIPTIONS = {
     "generated": "faces generated from held-out speech",
@@ -156,6 +178,51 @@ class PixelBrows:
   pitch_correlation_within_speaker: float | None
 
 
+@dataclasses.dataclass
+class RecallAtK:
+  """Retrieval recall@k of the true speaker among all speakers (None: n/a, k >= speakers)."""
+
+  k: int
+  recall: float | None
+  chance: float  # k / number of speakers (at most 1)
+
+
+@dataclasses.dataclass
+class SpeakerSimilarity:
+  """The field's metrics on dlib embeddings: cosine similarity, recall@k, 1:2 matching."""
+
+  cosine_similarity: float
+  cosine_similarity_other_speakers: float | None  # the wrong-person level; None: one speaker
+  recall: list[RecallAtK]
+  matching_1_2: float | None  # None: one speaker
+  matching_chance: float = 0.5
+
+  @classmethod
+  def from_json(cls, d: dict) -> SpeakerSimilarity:
+    return cls(**{**d, "recall": [RecallAtK(**r) for r in d["recall"]]})
+
+  def scalars(self) -> dict[str, float | None]:
+    out = {
+        "cosine_similarity": self.cosine_similarity,
+        "cosine_similarity_other_speakers": self.cosine_similarity_other_speakers,
+        "matching_1_2": self.matching_1_2,
+    }
+    out.update({f"recall_at_{r.k}": r.recall for r in self.recall})
+    return out
+
+  def summary(self) -> str:
+    recall = " ".join(
+        f"R@{r.k} {_fmt(r.recall, '.1%')}"
+        + ("" if r.recall is None else f" (chance {r.chance:.0%})")
+        for r in self.recall
+    )
+    return (
+        f"cos {self.cosine_similarity:.3f} (other speakers "
+        f"{_fmt(self.cosine_similarity_other_speakers, '.3f')})  {recall}  "
+        f"1:2 matching {_fmt(self.matching_1_2, '.1%')}"
+    )
+
+
 def _optional(cls, d: dict | None):
   return None if d is None else cls(**d)
 
@@ -173,9 +240,11 @@ class DlibMetrics:
   per_speaker_detection_rate: list[float | None]  # in identity.per_speaker's order
   frechet_distance: float | None  # None: fewer than 2 images
   expressivity: Expressivity | None  # None: no loudness given
+  # None: not computed (reports written before it existed have no "speaker_similarity" key).
+  speaker_similarity: SpeakerSimilarity | None = None
 
   def to_json(self) -> dict:
-    return {
+    out = {
         "face_detection_rate": self.face_detection_rate,
         "identity": self.identity.to_json(
             [{"face_detection_rate": r} for r in self.per_speaker_detection_rate]
@@ -183,6 +252,9 @@ class DlibMetrics:
         "frechet_distance": self.frechet_distance,
         "expressivity": _asdict(self.expressivity),
     }
+    if self.speaker_similarity is not None:
+      out["speaker_similarity"] = _asdict(self.speaker_similarity)
+    return out
 
   @classmethod
   def from_json(cls, d: dict) -> DlibMetrics:
@@ -194,22 +266,33 @@ class DlibMetrics:
         ],
         frechet_distance=d["frechet_distance"],
         expressivity=_optional(Expressivity, d["expressivity"]),
+        speaker_similarity=(
+            SpeakerSimilarity.from_json(d["speaker_similarity"])
+            if d.get("speaker_similarity") is not None
+            else None
+        ),
     )
 
   def scalars(self) -> dict[str, float | None]:
-    return {
+    out = {
         "face_detection_rate": self.face_detection_rate,
         "identity": self.identity.accuracy,
         "frechet_distance": self.frechet_distance,
         "mouth_loudness_r": self.expressivity and self.expressivity.loudness_correlation,
     }
+    if self.speaker_similarity is not None:
+      out.update(self.speaker_similarity.scalars())
+    return out
 
   def summary(self) -> str:
     corr = self.expressivity and self.expressivity.loudness_correlation
-    return (
+    line = (
         f"dlib: detection {self.face_detection_rate:.1%}  identity {self.identity.accuracy:.1%}  "
         f"FD {_fmt(self.frechet_distance, '.3f')}  mouth~loudness r {_fmt(corr, '+.2f')}"
     )
+    if self.speaker_similarity is not None:
+      line += "  " + self.speaker_similarity.summary()
+    return line
 
 
 @dataclasses.dataclass
@@ -425,9 +508,17 @@ def _dlib_metrics(
     classifier: face_metrics.CentroidClassifier,
     classes: np.ndarray,
     reference_embeddings: np.ndarray,
+    reference_classes: np.ndarray,
     speaker_names: Sequence[str],
 ) -> DlibMetrics:
   identity = _identity(classifier.predict(analysis.embeddings), classes, speakers, speaker_names)
+  similarity = face_metrics.speaker_similarity(
+      analysis.embeddings,
+      np.searchsorted(classes, speakers),
+      reference_embeddings,
+      reference_classes,
+      len(classes),
+  )
   detection = []
   for c in range(len(identity.per_speaker)):
     mask = speakers == c
@@ -446,6 +537,7 @@ def _dlib_metrics(
           if loudness is None
           else Expressivity(**face_metrics.expressivity(analysis, loudness))
       ),
+      speaker_similarity=SpeakerSimilarity.from_json(similarity),
   )
 
 
@@ -486,6 +578,7 @@ def evaluate(
     layout: dict | None = None,
     cache: dict | None = None,
     pitch: np.ndarray | None = None,
+    fused: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Report:
   """The evaluation report: one row each for generated, real and mean-face images.
 
@@ -503,6 +596,8 @@ def evaluate(
   for the eyebrow metric (with layout["brow_boxes"]), or None to skip it.
   cache: a dict kept between calls on the SAME real / reference faces (periodic evaluation): the
   dlib analyses of those are then computed once.
+  fused: {k: (uint8 [G, S, S, 3] faces, int [G] speakers)} of faces each generated from k fused
+  speech windows of one speaker: a row "fused_<k>" each, after "generated" (FUSED_DEFINITION).
   """
   if not dlib_metrics and layout is None:
     raise ValueError("nothing to compute: dlib_metrics=False and no pixel layout")
@@ -541,6 +636,18 @@ def evaluate(
         f"{[speaker_names[m] for m in missing]}"
     )
   class_index = np.searchsorted(classes, train_speakers)  # reference labels as 0..len(classes)-1
+  fused = dict(sorted((fused or {}).items()))
+  for k, (faces, labels) in fused.items():
+    faces = face_metrics.check_images(faces, f"fused[{k}]")
+    labels = np.asarray(labels).astype(np.int64)
+    if k < 2 or labels.shape != faces.shape[:1] or faces.shape[1:3] != generated.shape[1:3]:
+      raise ValueError(
+          f"fused[{k}]: need k >= 2 and one speaker per face of the generated size, got "
+          f"{faces.shape} faces and {labels.shape} speakers"
+      )
+    if set(labels.tolist()) - set(classes.tolist()):
+      raise ValueError(f"fused[{k}]: speakers without reference faces")
+    fused[k] = (faces, labels)
 
   size = generated.shape[1:3]
   train_real = resize_batch(train_real, size)
@@ -551,7 +658,16 @@ def evaluate(
       "real": resize_batch(real, size),
       "mean_face": means[speakers],
   }
-  rows = {name: Row(description=ROW_DESCRIPTIONS[name], num_images=n) for name in images}
+  # Rows in print order: generated, the fused rows (faces, speakers by row name), real, mean face.
+  fused_rows = {f"fused_{k}": v for k, v in fused.items()}
+  rows = {"generated": Row(description=ROW_DESCRIPTIONS["generated"], num_images=n)}
+  for k, (faces, _) in fused.items():
+    rows[f"fused_{k}"] = Row(
+        description=f"one face per {k} held-out clips of a speaker, from their mean speech embedding",
+        num_images=int(faces.shape[0]),
+    )
+  for name in ("real", "mean_face"):
+    rows[name] = Row(description=ROW_DESCRIPTIONS[name], num_images=n)
   definitions, settings = {}, {
       "image_size": list(size),
       "num_train_faces": int(train_real.shape[0]),
@@ -582,7 +698,19 @@ def evaluate(
     }
     for name, analysis in analyses.items():
       rows[name].dlib = _dlib_metrics(
-          analysis, classifier=classifier, reference_embeddings=train_analysis.embeddings, **common
+          analysis,
+          classifier=classifier,
+          reference_embeddings=train_analysis.embeddings,
+          reference_classes=class_index,
+          **common,
+      )
+    for name, (faces, labels) in fused_rows.items():
+      rows[name].dlib = _dlib_metrics(
+          face_metrics.analyze_faces(faces),
+          classifier=classifier,
+          reference_embeddings=train_analysis.embeddings,
+          reference_classes=class_index,
+          **dict(common, speakers=labels, loudness=None),
       )
     definitions.update(DEFINITIONS)
     settings.update(
@@ -608,6 +736,13 @@ def evaluate(
       rows[name].pixel = _pixel_metrics(
           batch, classifier=pixel_classifier, layout=layout, pitch=pitch, **common
       )
+    for name, (faces, labels) in fused_rows.items():
+      rows[name].pixel = _pixel_metrics(
+          faces,
+          classifier=pixel_classifier,
+          layout=layout,
+          **dict(common, speakers=labels, loudness=None),
+      )
     definitions.update(
         {
             k: v
@@ -619,6 +754,9 @@ def evaluate(
         k: None if v is None else [list(b) for b in v] if k == "brow_boxes" else list(v)
         for k, v in layout.items()
     }
+  if fused:
+    definitions["fused"] = FUSED_DEFINITION
+    settings["fused_windows_per_face"] = list(fused)
   return Report(
       definitions=definitions,
       settings=settings,

@@ -75,11 +75,12 @@ def evaluate_set(
     *,
     dlib_metrics: bool = True,
     cache: dict | None = None,
+    fused: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> eval_report.Report:
   """The report for `generated` (uint8 [N, S, S, 3], one face per example of `eval_set`, in order).
 
   cache: a dict kept between calls on the same eval set (the dlib analyses of its real and
-  reference faces are then computed once).
+  reference faces are then computed once). fused: `fused_faces`' rows, {k: (faces, speakers)}.
   """
   report = eval_report.evaluate(
       generated=generated,
@@ -93,9 +94,32 @@ def evaluate_set(
       layout=eval_set.layout,
       cache=cache,
       pitch=eval_set.pitch,
+      fused=fused,
   )
   report.settings["reference_faces_from_eval_split"] = list(eval_set.reference_from_eval_split)
   return report
+
+
+def fused_faces(
+    generator: inference.FaceGenerator, eval_set: eval_data.EvalSet, windows_per_face: Sequence[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+  """{k: (uint8 faces, speakers)}: one face per k examples of a speaker (eval_data.fusion_groups),
+  from the mean of their speech embeddings; for each k > 1 (k = 1 is the generated row)."""
+  ks = sorted({int(k) for k in windows_per_face if k > 1})
+  if not ks:
+    return {}
+  embeddings = generator.embed_preprocessed(eval_set.waveforms)
+  fused = {}
+  for k in ks:
+    groups = eval_data.fusion_groups(eval_set.speakers, k)
+    if not groups:
+      raise config_lib.ConfigError(
+          f"fusing {k} windows per face: no speaker has {k} examples in split "
+          f"{eval_set.split!r} ({len(eval_set.speakers)} examples evaluated)"
+      )
+    faces = generator.generate_from_embeddings(inference.mean_embeddings(embeddings, groups))
+    fused[k] = (faces, eval_set.speakers[[g[0] for g in groups]])
+  return fused
 
 
 def evaluate_workdir(
@@ -110,11 +134,13 @@ def evaluate_workdir(
     data_dir: str | None = None,
     grid_per_speaker: int = 8,
     dlib_metrics: bool = True,
+    fuse: Sequence[int] = (),
 ) -> eval_report.Report:
   """Generates faces for `split` with a trained workdir's generator, evaluates, writes report + grid.
 
   train_faces_per_speaker: reference faces per speaker; None: the run's
   config.eval.reference_faces_per_speaker. The generator runs in the run's config.eval.train_mode.
+  fuse: windows per face of extra rows "fused_<k>" (`fused_faces`; 1 is the generated row).
   """
   generator = inference.load(workdir, step, batch_size=batch_size)
   config = generator.config
@@ -140,7 +166,8 @@ def evaluate_workdir(
       batch_size=batch_size,
   )
   generated = generator.generate_preprocessed(eval_set.waveforms)
-  report = evaluate_set(eval_set, generated, dlib_metrics=dlib_metrics)
+  fused = fused_faces(generator, eval_set, fuse)
+  report = evaluate_set(eval_set, generated, dlib_metrics=dlib_metrics, fused=fused)
   report.run = {
       "workdir": os.path.abspath(os.path.expanduser(str(workdir))),
       "step": generator.step,
@@ -253,6 +280,13 @@ flags.DEFINE_boolean(
     "Skip the dlib metrics (pixel-space metrics only, for datasets with a known face layout).",
     flag_values=FLAGS,
 )
+flags.DEFINE_list(
+    "fuse",
+    [],
+    "Also evaluate faces each generated from the mean speech embedding of K examples of one "
+    "speaker, for each K listed (e.g. 1,3,10: rows fused_3 and fused_10; 1 is the generated row).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_boolean("library_logs", False, cli.LIBRARY_LOGS_HELP, flag_values=FLAGS)
 flags.mark_flag_as_required("workdir", flag_values=FLAGS)
 
@@ -273,6 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       value = FLAGS[name].value
       if value is not None and value < 1:
         raise cli.UsageError(f"--{name} must be a positive integer, got {value}")
+    fuse = [int(k) if k.strip().isdigit() else 0 for k in FLAGS.fuse]
+    if any(k < 1 for k in fuse):
+      raise cli.UsageError(
+          f"--fuse must list positive integers (windows per face), got {','.join(FLAGS.fuse)}"
+      )
   except cli.UsageError as e:
     print(cli.error_line(PROG, e), file=sys.stderr)
     return 2
@@ -289,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_faces_per_speaker=FLAGS.train_faces_per_speaker,
         data_dir=FLAGS.data_dir,
         dlib_metrics=not FLAGS.no_dlib,
+        fuse=fuse,
     )
   except (config_lib.ConfigError, OSError) as e:  # a bad setting or path; a bug keeps its traceback
     print(cli.error_line(PROG, e), file=sys.stderr)

@@ -1,6 +1,4 @@
-"""Model-free face metrics for the paper's evaluation.
-
-Detection, identity, Frechet distance, expressivity.
+"""Model-free face metrics: detection, identity, Frechet distance, expressivity, retrieval.
 
 Everything here works on uint8 RGB images [N, H, W, 3] of any size and uses only dlib and the two
 models shipped by `face_recognition_models` (68-point landmarks, 128-d face-embedding ResNet),
@@ -224,6 +222,108 @@ def identity_accuracy(
       "chance": 1.0 / len(speaker_names),
       "num_examples": int(labels.size),
       "per_speaker": per_speaker,
+  }
+
+
+# ----------------------------------------------------------------------------- the field's metrics
+#
+# The face-from-voice literature's metrics on face embeddings (here dlib's): cosine similarity to
+# the speaker's real faces (SF2F, Vox2Face), retrieval recall@k of the true speaker among all
+# (Speech2Face, SF2F), and 1:2 matching (Wen et al.). Every image counts, with the embedding of the
+# full image where no face is detected (as for identity).
+
+RECALL_KS = (1, 5, 10)
+
+
+def cosine_similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """float64 [N, M]: cosine similarity of each row of a [N, D] to each row of b [M, D]."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+    raise ValueError(f"need two embedding sets [N, D] with the same D, got {a.shape} and {b.shape}")
+  a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+  b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+  return a @ b.T
+
+
+def speaker_similarity(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    reference_embeddings: np.ndarray,
+    reference_labels: np.ndarray,
+    num_classes: int,
+    ks: Sequence[int] = RECALL_KS,
+) -> dict:
+  """Cosine similarity, recall@k and 1:2 matching of images [N, D] against real reference faces.
+
+  labels [N] and reference_labels [M] are class indices in [0, num_classes); every class needs
+  reference faces. Returns:
+  - cosine_similarity: mean over images of the mean cosine similarity to its class's reference
+    faces; cosine_similarity_other_speakers: the same to the OTHER classes' faces (each other
+    class weighted equally): what the wrong person's face scores (None with one class);
+  - recall: [{"k", "recall", "chance"}]: share of images whose class's mean reference embedding
+    is among the k most cosine-similar class means (a tie counts against); recall None (n/a)
+    where k >= num_classes (trivially 1); chance = k / num_classes;
+  - matching_1_2: is the image more cosine-similar to a real face of its class than to a real
+    face of a random other class: the exact mean over all such pairs (a tie counts 1/2) and
+    over other classes (equally weighted); chance 0.5 (None with one class).
+  """
+  emb = np.asarray(embeddings, np.float64)
+  ref = np.asarray(reference_embeddings, np.float64)
+  labels, reference_labels = np.asarray(labels), np.asarray(reference_labels)
+  if labels.shape != emb.shape[:1] or reference_labels.shape != ref.shape[:1]:
+    raise ValueError(
+        f"need one label per embedding: {labels.shape} for {emb.shape}, "
+        f"{reference_labels.shape} for {ref.shape}"
+    )
+  missing = [c for c in range(num_classes) if not np.any(reference_labels == c)]
+  if missing:
+    raise ValueError(f"no reference faces for class(es) {missing}")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"labels must lie in [0, {num_classes})")
+  sims = cosine_similarities(emb, ref)  # [N, M]
+  members = [reference_labels == c for c in range(num_classes)]
+  # [N, C]: mean similarity of each image to each class's reference faces.
+  per_class = np.stack([sims[:, m].mean(1) for m in members], axis=1)
+  rows = np.arange(labels.size)
+  own = per_class[rows, labels]
+  other = None
+  if num_classes > 1:
+    other = float(((per_class.sum(1) - own) / (num_classes - 1)).mean())
+  centroids = np.stack([ref[m].mean(0) for m in members])
+  to_centroids = cosine_similarities(emb, centroids)  # [N, C]
+  rank = (to_centroids >= to_centroids[rows, labels][:, None]).sum(
+      1
+  )  # 1 = first; ties count against
+  recall = [
+      {
+          "k": int(k),
+          "recall": float(np.mean(rank <= k)) if k < num_classes else None,
+          "chance": min(k / num_classes, 1.0),
+      }
+      for k in ks
+  ]
+  matching = None
+  if num_classes > 1:
+    scores = np.zeros(labels.size)
+    for i, (s, c) in enumerate(zip(sims, labels)):
+      positive = np.sort(s[members[c]])
+      wins = []
+      for o in range(num_classes):
+        if o != c:
+          negative = s[members[o]]
+          # Pairs (positive, negative) with positive > negative, plus half the ties.
+          below = np.searchsorted(positive, negative, side="right")
+          tied = below - np.searchsorted(positive, negative, side="left")
+          wins.append(
+              ((positive.size - below).sum() + 0.5 * tied.sum()) / (positive.size * negative.size)
+          )
+      scores[i] = np.mean(wins)
+    matching = float(scores.mean())
+  return {
+      "cosine_similarity": float(own.mean()),
+      "cosine_similarity_other_speakers": other,
+      "recall": recall,
+      "matching_1_2": matching,
   }
 
 

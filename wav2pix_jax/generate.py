@@ -3,8 +3,12 @@
     wav2pix-generate --workdir=workdirs/base --audio=a.wav --audio=b.m4a --out=faces/
     wav2pix-generate --workdir=workdirs/base --audio=talk.wav --out=faces/ --every=0.5
     wav2pix-generate --workdir=workdirs/base --audio=talk.wav --out=faces/ --video=talk.mp4 --fps=25
+    wav2pix-generate --workdir=workdirs/base --audio=a.wav --audio=b.wav --out=faces/ --fuse
 
 One face per file (its centred window) by default; with --every, one face per window start;
+with --fuse, ONE face from the mean speech embedding of every window of every file given (windows
+a window's length apart, or --every s; silent ones left out), written as <out>/<name>.png for one
+file and <out>/fused.png for several;
 with --video, one frame per 1/fps s, each generated from the window CENTRED on that frame's time
 (the recording is padded with half a window of silence at both ends). With --every or --video a
 silent window (a pause) still gets a face, generated from silence, and the count of such windows
@@ -46,6 +50,12 @@ flags.DEFINE_string(
     "video", None, "Write a talking-face MP4 (one --audio only).", flag_values=FLAGS
 )
 flags.DEFINE_float("fps", 25.0, "Video frame rate.", flag_values=FLAGS)
+flags.DEFINE_boolean(
+    "fuse",
+    False,
+    "One face from the mean speech embedding of all windows of all the files (one voice).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_boolean("sample", False, "Keep the generator's dropout on.", flag_values=FLAGS)
 flags.DEFINE_integer("seed", 0, "Seed of --sample.", flag_values=FLAGS)
 flags.DEFINE_boolean("library_logs", False, cli.LIBRARY_LOGS_HELP, flag_values=FLAGS)
@@ -152,6 +162,28 @@ def _report_silent(path, silent: int, total: int) -> None:
     print(f"{path}: {silent} of {total} windows are silent; their faces are generated from silence")
 
 
+def _fuse(generator, files, waveforms, out_dir: pathlib.Path, name: str) -> None:
+  """`--fuse`: one face from the mean embedding of every window of every file -> <out>/<name>.png."""
+  from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
+
+  windows = []
+  for path, waveform in zip(files, waveforms):
+    try:
+      windows.append(generator.fusion_windows(waveform, generator.sample_rate, every=FLAGS.every))
+    except audio.AudioError as e:
+      raise audio.AudioError(f"{path}: {e}") from None
+  windows = np.concatenate(windows)
+  silent = inference.check_not_all_silent(windows)
+  face = generator.generate_fused_preprocessed(windows, sample=FLAGS.sample, seed=FLAGS.seed)
+  (target,) = _save_pngs(out_dir, name, face)
+  used = len(windows) - silent
+  left_out = f" ({silent} silent left out)" if silent else ""
+  print(
+      f"{', '.join(map(str, files))}: 1 face from the mean embedding of {used} window(s)"
+      f"{left_out} -> {target}"
+  )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry; returns the exit status (2: a bad command line, 1: another user's error)."""
   if cli.wants_help(argv):
@@ -175,8 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return fail(f"--video needs exactly one --audio file, got {len(files)}", 2)
   if FLAGS.video is not None and FLAGS.every is not None:
     return fail("--video sets the face rate from --fps; drop --every", 2)
+  if FLAGS.fuse and FLAGS.video is not None:
+    return fail("--fuse makes one face from all windows; drop --video", 2)
   stems = [pathlib.Path(f).stem for f in files]
-  if len(set(stems)) != len(stems):
+  if len(set(stems)) != len(stems) and not FLAGS.fuse:
     return fail(f"two --audio files share a name ({stems}); outputs would overwrite each other", 2)
   cli.quiet_library_logs(show=cli.library_logs_wanted(FLAGS.library_logs))
 
@@ -187,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Decode everything first: a bad file fails before anything is written.
     waveforms = [audio.load_audio(f, sample_rate=generator.sample_rate) for f in files]
     out_dir = pathlib.Path(FLAGS.out)
+    if FLAGS.fuse:
+      _fuse(generator, files, waveforms, out_dir, stems[0] if len(files) == 1 else "fused")
+      return 0
     for path, stem, waveform in zip(files, stems, waveforms):
       if FLAGS.video is not None:
         windows = video_windows(generator, waveform, fps=FLAGS.fps)

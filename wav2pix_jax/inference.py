@@ -85,22 +85,36 @@ class FaceGenerator:
       self.train_mode = bool(self.config.eval.train_mode)
     train_mode = self.train_mode
 
-    def forward(variables, waveform, rng, sample):
-      def fn(m, w):
-        # The encoder runs in inference mode (BatchNorm running statistics) unless
-        # train_mode; `sample` only switches the generator's dropout on, its one source
-        # of randomness.
-        return m.generator(m.encoder(w, train=train_mode), train=sample, update_spectral=False)
-
+    def apply(variables, fn, inputs, rng=None):
+      rngs = {} if rng is None else {"dropout": rng}
       if train_mode:
-        return model.apply(
-            variables, waveform, method=fn, rngs={"dropout": rng}, mutable=["batch_stats"]
-        )[0]
-      return model.apply(variables, waveform, method=fn, rngs={"dropout": rng})
+        return model.apply(variables, inputs, method=fn, rngs=rngs, mutable=["batch_stats"])[0]
+      return model.apply(variables, inputs, method=fn, rngs=rngs)
+
+    def encode(variables, waveform):
+      # The encoder runs in inference mode (BatchNorm running statistics) unless train_mode.
+      return apply(variables, lambda m, w: m.encoder(w, train=train_mode), waveform)
+
+    def decode(variables, embedding, rng, sample):
+      # `sample` only switches the generator's dropout on, its one source of randomness.
+      return apply(
+          variables,
+          lambda m, e: m.generator(e, train=sample, update_spectral=False),
+          embedding,
+          rng,
+      )
+
+    def forward(variables, waveform, rng, sample):
+      return decode(variables, encode(variables, waveform), rng, sample)
 
     # jit: (G variables, float32 waveforms [B, window], dropout key, sample) -> faces in [-1, 1].
     # The variables are an argument, not a constant: `with_variables` reuses the compiled function.
     self.forward = jax.jit(forward, static_argnums=3)
+    # The same two stages apart, for fusing several windows into one face (`generate_fused`):
+    # (variables, waveforms [B, window]) -> embeddings [B, E]; (variables, embeddings [B, E],
+    # dropout key, sample) -> faces in [-1, 1].
+    self.encode = jax.jit(encode)
+    self.decode = jax.jit(decode, static_argnums=3)
 
   @classmethod
   def from_state(
@@ -140,26 +154,88 @@ class FaceGenerator:
       self, waveforms: np.ndarray, *, sample: bool = False, seed: int = 0
   ) -> np.ndarray:
     """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window], in fixed-size chunks."""
-    if sample and not self.can_sample:
-      raise config_lib.ConfigError(NO_DROPOUT_MESSAGE)
-    waveforms = np.asarray(waveforms, np.float32)
-    if waveforms.ndim != 2 or waveforms.shape[1] != self.window:
-      raise ValueError(f"preprocessed waveforms must be [B, {self.window}], got {waveforms.shape}")
-    out = np.zeros((waveforms.shape[0], self.image_size, self.image_size, 3), np.uint8)
-    key = jax.random.PRNGKey(seed)
+    key = self._dropout_key(sample, seed)
     sample = bool(sample or self.train_mode)
-    for index, start in enumerate(range(0, waveforms.shape[0], self.batch_size)):
-      chunk = waveforms[start : start + self.batch_size]
-      rows = chunk.shape[0]
-      # One compiled shape, whatever the length (not in train_mode: padding rows would enter
-      # the batch statistics).
-      if rows < self.batch_size and not self.train_mode:
-        chunk = np.concatenate([chunk, np.zeros((self.batch_size - rows, self.window), np.float32)])
-      images = self.forward(
-          self.variables, jnp.asarray(chunk), jax.random.fold_in(key, index), sample
-      )
-      out[start : start + rows] = to_uint8(np.asarray(images[:rows]))
-    return out
+    return self._in_chunks(
+        self._checked_windows(waveforms),
+        np.zeros((self.image_size, self.image_size, 3), np.uint8),
+        lambda chunk, index: to_uint8(
+            self.forward(self.variables, chunk, jax.random.fold_in(key, index), sample)
+        ),
+    )
+
+  def embed_preprocessed(self, waveforms: np.ndarray) -> np.ndarray:
+    """float32 [B, E]: the speech embeddings of preprocessed windows float32 [B, window]."""
+    return self._in_chunks(
+        self._checked_windows(waveforms),
+        np.zeros((int(self.config.model.embed_dim),), np.float32),
+        lambda chunk, index: self.encode(self.variables, chunk),
+    )
+
+  def generate_from_embeddings(
+      self, embeddings: np.ndarray, *, sample: bool = False, seed: int = 0
+  ) -> np.ndarray:
+    """uint8 [B, S, S, 3] from speech embeddings float32 [B, E] (the generator alone)."""
+    key = self._dropout_key(sample, seed)
+    sample = bool(sample or self.train_mode)
+    embed_dim = int(self.config.model.embed_dim)
+    embeddings = np.asarray(embeddings, np.float32)
+    if embeddings.ndim != 2 or embeddings.shape[1] != embed_dim:
+      raise ValueError(f"embeddings must be [B, {embed_dim}], got {embeddings.shape}")
+    return self._in_chunks(
+        embeddings,
+        np.zeros((self.image_size, self.image_size, 3), np.uint8),
+        lambda chunk, index: to_uint8(
+            self.decode(self.variables, chunk, jax.random.fold_in(key, index), sample)
+        ),
+    )
+
+  def generate_fused_preprocessed(
+      self, waveforms: np.ndarray, *, sample: bool = False, seed: int = 0
+  ) -> np.ndarray:
+    """uint8 [1, S, S, 3]: ONE face from the mean speech embedding of preprocessed windows
+    float32 [B, window]; silent (all-zero) windows are left out (AudioError if all are)."""
+    waveforms = self._checked_windows(waveforms)
+    check_not_all_silent(waveforms)
+    voiced = waveforms[np.any(waveforms != 0, axis=1)]
+    if not voiced.shape[0]:
+      raise audio.AudioError("no speech window to fuse")
+    fused = mean_embeddings(self.embed_preprocessed(voiced), [np.arange(voiced.shape[0])])
+    return self.generate_from_embeddings(fused, sample=sample, seed=seed)
+
+  def generate_fused(
+      self,
+      waveforms: np.ndarray | Sequence[np.ndarray],
+      sample_rate: int,
+      *,
+      every: float | None = None,
+      sample: bool = False,
+      seed: int = 0,
+  ) -> np.ndarray:
+    """uint8 [1, S, S, 3]: ONE face from the mean embedding of every window of one recording, or
+    of several recordings of one voice (a list), all at `sample_rate`.
+
+    The windows tile each recording (a window's length apart, or `every` seconds); the tail
+    shorter than a window is left out, and so are silent windows (pauses).
+    """
+    if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
+      waveforms = [waveforms]
+    if not len(waveforms):
+      raise ValueError("generate_fused needs at least one recording")
+    windows = np.concatenate([self.fusion_windows(w, sample_rate, every=every) for w in waveforms])
+    return self.generate_fused_preprocessed(windows, sample=sample, seed=seed)
+
+  def fusion_windows(
+      self, waveform: np.ndarray, sample_rate: int, *, every: float | None = None
+  ) -> np.ndarray:
+    """float32 [N, window]: the windows `generate_fused` averages for one recording.
+
+    One window every `every` seconds (default: the window's length, no overlap); silent ones are
+    all zeros (`generate_fused_preprocessed` leaves them out).
+    """
+    return self._hop_windows(
+        waveform, sample_rate, self.window / self.sample_rate if every is None else every
+    )
 
   def generate(
       self,
@@ -188,17 +264,47 @@ class FaceGenerator:
     A silent window (a pause) becomes all zeros when `every` is set (a talking-face video keeps
     one frame per tick); audio that is silent throughout is refused (`audio.AudioError`).
     """
-    waveform = self._resampled(waveform, sample_rate)
     if every is None:
+      waveform = self._resampled(waveform, sample_rate)
       return audio.preprocess(waveform, window=self.window, **self.preprocess_options)[None]
-    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
-      raise ValueError(f"every must be a positive number of seconds, got {every!r}")
-    hop = max(1, int(round(every * self.sample_rate)))
-    windows = audio.windows(
-        waveform, window=self.window, hop=hop, silent="zeros", **self.preprocess_options
-    )
+    windows = self._hop_windows(waveform, sample_rate, every)
     check_not_all_silent(windows)
     return windows
+
+  def _hop_windows(self, waveform: np.ndarray, sample_rate: int, every: float) -> np.ndarray:
+    """One preprocessed window every `every` seconds from the start; silent ones all zeros."""
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
+      raise ValueError(f"every must be a positive number of seconds, got {every!r}")
+    waveform = self._resampled(waveform, sample_rate)
+    hop = max(1, int(round(every * self.sample_rate)))
+    return audio.windows(
+        waveform, window=self.window, hop=hop, silent="zeros", **self.preprocess_options
+    )
+
+  def _checked_windows(self, waveforms: np.ndarray) -> np.ndarray:
+    waveforms = np.asarray(waveforms, np.float32)
+    if waveforms.ndim != 2 or waveforms.shape[1] != self.window:
+      raise ValueError(f"preprocessed waveforms must be [B, {self.window}], got {waveforms.shape}")
+    return waveforms
+
+  def _dropout_key(self, sample: bool, seed: int) -> jax.Array:
+    if sample and not self.can_sample:
+      raise config_lib.ConfigError(NO_DROPOUT_MESSAGE)
+    return jax.random.PRNGKey(seed)
+
+  def _in_chunks(self, inputs: np.ndarray, row: np.ndarray, apply) -> np.ndarray:
+    """[B, *row.shape] of row.dtype: apply(chunk, chunk index) on chunks of `batch_size` rows."""
+    out = np.zeros((inputs.shape[0],) + row.shape, row.dtype)
+    for index, start in enumerate(range(0, inputs.shape[0], self.batch_size)):
+      chunk = inputs[start : start + self.batch_size]
+      rows = chunk.shape[0]
+      # One compiled shape, whatever the length (not in train_mode: padding rows would enter
+      # the batch statistics).
+      if rows < self.batch_size and not self.train_mode:
+        padding = np.zeros((self.batch_size - rows,) + chunk.shape[1:], chunk.dtype)
+        chunk = np.concatenate([chunk, padding])
+      out[start : start + rows] = np.asarray(apply(jnp.asarray(chunk), index))[:rows]
+    return out
 
   @property
   def can_sample(self) -> bool:
@@ -251,6 +357,15 @@ def check_not_all_silent(windows: np.ndarray) -> int:
   if windows.shape[0] and silent == windows.shape[0]:
     raise audio.AudioError(f"the audio is silent throughout (all {silent} windows)")
   return silent
+
+
+def mean_embeddings(embeddings: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
+  """float32 [G, E]: the mean of each group (row indices) of embeddings [N, E], summed in float64
+  so that the mean of identical rows is that row exactly."""
+  embeddings = np.asarray(embeddings, np.float64)
+  if any(len(g) == 0 for g in groups):
+    raise ValueError("every group needs at least one embedding")
+  return np.stack([embeddings[np.asarray(g)].mean(0) for g in groups]).astype(np.float32)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
