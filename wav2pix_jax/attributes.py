@@ -61,8 +61,8 @@ DEFINITIONS = {
         "true (colours); the true value is the speaker's, from the dataset's extras"
     ),
     "chance": (
-        "the error of the best voice-blind constant: the training speakers' median (continuous) or "
-        "most frequent colour (categorical), applied to every example"
+        "the error of a voice-blind guess: the training examples' median (continuous: the best "
+        "constant) or a colour drawn with the training frequencies (categorical: 1 - p_train(true))"
     ),
     "skill": "1 - error / chance: 0 at chance, 1 perfect, < 0 worse than chance",
     "correlation": "Pearson r of measured and true values over examples (continuous; None if constant)",
@@ -208,13 +208,21 @@ def attribute_errors(name: str, measured: np.ndarray, truth: np.ndarray) -> np.n
   return np.abs(measured.astype(np.float64) - truth.astype(np.float64))
 
 
-def chance_constant(name: str, train_truth: np.ndarray):
-  """The best voice-blind constant prediction: training median, or most frequent category."""
-  train_truth = np.asarray(train_truth)
+def chance_error(name: str, truth: np.ndarray, train_truth: np.ndarray) -> tuple[object, float]:
+  """(the voice-blind guess, its mean error on `truth`): what a model knows without the voice.
+
+  Continuous: the training median, the best constant for |error|. Categorical: a colour drawn
+  from the training colours' frequencies (expected error 1 - p_train(true colour)); the single
+  most frequent colour would be a coin toss on a few held-out speakers.
+  """
+  truth, train_truth = np.asarray(truth), np.asarray(train_truth)
   if ATTRIBUTES[name].kind == "categorical":
     values, counts = np.unique(train_truth.astype(np.int64), return_counts=True)
-    return int(values[np.argmax(counts)])
-  return float(np.median(train_truth.astype(np.float64)))
+    frequency = dict(zip(values.tolist(), (counts / counts.sum()).tolist()))
+    error = np.mean([1.0 - frequency.get(int(t), 0.0) for t in truth])
+    return "a training colour at random", float(error)
+  median = float(np.median(train_truth.astype(np.float64)))
+  return median, float(attribute_errors(name, np.full(truth.shape, median), truth).mean())
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -270,17 +278,16 @@ def evaluate_attributes(
     true = np.asarray(truth[name])
     if true.shape != (n,):
       raise ValueError(f"truth[{name!r}] has shape {true.shape}, want ({n},)")
-    constant = chance_constant(name, train_truth[name])
-    chance = float(attribute_errors(name, np.full(n, constant), true).mean())
+    constant, chance = chance_error(name, true, train_truth[name])
     entry = {
         "kind": attribute.kind,
         "follows": attribute.follows or "nothing (control)",
         "measured_by": attribute.doc,
-        "chance": {"constant": constant, "error": chance},
+        "chance": {"guess": constant, "error": chance},
     }
     per_example = {}
-    for row, values in rows.items():
-      values = np.asarray(values)
+    for row, measured in rows.items():
+      values = np.asarray(measured[name])
       values = np.broadcast_to(values, (n,)) if values.shape == (1,) else values
       errors = attribute_errors(name, values, true)
       per_example[row] = errors
@@ -390,12 +397,12 @@ def evaluate_workdir(
   input_cfg = generator.config.input.copy_and_resolve_references()
   if data_dir is not None:
     input_cfg.data_dir = data_dir
-  info = input_pipeline.get_dataset_info(input_cfg)
-  if info.name.split(":")[0].split("/")[0] != DATASET:
+  if str(input_cfg.dataset).split(":")[0].split("/")[0] != DATASET:
     raise ValueError(
-        f"{workdir} was trained on {info.name!r}: attribute ground truth and layout exist only "
-        f"for {DATASET!r} (configs/demo_unseen.py)"
+        f"{workdir} was trained on {input_cfg.dataset!r}: attribute ground truth and layout exist "
+        f"only for {DATASET!r} (configs/demo_unseen.py)"
     )
+  info = input_pipeline.get_dataset_info(input_cfg)
   if split not in info.split_sizes:
     raise ValueError(f"dataset {info.name!r} has no split {split!r}: {sorted(info.split_sizes)}")
   waveforms, real, speakers = [], [], []
