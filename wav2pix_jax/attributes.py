@@ -265,6 +265,9 @@ def evaluate_attributes(
   """
   speakers = np.asarray(speakers)
   n = len(speakers)
+  for images, what in ((generated, "generated"), (real, "real")):
+    if images is not None and len(images) != n:
+      raise ValueError(f"{what} has {len(images)} faces for {n} examples (speakers)")
   rows = {"generated": measure(generated), "mean_face": measure(np.asarray(mean_face)[None])}
   if real is not None:
     rows["real"] = measure(real)
@@ -321,9 +324,15 @@ def verdicts(report: dict) -> dict[str, str]:
       state = "worse than the mean face"
     else:
       state = "no better than the mean face"
-    note = "" if ATTRIBUTES[name].follows else " (control: must not beat chance on unseen speakers)"
+    note = (
+        "" if ATTRIBUTES[name].follows else " (control: beating the mean face = memorising or luck)"
+    )
     out[name] = f"{state} (skill {skill:+.2f}){note}" if skill is not None else state + note
   return out
+
+
+def _signed(value: float | None, width: int) -> str:
+  return f"{'' if value is None else f'{value:+.2f}':>{width}}"
 
 
 def table(report: dict) -> str:
@@ -345,8 +354,8 @@ def table(report: dict) -> str:
     lines.append(
         f"{name:<12}{e['follows']:<20}{e['generated']['error']:>10.3f}"
         f"{e['mean_face']['error']:>10.3f}{e['chance']['error']:>8.3f}"
-        f"{'' if real is None else f'{real:.3f}':>7}{e['generated']['skill']:>+7.2f}"
-        f"{'' if r is None else f'{r:+.2f}':>7}   {e['vs_mean_face']['difference']:+.3f} "
+        f"{'' if real is None else f'{real:.3f}':>7}{_signed(e['generated']['skill'], 7)}"
+        f"{_signed(r, 7)}   {e['vs_mean_face']['difference']:+.3f} "
         f"[{low:+.3f}, {high:+.3f}]"
     )
   return "\n".join(lines)
@@ -356,7 +365,9 @@ def table(report: dict) -> str:
 
 
 def _split_truth(source, count: int) -> dict[str, np.ndarray]:
-  return {name: np.array([source[i][name] for i in range(count)]) for name in ATTRIBUTES}
+  """{attribute: [count]} of the first `count` records of a data source."""
+  records = [source[i] for i in range(count)]
+  return {name: np.array([r[name] for r in records]) for name in ATTRIBUTES}
 
 
 def mean_training_face(input_cfg, info, image_size: int) -> tuple[np.ndarray, dict]:
