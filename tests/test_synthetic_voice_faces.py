@@ -1,6 +1,7 @@
 """The `synthetic_voice_faces` builder: splits, extras, the documented voice -> face mapping."""
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
@@ -143,6 +144,8 @@ def test_attribute_cli_reports_a_workdir_on_the_unseen_split(built, tmp_path, ca
     assert entry["real"]["skill"] > 0.8 and entry["real"]["error"] < 0.05, name
   printed = capsys.readouterr().out
   assert all(name in printed for name in attributes.ATTRIBUTES) and "report:" in printed
+  grid = Image.open(out / attributes.GRID_FILENAME)
+  assert grid.size == (64 * len(svf.UNSEEN_SPEAKERS), 2 * 64)
 
   assert attributes.main([f"--workdir={workdir}", "--split=nope", f"--out={tmp_path / 'x'}"]) == 1
   err = capsys.readouterr().err.strip()

@@ -11,7 +11,7 @@ unpredictable from the voice. On unseen speakers, a predictable attribute "beats
 only if the model learned what the voice says about the face; a control that beats chance there
 is luck (see its interval), and on training speakers it is memorising.
 
-CLI (the table for a trained workdir; writes <out>/attributes.json):
+CLI (the table for a trained workdir; writes <out>/attributes.json and attributes_grid.png):
 
     python -m wav2pix_jax.attributes --workdir=workdirs/demo_unseen --split=test_unseen
 """
@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 REPORT_FILENAME = "attributes.json"
+GRID_FILENAME = "attributes_grid.png"  # each speaker's first real face above its generated one
 DATASET = "synthetic_voice_faces"
 
 
@@ -389,6 +390,22 @@ def mean_training_face(input_cfg, info, image_size: int) -> tuple[np.ndarray, di
   return np.clip(np.round(mean), 0, 255).astype(np.uint8), _split_truth(source, len(source))
 
 
+def save_grid(
+    path: str | os.PathLike, real: np.ndarray, generated: np.ndarray, speakers: np.ndarray
+) -> pathlib.Path:
+  """A PNG: each speaker's first real face (top row) above its generated face (bottom row)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  first = [int(np.flatnonzero(np.asarray(speakers) == s)[0]) for s in np.unique(speakers)]
+  grid = np.concatenate(
+      [np.concatenate(list(real[first]), 1), np.concatenate(list(generated[first]), 1)], 0
+  )
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(grid).save(path)
+  return path
+
+
 def evaluate_workdir(
     workdir: str,
     *,
@@ -455,6 +472,7 @@ def evaluate_workdir(
     path = pathlib.Path(out_dir) / REPORT_FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+    save_grid(pathlib.Path(out_dir) / GRID_FILENAME, real, generated, speakers)
   return report
 
 
@@ -470,7 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--workdir", required=True, help="training workdir (or its checkpoints/)")
   parser.add_argument("--split", default="test_unseen", help="split (default: test_unseen)")
   parser.add_argument(
-      "--out", default=None, help=f"folder for {REPORT_FILENAME} (default: <workdir>/eval/<split>)"
+      "--out",
+      default=None,
+      help=f"folder for {REPORT_FILENAME} and {GRID_FILENAME} (default: <workdir>/eval/<split>)",
   )
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   parser.add_argument("--data_dir", default=None, help="override config.input.data_dir")
