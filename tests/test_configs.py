@@ -13,7 +13,7 @@ from wav2pix_jax import factory
 from wav2pix_jax import models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = ("base", "base_128", "demo", "tiny", "authors", "fast")
+CONFIGS = ("base", "base_128", "demo", "demo_unseen", "tiny", "authors", "fast")
 
 DESIGN_FIELDS = {
     "": ("seed", "batch_size", "num_train_steps"),
@@ -131,7 +131,20 @@ def test_demo_window_fits_the_synthetic_clips():
   assert config.model.image_size == synthetic.IMAGE_SIZE
 
 
-@pytest.mark.parametrize("name", ("base", "demo", "tiny"))
+def test_demo_unseen_is_the_demo_on_synthetic_voice_faces():
+  from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder as svf  # pylint: disable=g-import-not-at-top
+
+  demo, unseen = _load("demo").to_dict(), _load("demo_unseen").to_dict()
+  assert unseen["input"].pop("dataset") == "synthetic_voice_faces"
+  assert demo["input"].pop("dataset") == "synthetic_talking_faces"
+  assert unseen.pop("num_train_steps") > demo.pop("num_train_steps")
+  assert unseen["log"].pop("checkpoint_every_steps") and demo["log"].pop("checkpoint_every_steps")
+  assert unseen["eval"].pop("every_steps") == 0 and demo["eval"].pop("every_steps") > 0
+  assert unseen == demo  # same model, optimiser, losses and windows
+  assert unseen["input"]["audio_samples"] <= svf.CLIP_SECONDS * svf.SAMPLE_RATE
+
+
+@pytest.mark.parametrize("name", ("base", "demo", "demo_unseen", "tiny"))
 def test_every_field_has_a_comment(name):
   source = (REPO / "configs" / f"{name}.py").read_text()
   assignments = [

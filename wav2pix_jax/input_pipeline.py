@@ -58,6 +58,7 @@ from wav2pix_jax import config_lib
 BUILDER_MODULES = {
     "youtubers": "data_prep.youtubers",
     "synthetic_talking_faces": "data_prep.synthetic",
+    "synthetic_voice_faces": "data_prep.synthetic_voice_faces",
     "wav2pix_videos": "data_prep.videos",
 }
 REQUIRED_FEATURES = ("waveform", "face", "speaker")
