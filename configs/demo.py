@@ -7,24 +7,15 @@ The built-in synthetic_talking_faces dataset (8 voices with their cartoon faces,
 a seed into input.data_dir on first use, ~3 s) and a narrower model than the paper's.
 """
 
-import importlib.util
-import os
 
 import ml_collections
 
-
-def _sibling(name: str):
-  """Imports configs/<name>.py by path, so this file loads from any working directory."""
-  spec = importlib.util.spec_from_file_location(
-      f"wav2pix_configs_{name}", os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from configs import base
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns base.py on the synthetic dataset, with about 1/4 of the widths."""
-  config = _sibling("base").get_config()
+  config = base.get_config()
   config.batch_size = 16  # ~10 steps per epoch of the 168 synthetic training clips
   # Measured (synthetic_talking_faces 1.1.0, seed 0, 2 CPU cores, quiet: 4 min 48 s): on the test
   # split (held-out clips of the 6 training speakers) pixel identity 86 % (chance 17 %) and the

@@ -3,24 +3,15 @@
 Tests set input.data_dir to a temporary directory (the dataset is generated there from its seed).
 """
 
-import importlib.util
-import os
 
 import ml_collections
 
-
-def _sibling(name: str):
-  """Imports configs/<name>.py by path, so this file loads from any working directory."""
-  spec = importlib.util.spec_from_file_location(
-      f"wav2pix_configs_{name}", os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from configs import base
 
 
 def get_config() -> ml_collections.ConfigDict:
   """Returns base.py shrunk to the smallest model that still has every layer."""
-  config = _sibling("base").get_config()
+  config = base.get_config()
   config.batch_size = 4  # 2 per fake CPU device in tests
   config.num_train_steps = 3  # a few iterations
 

@@ -168,3 +168,12 @@ def test_truth_must_match_the_examples(data):
     _report(dict(data, truth=truth), data["faces"])
   with pytest.raises(ValueError, match="generated"):
     _report(data, data["faces"][:-1])
+
+
+def test_voice_faces_declare_the_talking_faces_layout():
+  """Pixel identity, mouth and brow metrics read the layout from the builder (DatasetInfo)."""
+  from data_prep.synthetic import synthetic_dataset_builder as syn
+  from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder as voice
+
+  assert voice.SyntheticVoiceFaces.FACE_LAYOUT == syn.SyntheticTalkingFaces.FACE_LAYOUT
+  assert voice.SyntheticVoiceFaces.FACE_LAYOUT["mouth_box"] == voice.MOUTH_BOX

@@ -61,7 +61,7 @@ _CANVAS = 4 * IMAGE_SIZE  # drawn 4x larger, then downsampled (anti-aliasing)
 _K = _CANVAS / IMAGE_SIZE  # canvas px per image px
 
 # The expression layout of synthetic_talking_faces holds here too (mouth and eyebrow positions are
-# drawn by the same rules), so its pixel metrics apply (see evaluate.face_layout).
+# drawn by the same rules), so its pixel metrics apply (FACE_LAYOUT below).
 FACE_BOX, MOUTH_BOX, BROW_BOXES = syn.FACE_BOX, syn.MOUTH_BOX, syn.BROW_BOXES
 
 F0_RANGE = (95.0, 230.0)  # Hz: f = 0 .. 1
@@ -384,6 +384,10 @@ class SyntheticVoiceFaces(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
+  # synthetic_talking_faces' layout (input_pipeline.DatasetInfo.face_layout): pixel identity, mouth
+  # and eyebrow metrics apply. A beard darkens the mouth box of its speaker at every loudness, so
+  # only the within-speaker mouth correlation means anything here.
+  FACE_LAYOUT = syn.SyntheticTalkingFaces.FACE_LAYOUT
 
   def __init__(self, *, file_format=None, **kwargs):
     super().__init__(file_format=file_format or "array_record", **kwargs)
