@@ -87,6 +87,7 @@ def fast_compile():
   jax.config.update("jax_disable_most_optimizations", old)
 
 
+@pytest.mark.slow
 def test_run_tiny_config_end_to_end(tmp_path, capsys, fast_compile):
   fake_ref = tmp_path / "wav2pix_torch_ref.py"
   fake_ref.write_text(_FAKE_REFERENCE)

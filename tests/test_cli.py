@@ -104,6 +104,7 @@ def test_quiet_console_keeps_our_records_and_everyone_s_warnings(monkeypatch):
     assert cli.library_logs_wanted() is wanted
 
 
+@pytest.mark.slow
 def test_train_cli_config_error_is_one_line(tmp_path):
   """A real `python -m wav2pix_jax.main` with a bad config value: exit 1, one error line, no
   traceback."""

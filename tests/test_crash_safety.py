@@ -242,6 +242,7 @@ def reference(env, tmp_path_factory):
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill9_anywhere_then_resume_equals_uninterrupted_run(env, reference, tmp_path, capsys):
   workdir = tmp_path / "workdir"
   log = tmp_path / "log.txt"
@@ -298,6 +299,7 @@ def test_kill9_anywhere_then_resume_equals_uninterrupted_run(env, reference, tmp
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_finishes_step_checkpoints_and_exits_0(env, reference, tmp_path, sig):
   del reference  # only for the data and the warm XLA cache
@@ -339,6 +341,7 @@ def _error_line(text: str, kind: str) -> str:
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_naming_step_and_term_or_is_skipped(env, reference, tmp_path):
   workdir = _copy(reference, tmp_path / "workdir")
   before = _complete_steps(workdir)
@@ -377,6 +380,7 @@ def test_nonfinite_loss_stops_naming_step_and_term_or_is_skipped(env, reference,
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_disk_full_during_save_is_a_clear_error_and_earlier_checkpoints_survive(
     env, reference, tmp_path
 ):
@@ -415,6 +419,7 @@ def _snapshot(workdir) -> dict:
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags,fault,fields",
     [

@@ -63,6 +63,7 @@ def report(data):
   return eval_report.evaluate(generated=generated, speaker_names=list(SPEAKERS), **data).to_json()
 
 
+@pytest.mark.slow
 def test_report_rows_and_definitions(report):
   assert set(report["rows"]) == {"generated", "real", "mean_face"}
   assert set(report["definitions"]) == {
@@ -285,6 +286,7 @@ def workdir(youtubers_dir, tmp_path_factory):
   return path
 
 
+@pytest.mark.slow
 def test_cli_writes_report_and_grid(workdir, tmp_path, capsys):
   out = tmp_path / "eval"
   assert (

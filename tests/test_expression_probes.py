@@ -16,6 +16,7 @@ def _probes():
   return module
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe", ["supervised", "oracle", "l1"])
 def test_each_probe_trains_and_reports(probe, capsys):
   assert _probes().main([probe, "--steps=1", "--every=1", "--batch_size=4"]) == 0

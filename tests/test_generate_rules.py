@@ -33,6 +33,7 @@ def _speech(seconds):
   return 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
 
 
+@pytest.mark.slow
 def test_sample_varies_faces_only_where_there_is_dropout(workdirs, tmp_path, capsys):
   dropout, deterministic = workdirs
   clip = _write(tmp_path / "a.wav", _speech(0.5))

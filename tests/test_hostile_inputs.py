@@ -137,6 +137,7 @@ def test_generate_dc_offset(workdir, generator, tmp_path, capfd):
   _assert_face(workdir, tmp_path / "constant.wav", tmp_path / "out", capfd, generator)
 
 
+@pytest.mark.slow
 def test_generate_8khz_and_48khz_match_16khz(workdir, generator, tmp_path, capfd):
   from scipy import signal
 

@@ -157,6 +157,7 @@ def test_generate_resamples_and_accepts_int16(run):
   assert generator.generate(at_8k, 8_000).shape == (1, 64, 64, 3)
 
 
+@pytest.mark.slow
 def test_sample_uses_dropout_deterministically_by_seed(run):
   workdir, _, _ = run
   generator = inference.load(workdir)

@@ -318,6 +318,7 @@ def test_eval_iterator_centred_padded_and_sharded(data_dir):
   assert [b["mask"].sum() for b in limited] == [4, 1]
 
 
+@pytest.mark.slow
 def test_workers_path(data_dir):
   batches = take(
       input_pipeline.create_train_iterator(

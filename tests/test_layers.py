@@ -157,6 +157,7 @@ def _apply_fn(module):
   return fn, needs_sn
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,cls,kwargs,shape", _module_cases())
 def test_subpixel_equals_xla_forward_and_gradients(name, cls, kwargs, shape):
   rng = np.random.default_rng(3)
@@ -227,6 +228,7 @@ def test_sn_matrix_layouts_are_the_authors():
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cls,shape,rows",
     [(layers.SNConv2d, (1, 8, 8, 6), 7), (layers.SNConvTranspose2d, (1, 4, 4, 6), 6)],
@@ -316,6 +318,7 @@ def test_initialisers():
   np.testing.assert_array_equal(variables["params"]["bias"], 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["xla", "subpixel"])
 @pytest.mark.parametrize("name,cls,kwargs,shape", _module_cases())
 def test_bfloat16_compute_float32_params(impl, name, cls, kwargs, shape):

@@ -50,6 +50,7 @@ def _check_fn_against_xla(f_mat, f_xla, x, kernel, rng, **kw):
   np.testing.assert_allclose(g_mat[1], g_xla[1], rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "k,stride,padding,h,w",
     [
@@ -84,6 +85,7 @@ def test_conv_transpose_matmul(k, stride, padding, h, w):
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "k,stride,padding,h,w",
     [
@@ -114,6 +116,7 @@ def test_conv_matmul(k, stride, padding, h, w):
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("length", [2, 3, 16, 63, 101, 250])
 def test_conv1d_matmul(length):
   rng = np.random.default_rng(2)
@@ -132,6 +135,7 @@ def test_conv1d_matmul(length):
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "k,stride,padding", [(15, 4, (6, 7)), (4, 2, (1, 1)), (3, 1, (1, 1)), (5, 2, (0, 3))]
 )
@@ -173,6 +177,7 @@ def _apply(module):
   return lambda variables, x: module.apply(variables, x, update_spectral=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,cls,kwargs,shape", _module_cases())
 def test_matmul_equals_xla_forward_and_gradients(name, cls, kwargs, shape):
   rng = np.random.default_rng(4)
@@ -201,6 +206,7 @@ def test_matmul_equals_xla_forward_and_gradients(name, cls, kwargs, shape):
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,cls,kwargs,shape", _module_cases())
 def test_matmul_bfloat16_compute_float32_params(name, cls, kwargs, shape):
   mod = cls(conv_impl="matmul", dtype=jnp.bfloat16, param_dtype=jnp.float32, **kwargs)
@@ -238,6 +244,7 @@ def _unit_scale(variables, rng):
   return {**variables, "params": jax.tree_util.tree_map_with_path(draw, variables["params"])}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["generator", "discriminator", "encoder"])
 def test_models_matmul_equals_xla(model):
   """The three networks at a small size: every layer's output equal, in float64, at unit scale.
@@ -289,6 +296,7 @@ def test_models_matmul_equals_xla(model):
     np.testing.assert_allclose(outs_mat[name], ref, rtol=0, atol=1e-9 * scale, err_msg=name)
 
 
+@pytest.mark.slow
 def test_conv_layers_benchmark_smoke(tmp_path):
   """benchmarks/conv_layers runs end to end on the small layers and writes its JSON."""
   import json

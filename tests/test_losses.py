@@ -80,6 +80,7 @@ def test_l1_hand_values():
   ) == pytest.approx(1.5)
 
 
+@pytest.mark.slow
 def test_speaker_cross_entropy_hand_values():
   # uniform logits over 4 speakers -> log 4 ; a very confident right answer -> ~0
   ce = losses.speaker_cross_entropy(logits=jnp.zeros((2, 4)), labels=jnp.array([0, 3]))

@@ -129,6 +129,7 @@ def _small_g(image_size, **kwargs):
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_size", [64, 128])
 def test_wav2pix_g_and_discriminator_run(image_size):
   model = _small_g(image_size)
@@ -342,6 +343,7 @@ def test_bad_num_speakers_raises():
     models.SpeakerClassifier(num_speakers=0).init(KEY, jnp.zeros((2, 8)), train=False)
 
 
+@pytest.mark.slow
 def test_bfloat16_models():
   dt = dict(dtype=jnp.bfloat16, param_dtype=jnp.float32)
   model = _small_g(64, **dt)

@@ -68,6 +68,7 @@ def test_committed_without_outputs():
     ), "clear the notebook's outputs before committing"
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_a_wav(workdir, tmp_path, monkeypatch, capsys):
   rate, seconds = 16_000, 2.0
   t = np.arange(int(rate * seconds)) / rate
@@ -124,6 +125,7 @@ def test_notebook_runs_on_a_wav(workdir, tmp_path, monkeypatch, capsys):
   assert "checkpoint step 4" in printed and "alice, bob" in printed
 
 
+@pytest.mark.slow
 def test_notebook_without_audio_uses_synthetic_speech(workdir, tmp_path, monkeypatch):
   ns, _ = _run_notebook(
       monkeypatch,

@@ -223,6 +223,7 @@ def test_face_layout_comes_from_the_dataset(synthetic_config):
   )
 
 
+@pytest.mark.slow
 def test_periodic_evaluator_follows_config_eval(synthetic_config):
   """Reference faces per speaker and train_mode come from config.eval, as in the evaluate CLI."""
   import dataclasses
@@ -266,6 +267,7 @@ def test_bad_eval_config_fails_fast():
       train.check_config(_tiny(**{f"eval.{field}": value}))
 
 
+@pytest.mark.slow
 def test_training_evaluates_periodically_into_tensorboard(tmp_path, caplog):
   workdir = str(tmp_path / "workdir")
   config = _tiny(
@@ -302,6 +304,7 @@ def test_training_evaluates_periodically_into_tensorboard(tmp_path, caplog):
     assert steps.get(tag) == [2, 3], (tag, sorted(steps))
 
 
+@pytest.mark.slow
 def test_max_train_minutes_stops_saves_and_evaluates_the_last_model(tmp_path, caplog, monkeypatch):
   workdir = str(tmp_path / "workdir")
   config = _tiny(

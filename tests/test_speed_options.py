@@ -73,6 +73,7 @@ def test_per_layer_conv_impl_lists():
   assert factory.make_discriminator(model).conv_impl == "matmul,xla,subpixel,xla"
 
 
+@pytest.mark.slow
 def test_per_layer_conv_impl_is_the_same_function():
   """A mixed per-layer list == one impl everywhere: same outputs and gradients.
 
@@ -174,6 +175,7 @@ def _straightforward_g_loss(g_params, state, batch, *, g_model, d_model, loss_we
   return loss, g_vars["batch_stats"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adversarial_into_encoder", [False, True])
 def test_shared_g_forward_gives_the_straightforward_gradients(adversarial_into_encoder):
   # dropout 0.5 on: the mask must be the same in both formulations
@@ -251,6 +253,7 @@ def test_shared_g_forward_gives_the_straightforward_gradients(adversarial_into_e
 BF16_LOSSES = ("d_loss", "g_adversarial", "g_feature_matching", "g_l1", "g_speaker_ce")
 
 
+@pytest.mark.slow
 def test_bfloat16_losses_track_float32():
   """Same init, same batches, 3 steps: bf16 compute stays within a few % of float32.
 
@@ -286,6 +289,7 @@ def test_bfloat16_losses_track_float32():
 # ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pmapped_step_donates_the_state_without_warnings():
   config = _tiny()
   p_step = train.make_p_train_step(config, NUM_SPEAKERS)

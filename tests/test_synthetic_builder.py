@@ -57,6 +57,7 @@ def _mouth_pixels(face: np.ndarray) -> int:
   return int(np.sum((r < 110) & (g < 50) & (b < 60) & (r > g + 20)))
 
 
+@pytest.mark.slow
 def test_splits_counts_and_features(built):
   _, builder, records = built
   n_seen = len(SEEN)
@@ -94,6 +95,7 @@ def test_speakers_disjoint_between_train_and_test_unseen(built):
   assert not clips["train"] & clips["validation"] and not clips["train"] & clips["test"]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_records(built, tmp_path):
   _, _, records = built
   _, _ = _build(tmp_path)

@@ -44,6 +44,7 @@ def single_step(tiny_state):
   return jax.jit(train.make_train_step(config, NUM_SPEAKERS, axis_name=None))
 
 
+@pytest.mark.slow
 def test_create_train_state_matches_eval_shape(tiny_state):
   config, state = tiny_state
   abstract = train.abstract_train_state(config, NUM_SPEAKERS)
@@ -63,6 +64,7 @@ def _phase_kwargs(config):
   return train.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
 
 
+@pytest.mark.slow
 def test_d_update_leaves_g_params_untouched(tiny_state):
   config, state = tiny_state
   kw = _phase_kwargs(config)
@@ -89,6 +91,7 @@ def test_d_update_leaves_g_params_untouched(tiny_state):
   )
 
 
+@pytest.mark.slow
 def test_g_update_leaves_d_untouched(tiny_state):
   config, state = tiny_state
   kw = _phase_kwargs(config)
@@ -143,6 +146,7 @@ def test_d_phase_does_not_differentiate_through_g(tiny_state):
   assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
 
 
+@pytest.mark.slow
 def test_train_step_updates_both_and_skips_nonfinite(tiny_state, single_step):
   _, state = tiny_state
   config = tiny_state[0]
@@ -237,6 +241,7 @@ def _two_devices_vs_one(seeds) -> float:
   return worst
 
 
+@pytest.mark.slow
 def test_pmapped_step_on_two_devices_equals_one_device():
   """Same global batch: 2 devices (pmean'ed grads, cross-device BatchNorm, global feature-matching
   means) == 1 device, for two steps, every leaf of the state. Dropout is off (masks differ per
@@ -306,6 +311,7 @@ def _latest(workdir):
   return checkpoints.latest_step(checkpoints.create_manager(workdir, max_to_keep=2, create=False))
 
 
+@pytest.mark.slow
 def test_train_checkpoint_resume_and_refusals(tmp_path, synthetic_data_dir, caplog, monkeypatch):
   workdir = str(tmp_path / "workdir")
   config = _tiny(**{"input.data_dir": synthetic_data_dir})
@@ -389,6 +395,7 @@ def _assert_event_tags(workdir, want):
   assert not missing, f"missing TensorBoard tags {missing}; found {sorted(tags)}"
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_step_saves_and_returns(
     tmp_path, synthetic_data_dir, caplog, monkeypatch
 ):

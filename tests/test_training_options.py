@@ -100,6 +100,7 @@ def _step(config, state=None, batch=None):
   return state, step(state, batch if batch is not None else _batch(config))
 
 
+@pytest.mark.slow
 def test_ema_follows_the_weights_with_a_warm_up():
   config = _tiny(**{"optim.g.ema_decay": 0.999})
   state, (new, _) = _step(config)
@@ -115,6 +116,7 @@ def test_ema_follows_the_weights_with_a_warm_up():
   assert off.g_ema_params is None and inference.generator_variables(off)["params"] is off.g_params
 
 
+@pytest.mark.slow
 def test_r1_adds_half_gamma_times_the_penalty():
   config = _tiny(**{"loss.r1": 10.0})
   _, (_, metrics) = _step(config)
@@ -124,6 +126,7 @@ def test_r1_adds_half_gamma_times_the_penalty():
   np.testing.assert_allclose(float(metrics["d_loss"]), want, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_condition_carries_the_adversarial_gradient_only_when_asked():
   """With adversarial weight only: the encoder's gradient changes when D's condition input is
   differentiated (the authors' code), and not otherwise."""
@@ -157,6 +160,7 @@ def test_the_condition_carries_the_adversarial_gradient_only_when_asked():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.abs(a).max()))
 
 
+@pytest.mark.slow
 def test_augmented_step_trains():
   config = _tiny(**{"loss.diff_augment": "color,translation,cutout"})
   state, (new, metrics) = _step(config)
@@ -199,6 +203,7 @@ def test_torch_sn_init_is_pytorchs_default(transposed, fan_in):
   np.testing.assert_allclose(normal.std(), 0.02, rtol=0.15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["xla", "subpixel", "matmul"])
 def test_resize_conv_generator_has_no_transposed_doublings(impl):
   gen = models.Generator(

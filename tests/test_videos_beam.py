@@ -124,6 +124,7 @@ def both_builds(talking_videos, tmp_path_factory):
   return _read_build(single_dir), _read_build(beam_dir)
 
 
+@pytest.mark.slow
 def test_beam_build_writes_the_same_records_as_single_process(both_builds):
   single, beam = both_builds
   assert beam["speakers"] == single["speakers"] == sorted(SPEAKERS)
@@ -230,6 +231,7 @@ def test_beam_options_flag(monkeypatch):
     build.beam_options(BEAM_OPTIONS)
 
 
+@pytest.mark.slow
 def test_tfds_cli_builds_the_synthetic_builder(tmp_path):
   seconds = _tfds_build("data_prep/synthetic", tmp_path)
   counts = {split: len(records) for split, records in _read_synthetic(tmp_path).items()}

@@ -359,6 +359,7 @@ def _free_port() -> int:
     return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 @needs_demo_extra
 def test_cli_serves_warns_on_all_interfaces_and_fails_in_one_line(workdir, tmp_path):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}

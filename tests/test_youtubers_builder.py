@@ -200,6 +200,7 @@ def test_carve_validation_rejects_bad_fraction():
     ytb.carve_validation([], fraction=1.0)
 
 
+@pytest.mark.slow
 def test_whole_shared_folder_every_pair_is_one_record(youtubers_dir, tmp_path):
   start = time.perf_counter()
   builder = _build(youtubers_dir, tmp_path / "data")
