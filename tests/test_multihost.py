@@ -270,7 +270,7 @@ def _check_disjoint_shards(workdir: pathlib.Path, data_dir: pathlib.Path) -> lis
   """
   ckpt = pathlib.Path(checkpoints.checkpoint_dir(str(workdir)))
   config = helpers.tiny_config(**{"input.data_dir": str(data_dir)})
-  source = input_pipeline._data_source(config.input, "train")  # pylint: disable=protected-access
+  source = input_pipeline.data_source(config.input, "train")
   seen = []
   for i in range(2):
     state = json.loads((ckpt / str(NUM_STEPS) / "data" / f"process_{i}-of-2.json").read_text())
