@@ -66,7 +66,9 @@ DEFINITIONS = {
         "constant) or a colour drawn with the training frequencies (categorical: 1 - p_train(true))"
     ),
     "skill": "1 - error / chance: 0 at chance, 1 perfect, < 0 worse than chance",
-    "correlation": "Pearson r of measured and true values over examples (continuous; None if constant)",
+    "correlation": (
+        "Pearson r of measured and true values over examples (continuous; None if constant)"
+    ),
     "vs_mean_face": (
         "mean-face error - generated error (> 0: the generated faces are closer to the truth than "
         "the pixel-mean training face), with a 95 % bootstrap interval over the split's speakers"
@@ -76,7 +78,8 @@ DEFINITIONS = {
 
 @functools.cache
 def _svf():
-  from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder
 
   return synthetic_voice_faces_dataset_builder
 

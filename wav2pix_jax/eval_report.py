@@ -34,53 +34,53 @@ DEFINITIONS = {
         f"{face_metrics.UPSAMPLE} up-samplings"
     ),
     "identity": (
-        "accuracy of a nearest-centroid speaker classifier, fitted on dlib 128-d embeddings of the real "
-        "training faces, applied to each image (full image as face box where none is detected); chance = "
-        "1 / num_speakers"
+        "accuracy of a nearest-centroid speaker classifier, fitted on dlib 128-d embeddings of the "
+        "real training faces, applied to each image (full image as face box where none is "
+        "detected); chance = 1 / num_speakers"
     ),
     "frechet_distance": (
-        "Frechet distance between Gaussians fitted to the row's dlib embeddings and to the real training "
-        "faces' embeddings (eps = 1e-6 on the covariance diagonals); lower is closer"
+        "Frechet distance between Gaussians fitted to the row's dlib embeddings and to the real "
+        "training faces' embeddings (eps = 1e-6 on the covariance diagonals); lower is closer"
     ),
     "expressivity": (
-        "inner-lip gap (landmarks 62-64 vs 68-66) / outer-eye-corner distance on detected faces, and its "
-        "Pearson correlation with the RMS level (dB) of the raw speech clip"
+        "inner-lip gap (landmarks 62-64 vs 68-66) / outer-eye-corner distance on detected faces, "
+        "and its Pearson correlation with the RMS level (dB) of the raw speech clip"
     ),
     "speaker_similarity": (
-        "the face-from-voice literature's metrics on the same dlib embeddings (every image, the full "
-        "image as face box where none is detected, as for identity), against the real reference "
-        "faces: cosine_similarity = mean over images of the mean cosine similarity to its speaker's "
-        "reference faces (SF2F, Vox2Face), cosine_similarity_other_speakers = the same to the other "
-        "speakers' faces (each speaker weighted equally; the wrong-person level); recall@k = share of "
-        "images whose speaker's mean reference embedding ranks in the top k of all speakers' by cosine "
-        "similarity (Speech2Face, SF2F; a tie counts against; null = n/a where k >= number of "
-        "speakers, trivially 1; chance k / speakers); matching_1_2 = share of (real face of the "
-        "speaker, real face of another speaker) pairs to which the image is more cosine-similar to the "
-        "first (Wen et al. 1:2 matching; exact mean over all pairs and other speakers, ties 1/2; "
-        "chance 0.5)"
+        "the face-from-voice literature's metrics on the same dlib embeddings (every image, the "
+        "full image as face box where none is detected, as for identity), against the real "
+        "reference faces: cosine_similarity = mean over images of the mean cosine similarity to "
+        "its speaker's reference faces (SF2F, Vox2Face), cosine_similarity_other_speakers = the "
+        "same to the other speakers' faces (each speaker weighted equally; the wrong-person "
+        "level); recall@k = share of images whose speaker's mean reference embedding ranks in the "
+        "top k of all speakers' by cosine similarity (Speech2Face, SF2F; a tie counts against; "
+        "null = n/a where k >= number of speakers, trivially 1; chance k / speakers); matching_1_2 "
+        "= share of (real face of the speaker, real face of another speaker) pairs to which the "
+        "image is more cosine-similar to the first (Wen et al. 1:2 matching; exact mean over all "
+        "pairs and other speakers, ties 1/2; chance 0.5)"
     ),
 }
 
 PIXEL_DEFINITIONS = {
     "pixel_identity": (
         "accuracy of a nearest-centroid speaker classifier in PIXEL space: each image's face box "
-        "(the dataset's known layout) vs each speaker's mean real reference face in that box (the mean "
-        "training face), Euclidean; chance = 1 / number of speakers with reference faces. For datasets "
-        "with a known face layout (synthetic cartoon faces, which dlib does not detect)"
+        "(the dataset's known layout) vs each speaker's mean real reference face in that box (the "
+        "mean training face), Euclidean; chance = 1 / number of speakers with reference faces. For "
+        "datasets with a known face layout (synthetic cartoon faces, which dlib does not detect)"
     ),
     "pixel_mouth": (
-        "mouth opening measured directly in the dataset's known mouth box: height in px of the dark "
-        "mouth interior (per row, mean membership luma <= 30 -> 1 .. >= 70 -> 0, summed over rows), on "
-        "every image, and its Pearson correlation with the RMS level (dB) of the raw speech clip; "
-        "'within_speaker': the same after subtracting each speaker's mean from both (expression beyond "
-        "identity: None / ~0 for the mean-face row)"
+        "mouth opening measured directly in the dataset's known mouth box: height in px of the "
+        "dark mouth interior (per row, mean membership luma <= 30 -> 1 .. >= 70 -> 0, summed over "
+        "rows), on every image, and its Pearson correlation with the RMS level (dB) of the raw "
+        "speech clip; 'within_speaker': the same after subtracting each speaker's mean from both "
+        "(expression beyond identity: None / ~0 for the mean-face row)"
     ),
     "pixel_brows": (
-        "eyebrow height measured directly in the dataset's known eyebrow boxes: per column, the row "
-        "centroid of the darkest pixels (softmin of luma, "
-        f"{face_metrics.BROW_SOFTMIN_LUMA:g}), in px above the boxes' bottom, averaged over columns; on "
-        "every image, and its Pearson correlation with each clip's pitch (the dataset's pitch_shift, "
-        "semitones); 'within_speaker' as for the mouth"
+        "eyebrow height measured directly in the dataset's known eyebrow boxes: per column, the "
+        "row centroid of the darkest pixels (softmin of luma, "
+        f"{face_metrics.BROW_SOFTMIN_LUMA:g}), in px above the boxes' bottom, averaged over "
+        "columns; on every image, and its Pearson correlation with each clip's pitch (the "
+        "dataset's pitch_shift, semitones); 'within_speaker' as for the mouth"
     ),
 }
 
@@ -96,7 +96,9 @@ FUSED_DEFINITION = (
 ROW_DESCRIPTIONS = {
     "generated": "faces generated from held-out speech",
     "real": "real held-out faces paired with that speech (ceiling)",
-    "mean_face": "each speaker's pixel-mean training face (a model that only knows who is speaking)",
+    "mean_face": (
+        "each speaker's pixel-mean training face (a model that only knows who is speaking)"
+    ),
 }
 
 # ------------------------------------------------------------------------------- the typed report
@@ -663,7 +665,9 @@ def evaluate(
   rows = {"generated": Row(description=ROW_DESCRIPTIONS["generated"], num_images=n)}
   for k, (faces, _) in fused.items():
     rows[f"fused_{k}"] = Row(
-        description=f"one face per {k} held-out clips of a speaker, from their mean speech embedding",
+        description=(
+            f"one face per {k} held-out clips of a speaker, from their mean speech embedding"
+        ),
         num_images=int(faces.shape[0]),
     )
   for name in ("real", "mean_face"):
@@ -677,7 +681,8 @@ def evaluate(
   if dlib_metrics:
     cache = {} if cache is None else cache
     if "dlib" not in cache:
-      # One analysis per speaker's mean face, then indexed: identical to analysing the N repeated images.
+      # One analysis per speaker's mean face, then indexed: identical to analysing the N repeated
+      # images.
       cache["dlib"] = tuple(
           face_metrics.analyze_faces(x) for x in (train_real, images["real"], means[classes])
       )

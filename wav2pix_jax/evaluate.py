@@ -40,7 +40,7 @@ def save_grid(
     per_speaker: int = 8,
     gap: int = 4,
 ) -> pathlib.Path:
-  """PNG grid: one band per speaker (name on top), each cell a real face next to its generated face."""
+  """PNG grid: one band per speaker (name on top), each cell a real face and its generated face."""
   generated = face_metrics.check_images(generated, "generated")
   size = generated.shape[1]
   real = eval_report.resize_batch(face_metrics.check_images(real, "real"), generated.shape[1:3])
@@ -136,7 +136,7 @@ def evaluate_workdir(
     dlib_metrics: bool = True,
     fuse: Sequence[int] = (),
 ) -> eval_report.Report:
-  """Generates faces for `split` with a trained workdir's generator, evaluates, writes report + grid.
+  """Generates faces for `split` with a workdir's generator, evaluates, writes report + grid.
 
   train_faces_per_speaker: reference faces per speaker; None: the run's
   config.eval.reference_faces_per_speaker. The generator runs in the run's config.eval.train_mode.

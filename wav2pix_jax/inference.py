@@ -42,7 +42,7 @@ NO_DROPOUT_MESSAGE = (
 def _find_checkpoints(
     path: str | os.PathLike,
 ) -> tuple[pathlib.Path, pathlib.Path | None, int | None]:
-  """(checkpoints dir, workdir or None, step fixed by the path or None) for any of the accepted paths."""
+  """(checkpoints dir, workdir or None, step fixed by the path or None) for any accepted path."""
   path = pathlib.Path(path).expanduser().absolute()
   if not path.exists():
     raise FileNotFoundError(f"{path}: no such workdir or checkpoint directory")
@@ -66,7 +66,10 @@ def _find_checkpoints(
 
 @dataclasses.dataclass
 class FaceGenerator:
-  """A generator: speech -> faces. Build it with `load` (a checkpoint) or `from_state` (training)."""
+  """A generator: speech -> faces.
+
+  Build it with `load` (a checkpoint) or `from_state` (training).
+  """
 
   config: ml_collections.ConfigDict
   num_speakers: int
@@ -153,7 +156,10 @@ class FaceGenerator:
   def generate_preprocessed(
       self, waveforms: np.ndarray, *, sample: bool = False, seed: int = 0
   ) -> np.ndarray:
-    """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window], in fixed-size chunks."""
+    """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window].
+
+    Runs in fixed-size chunks.
+    """
     key = self._dropout_key(sample, seed)
     sample = bool(sample or self.train_mode)
     return self._in_chunks(

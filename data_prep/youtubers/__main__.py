@@ -1,4 +1,6 @@
-"""Build `youtubers`: `python -m data_prep.youtubers --manual_dir ../shared/youtubers [--data_dir DIR]`.
+"""Build `youtubers`.
+
+    python -m data_prep.youtubers --manual_dir ../shared/youtubers [--data_dir DIR]
 
 Same result as `tfds build data_prep/youtubers --manual_dir ...` (whose CLI needs apache-beam to
 start). Without --manual_dir the builder downloads the authors' release (needs internet).
