@@ -149,14 +149,7 @@ def evaluate_workdir(
   input_cfg = config.input
   if data_dir is not None:
     input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
-  info = input_pipeline.get_dataset_info(input_cfg)
-  if info.num_speakers != generator.num_speakers or (
-      generator.speaker_names and tuple(generator.speaker_names) != tuple(info.speaker_names)
-  ):
-    raise config_lib.ConfigError(
-        f"the checkpoint was trained on speakers {generator.speaker_names} "
-        f"({generator.num_speakers}) but dataset {info.name!r} has {list(info.speaker_names)}"
-    )
+  info = _matching_dataset_info(generator, input_cfg)
   eval_set = eval_data.load_eval_set(
       input_cfg,
       split=split,
@@ -185,6 +178,19 @@ def evaluate_workdir(
       per_speaker=grid_per_speaker,
   )
   return report
+
+
+def _matching_dataset_info(generator: inference.FaceGenerator, input_cfg):
+  """The dataset's info; ConfigError unless it has the speakers the generator was trained on."""
+  info = input_pipeline.get_dataset_info(input_cfg)
+  if info.num_speakers != generator.num_speakers or (
+      generator.speaker_names and tuple(generator.speaker_names) != tuple(info.speaker_names)
+  ):
+    raise config_lib.ConfigError(
+        f"the checkpoint was trained on speakers {generator.speaker_names} "
+        f"({generator.num_speakers}) but dataset {info.name!r} has {list(info.speaker_names)}"
+    )
+  return info
 
 
 def _with_overrides(cfg, **overrides):
