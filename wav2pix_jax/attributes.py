@@ -536,16 +536,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   A user's error is one line on stderr: status 2 for a bad command line, 1 otherwise.
   """
-  if cli.wants_help(argv):
-    print(cli.help_text(FLAGS, "python -m wav2pix_jax.attributes", __doc__))
-    return 0
-  try:
-    positional = cli.parse_flags(FLAGS, argv, PROG)
-    if positional:
-      raise cli.UsageError(f"unexpected arguments {positional}")
-  except cli.UsageError as e:
-    print(cli.error_line(PROG, e), file=sys.stderr)
-    return 2
+  status = cli.parse_command_line(FLAGS, argv, PROG, __doc__)
+  if status is not None:
+    return status
   out = FLAGS.out or str(pathlib.Path(FLAGS.workdir).expanduser() / "eval" / FLAGS.split)
   try:
     report = evaluate_workdir(
