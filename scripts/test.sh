@@ -31,6 +31,16 @@ if ! .venv/bin/pyink --check --quiet .; then
   exit 1
 fi
 echo "formatting: pyink --check passed"
+# pyink leaves long strings and comments alone: no line of the package or the builders passes 100
+# columns (characters, not bytes).
+long_lines=$(find wav2pix_jax data_prep -type f \( -name '*.py' -o -name '*.html' \) -print0 \
+  | LC_ALL=C.UTF-8 xargs -0 awk 'length > 100 {print FILENAME":"FNR": "length" columns"}')
+if [ -n "$long_lines" ]; then
+  echo "$long_lines" >&2
+  echo "line length: the lines above pass 100 columns" >&2
+  exit 1
+fi
+echo "line length: no line of wav2pix_jax/ or data_prep/ passes 100 columns"
 status=0
 for tier in ${TIERS:-fast slow}; do
   case "$tier" in

@@ -23,9 +23,14 @@ import functools
 import json
 import os
 import pathlib
+import sys
 from typing import Mapping, Sequence
 
+from absl import flags
 import numpy as np
+
+from wav2pix_jax import cli
+from wav2pix_jax import config_lib
 
 REPORT_FILENAME = "attributes.json"
 GRID_FILENAME = "attributes_grid.png"  # each speaker's first real face above its generated one
@@ -66,7 +71,9 @@ DEFINITIONS = {
         "constant) or a colour drawn with the training frequencies (categorical: 1 - p_train(true))"
     ),
     "skill": "1 - error / chance: 0 at chance, 1 perfect, < 0 worse than chance",
-    "correlation": "Pearson r of measured and true values over examples (continuous; None if constant)",
+    "correlation": (
+        "Pearson r of measured and true values over examples (continuous; None if constant)"
+    ),
     "vs_mean_face": (
         "mean-face error - generated error (> 0: the generated faces are closer to the truth than "
         "the pixel-mean training face), with a 95 % bootstrap interval over the split's speakers"
@@ -76,7 +83,8 @@ DEFINITIONS = {
 
 @functools.cache
 def _svf():
-  from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder
 
   return synthetic_voice_faces_dataset_builder
 
@@ -278,39 +286,48 @@ def evaluate_attributes(
       "definitions": DEFINITIONS,
       "attributes": {},
   }
-  for name, attribute in ATTRIBUTES.items():
+  for name in ATTRIBUTES:
     true = np.asarray(truth[name])
     if true.shape != (n,):
       raise ValueError(f"truth[{name!r}] has shape {true.shape}, want ({n},)")
-    constant, chance = chance_error(name, true, train_truth[name])
-    entry = {
-        "kind": attribute.kind,
-        "follows": attribute.follows or "nothing (control)",
-        "measured_by": attribute.doc,
-        "chance": {"guess": constant, "error": chance},
-    }
-    per_example = {}
-    for row, measured in rows.items():
-      values = np.asarray(measured[name])
-      values = np.broadcast_to(values, (n,)) if values.shape == (1,) else values
-      errors = attribute_errors(name, values, true)
-      per_example[row] = errors
-      result = {
-          "error": float(errors.mean()),
-          "skill": float(1.0 - errors.mean() / chance) if chance > 0 else None,
-      }
-      if attribute.kind == "continuous":
-        result["mean"] = float(np.mean(values))
-        result["correlation"] = _pearson(values, true)
-      if row == "mean_face":
-        result["value"] = values[0].item()
-      entry[row] = result
+    entry, per_example = _attribute_entry(name, rows, true, train_truth[name])
     difference = per_example["mean_face"] - per_example["generated"]
     low, high = _speaker_bootstrap(difference, speakers, bootstrap, seed)
     entry["vs_mean_face"] = {"difference": float(difference.mean()), "interval_95": [low, high]}
     report["attributes"][name] = entry
   report["verdict"] = verdicts(report)
   return report
+
+
+def _attribute_entry(
+    name: str, rows: Mapping[str, dict], true: np.ndarray, train_truth: np.ndarray
+) -> tuple[dict, dict[str, np.ndarray]]:
+  """One attribute's report entry (without vs_mean_face) and each row's errors per example."""
+  attribute = ATTRIBUTES[name]
+  constant, chance = chance_error(name, true, train_truth)
+  entry = {
+      "kind": attribute.kind,
+      "follows": attribute.follows or "nothing (control)",
+      "measured_by": attribute.doc,
+      "chance": {"guess": constant, "error": chance},
+  }
+  per_example = {}
+  for row, measured in rows.items():
+    values = np.asarray(measured[name])
+    values = np.broadcast_to(values, true.shape) if values.shape == (1,) else values
+    errors = attribute_errors(name, values, true)
+    per_example[row] = errors
+    result = {
+        "error": float(errors.mean()),
+        "skill": float(1.0 - errors.mean() / chance) if chance > 0 else None,
+    }
+    if attribute.kind == "continuous":
+      result["mean"] = float(np.mean(values))
+      result["correlation"] = _pearson(values, true)
+    if row == "mean_face":
+      result["value"] = values[0].item()
+    entry[row] = result
+  return entry, per_example
 
 
 def verdicts(report: dict) -> dict[str, str]:
@@ -415,38 +432,24 @@ def evaluate_workdir(
     data_dir: str | None = None,
     batch_size: int = 32,
 ) -> dict:
-  """Generates faces for `split` with a trained workdir's generator; the attribute report."""
+  """Generates faces for `split` with a trained workdir's generator; the attribute report.
+
+  A user's error (a workdir of another dataset, an unknown split...) raises
+  config_lib.ConfigError.
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
   from wav2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 
   generator = inference.load(workdir, step, batch_size=batch_size)
-  input_cfg = generator.config.input.copy_and_resolve_references()
-  if data_dir is not None:
-    input_cfg.data_dir = data_dir
-  if str(input_cfg.dataset).split(":")[0].split("/")[0] != DATASET:
-    raise ValueError(
-        f"{workdir} was trained on {input_cfg.dataset!r}: attribute ground truth and layout exist "
-        f"only for {DATASET!r} (configs/demo_unseen.py)"
-    )
+  input_cfg = _dataset_config(generator, workdir, data_dir)
   info = input_pipeline.get_dataset_info(input_cfg)
   if split not in info.split_sizes:
-    raise ValueError(f"dataset {info.name!r} has no split {split!r}: {sorted(info.split_sizes)}")
-  waveforms, real, speakers = [], [], []
-  for batch in input_pipeline.create_eval_iterator(
-      input_cfg,
-      split=split,
-      batch_size=batch_size,
-      image_size=generator.image_size,
-      process_index=0,
-      process_count=1,
-  ):
-    mask = np.asarray(batch["mask"], bool)
-    waveforms.append(np.asarray(batch["waveform"], np.float32)[mask])
-    real.append(inference.to_uint8(batch["face"][mask]))
-    speakers.append(np.asarray(batch["speaker"], np.int64)[mask])
-  waveforms, real, speakers = map(np.concatenate, (waveforms, real, speakers))
+    raise config_lib.ConfigError(
+        f"dataset {info.name!r} has no split {split!r}: {sorted(info.split_sizes)}"
+    )
+  waveforms, real, speakers = _split_examples(generator, input_cfg, split, batch_size)
   # The eval iterator reads records in order: record i is example i.
   source = tfds.data_source(
       info.name, split=split, data_dir=info.data_dir, decoders={"face": tfds.decode.SkipDecoding()}
@@ -476,32 +479,73 @@ def evaluate_workdir(
   return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """CLI: the attribute table of a workdir on a split; errors as one line, exit status 1."""
-  import argparse  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
+def _dataset_config(generator, workdir: str, data_dir: str | None):
+  """The run's config.input (data_dir overridden); ConfigError unless it reads DATASET."""
+  input_cfg = generator.config.input.copy_and_resolve_references()
+  if data_dir is not None:
+    input_cfg.data_dir = data_dir
+  if str(input_cfg.dataset).split(":")[0].split("/")[0] != DATASET:
+    raise config_lib.ConfigError(
+        f"{workdir} was trained on {input_cfg.dataset!r}: attribute ground truth and layout exist "
+        f"only for {DATASET!r} (configs/demo_unseen.py)"
+    )
+  return input_cfg
 
-  parser = argparse.ArgumentParser(
-      prog="python -m wav2pix_jax.attributes",
-      description="Face attributes of generated faces vs the truth (synthetic_voice_faces).",
-  )
-  parser.add_argument("--workdir", required=True, help="training workdir (or its checkpoints/)")
-  parser.add_argument("--split", default="test_unseen", help="split (default: test_unseen)")
-  parser.add_argument(
-      "--out",
-      default=None,
-      help=f"folder for {REPORT_FILENAME} and {GRID_FILENAME} (default: <workdir>/eval/<split>)",
-  )
-  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  parser.add_argument("--data_dir", default=None, help="override config.input.data_dir")
-  args = parser.parse_args(argv)
-  out = args.out or str(pathlib.Path(args.workdir).expanduser() / "eval" / args.split)
+
+def _split_examples(generator, input_cfg, split: str, batch_size: int):
+  """(preprocessed waveforms, uint8 real faces, speakers) of every example of `split`, in order."""
+  from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
+  from wav2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+
+  waveforms, real, speakers = [], [], []
+  for batch in input_pipeline.create_eval_iterator(
+      input_cfg,
+      split=split,
+      batch_size=batch_size,
+      image_size=generator.image_size,
+      process_index=0,
+      process_count=1,
+  ):
+    mask = np.asarray(batch["mask"], bool)
+    waveforms.append(np.asarray(batch["waveform"], np.float32)[mask])
+    real.append(inference.to_uint8(batch["face"][mask]))
+    speakers.append(np.asarray(batch["speaker"], np.int64)[mask])
+  return tuple(map(np.concatenate, (waveforms, real, speakers)))
+
+
+PROG = "attributes"
+# The tool's own flags (not absl's global FLAGS: see cli.parse_flags).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "workdir", None, "Training workdir (or its checkpoints/ dir).", flag_values=FLAGS
+)
+flags.DEFINE_string("split", "test_unseen", "Dataset split to evaluate.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "out",
+    None,
+    f"Folder for {REPORT_FILENAME} and {GRID_FILENAME} (default: <workdir>/eval/<split>).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).", flag_values=FLAGS)
+flags.DEFINE_string("data_dir", None, "Override config.input.data_dir.", flag_values=FLAGS)
+flags.mark_flag_as_required("workdir", flag_values=FLAGS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """CLI: the attribute table of a workdir on a split; returns the exit status.
+
+  A user's error is one line on stderr: status 2 for a bad command line, 1 otherwise.
+  """
+  status = cli.parse_command_line(FLAGS, argv, PROG, __doc__)
+  if status is not None:
+    return status
+  out = FLAGS.out or str(pathlib.Path(FLAGS.workdir).expanduser() / "eval" / FLAGS.split)
   try:
     report = evaluate_workdir(
-        args.workdir, split=args.split, out_dir=out, step=args.step, data_dir=args.data_dir
+        FLAGS.workdir, split=FLAGS.split, out_dir=out, step=FLAGS.step, data_dir=FLAGS.data_dir
     )
-  except (ValueError, FileNotFoundError, OSError) as e:
-    print(f"attributes: error: {' '.join(str(e).split())}", file=sys.stderr)
+  except (config_lib.ConfigError, OSError) as e:  # a bad setting or path; a bug keeps its traceback
+    print(cli.error_line(PROG, e), file=sys.stderr)
     return 1
   print(table(report))
   for name, verdict in report["verdict"].items():

@@ -306,6 +306,18 @@ def load_audio(
   small file that decodes to hours never fills memory).
   """
   path = os.fspath(path)
+  _check_load_args(path, sample_rate, max_seconds)
+  rate, frames, blocks = _open_blocks(path)
+  if rate < 1:
+    raise AudioError(f"{path}: invalid sample rate {rate}")
+  waveform = _decode(path, rate, frames, blocks, sample_rate, max_seconds)
+  if waveform.shape[0] == 0:
+    raise AudioError(f"{path}: contains no audio samples")
+  return waveform
+
+
+def _check_load_args(path: str, sample_rate, max_seconds) -> None:
+  """ValueError for a bad sample_rate or max_seconds, AudioError for a path that holds no file."""
   if (
       isinstance(sample_rate, bool)
       or not isinstance(sample_rate, (int, np.integer))
@@ -320,20 +332,26 @@ def load_audio(
     raise AudioError(f"{path}: is a directory, expected an audio or video file")
   if os.path.getsize(path) == 0:
     raise AudioError(f"{path}: empty file")
+
+
+def _open_blocks(path: str) -> tuple[int, int | None, Iterator[np.ndarray]]:
+  """(sample rate, frames or None, float32 mono blocks): libsndfile, else FFmpeg."""
   try:
     if not _sndfile_format(path):
       raise AudioError("not a libsndfile format")
-    rate, frames, blocks = _soundfile_blocks(path)
+    return _soundfile_blocks(path)
   except Exception:  # pylint: disable=broad-except
     # libsndfile doesn't know the format (m4a, video, ...): FFmpeg reads nearly everything.
     try:
-      rate, frames, blocks = _pyav_blocks(path)
+      return _pyav_blocks(path)
     except AudioError:
       raise
     except Exception as e:  # pylint: disable=broad-except
       raise AudioError(f"{path}: not a readable audio or video file ({_one_line(e)})") from None
-  if rate < 1:
-    raise AudioError(f"{path}: invalid sample rate {rate}")
+
+
+def _decode(path: str, rate, frames, blocks, sample_rate: int, max_seconds) -> np.ndarray:
+  """The blocks resampled to `sample_rate`, AudioError past max_seconds or on bad data."""
   resampler = _StreamResampler(int(rate), sample_rate)
   expected = -(-frames * sample_rate // rate) if frames and frames < 2**36 else None
   limit = None if max_seconds is None else int(math.ceil(max_seconds * sample_rate))
@@ -358,10 +376,7 @@ def load_audio(
     raise
   except Exception as e:  # pylint: disable=broad-except
     raise AudioError(f"{path}: corrupt or unreadable audio data ({_one_line(e)})") from None
-  waveform = output.array()
-  if waveform.shape[0] == 0:
-    raise AudioError(f"{path}: contains no audio samples")
-  return waveform
+  return output.array()
 
 
 class _Growable:

@@ -1,8 +1,12 @@
-"""What the command-line tools (main, evaluate, generate) share: flags, errors and the console.
+"""What the command-line tools share: flags, errors and the console.
+
+The tools: main, evaluate, generate, attributes and the data_prep builders' __main__.
 
 - `parse_flags`: absl flags into a tool's OWN `flags.FlagValues`, so that `main(argv)` can be
   called repeatedly (tests, notebooks) and two tools imported in one process (both define
-  --workdir, --step, --out) don't collide in absl's global FLAGS.
+  --workdir, --step, --out) don't collide in absl's global FLAGS. `parse_command_line`: the
+  same plus --help and a bad command line's one line and exit status 2, for tools with no
+  checks of their own.
 - `error_line`: a user's error (`config_lib.ConfigError`, a bad path) as the one line a tool
   prints before exiting non-zero; any other exception is a bug and keeps its traceback.
 - `quiet_library_logs`: the console shows our own progress lines and every library's warnings,
@@ -59,6 +63,27 @@ def help_text(flag_values: flags.FlagValues, prog: str, doc: str | None) -> str:
     default = "" if "default" in flag.help else f" (default: {flag.default!r})"
     lines.append(f"  --{flag.name}: {flag.help}{default}")
   return "\n".join(lines)
+
+
+def parse_command_line(
+    flag_values: flags.FlagValues, argv: Sequence[str] | None, prog: str, doc: str | None
+) -> int | None:
+  """Parses a tool's whole command line (flags only) into `flag_values`.
+
+  Returns None to go on, else the exit status: 0 after printing the help, 2 after printing a bad
+  command line (unknown flag, bad value, missing required flag, positional argument) as one line.
+  """
+  if wants_help(argv):
+    print(help_text(flag_values, prog, doc))
+    return 0
+  try:
+    positional = parse_flags(flag_values, argv, prog)
+    if positional:
+      raise UsageError(f"unexpected arguments {positional}")
+  except UsageError as e:
+    print(error_line(prog, e), file=sys.stderr)
+    return 2
+  return None
 
 
 def error_line(prog: str, error: BaseException | str) -> str:

@@ -181,42 +181,12 @@ class Demo:
     path = pathlib.Path(path)
     with self._lock:
       start = time.perf_counter()
-      try:
-        generator = self.generator(step)
-      except (ValueError, OSError) as e:
-        if isinstance(e, DemoError):
-          raise
-        raise DemoError(f"step {step}: {e}", status=500) from None
-      if variety and not generator.can_sample:
-        raise DemoError(self._inference.NO_DROPOUT_MESSAGE)
-      rate = generator.sample_rate
-      try:
-        waveform = audio.load_audio(path, sample_rate=rate, max_seconds=self.limits.max_seconds)
-      except audio.AudioError as e:
-        raise DemoError(_without_path(e, path)) from None
-      seconds = waveform.shape[0] / rate
-      if waveform.shape[0] < generator.window:
-        raise DemoError(
-            f"too short: {seconds:.2f} s of sound; this model needs at least "
-            f"{generator.window / rate:.2f} s of speech"
-        )
-      if float(np.max(np.abs(waveform))) < audio.SILENCE_THRESHOLD:
-        raise DemoError(f"the recording is silent ({seconds:.1f} s without sound)")
-      window_start = (waveform.shape[0] - generator.window) // 2 / rate
-      window_seconds, fused = generator.window / rate, 0
-      try:
-        if fuse:
-          windows = generator.fusion_windows(waveform, rate)
-          fused = len(windows) - self._inference.check_not_all_silent(windows)
-          face = generator.generate_fused_preprocessed(windows, sample=variety, seed=seed)[0]
-          window_start, window_seconds = 0.0, len(windows) * generator.window / rate
-        else:
-          face = generator.generate(waveform, rate, sample=variety, seed=seed)[0]
-      except audio.AudioError as e:
-        raise DemoError(
-            f"the middle {generator.window / rate:.2f} s of the recording (the face's window) is "
-            f"silent; speak in the middle of the clip ({_without_path(e, path)})"
-        ) from None
+      generator = self._generator_for(step, variety)
+      waveform = self._load_speech(path, generator)
+      seconds = waveform.shape[0] / generator.sample_rate
+      face, window_start, window_seconds, fused = self._face(
+          generator, waveform, path, fuse=fuse, variety=variety, seed=seed
+      )
       result = {
           "face": "data:image/png;base64," + base64.b64encode(_png(face)).decode("ascii"),
           "size": generator.image_size,
@@ -235,6 +205,57 @@ class Demo:
         result.update(self._video(generator, waveform, variety=variety, seed=seed))
       result["ms"] = round(1000 * (time.perf_counter() - start))
       return result
+
+  def _generator_for(self, step: int | None, variety: bool):
+    """The generator of `step`; DemoError (500) if it cannot load, (400) for variety without one."""
+    try:
+      generator = self.generator(step)
+    except (ValueError, OSError) as e:
+      if isinstance(e, DemoError):
+        raise
+      raise DemoError(f"step {step}: {e}", status=500) from None
+    if variety and not generator.can_sample:
+      raise DemoError(self._inference.NO_DROPOUT_MESSAGE)
+    return generator
+
+  def _load_speech(self, path: pathlib.Path, generator) -> np.ndarray:
+    """The uploaded file's waveform at the generator's rate; DemoError if too short or silent."""
+    rate = generator.sample_rate
+    try:
+      waveform = audio.load_audio(path, sample_rate=rate, max_seconds=self.limits.max_seconds)
+    except audio.AudioError as e:
+      raise DemoError(_without_path(e, path)) from None
+    seconds = waveform.shape[0] / rate
+    if waveform.shape[0] < generator.window:
+      raise DemoError(
+          f"too short: {seconds:.2f} s of sound; this model needs at least "
+          f"{generator.window / rate:.2f} s of speech"
+      )
+    if float(np.max(np.abs(waveform))) < audio.SILENCE_THRESHOLD:
+      raise DemoError(f"the recording is silent ({seconds:.1f} s without sound)")
+    return waveform
+
+  def _face(
+      self, generator, waveform: np.ndarray, path, *, fuse: bool, variety: bool, seed: int
+  ) -> tuple[np.ndarray, float, float, int]:
+    """(face, window start s, window length s, fused windows or 0); DemoError if silent there."""
+    rate = generator.sample_rate
+    window_start = (waveform.shape[0] - generator.window) // 2 / rate
+    window_seconds, fused = generator.window / rate, 0
+    try:
+      if fuse:
+        windows = generator.fusion_windows(waveform, rate)
+        fused = len(windows) - self._inference.check_not_all_silent(windows)
+        face = generator.generate_fused_preprocessed(windows, sample=variety, seed=seed)[0]
+        window_start, window_seconds = 0.0, len(windows) * generator.window / rate
+      else:
+        face = generator.generate(waveform, rate, sample=variety, seed=seed)[0]
+    except audio.AudioError as e:
+      raise DemoError(
+          f"the middle {generator.window / rate:.2f} s of the recording (the face's window) is "
+          f"silent; speak in the middle of the clip ({_without_path(e, path)})"
+      ) from None
+    return face, window_start, window_seconds, fused
 
   def _video(self, generator, waveform: np.ndarray, *, variety: bool, seed: int) -> dict:
     """The talking-face video of `generate --video`: same windows, same writer."""
@@ -324,27 +345,14 @@ def create_app(demo: Demo):
       options = _options(request.query_params)
     except DemoError as e:
       return error(str(e), e.status)
-    length = request.headers.get("content-length")
-    if length is not None:
-      if not length.isdigit():
-        return error(f"bad Content-Length {length[:40]!r}", 400)
-      if int(length) > limits.max_upload_bytes:
-        return error(_too_big(int(length), limits.max_upload_bytes), 413)
-    if state["waiting"] > limits.max_waiting:
-      return error(f"busy: {state['waiting']} requests are queued; try again in a moment", 503)
+    refusal = _refusal(request.headers.get("content-length"), state["waiting"], limits)
+    if refusal is not None:
+      return error(*refusal)
     state["waiting"] += 1
     private = tempfile.mkdtemp(prefix="wav2pix-demo-")  # mode 0700, in the system's temp dir
     try:
       path = pathlib.Path(private) / "upload"
-      size = 0
-      with open(path, "wb") as f:
-        async for chunk in request.stream():
-          size += len(chunk)
-          if size > limits.max_upload_bytes:
-            return error(_too_big(size, limits.max_upload_bytes), 413)
-          f.write(chunk)
-      if size == 0:
-        return error("no file received (the upload is empty)", 400)
+      await _receive(request, path, limits.max_upload_bytes)
       result = await anyio.to_thread.run_sync(lambda: demo.run_file(path, **options))
       return JSONResponse(result)
     except DemoError as e:
@@ -365,6 +373,31 @@ def create_app(demo: Demo):
           Route("/api/generate", generate, methods=["POST"]),
       ]
   )
+
+
+def _refusal(length: str | None, waiting: int, limits: Limits) -> tuple[str, int] | None:
+  """(message, status) for an upload refused before reading it (Content-Length, queue), or None."""
+  if length is not None:
+    if not length.isdigit():
+      return f"bad Content-Length {length[:40]!r}", 400
+    if int(length) > limits.max_upload_bytes:
+      return _too_big(int(length), limits.max_upload_bytes), 413
+  if waiting > limits.max_waiting:
+    return f"busy: {waiting} requests are queued; try again in a moment", 503
+  return None
+
+
+async def _receive(request, path: pathlib.Path, max_bytes: int) -> None:
+  """Streams the request's body into `path`; DemoError if it is empty or passes `max_bytes`."""
+  size = 0
+  with open(path, "wb") as f:
+    async for chunk in request.stream():
+      size += len(chunk)
+      if size > max_bytes:
+        raise DemoError(_too_big(size, max_bytes), status=413)
+      f.write(chunk)
+  if size == 0:
+    raise DemoError("no file received (the upload is empty)", status=400)
 
 
 _LOG = std_logging.getLogger("wav2pix_jax.demo")

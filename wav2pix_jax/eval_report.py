@@ -34,53 +34,53 @@ DEFINITIONS = {
         f"{face_metrics.UPSAMPLE} up-samplings"
     ),
     "identity": (
-        "accuracy of a nearest-centroid speaker classifier, fitted on dlib 128-d embeddings of the real "
-        "training faces, applied to each image (full image as face box where none is detected); chance = "
-        "1 / num_speakers"
+        "accuracy of a nearest-centroid speaker classifier, fitted on dlib 128-d embeddings of the "
+        "real training faces, applied to each image (full image as face box where none is "
+        "detected); chance = 1 / num_speakers"
     ),
     "frechet_distance": (
-        "Frechet distance between Gaussians fitted to the row's dlib embeddings and to the real training "
-        "faces' embeddings (eps = 1e-6 on the covariance diagonals); lower is closer"
+        "Frechet distance between Gaussians fitted to the row's dlib embeddings and to the real "
+        "training faces' embeddings (eps = 1e-6 on the covariance diagonals); lower is closer"
     ),
     "expressivity": (
-        "inner-lip gap (landmarks 62-64 vs 68-66) / outer-eye-corner distance on detected faces, and its "
-        "Pearson correlation with the RMS level (dB) of the raw speech clip"
+        "inner-lip gap (landmarks 62-64 vs 68-66) / outer-eye-corner distance on detected faces, "
+        "and its Pearson correlation with the RMS level (dB) of the raw speech clip"
     ),
     "speaker_similarity": (
-        "the face-from-voice literature's metrics on the same dlib embeddings (every image, the full "
-        "image as face box where none is detected, as for identity), against the real reference "
-        "faces: cosine_similarity = mean over images of the mean cosine similarity to its speaker's "
-        "reference faces (SF2F, Vox2Face), cosine_similarity_other_speakers = the same to the other "
-        "speakers' faces (each speaker weighted equally; the wrong-person level); recall@k = share of "
-        "images whose speaker's mean reference embedding ranks in the top k of all speakers' by cosine "
-        "similarity (Speech2Face, SF2F; a tie counts against; null = n/a where k >= number of "
-        "speakers, trivially 1; chance k / speakers); matching_1_2 = share of (real face of the "
-        "speaker, real face of another speaker) pairs to which the image is more cosine-similar to the "
-        "first (Wen et al. 1:2 matching; exact mean over all pairs and other speakers, ties 1/2; "
-        "chance 0.5)"
+        "the face-from-voice literature's metrics on the same dlib embeddings (every image, the "
+        "full image as face box where none is detected, as for identity), against the real "
+        "reference faces: cosine_similarity = mean over images of the mean cosine similarity to "
+        "its speaker's reference faces (SF2F, Vox2Face), cosine_similarity_other_speakers = the "
+        "same to the other speakers' faces (each speaker weighted equally; the wrong-person "
+        "level); recall@k = share of images whose speaker's mean reference embedding ranks in the "
+        "top k of all speakers' by cosine similarity (Speech2Face, SF2F; a tie counts against; "
+        "null = n/a where k >= number of speakers, trivially 1; chance k / speakers); matching_1_2 "
+        "= share of (real face of the speaker, real face of another speaker) pairs to which the "
+        "image is more cosine-similar to the first (Wen et al. 1:2 matching; exact mean over all "
+        "pairs and other speakers, ties 1/2; chance 0.5)"
     ),
 }
 
 PIXEL_DEFINITIONS = {
     "pixel_identity": (
         "accuracy of a nearest-centroid speaker classifier in PIXEL space: each image's face box "
-        "(the dataset's known layout) vs each speaker's mean real reference face in that box (the mean "
-        "training face), Euclidean; chance = 1 / number of speakers with reference faces. For datasets "
-        "with a known face layout (synthetic cartoon faces, which dlib does not detect)"
+        "(the dataset's known layout) vs each speaker's mean real reference face in that box (the "
+        "mean training face), Euclidean; chance = 1 / number of speakers with reference faces. For "
+        "datasets with a known face layout (synthetic cartoon faces, which dlib does not detect)"
     ),
     "pixel_mouth": (
-        "mouth opening measured directly in the dataset's known mouth box: height in px of the dark "
-        "mouth interior (per row, mean membership luma <= 30 -> 1 .. >= 70 -> 0, summed over rows), on "
-        "every image, and its Pearson correlation with the RMS level (dB) of the raw speech clip; "
-        "'within_speaker': the same after subtracting each speaker's mean from both (expression beyond "
-        "identity: None / ~0 for the mean-face row)"
+        "mouth opening measured directly in the dataset's known mouth box: height in px of the "
+        "dark mouth interior (per row, mean membership luma <= 30 -> 1 .. >= 70 -> 0, summed over "
+        "rows), on every image, and its Pearson correlation with the RMS level (dB) of the raw "
+        "speech clip; 'within_speaker': the same after subtracting each speaker's mean from both "
+        "(expression beyond identity: None / ~0 for the mean-face row)"
     ),
     "pixel_brows": (
-        "eyebrow height measured directly in the dataset's known eyebrow boxes: per column, the row "
-        "centroid of the darkest pixels (softmin of luma, "
-        f"{face_metrics.BROW_SOFTMIN_LUMA:g}), in px above the boxes' bottom, averaged over columns; on "
-        "every image, and its Pearson correlation with each clip's pitch (the dataset's pitch_shift, "
-        "semitones); 'within_speaker' as for the mouth"
+        "eyebrow height measured directly in the dataset's known eyebrow boxes: per column, the "
+        "row centroid of the darkest pixels (softmin of luma, "
+        f"{face_metrics.BROW_SOFTMIN_LUMA:g}), in px above the boxes' bottom, averaged over "
+        "columns; on every image, and its Pearson correlation with each clip's pitch (the "
+        "dataset's pitch_shift, semitones); 'within_speaker' as for the mouth"
     ),
 }
 
@@ -96,7 +96,9 @@ FUSED_DEFINITION = (
 ROW_DESCRIPTIONS = {
     "generated": "faces generated from held-out speech",
     "real": "real held-out faces paired with that speech (ceiling)",
-    "mean_face": "each speaker's pixel-mean training face (a model that only knows who is speaking)",
+    "mean_face": (
+        "each speaker's pixel-mean training face (a model that only knows who is speaking)"
+    ),
 }
 
 # ------------------------------------------------------------------------------- the typed report
@@ -565,6 +567,231 @@ def _pixel_metrics(
   return metrics
 
 
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+  """`evaluate`'s inputs, checked and brought to the generated faces' size."""
+
+  images: dict[str, np.ndarray]  # generated, real, mean_face: one image per held-out example
+  fused: dict[int, tuple[np.ndarray, np.ndarray]]  # k: (faces, speakers), sorted by k
+  train_real: np.ndarray  # the reference (training) faces
+  means: np.ndarray  # [num_speakers, S, S, 3] each speaker's mean reference face
+  classes: np.ndarray  # the speakers with reference faces, sorted
+  class_index: np.ndarray  # each reference face's speaker as 0..len(classes)-1
+  pitch: np.ndarray | None
+  common: dict[str, Any]  # speakers, loudness, classes, speaker_names: every metric's arguments
+
+  @property
+  def fused_rows(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The fused rows in print order (faces, speakers by row name)."""
+    return {f"fused_{k}": v for k, v in self.fused.items()}
+
+
+def _prepare(
+    generated, real, speakers, loudness, train_real, train_speakers, speaker_names, pitch, fused
+) -> _Inputs:
+  """Checks `evaluate`'s arguments (ValueError) and derives what every row's metrics need."""
+  num_speakers = len(speaker_names)
+  generated, real, speakers, loudness, train_real, train_speakers, pitch = _checked_inputs(
+      generated, real, speakers, loudness, train_real, train_speakers, num_speakers, pitch
+  )
+  classes = _reference_classes(speakers, train_speakers, speaker_names)
+  class_index = np.searchsorted(classes, train_speakers)  # reference labels as 0..len(classes)-1
+  fused = _checked_fused(fused, classes, generated.shape[1:3])
+  train_real, means, images = _row_images(
+      generated, real, speakers, train_real, classes, class_index, num_speakers
+  )
+  return _Inputs(
+      images=images,
+      fused=fused,
+      train_real=train_real,
+      means=means,
+      classes=classes,
+      class_index=class_index,
+      pitch=pitch,
+      common=dict(
+          speakers=speakers, loudness=loudness, classes=classes, speaker_names=speaker_names
+      ),
+  )
+
+
+def _checked_inputs(
+    generated, real, speakers, loudness, train_real, train_speakers, num_speakers, pitch
+):
+  """`evaluate`'s arrays checked and converted; raises ValueError where they don't fit together."""
+  generated = face_metrics.check_images(generated, "generated")
+  real = face_metrics.check_images(real, "real")
+  train_real = face_metrics.check_images(train_real, "train_real")
+  speakers = np.asarray(speakers).astype(np.int64)
+  train_speakers = np.asarray(train_speakers).astype(np.int64)
+  n = generated.shape[0]
+  if real.shape[0] != n or speakers.shape != (n,):
+    raise ValueError(
+        f"generated ({n}), real ({real.shape[0]}) and speakers {speakers.shape} must align"
+    )
+  if train_speakers.shape != (train_real.shape[0],):
+    raise ValueError(
+        f"train_speakers {train_speakers.shape} must have one entry per train_real face"
+    )
+  for name, labels in (("speakers", speakers), ("train_speakers", train_speakers)):
+    if labels.min() < 0 or labels.max() >= num_speakers:
+      raise ValueError(f"{name} must lie in [0, {num_speakers}) for {num_speakers} speaker_names")
+  if loudness is not None:
+    loudness = np.asarray(loudness, np.float64)
+    if loudness.shape != (n,):
+      raise ValueError(f"loudness {loudness.shape} must have one value per generated image ({n})")
+  if pitch is not None:
+    pitch = np.asarray(pitch, np.float64)
+    if pitch.shape != (n,):
+      raise ValueError(f"pitch {pitch.shape} must have one value per generated image ({n})")
+  return generated, real, speakers, loudness, train_real, train_speakers, pitch
+
+
+def _reference_classes(speakers, train_speakers, speaker_names) -> np.ndarray:
+  """The speakers that have reference (training) faces, sorted: the identity classifiers' classes.
+
+  Raises ValueError if an evaluated speaker has none.
+  """
+  classes = np.unique(train_speakers)
+  missing = sorted(set(speakers.tolist()) - set(classes.tolist()))
+  if missing:
+    raise ValueError(
+        f"no reference (training) faces for evaluated speaker(s) "
+        f"{[speaker_names[m] for m in missing]}"
+    )
+  return classes
+
+
+def _checked_fused(fused, classes, size) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+  """`evaluate`'s `fused`, checked, converted and sorted by k."""
+  fused = dict(sorted((fused or {}).items()))
+  for k, (faces, labels) in fused.items():
+    faces = face_metrics.check_images(faces, f"fused[{k}]")
+    labels = np.asarray(labels).astype(np.int64)
+    if k < 2 or labels.shape != faces.shape[:1] or faces.shape[1:3] != size:
+      raise ValueError(
+          f"fused[{k}]: need k >= 2 and one speaker per face of the generated size, got "
+          f"{faces.shape} faces and {labels.shape} speakers"
+      )
+    if set(labels.tolist()) - set(classes.tolist()):
+      raise ValueError(f"fused[{k}]: speakers without reference faces")
+    fused[k] = (faces, labels)
+  return fused
+
+
+def _row_images(generated, real, speakers, train_real, classes, class_index, num_speakers):
+  """(reference faces at the generated size, [num_speakers, ...] mean faces, each row's images)."""
+  size = generated.shape[1:3]
+  train_real = resize_batch(train_real, size)
+  means = np.zeros((num_speakers,) + train_real.shape[1:], np.uint8)
+  means[classes] = mean_faces(train_real, class_index, len(classes))
+  images = {
+      "generated": generated,
+      "real": resize_batch(real, size),
+      "mean_face": means[speakers],
+  }
+  return train_real, means, images
+
+
+def _empty_rows(n: int, fused) -> dict[str, Row]:
+  """The report's rows, without metrics, in print order: generated, fused_<k>, real, mean face."""
+  rows = {"generated": Row(description=ROW_DESCRIPTIONS["generated"], num_images=n)}
+  for k, (faces, _) in fused.items():
+    rows[f"fused_{k}"] = Row(
+        description=(
+            f"one face per {k} held-out clips of a speaker, from their mean speech embedding"
+        ),
+        num_images=int(faces.shape[0]),
+    )
+  for name in ("real", "mean_face"):
+    rows[name] = Row(description=ROW_DESCRIPTIONS[name], num_images=n)
+  return rows
+
+
+def _add_dlib_rows(rows: dict[str, Row], inputs: _Inputs, cache: dict) -> dict:
+  """Fills every row's dlib metrics; returns the settings they add to the report."""
+  images, classes, class_index = inputs.images, inputs.classes, inputs.class_index
+  if "dlib" not in cache:
+    # One analysis per speaker's mean face, then indexed: identical to analysing the N repeated
+    # images.
+    cache["dlib"] = tuple(
+        face_metrics.analyze_faces(x)
+        for x in (inputs.train_real, images["real"], inputs.means[classes])
+    )
+  train_analysis, real_analysis, mean_analysis = cache["dlib"]
+  classifier = face_metrics.fit_identity_classifier(
+      train_analysis.embeddings, class_index, len(classes)
+  )
+  pick = np.searchsorted(classes, inputs.common["speakers"])
+  analyses = {
+      "generated": face_metrics.analyze_faces(images["generated"]),
+      "real": real_analysis,
+      "mean_face": face_metrics.FaceAnalysis(
+          detected=mean_analysis.detected[pick],
+          boxes=mean_analysis.boxes[pick],
+          landmarks=mean_analysis.landmarks[pick],
+          embeddings=mean_analysis.embeddings[pick],
+      ),
+  }
+  reference = dict(
+      classifier=classifier,
+      reference_embeddings=train_analysis.embeddings,
+      reference_classes=class_index,
+  )
+  for name, analysis in analyses.items():
+    rows[name].dlib = _dlib_metrics(analysis, **reference, **inputs.common)
+  for name, (faces, labels) in inputs.fused_rows.items():
+    rows[name].dlib = _dlib_metrics(
+        face_metrics.analyze_faces(faces),
+        **reference,
+        **dict(inputs.common, speakers=labels, loudness=None),
+    )
+  return {
+      "detection_size": face_metrics.DETECTION_SIZE,
+      "detector_upsample": face_metrics.UPSAMPLE,
+      "embedding": "dlib_face_recognition_resnet_model_v1 (128-d)",
+      "classifier": "nearest class centroid, Euclidean",
+      "frechet_reference": "real training faces",
+      "train_face_detection_rate": train_analysis.detection_rate,
+  }
+
+
+def _add_pixel_rows(rows: dict[str, Row], inputs: _Inputs, layout: dict) -> tuple[dict, dict]:
+  """Fills every row's pixel metrics; returns the definitions and settings they add."""
+  layout = {
+      "face_box": layout.get("face_box"),
+      "mouth_box": layout.get("mouth_box"),
+      "brow_boxes": layout.get("brow_boxes"),
+  }
+  pixel_classifier = face_metrics.fit_identity_classifier(
+      face_metrics.pixel_vectors(inputs.train_real, layout["face_box"]),
+      inputs.class_index,
+      len(inputs.classes),
+  )
+  for name, batch in inputs.images.items():
+    rows[name].pixel = _pixel_metrics(
+        batch, classifier=pixel_classifier, layout=layout, pitch=inputs.pitch, **inputs.common
+    )
+  for name, (faces, labels) in inputs.fused_rows.items():
+    rows[name].pixel = _pixel_metrics(
+        faces,
+        classifier=pixel_classifier,
+        layout=layout,
+        **dict(inputs.common, speakers=labels, loudness=None),
+    )
+  definitions = {
+      k: v
+      for k, v in PIXEL_DEFINITIONS.items()
+      if k != "pixel_brows" or (layout["brow_boxes"] is not None and inputs.pitch is not None)
+  }
+  settings = {
+      "pixel_layout": {
+          k: None if v is None else [list(b) for b in v] if k == "brow_boxes" else list(v)
+          for k, v in layout.items()
+      }
+  }
+  return definitions, settings
+
+
 def evaluate(
     *,
     generated: np.ndarray,
@@ -601,162 +828,26 @@ def evaluate(
   """
   if not dlib_metrics and layout is None:
     raise ValueError("nothing to compute: dlib_metrics=False and no pixel layout")
-  generated = face_metrics.check_images(generated, "generated")
-  real = face_metrics.check_images(real, "real")
-  train_real = face_metrics.check_images(train_real, "train_real")
-  speakers = np.asarray(speakers).astype(np.int64)
-  train_speakers = np.asarray(train_speakers).astype(np.int64)
-  num_speakers = len(speaker_names)
-  n = generated.shape[0]
-  if real.shape[0] != n or speakers.shape != (n,):
-    raise ValueError(
-        f"generated ({n}), real ({real.shape[0]}) and speakers {speakers.shape} must align"
-    )
-  if train_speakers.shape != (train_real.shape[0],):
-    raise ValueError(
-        f"train_speakers {train_speakers.shape} must have one entry per train_real face"
-    )
-  for name, labels in (("speakers", speakers), ("train_speakers", train_speakers)):
-    if labels.min() < 0 or labels.max() >= num_speakers:
-      raise ValueError(f"{name} must lie in [0, {num_speakers}) for {num_speakers} speaker_names")
-  if loudness is not None:
-    loudness = np.asarray(loudness, np.float64)
-    if loudness.shape != (n,):
-      raise ValueError(f"loudness {loudness.shape} must have one value per generated image ({n})")
-  if pitch is not None:
-    pitch = np.asarray(pitch, np.float64)
-    if pitch.shape != (n,):
-      raise ValueError(f"pitch {pitch.shape} must have one value per generated image ({n})")
-  # The speakers that have reference (training) faces, sorted: the identity classifiers' classes.
-  classes = np.unique(train_speakers)
-  missing = sorted(set(speakers.tolist()) - set(classes.tolist()))
-  if missing:
-    raise ValueError(
-        f"no reference (training) faces for evaluated speaker(s) "
-        f"{[speaker_names[m] for m in missing]}"
-    )
-  class_index = np.searchsorted(classes, train_speakers)  # reference labels as 0..len(classes)-1
-  fused = dict(sorted((fused or {}).items()))
-  for k, (faces, labels) in fused.items():
-    faces = face_metrics.check_images(faces, f"fused[{k}]")
-    labels = np.asarray(labels).astype(np.int64)
-    if k < 2 or labels.shape != faces.shape[:1] or faces.shape[1:3] != generated.shape[1:3]:
-      raise ValueError(
-          f"fused[{k}]: need k >= 2 and one speaker per face of the generated size, got "
-          f"{faces.shape} faces and {labels.shape} speakers"
-      )
-    if set(labels.tolist()) - set(classes.tolist()):
-      raise ValueError(f"fused[{k}]: speakers without reference faces")
-    fused[k] = (faces, labels)
-
-  size = generated.shape[1:3]
-  train_real = resize_batch(train_real, size)
-  means = np.zeros((num_speakers,) + train_real.shape[1:], np.uint8)
-  means[classes] = mean_faces(train_real, class_index, len(classes))
-  images = {
-      "generated": generated,
-      "real": resize_batch(real, size),
-      "mean_face": means[speakers],
-  }
-  # Rows in print order: generated, the fused rows (faces, speakers by row name), real, mean face.
-  fused_rows = {f"fused_{k}": v for k, v in fused.items()}
-  rows = {"generated": Row(description=ROW_DESCRIPTIONS["generated"], num_images=n)}
-  for k, (faces, _) in fused.items():
-    rows[f"fused_{k}"] = Row(
-        description=f"one face per {k} held-out clips of a speaker, from their mean speech embedding",
-        num_images=int(faces.shape[0]),
-    )
-  for name in ("real", "mean_face"):
-    rows[name] = Row(description=ROW_DESCRIPTIONS[name], num_images=n)
+  inputs = _prepare(
+      generated, real, speakers, loudness, train_real, train_speakers, speaker_names, pitch, fused
+  )
+  n = inputs.images["generated"].shape[0]
+  rows = _empty_rows(n, inputs.fused)
   definitions, settings = {}, {
-      "image_size": list(size),
-      "num_train_faces": int(train_real.shape[0]),
-      "reference_speakers": [speaker_names[c] for c in classes],
+      "image_size": list(inputs.images["generated"].shape[1:3]),
+      "num_train_faces": int(inputs.train_real.shape[0]),
+      "reference_speakers": [speaker_names[c] for c in inputs.classes],
   }
-  common = dict(speakers=speakers, loudness=loudness, classes=classes, speaker_names=speaker_names)
   if dlib_metrics:
-    cache = {} if cache is None else cache
-    if "dlib" not in cache:
-      # One analysis per speaker's mean face, then indexed: identical to analysing the N repeated images.
-      cache["dlib"] = tuple(
-          face_metrics.analyze_faces(x) for x in (train_real, images["real"], means[classes])
-      )
-    train_analysis, real_analysis, mean_analysis = cache["dlib"]
-    classifier = face_metrics.fit_identity_classifier(
-        train_analysis.embeddings, class_index, len(classes)
-    )
-    pick = np.searchsorted(classes, speakers)
-    analyses = {
-        "generated": face_metrics.analyze_faces(generated),
-        "real": real_analysis,
-        "mean_face": face_metrics.FaceAnalysis(
-            detected=mean_analysis.detected[pick],
-            boxes=mean_analysis.boxes[pick],
-            landmarks=mean_analysis.landmarks[pick],
-            embeddings=mean_analysis.embeddings[pick],
-        ),
-    }
-    for name, analysis in analyses.items():
-      rows[name].dlib = _dlib_metrics(
-          analysis,
-          classifier=classifier,
-          reference_embeddings=train_analysis.embeddings,
-          reference_classes=class_index,
-          **common,
-      )
-    for name, (faces, labels) in fused_rows.items():
-      rows[name].dlib = _dlib_metrics(
-          face_metrics.analyze_faces(faces),
-          classifier=classifier,
-          reference_embeddings=train_analysis.embeddings,
-          reference_classes=class_index,
-          **dict(common, speakers=labels, loudness=None),
-      )
+    settings.update(_add_dlib_rows(rows, inputs, {} if cache is None else cache))
     definitions.update(DEFINITIONS)
-    settings.update(
-        {
-            "detection_size": face_metrics.DETECTION_SIZE,
-            "detector_upsample": face_metrics.UPSAMPLE,
-            "embedding": "dlib_face_recognition_resnet_model_v1 (128-d)",
-            "classifier": "nearest class centroid, Euclidean",
-            "frechet_reference": "real training faces",
-            "train_face_detection_rate": train_analysis.detection_rate,
-        }
-    )
   if layout is not None:
-    layout = {
-        "face_box": layout.get("face_box"),
-        "mouth_box": layout.get("mouth_box"),
-        "brow_boxes": layout.get("brow_boxes"),
-    }
-    pixel_classifier = face_metrics.fit_identity_classifier(
-        face_metrics.pixel_vectors(train_real, layout["face_box"]), class_index, len(classes)
-    )
-    for name, batch in images.items():
-      rows[name].pixel = _pixel_metrics(
-          batch, classifier=pixel_classifier, layout=layout, pitch=pitch, **common
-      )
-    for name, (faces, labels) in fused_rows.items():
-      rows[name].pixel = _pixel_metrics(
-          faces,
-          classifier=pixel_classifier,
-          layout=layout,
-          **dict(common, speakers=labels, loudness=None),
-      )
-    definitions.update(
-        {
-            k: v
-            for k, v in PIXEL_DEFINITIONS.items()
-            if k != "pixel_brows" or (layout["brow_boxes"] is not None and pitch is not None)
-        }
-    )
-    settings["pixel_layout"] = {
-        k: None if v is None else [list(b) for b in v] if k == "brow_boxes" else list(v)
-        for k, v in layout.items()
-    }
-  if fused:
+    pixel_definitions, pixel_settings = _add_pixel_rows(rows, inputs, layout)
+    definitions.update(pixel_definitions)
+    settings.update(pixel_settings)
+  if inputs.fused:
     definitions["fused"] = FUSED_DEFINITION
-    settings["fused_windows_per_face"] = list(fused)
+    settings["fused_windows_per_face"] = list(inputs.fused)
   return Report(
       definitions=definitions,
       settings=settings,

@@ -40,7 +40,7 @@ def save_grid(
     per_speaker: int = 8,
     gap: int = 4,
 ) -> pathlib.Path:
-  """PNG grid: one band per speaker (name on top), each cell a real face next to its generated face."""
+  """PNG grid: one band per speaker (name on top), each cell a real face and its generated face."""
   generated = face_metrics.check_images(generated, "generated")
   size = generated.shape[1]
   real = eval_report.resize_batch(face_metrics.check_images(real, "real"), generated.shape[1:3])
@@ -136,7 +136,7 @@ def evaluate_workdir(
     dlib_metrics: bool = True,
     fuse: Sequence[int] = (),
 ) -> eval_report.Report:
-  """Generates faces for `split` with a trained workdir's generator, evaluates, writes report + grid.
+  """Generates faces for `split` with a workdir's generator, evaluates, writes report + grid.
 
   train_faces_per_speaker: reference faces per speaker; None: the run's
   config.eval.reference_faces_per_speaker. The generator runs in the run's config.eval.train_mode.
@@ -149,14 +149,7 @@ def evaluate_workdir(
   input_cfg = config.input
   if data_dir is not None:
     input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
-  info = input_pipeline.get_dataset_info(input_cfg)
-  if info.num_speakers != generator.num_speakers or (
-      generator.speaker_names and tuple(generator.speaker_names) != tuple(info.speaker_names)
-  ):
-    raise config_lib.ConfigError(
-        f"the checkpoint was trained on speakers {generator.speaker_names} "
-        f"({generator.num_speakers}) but dataset {info.name!r} has {list(info.speaker_names)}"
-    )
+  info = _matching_dataset_info(generator, input_cfg)
   eval_set = eval_data.load_eval_set(
       input_cfg,
       split=split,
@@ -185,6 +178,19 @@ def evaluate_workdir(
       per_speaker=grid_per_speaker,
   )
   return report
+
+
+def _matching_dataset_info(generator: inference.FaceGenerator, input_cfg):
+  """The dataset's info; ConfigError unless it has the speakers the generator was trained on."""
+  info = input_pipeline.get_dataset_info(input_cfg)
+  if info.num_speakers != generator.num_speakers or (
+      generator.speaker_names and tuple(generator.speaker_names) != tuple(info.speaker_names)
+  ):
+    raise config_lib.ConfigError(
+        f"the checkpoint was trained on speakers {generator.speaker_names} "
+        f"({generator.num_speakers}) but dataset {info.name!r} has {list(info.speaker_names)}"
+    )
+  return info
 
 
 def _with_overrides(cfg, **overrides):

@@ -270,16 +270,7 @@ def speaker_similarity(
   emb = np.asarray(embeddings, np.float64)
   ref = np.asarray(reference_embeddings, np.float64)
   labels, reference_labels = np.asarray(labels), np.asarray(reference_labels)
-  if labels.shape != emb.shape[:1] or reference_labels.shape != ref.shape[:1]:
-    raise ValueError(
-        f"need one label per embedding: {labels.shape} for {emb.shape}, "
-        f"{reference_labels.shape} for {ref.shape}"
-    )
-  missing = [c for c in range(num_classes) if not np.any(reference_labels == c)]
-  if missing:
-    raise ValueError(f"no reference faces for class(es) {missing}")
-  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f"labels must lie in [0, {num_classes})")
+  _check_similarity_labels(emb, labels, ref, reference_labels, num_classes)
   sims = cosine_similarities(emb, ref)  # [N, M]
   members = [reference_labels == c for c in range(num_classes)]
   # [N, C]: mean similarity of each image to each class's reference faces.
@@ -290,11 +281,36 @@ def speaker_similarity(
   if num_classes > 1:
     other = float(((per_class.sum(1) - own) / (num_classes - 1)).mean())
   centroids = np.stack([ref[m].mean(0) for m in members])
-  to_centroids = cosine_similarities(emb, centroids)  # [N, C]
-  rank = (to_centroids >= to_centroids[rows, labels][:, None]).sum(
-      1
-  )  # 1 = first; ties count against
-  recall = [
+  return {
+      "cosine_similarity": float(own.mean()),
+      "cosine_similarity_other_speakers": other,
+      "recall": _recall_at_k(cosine_similarities(emb, centroids), labels, num_classes, ks),
+      "matching_1_2": _matching_1_2(sims, labels, members) if num_classes > 1 else None,
+  }
+
+
+def _check_similarity_labels(emb, labels, ref, reference_labels, num_classes: int) -> None:
+  """ValueError unless every embedding has a label in range and every class reference faces."""
+  if labels.shape != emb.shape[:1] or reference_labels.shape != ref.shape[:1]:
+    raise ValueError(
+        f"need one label per embedding: {labels.shape} for {emb.shape}, "
+        f"{reference_labels.shape} for {ref.shape}"
+    )
+  missing = [c for c in range(num_classes) if not np.any(reference_labels == c)]
+  if missing:
+    raise ValueError(f"no reference faces for class(es) {missing}")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"labels must lie in [0, {num_classes})")
+
+
+def _recall_at_k(
+    to_centroids: np.ndarray, labels: np.ndarray, num_classes: int, ks: Sequence[int]
+) -> list[dict]:
+  """recall@k from each image's cosine similarity to every class's mean reference [N, C]."""
+  rows = np.arange(labels.size)
+  # 1 = first; ties count against.
+  rank = (to_centroids >= to_centroids[rows, labels][:, None]).sum(1)
+  return [
       {
           "k": int(k),
           "recall": float(np.mean(rank <= k)) if k < num_classes else None,
@@ -302,29 +318,25 @@ def speaker_similarity(
       }
       for k in ks
   ]
-  matching = None
-  if num_classes > 1:
-    scores = np.zeros(labels.size)
-    for i, (s, c) in enumerate(zip(sims, labels)):
-      positive = np.sort(s[members[c]])
-      wins = []
-      for o in range(num_classes):
-        if o != c:
-          negative = s[members[o]]
-          # Pairs (positive, negative) with positive > negative, plus half the ties.
-          below = np.searchsorted(positive, negative, side="right")
-          tied = below - np.searchsorted(positive, negative, side="left")
-          wins.append(
-              ((positive.size - below).sum() + 0.5 * tied.sum()) / (positive.size * negative.size)
-          )
-      scores[i] = np.mean(wins)
-    matching = float(scores.mean())
-  return {
-      "cosine_similarity": float(own.mean()),
-      "cosine_similarity_other_speakers": other,
-      "recall": recall,
-      "matching_1_2": matching,
-  }
+
+
+def _matching_1_2(sims: np.ndarray, labels: np.ndarray, members: list[np.ndarray]) -> float:
+  """1:2 matching from the similarities [N, M] to the reference faces (2 classes or more)."""
+  scores = np.zeros(labels.size)
+  for i, (s, c) in enumerate(zip(sims, labels)):
+    positive = np.sort(s[members[c]])
+    wins = []
+    for o in range(len(members)):
+      if o != c:
+        negative = s[members[o]]
+        # Pairs (positive, negative) with positive > negative, plus half the ties.
+        below = np.searchsorted(positive, negative, side="right")
+        tied = below - np.searchsorted(positive, negative, side="left")
+        wins.append(
+            ((positive.size - below).sum() + 0.5 * tied.sum()) / (positive.size * negative.size)
+        )
+    scores[i] = np.mean(wins)
+  return float(scores.mean())
 
 
 # ----------------------------------------------------------------------------- Frechet distance

@@ -137,7 +137,10 @@ def video_windows(generator, waveform: np.ndarray, *, fps: float) -> np.ndarray:
 
 
 def _save_pngs(out_dir: pathlib.Path, name: str, faces: np.ndarray) -> list[pathlib.Path]:
-  """<out>/<name>.png for one face, <out>/<name>/face_00000.png ... for several; atomic per target."""
+  """<out>/<name>.png for one face, <out>/<name>/face_00000.png ... for several.
+
+  Atomic per target.
+  """
   out_dir.mkdir(parents=True, exist_ok=True)
   if faces.shape[0] == 1:
     tmp = out_dir / f".{name}.png.tmp"
@@ -163,7 +166,10 @@ def _report_silent(path, silent: int, total: int) -> None:
 
 
 def _fuse(generator, files, waveforms, out_dir: pathlib.Path, name: str) -> None:
-  """`--fuse`: one face from the mean embedding of every window of every file -> <out>/<name>.png."""
+  """`--fuse`: one face from the mean embedding of every window of every file.
+
+  Written to <out>/<name>.png.
+  """
   from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
 
   windows = []

@@ -42,7 +42,7 @@ NO_DROPOUT_MESSAGE = (
 def _find_checkpoints(
     path: str | os.PathLike,
 ) -> tuple[pathlib.Path, pathlib.Path | None, int | None]:
-  """(checkpoints dir, workdir or None, step fixed by the path or None) for any of the accepted paths."""
+  """(checkpoints dir, workdir or None, step fixed by the path or None) for any accepted path."""
   path = pathlib.Path(path).expanduser().absolute()
   if not path.exists():
     raise FileNotFoundError(f"{path}: no such workdir or checkpoint directory")
@@ -66,7 +66,10 @@ def _find_checkpoints(
 
 @dataclasses.dataclass
 class FaceGenerator:
-  """A generator: speech -> faces. Build it with `load` (a checkpoint) or `from_state` (training)."""
+  """A generator: speech -> faces.
+
+  Build it with `load` (a checkpoint) or `from_state` (training).
+  """
 
   config: ml_collections.ConfigDict
   num_speakers: int
@@ -153,7 +156,10 @@ class FaceGenerator:
   def generate_preprocessed(
       self, waveforms: np.ndarray, *, sample: bool = False, seed: int = 0
   ) -> np.ndarray:
-    """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window], in fixed-size chunks."""
+    """uint8 [B, S, S, 3] from already preprocessed windows float32 [B, window].
+
+    Runs in fixed-size chunks.
+    """
     key = self._dropout_key(sample, seed)
     sample = bool(sample or self.train_mode)
     return self._in_chunks(
@@ -454,9 +460,29 @@ def load(
   step=None picks the newest complete checkpoint (or the step the path names). use_ema: when
   the run kept an EMA of G's weights (config.optim.g.ema_decay), generate with it.
   """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
   ckpt_dir, workdir, path_step = _find_checkpoints(workdir_or_checkpoint_dir)
+  step = _pick_step(ckpt_dir, step, path_step)
+  if not isinstance(batch_size, int) or batch_size < 1:
+    raise config_lib.ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+  manager, config, num_speakers, speaker_names = _config_and_meta(ckpt_dir, workdir, step)
+  target = _restore_target(config, num_speakers, use_ema)
+  restored = _restore_generator(manager, ckpt_dir, step, target)
+  variables = generator_variables(
+      types.SimpleNamespace(**{"g_params": None, "g_ema_params": None, **restored})
+  )
+  return FaceGenerator(
+      config=config,
+      num_speakers=num_speakers,
+      speaker_names=speaker_names,
+      step=step,
+      variables=variables,
+      batch_size=batch_size,
+  )
+
+
+def _pick_step(ckpt_dir: pathlib.Path, step: int | None, path_step: int | None) -> int:
+  """The step to load: `step`, the path's, or the newest complete checkpoint's (ConfigError)."""
   steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir())
   if not steps:
     raise config_lib.ConfigError(f"{ckpt_dir}: no complete checkpoint yet")
@@ -470,10 +496,11 @@ def load(
     raise config_lib.ConfigError(
         f"{ckpt_dir}: no checkpoint for step {step}; available steps: {steps}"
     )
-  if not isinstance(batch_size, int) or batch_size < 1:
-    raise config_lib.ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+  return step
 
-  manager, config, num_speakers, speaker_names = _config_and_meta(ckpt_dir, workdir, step)
+
+def _restore_target(config: ml_collections.ConfigDict, num_speakers: int, use_ema: bool) -> dict:
+  """The G-side entries of the saved TrainState, as abstract arrays on one local device."""
   model = factory.make_generator(config.model, num_speakers)
   window = int(config.input.audio_samples)
   abstract = jax.eval_shape(
@@ -495,7 +522,13 @@ def load(
   if ema:
     target = {"g_ema_params": target.pop("g_params"), **target}
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target)
+
+
+def _restore_generator(manager, ckpt_dir: pathlib.Path, step: int, target: dict) -> dict:
+  """`target` restored from the checkpoint of `step` (partial restore); ConfigError on mismatch."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
   try:
     restored = manager.restore(
         step,
@@ -519,14 +552,4 @@ def load(
         f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "
         f"config ({'; '.join(wrong[:3]) or 'different parameters'})"
     )
-  variables = generator_variables(
-      types.SimpleNamespace(**{"g_params": None, "g_ema_params": None, **restored})
-  )
-  return FaceGenerator(
-      config=config,
-      num_speakers=num_speakers,
-      speaker_names=speaker_names,
-      step=step,
-      variables=variables,
-      batch_size=batch_size,
-  )
+  return restored

@@ -450,29 +450,11 @@ def create_train_iterator(
   """
   _check_positive(batch_size=batch_size, image_size=image_size)
   process_index, process_count = _process(process_index, process_count)
-  seed = input_cfg.shuffle_seed if seed is None else seed
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-    raise config_lib.ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+  seed = _train_seed(input_cfg, seed)
   window = input_cfg.audio_samples
   _check_positive(audio_samples=window)
   split = input_cfg.train_split
-  source = data_source(input_cfg, split)
-  info = get_dataset_info(input_cfg)
-  split_index = _scan_split(info.name, info.data_dir, split, window)
-  records = source
-  windows_per_face = input_cfg.windows_per_face
-  if (
-      isinstance(windows_per_face, bool)
-      or not isinstance(windows_per_face, int)
-      or windows_per_face < 0
-  ):
-    raise config_lib.ConfigError(
-        f"input.windows_per_face must be an integer >= 0, got {windows_per_face!r}"
-    )
-  if windows_per_face:
-    records = _RecordSubset(
-        source, _first_windows(info.name, info.data_dir, split, windows_per_face)
-    )
+  source, records, split_index = _train_records(input_cfg, split, window)
   shard_size = len(records) // process_count
   if shard_size < batch_size:
     raise config_lib.ConfigError(
@@ -509,6 +491,39 @@ def create_train_iterator(
       read_options=grain.ReadOptions(**_READ_OPTIONS),
   )
   return iter(loader)
+
+
+def _train_seed(input_cfg, seed) -> int:
+  """`seed`, or input.shuffle_seed where None; ConfigError unless an integer in [0, 2**32)."""
+  seed = input_cfg.shuffle_seed if seed is None else seed
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+    raise config_lib.ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+  return seed
+
+
+def _train_records(input_cfg, split: str, window: int):
+  """(the split's source, the records to train on, the split's index of usable windows).
+
+  The records are the whole source, or with input.windows_per_face > 0 each face's first windows.
+  """
+  source = data_source(input_cfg, split)
+  info = get_dataset_info(input_cfg)
+  split_index = _scan_split(info.name, info.data_dir, split, window)
+  records = source
+  windows_per_face = input_cfg.windows_per_face
+  if (
+      isinstance(windows_per_face, bool)
+      or not isinstance(windows_per_face, int)
+      or windows_per_face < 0
+  ):
+    raise config_lib.ConfigError(
+        f"input.windows_per_face must be an integer >= 0, got {windows_per_face!r}"
+    )
+  if windows_per_face:
+    records = _RecordSubset(
+        source, _first_windows(info.name, info.data_dir, split, windows_per_face)
+    )
+  return source, records, split_index
 
 
 def create_eval_iterator(

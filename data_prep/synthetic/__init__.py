@@ -1,4 +1,7 @@
-"""TFDS builder `synthetic_talking_faces` (the embedded default); importing registers it with TFDS."""
+"""TFDS builder `synthetic_talking_faces` (the embedded default).
+
+Importing registers it with TFDS.
+"""
 
 from data_prep.synthetic.synthetic_dataset_builder import SyntheticTalkingFaces
 

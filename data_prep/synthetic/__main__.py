@@ -12,14 +12,31 @@ DIR/<speaker>_all.wav: all of that speaker's clips of the split back to back (a 
 changing loudness and pitch, for a talking-face video with --video).
 """
 
-import argparse
 import os
+import sys
 import time
+from typing import Sequence
 
+from absl import flags
 import numpy as np
 
 from data_prep.synthetic import SyntheticTalkingFaces
 from data_prep.synthetic import synthetic_dataset_builder as syn
+from wav2pix_jax import cli
+
+PROG = "data_prep.synthetic"
+# The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "data_dir", None, "TFDS data dir to write to (default: TFDS's).", flag_values=FLAGS
+)
+flags.DEFINE_string(
+    "export_wav", None, "Also write a split's clips as WAV to this folder.", flag_values=FLAGS
+)
+flags.DEFINE_string("split", "test", "Split for --export_wav.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "max_clips", None, "At most N clips per speaker (--export_wav).", flag_values=FLAGS
+)
 
 
 def export_wav(builder, out_dir: str, split: str, max_clips: int | None = None) -> list[str]:
@@ -57,32 +74,25 @@ def export_wav(builder, out_dir: str, split: str, max_clips: int | None = None) 
   return paths
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-  )
-  parser.add_argument(
-      "--data_dir", default=None, help="TFDS data dir to write to (default: TFDS's)."
-  )
-  parser.add_argument(
-      "--export_wav", default=None, metavar="DIR", help="also write a split's clips as WAV here"
-  )
-  parser.add_argument("--split", default="test", help="split for --export_wav (default: test)")
-  parser.add_argument(
-      "--max_clips", type=int, default=None, help="at most N clips per speaker (--export_wav)"
-  )
-  args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+  """Builds the dataset (and exports WAV); returns the exit status (2: a bad command line)."""
+  status = cli.parse_command_line(FLAGS, argv, PROG, __doc__)
+  if status is not None:
+    return status
   start = time.perf_counter()
-  builder = SyntheticTalkingFaces(data_dir=args.data_dir)
+  builder = SyntheticTalkingFaces(data_dir=FLAGS.data_dir)
   builder.download_and_prepare()
   counts = {name: split.num_examples for name, split in builder.info.splits.items()}
   print(f"{builder.name} in {builder.data_dir}: {counts} ({time.perf_counter() - start:.1f} s)")
-  if args.export_wav:
-    if args.split not in counts:
-      parser.error(f"--split must be one of {sorted(counts)}, got {args.split!r}")
-    paths = export_wav(builder, args.export_wav, args.split, args.max_clips)
-    print(f"{len(paths)} WAV files ({args.split}) in {args.export_wav}")
+  if FLAGS.export_wav:
+    if FLAGS.split not in counts:
+      message = f"--split must be one of {sorted(counts)}, got {FLAGS.split!r}"
+      print(cli.error_line(PROG, message), file=sys.stderr)
+      return 2
+    paths = export_wav(builder, FLAGS.export_wav, FLAGS.split, FLAGS.max_clips)
+    print(f"{len(paths)} WAV files ({FLAGS.split}) in {FLAGS.export_wav}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  raise SystemExit(main())

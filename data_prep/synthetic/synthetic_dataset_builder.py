@@ -47,8 +47,9 @@ MOUTH_BOX = (
     29,
     35,
 )  # holds every speaker's dark mouth interior at any opening, below the nose
-# Two narrow column bands, one over each eyebrow's middle for every speaker's eye spacing, from above
-# the highest eyebrow to the top of the eyes: the eyebrow is the darkest thing in each column there.
+# Two narrow column bands, one over each eyebrow's middle for every speaker's eye spacing, from
+# above the highest eyebrow to the top of the eyes: the eyebrow is the darkest thing in each column
+# there.
 BROW_BOXES = ((15, 26, 19, 22), (15, 26, 42, 45))
 
 # Vowel formants (F1, F2, F3) in Hz for an adult male tract; speakers scale them.
@@ -266,8 +267,9 @@ def synthesize_voice(
   )
   amplitudes *= harmonic_freqs < _MAX_HARMONIC_HZ
   amplitudes = np.repeat(amplitudes.T, _CONTROL_HOP, axis=1)[:, :CLIP_SAMPLES]  # [K, T]
-  # sum_k a_k sin(k phase) by the Chebyshev recurrence sin(k x) = 2 cos x sin((k-1) x) - sin((k-2) x):
-  # all harmonics in sine phase (a pulse-like glottal source), no per-harmonic sin() calls.
+  # sum_k a_k sin(k phase) by the Chebyshev recurrence
+  # sin(k x) = 2 cos x sin((k-1) x) - sin((k-2) x): all harmonics in sine phase (a pulse-like
+  # glottal source), no per-harmonic sin() calls.
   two_cos, sin_prev, sin_k = 2.0 * np.cos(phase), np.zeros(CLIP_SAMPLES), np.sin(phase)
   voiced = amplitudes[0] * sin_k
   for a_k in amplitudes[1:]:

@@ -3,14 +3,24 @@
 With --grid=PNG, also writes one face of every speaker (unseen ones last) to look at.
 """
 
-import argparse
 import time
+from typing import Sequence
 
+from absl import flags
 import numpy as np
 from PIL import Image
 
 from data_prep.synthetic_voice_faces import SyntheticVoiceFaces
 from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder as svf
+from wav2pix_jax import cli
+
+PROG = "data_prep.synthetic_voice_faces"
+# The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "data_dir", None, "TFDS data dir to write to (default: TFDS's)", flag_values=FLAGS
+)
+flags.DEFINE_string("grid", None, "Also write a grid of speakers to this PNG.", flag_values=FLAGS)
 
 
 def speaker_grid(path: str, columns: int = 16) -> None:
@@ -24,22 +34,21 @@ def speaker_grid(path: str, columns: int = 16) -> None:
   Image.fromarray(canvas).save(path)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument(
-      "--data_dir", default=None, help="TFDS data dir to write to (default: TFDS's)"
-  )
-  parser.add_argument("--grid", default=None, metavar="PNG", help="also write a grid of speakers")
-  args = parser.parse_args()
-  if args.grid:
-    speaker_grid(args.grid)
-    print(f"speaker grid: {args.grid}")
+def main(argv: Sequence[str] | None = None) -> int:
+  """Builds the dataset; returns the exit status (2: a bad command line, as one line)."""
+  status = cli.parse_command_line(FLAGS, argv, PROG, __doc__)
+  if status is not None:
+    return status
+  if FLAGS.grid:
+    speaker_grid(FLAGS.grid)
+    print(f"speaker grid: {FLAGS.grid}")
   start = time.perf_counter()
-  builder = SyntheticVoiceFaces(data_dir=args.data_dir)
+  builder = SyntheticVoiceFaces(data_dir=FLAGS.data_dir)
   builder.download_and_prepare()
   counts = {name: split.num_examples for name, split in builder.info.splits.items()}
   print(f"{builder.name} in {builder.data_dir}: {counts} ({time.perf_counter() - start:.1f} s)")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  raise SystemExit(main())

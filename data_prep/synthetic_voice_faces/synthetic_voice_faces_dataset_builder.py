@@ -9,14 +9,14 @@ Per speaker, two hidden traits: sex g ~ Bernoulli(1/2) and body size z ~ U(0, 1)
 deliberate simplification: pitch says nothing about size, so head size can only come from the
 formants). With femininity f = clip(0.2 + 0.6 g + N(0, 0.1), 0, 1) and masculinity m = 1 - f:
 
-    voice   pitch          f0 = 95 Hz * (230 / 95) ** clip(f + N(0, 0.04), 0, 1)
-            tract length   formant_scale = 1.17 - 0.27 z + N(0, 0.015)   (< 1: longer, lower formants)
-    face    beard          clip((m - 0.5) / 0.3 + N(0, 0.2), 0, 1), and 0 for 30 % of speakers
-            jaw            clip(0.15 + 0.7 m + N(0, 0.12), 0, 1)      0 = oval, 1 = square
-            hair_length    clip(0.1 + 0.8 f + N(0, 0.2), 0, 1)       0 = a short crop, 1 = to the shoulders
-            head_size      clip(z + N(0, 0.1), 0, 1)                  scales the head's height and width
-            shirt, background   uniform palette colours, independent of everything: the controls
-            (skin, hair and eye colours, eye spacing, nose, mouth width: random, not measured)
+  voice  pitch         f0 = 95 Hz * (230 / 95) ** clip(f + N(0, 0.04), 0, 1)
+         tract length  formant_scale = 1.17 - 0.27 z + N(0, 0.015)  (< 1: longer, lower formants)
+  face   beard         clip((m - 0.5) / 0.3 + N(0, 0.2), 0, 1), and 0 for 30 % of speakers
+         jaw           clip(0.15 + 0.7 m + N(0, 0.12), 0, 1)  0 = oval, 1 = square
+         hair_length   clip(0.1 + 0.8 f + N(0, 0.2), 0, 1)    0 = a short crop, 1 = to the shoulders
+         head_size     clip(z + N(0, 0.1), 0, 1)              scales the head's height and width
+         shirt, background   uniform palette colours, independent of everything: the controls
+         (skin, hair and eye colours, eye spacing, nose, mouth width: random, not measured)
 
 So beard, jaw and hair length follow the pitch (through sex), head size the formant spacing
 (through size), and shirt and background nothing: a model that gets the controls right on unseen
@@ -66,7 +66,8 @@ FACE_BOX, MOUTH_BOX, BROW_BOXES = syn.FACE_BOX, syn.MOUTH_BOX, syn.BROW_BOXES
 
 F0_RANGE = (95.0, 230.0)  # Hz: f = 0 .. 1
 
-# Geometry in image pixels (IMAGE_SIZE = 64), shared with the measurement (wav2pix_jax/attributes.py).
+# Geometry in image pixels (IMAGE_SIZE = 64), shared with the measurement
+# (wav2pix_jax/attributes.py).
 CENTRE_X, CENTRE_Y = IMAGE_SIZE / 2, 0.47 * IMAGE_SIZE  # head centre
 HALF_HEIGHT = (18.56, 22.4)  # head half-height at head_size 0 .. 1
 HALF_WIDTH = (15.36, 17.92)  # head half-width at head_size 0 .. 1
@@ -130,19 +131,22 @@ SHIRTS = {
 _MIN_HAIR_CONTRAST = 90.0  # RGB distance of the hair from the skin and from the background
 _MIN_SKIN_CONTRAST = 60.0  # RGB distance of the skin from the background
 
+# Pieces of the description, to keep its lines short.
+_SIZE = f"{IMAGE_SIZE}x{IMAGE_SIZE}"
+_CLIPS = {split: f"{clips.start}-{clips.stop - 1}" for split, clips in SEEN_SPLITS.items()}
 _DESCRIPTION = f"""
 Synthetic voice faces: {len(SPEAKERS)} synthetic speakers ({NUM_SEEN} for training,
 {NUM_UNSEEN} held out), {CLIPS_PER_SPEAKER} clips each of {CLIP_SECONDS} s of 16 kHz int16
-speech-like sound (the synthesiser of synthetic_talking_faces) paired with a {IMAGE_SIZE}x{IMAGE_SIZE}
+speech-like sound (the synthesiser of synthetic_talking_faces) paired with a {_SIZE}
 PNG face. Unlike synthetic_talking_faces, face attributes FOLLOW voice attributes by a documented
 noisy mapping: beard, jaw and hair length follow the pitch (through a hidden sex), head size the
 formant spacing (through a hidden body size); shirt and background colours are random controls.
 Ground truth of every attribute is in the records. Expression as in synthetic_talking_faces:
 loudness opens the mouth, pitch_shift raises the eyebrows. Generated from seed {SEED}.
 
-Splits: per speaker of the first {NUM_SEEN}, clips {SEEN_SPLITS['train'].start}-{SEEN_SPLITS['train'].stop - 1}
-are "train", {SEEN_SPLITS['validation'].start}-{SEEN_SPLITS['validation'].stop - 1} "validation",
-{SEEN_SPLITS['test'].start}-{SEEN_SPLITS['test'].stop - 1} "test"; every clip of the last {NUM_UNSEEN}
+Splits: per speaker of the first {NUM_SEEN}, clips {_CLIPS['train']}
+are "train", {_CLIPS['validation']} "validation",
+{_CLIPS['test']} "test"; every clip of the last {NUM_UNSEEN}
 speakers is "test_unseen" (speakers never heard in training).
 """
 
