@@ -288,6 +288,77 @@ def synthesize_voice(
   return gain * speech / (np.max(np.abs(speech)) + 1e-9) + noise_floor
 
 
+def shade(colour: tuple, factor: float) -> tuple:
+  """`colour` with every channel times `factor`, clipped to 0..255."""
+  return tuple(int(np.clip(v * factor, 0, 255)) for v in colour)
+
+
+def draw_shoulders(
+    draw: ImageDraw.ImageDraw, skin: tuple, shirt: tuple, cx: float, cy: float, hw: float, hh: float
+) -> None:
+  """The shirt, the neck and the ears under a head centred at (cx, cy), half-size (hw, hh)."""
+  s = _CANVAS
+  draw.ellipse([cx - s * 0.45, s * 0.86, cx + s * 0.45, s * 1.35], fill=shirt)
+  draw.rectangle([cx - hw * 0.35, cy + hh * 0.6, cx + hw * 0.35, s * 0.92], fill=shade(skin, 0.85))
+  for side in (-1, 1):  # ears
+    draw.ellipse(
+        [cx + side * hw - 11, cy - 14, cx + side * hw + 11, cy + 20], fill=shade(skin, 0.92)
+    )
+
+
+def draw_expression(
+    draw: ImageDraw.ImageDraw,
+    speaker,
+    cx: float,
+    cy: float,
+    hh: float,
+    loudness: float,
+    pitch_shift: float,
+    glasses: bool = False,
+) -> None:
+  """Eyes, eyebrows (raised by `pitch_shift`), nose and mouth (opened by `loudness`).
+
+  The expression layout (FACE_BOX, MOUTH_BOX, BROW_BOXES) of every synthetic builder: `speaker`
+  is any speaker with eye_spacing, eye, hair, skin, nose_length and mouth_width; the head is
+  centred at (cx, cy) with half-height hh (canvas px).
+  """
+  s = _CANVAS
+  eye_y = cy - hh * 0.12
+  dx = speaker.eye_spacing * s
+  brow_y = eye_y - 22 - 11.0 * pitch_shift  # higher voice, raised eyebrows (4x canvas px)
+  for side in (-1, 1):
+    ex = cx + side * dx
+    draw.ellipse([ex - 15, eye_y - 9, ex + 15, eye_y + 9], fill=(250, 250, 250))
+    draw.ellipse([ex - 8, eye_y - 8, ex + 8, eye_y + 8], fill=speaker.eye)
+    draw.ellipse([ex - 3.5, eye_y - 3.5, ex + 3.5, eye_y + 3.5], fill=(10, 10, 10))
+    inner, outer = ex - side * 16, ex + side * 18
+    draw.line(
+        [(inner, brow_y + 2 * pitch_shift), (ex, brow_y - 4), (outer, brow_y + 3)],
+        fill=shade(speaker.hair, 0.45),
+        width=9,
+        joint="curve",
+    )
+    if glasses:
+      draw.ellipse([ex - 22, eye_y - 17, ex + 22, eye_y + 17], outline=(30, 30, 30), width=4)
+  if glasses:
+    draw.line([(cx - dx + 22, eye_y), (cx + dx - 22, eye_y)], fill=(30, 30, 30), width=4)
+
+  nose_top, nose_bottom = eye_y + 8, eye_y + 8 + speaker.nose_length * s
+  draw.polygon(
+      [(cx, nose_top), (cx - 9, nose_bottom), (cx + 9, nose_bottom)], fill=shade(speaker.skin, 0.8)
+  )
+
+  mouth_y = nose_bottom + (cy + hh - nose_bottom) * 0.42
+  mw = speaker.mouth_width * s / 2
+  opening = 3.0 + 30.0 * loudness  # louder voice, wider open mouth (4x canvas px)
+  draw.ellipse(
+      [cx - mw, mouth_y - opening / 2 - 3, cx + mw, mouth_y + opening / 2 + 3], fill=(170, 60, 70)
+  )
+  draw.ellipse(
+      [cx - mw + 5, mouth_y - opening / 2, cx + mw - 5, mouth_y + opening / 2], fill=(60, 15, 20)
+  )
+
+
 def draw_face(speaker: Speaker, loudness: float, pitch_shift: float) -> np.ndarray:
   """The speaker's face with this clip's expression, uint8 [IMAGE_SIZE, IMAGE_SIZE, 3]."""
   s = _CANVAS
@@ -295,20 +366,12 @@ def draw_face(speaker: Speaker, loudness: float, pitch_shift: float) -> np.ndarr
   draw = ImageDraw.Draw(image)
   cx, cy = s / 2, s * 0.47
   hw, hh = speaker.head_width * s / 2, speaker.head_height * s / 2
-  shade = lambda c, f: tuple(int(np.clip(v * f, 0, 255)) for v in c)
 
   if speaker.hair_style == "long":  # hair behind the head, down to the shoulders
     draw.rounded_rectangle(
         [cx - hw - 14, cy - hh - 8, cx + hw + 14, cy + hh * 0.75], radius=hw, fill=speaker.hair
     )
-  draw.ellipse([cx - s * 0.45, s * 0.86, cx + s * 0.45, s * 1.35], fill=speaker.shirt)
-  draw.rectangle(
-      [cx - hw * 0.35, cy + hh * 0.6, cx + hw * 0.35, s * 0.92], fill=shade(speaker.skin, 0.85)
-  )
-  for side in (-1, 1):  # ears
-    draw.ellipse(
-        [cx + side * hw - 11, cy - 14, cx + side * hw + 11, cy + 20], fill=shade(speaker.skin, 0.92)
-    )
+  draw_shoulders(draw, speaker.skin, speaker.shirt, cx, cy, hw, hh)
   draw.ellipse([cx - hw, cy - hh, cx + hw, cy + hh], fill=speaker.skin)
   if speaker.beard:
     beard = Image.new("L", (s, s), 0)
@@ -337,40 +400,7 @@ def draw_face(speaker: Speaker, loudness: float, pitch_shift: float) -> np.ndarr
       )
     draw.ellipse([cx - hw, cy - hh, cx + hw, cy + hh * 0.2], fill=speaker.skin)
 
-  eye_y = cy - hh * 0.12
-  dx = speaker.eye_spacing * s
-  brow_y = eye_y - 22 - 11.0 * pitch_shift  # higher voice, raised eyebrows (4x canvas px)
-  for side in (-1, 1):
-    ex = cx + side * dx
-    draw.ellipse([ex - 15, eye_y - 9, ex + 15, eye_y + 9], fill=(250, 250, 250))
-    draw.ellipse([ex - 8, eye_y - 8, ex + 8, eye_y + 8], fill=speaker.eye)
-    draw.ellipse([ex - 3.5, eye_y - 3.5, ex + 3.5, eye_y + 3.5], fill=(10, 10, 10))
-    inner, outer = ex - side * 16, ex + side * 18
-    draw.line(
-        [(inner, brow_y + 2 * pitch_shift), (ex, brow_y - 4), (outer, brow_y + 3)],
-        fill=shade(speaker.hair, 0.45),
-        width=9,
-        joint="curve",
-    )
-    if speaker.glasses:
-      draw.ellipse([ex - 22, eye_y - 17, ex + 22, eye_y + 17], outline=(30, 30, 30), width=4)
-  if speaker.glasses:
-    draw.line([(cx - dx + 22, eye_y), (cx + dx - 22, eye_y)], fill=(30, 30, 30), width=4)
-
-  nose_top, nose_bottom = eye_y + 8, eye_y + 8 + speaker.nose_length * s
-  draw.polygon(
-      [(cx, nose_top), (cx - 9, nose_bottom), (cx + 9, nose_bottom)], fill=shade(speaker.skin, 0.8)
-  )
-
-  mouth_y = nose_bottom + (cy + hh - nose_bottom) * 0.42
-  mw = speaker.mouth_width * s / 2
-  opening = 3.0 + 30.0 * loudness  # louder voice, wider open mouth (4x canvas px)
-  draw.ellipse(
-      [cx - mw, mouth_y - opening / 2 - 3, cx + mw, mouth_y + opening / 2 + 3], fill=(170, 60, 70)
-  )
-  draw.ellipse(
-      [cx - mw + 5, mouth_y - opening / 2, cx + mw - 5, mouth_y + opening / 2], fill=(60, 15, 20)
-  )
+  draw_expression(draw, speaker, cx, cy, hh, loudness, pitch_shift, glasses=speaker.glasses)
   return np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS))
 
 

@@ -60,8 +60,8 @@ PITCH_SHIFT_RANGE = syn.PITCH_SHIFT_RANGE
 _CANVAS = 4 * IMAGE_SIZE  # drawn 4x larger, then downsampled (anti-aliasing)
 _K = _CANVAS / IMAGE_SIZE  # canvas px per image px
 
-# The expression layout of synthetic_talking_faces holds here too (mouth and eyebrow positions are
-# drawn by the same rules), so its pixel metrics apply (FACE_LAYOUT below).
+# The expression layout of synthetic_talking_faces holds here too (eyes, eyebrows, nose and mouth
+# are drawn by its draw_expression), so its pixel metrics apply (FACE_LAYOUT below).
 FACE_BOX, MOUTH_BOX, BROW_BOXES = syn.FACE_BOX, syn.MOUTH_BOX, syn.BROW_BOXES
 
 F0_RANGE = (95.0, 230.0)  # Hz: f = 0 .. 1
@@ -266,7 +266,6 @@ def draw_face(speaker: Speaker, loudness: float, pitch_shift: float) -> np.ndarr
   draw = ImageDraw.Draw(image)
   cx, cy = CENTRE_X * k, CENTRE_Y * k
   hw, hh = (v * k for v in head_half_size(speaker.head_size))
-  shade = lambda c, f: tuple(int(np.clip(v * f, 0, 255)) for v in c)
   blend = lambda a, b, t: tuple(int(round((1 - t) * u + t * v)) for u, v in zip(a, b))
 
   # Long hair: two locks beside the head (never over the jaw's silhouette), joined over the top.
@@ -279,16 +278,8 @@ def draw_face(speaker: Speaker, loudness: float, pitch_shift: float) -> np.ndarr
       fill=speaker.hair,
   )
 
-  draw.ellipse(
-      [cx - s * 0.45, s * 0.86, cx + s * 0.45, s * 1.35], fill=list(SHIRTS.values())[speaker.shirt]
-  )
-  draw.rectangle(
-      [cx - hw * 0.35, cy + hh * 0.6, cx + hw * 0.35, s * 0.92], fill=shade(speaker.skin, 0.85)
-  )
-  for side in (-1, 1):  # ears
-    draw.ellipse(
-        [cx + side * hw - 11, cy - 14, cx + side * hw + 11, cy + 20], fill=shade(speaker.skin, 0.92)
-    )
+  shirt = list(SHIRTS.values())[speaker.shirt]
+  syn.draw_shoulders(draw, speaker.skin, shirt, cx, cy, hw, hh)
   outline = [tuple(p) for p in head_outline(speaker.head_size, speaker.jaw) * k]
   draw.polygon(outline, fill=speaker.skin)
   if speaker.beard > 0:
@@ -308,34 +299,7 @@ def draw_face(speaker: Speaker, loudness: float, pitch_shift: float) -> np.ndarr
   image.paste(speaker.hair, mask=cap)
 
   # Eyes, eyebrows, nose and mouth: the rules of synthetic_talking_faces (its expression layout).
-  eye_y = cy - hh * 0.12
-  dx = speaker.eye_spacing * s
-  brow_y = eye_y - 22 - 11.0 * pitch_shift
-  for side in (-1, 1):
-    ex = cx + side * dx
-    draw.ellipse([ex - 15, eye_y - 9, ex + 15, eye_y + 9], fill=(250, 250, 250))
-    draw.ellipse([ex - 8, eye_y - 8, ex + 8, eye_y + 8], fill=speaker.eye)
-    draw.ellipse([ex - 3.5, eye_y - 3.5, ex + 3.5, eye_y + 3.5], fill=(10, 10, 10))
-    inner, outer = ex - side * 16, ex + side * 18
-    draw.line(
-        [(inner, brow_y + 2 * pitch_shift), (ex, brow_y - 4), (outer, brow_y + 3)],
-        fill=shade(speaker.hair, 0.45),
-        width=9,
-        joint="curve",
-    )
-  nose_top, nose_bottom = eye_y + 8, eye_y + 8 + speaker.nose_length * s
-  draw.polygon(
-      [(cx, nose_top), (cx - 9, nose_bottom), (cx + 9, nose_bottom)], fill=shade(speaker.skin, 0.8)
-  )
-  mouth_y = nose_bottom + (cy + hh - nose_bottom) * 0.42
-  mw = speaker.mouth_width * s / 2
-  opening = 3.0 + 30.0 * loudness
-  draw.ellipse(
-      [cx - mw, mouth_y - opening / 2 - 3, cx + mw, mouth_y + opening / 2 + 3], fill=(170, 60, 70)
-  )
-  draw.ellipse(
-      [cx - mw + 5, mouth_y - opening / 2, cx + mw - 5, mouth_y + opening / 2], fill=(60, 15, 20)
-  )
+  syn.draw_expression(draw, speaker, cx, cy, hh, loudness, pitch_shift)
   return np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS))
 
 
