@@ -226,18 +226,20 @@ def _resonance_gain(freqs: np.ndarray, formants: np.ndarray, bandwidths: np.ndar
   )
 
 
-def synthesize_voice(
-    speaker: Speaker, loudness: float, pitch_shift: float, rng: np.random.Generator
-) -> np.ndarray:
-  """One clip of speech-like sound, float64 in (-1, 1), CLIP_SAMPLES long."""
-  t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
-  # Syllables: raised-cosine humps at the speaker's rate, each with its own vowel and stress.
+def _syllables(
+    syllable_rate: float, t: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+  """Syllables: raised-cosine humps at `syllable_rate`, each with its own vowel and stress.
+
+  Returns the amplitude envelope [T] and the vowel formants (F1, F2, F3) gliding between
+  syllables [T, 3], at the sample times `t`.
+  """
   envelope = np.zeros(CLIP_SAMPLES)
   start = rng.uniform(0.0, 0.12)
   vowel = _VOWELS[rng.integers(len(_VOWELS))]
   vowel_track = np.tile(vowel, (CLIP_SAMPLES, 1))
   while start < CLIP_SECONDS:
-    duration = rng.uniform(0.7, 1.3) / speaker.syllable_rate
+    duration = rng.uniform(0.7, 1.3) / syllable_rate
     voiced = 0.75 * duration
     in_syllable = (t >= start) & (t < start + voiced)
     phase = (t[in_syllable] - start) / voiced
@@ -248,6 +250,15 @@ def synthesize_voice(
     vowel_track[in_span] = (1 - glide) * vowel + glide * next_vowel
     vowel, start = next_vowel, start + duration
   vowel_track[t >= start] = vowel
+  return envelope, vowel_track
+
+
+def synthesize_voice(
+    speaker: Speaker, loudness: float, pitch_shift: float, rng: np.random.Generator
+) -> np.ndarray:
+  """One clip of speech-like sound, float64 in (-1, 1), CLIP_SAMPLES long."""
+  t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
+  envelope, vowel_track = _syllables(speaker.syllable_rate, t, rng)
   formants = vowel_track * speaker.formant_scale
 
   # Pitch: the speaker's own, shifted for this clip, with a gentle intonation contour.
