@@ -27,17 +27,31 @@ follows the window's phonetic content, not the clip's vocal effort.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from typing import Sequence
 
+from absl import flags
 import numpy as np
 import jax
 import jax.numpy as jnp
 import optax
 
 from data_prep.synthetic import synthetic_dataset_builder as syn
-from wav2pix_jax import audio, face_metrics, models
+from wav2pix_jax import audio, cli, face_metrics, models
+
+PROG = "expression_probes"
+PROBES = ("supervised", "oracle", "l1")
+# The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).
+FLAGS = flags.FlagValues()
+flags.DEFINE_integer("steps", 600, "Training steps.", flag_values=FLAGS)
+flags.DEFINE_integer("every", 100, "Evaluate every N steps.", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 16, "Clips per batch.", flag_values=FLAGS)
+flags.DEFINE_integer("window", 8000, "Audio samples per example (demo: 8000).", flag_values=FLAGS)
+flags.DEFINE_float("scale", 30.0, "Oracle embedding scale.", flag_values=FLAGS)
+flags.DEFINE_float("speaker_ce", 20.0, "l1 probe: cross-entropy weight.", flag_values=FLAGS)
+flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate.", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of the initialisation and the batches.", flag_values=FLAGS)
 
 # The demo config's model widths (configs/demo.py).
 _ENCODER = dict(channels=(16, 32, 64, 128, 256), hidden=(128,), embed_dim=64)
@@ -79,22 +93,26 @@ def _fmt(value):
   return "n/a" if value is None else f"{value:+.2f}"
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("probe", choices=["supervised", "oracle", "l1"])
-  parser.add_argument("--steps", type=int, default=600)
-  parser.add_argument("--every", type=int, default=100, help="evaluate every N steps")
-  parser.add_argument("--batch_size", type=int, default=16)
-  parser.add_argument(
-      "--window", type=int, default=8000, help="audio samples per example (demo: 8000)"
-  )
-  parser.add_argument("--scale", type=float, default=30.0, help="oracle embedding scale")
-  parser.add_argument(
-      "--speaker_ce", type=float, default=20.0, help="l1 probe: cross-entropy weight"
-  )
-  parser.add_argument("--learning_rate", type=float, default=1e-3)
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args(argv)
+def _parse(argv: Sequence[str] | None) -> tuple[str | None, int | None]:
+  """(the probe, None) to go on, else (None, the exit status): 0 after the help, 2 on bad usage."""
+  if cli.wants_help(argv):
+    print(cli.help_text(FLAGS, PROG, __doc__))
+    return None, 0
+  try:
+    positional = cli.parse_flags(FLAGS, argv, PROG)
+    if len(positional) != 1 or positional[0] not in PROBES:
+      raise cli.UsageError(f"give one probe of {list(PROBES)}, got {positional}")
+  except cli.UsageError as e:
+    print(cli.error_line(PROG, e), file=sys.stderr)
+    return None, 2
+  return positional[0], None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """CLI entry (the argument: the probe); returns the exit status."""
+  probe, status = _parse(argv)
+  if status is not None:
+    return status
 
   speakers = syn.make_speakers(syn.SEED)
   train, test = _clips(speakers, syn.SEEN_SPLITS["train"]), _clips(
@@ -104,12 +122,12 @@ def main(argv=None) -> int:
   test_spk, test_loud, test_pitch = _columns(test)
   train_faces = np.stack([r["face"] for r in train]).astype(np.float32) / 127.5 - 1.0
   window = lambda r, rng=None: audio.preprocess(
-      r["waveform"], window=args.window, preemphasis=0.95, rng=rng
+      r["waveform"], window=FLAGS.window, preemphasis=0.95, rng=rng
   )
   test_audio = np.stack([window(r) for r in test])
   num_speakers = len(syn.SPEAKERS)
 
-  if args.probe == "supervised":
+  if probe == "supervised":
     import flax.linen as nn
 
     class Probe(nn.Module):
@@ -119,7 +137,7 @@ def main(argv=None) -> int:
         return nn.Dense(2)(models.SpeechEncoder(conv_impl="xla", **_ENCODER)(x, train=train))
 
     model = Probe()
-    variables = model.init(jax.random.PRNGKey(args.seed), test_audio[:2], train=False)
+    variables = model.init(jax.random.PRNGKey(FLAGS.seed), test_audio[:2], train=False)
     targets = np.stack([train_loud, train_pitch], 1)
     mean, std = targets.mean(0), targets.std(0)
 
@@ -139,22 +157,22 @@ def main(argv=None) -> int:
           f"pitch r {_fmt(_within_r(out[:, 1], test_pitch, test_spk))}"
       )
 
-    optimizer = optax.adam(args.learning_rate)
+    optimizer = optax.adam(FLAGS.learning_rate)
   else:
-    if args.probe == "oracle":
+    if probe == "oracle":
       model = models.Generator(image_size=64, base_channels=32, dropout_rate=0.0, conv_impl="xla")
 
       def oracle(spk, loud, pitch):
         e = np.zeros((len(spk), _ENCODER["embed_dim"]), np.float32)
         e[np.arange(len(spk)), spk] = 1.0
         e[:, num_speakers], e[:, num_speakers + 1] = 2 * loud - 1, pitch
-        return e * args.scale
+        return e * FLAGS.scale
 
       train_in, test_in = oracle(train_spk, train_loud, train_pitch), oracle(
           test_spk, test_loud, test_pitch
       )
       variables = model.init(
-          jax.random.PRNGKey(args.seed), train_in[:2], train=False, update_spectral=False
+          jax.random.PRNGKey(FLAGS.seed), train_in[:2], train=False, update_spectral=False
       )
 
       def loss_fn(params, state, batch):
@@ -186,7 +204,7 @@ def main(argv=None) -> int:
           conv_impl="xla",
       )
       variables = model.init(
-          jax.random.PRNGKey(args.seed), test_audio[:2], train=False, update_spectral=False
+          jax.random.PRNGKey(FLAGS.seed), test_audio[:2], train=False, update_spectral=False
       )
 
       def loss_fn(params, state, batch):
@@ -198,7 +216,7 @@ def main(argv=None) -> int:
             mutable=["batch_stats", "spectral"],
         )
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["s"]).mean()
-        return 100.0 * jnp.mean(jnp.abs(images - batch["y"])) + args.speaker_ce * ce, new_state
+        return 100.0 * jnp.mean(jnp.abs(images - batch["y"])) + FLAGS.speaker_ce * ce, new_state
 
       def make_batch(idx, rng):
         return {
@@ -216,7 +234,7 @@ def main(argv=None) -> int:
       mouth, brows = _face_rs(generate(params, state), test_spk, test_loud, test_pitch)
       return f"mouth~loudness r {_fmt(mouth)}  eyebrows~pitch r {_fmt(brows)}"
 
-    optimizer = optax.adam(args.learning_rate, b1=0.5)
+    optimizer = optax.adam(FLAGS.learning_rate, b1=0.5)
 
   params = variables["params"]
   state = {k: v for k, v in variables.items() if k != "params"}
@@ -228,14 +246,14 @@ def main(argv=None) -> int:
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), {**state, **new_state}, opt_state, loss
 
-  rng = np.random.default_rng(args.seed)
+  rng = np.random.default_rng(FLAGS.seed)
   start = time.time()
-  for i in range(args.steps + 1):
-    idx = rng.integers(len(train), size=args.batch_size)
+  for i in range(FLAGS.steps + 1):
+    idx = rng.integers(len(train), size=FLAGS.batch_size)
     params, state, opt_state, loss = step(params, state, opt_state, make_batch(idx, rng))
-    if i % args.every == 0 or i == args.steps:
+    if i % FLAGS.every == 0 or i == FLAGS.steps:
       print(
-          f"{args.probe} step {i:5d}  loss {float(loss):.4f}  test, within speakers: "
+          f"{probe} step {i:5d}  loss {float(loss):.4f}  test, within speakers: "
           f"{report(params, state)}  ({time.time() - start:.0f} s)",
           flush=True,
       )

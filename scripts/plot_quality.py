@@ -8,10 +8,21 @@ Each run is LABEL=PATH. Dashed lines: the real faces' and each speaker's mean fa
 (reference rows of the same evaluations). Needs matplotlib (`pip install -e .[plots]`).
 """
 
-import argparse
 import json
 import pathlib
 import sys
+from typing import Sequence
+
+from absl import flags
+
+from wav2pix_jax import cli
+
+PROG = "plot_quality"
+# The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("out", None, "PNG to write.", flag_values=FLAGS)
+flags.DEFINE_string("title", "", "Figure title.", flag_values=FLAGS)
+flags.mark_flag_as_required("out", flag_values=FLAGS)
 
 METRICS = (
     ("face_detection_rate", "face detection (dlib)", 100.0, "%"),
@@ -28,26 +39,31 @@ def read_history(path: str) -> list[dict]:
   return sorted(rows, key=lambda r: r["step"])
 
 
-def main(argv=None) -> int:
-  """CLI entry; returns the exit status."""
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("runs", nargs="+", help="LABEL=path/to/history.jsonl")
-  parser.add_argument("--out", required=True, help="PNG to write")
-  parser.add_argument("--title", default="", help="figure title")
-  args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+  """CLI entry (the arguments: runs as LABEL=path/to/history.jsonl); returns the exit status."""
+  if cli.wants_help(argv):
+    print(cli.help_text(FLAGS, PROG, __doc__))
+    return 0
+  try:
+    specs = cli.parse_flags(FLAGS, argv, PROG)
+    if not specs:
+      raise cli.UsageError("give the runs as LABEL=path/to/history.jsonl")
+  except cli.UsageError as e:
+    print(cli.error_line(PROG, e), file=sys.stderr)
+    return 2
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   except ImportError:
-    print("plot_quality: error: needs matplotlib (pip install -e '.[plots]')", file=sys.stderr)
+    print(cli.error_line(PROG, "needs matplotlib (pip install -e '.[plots]')"), file=sys.stderr)
     return 1
   runs = []
-  for spec in args.runs:
+  for spec in specs:
     label, sep, path = spec.partition("=")
     if not sep:
-      print(f"plot_quality: error: expected LABEL=PATH, got {spec!r}", file=sys.stderr)
+      print(cli.error_line(PROG, f"expected LABEL=PATH, got {spec!r}"), file=sys.stderr)
       return 2
     runs.append((label, read_history(path)))
   fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 3.6))
@@ -74,10 +90,10 @@ def main(argv=None) -> int:
     ax.set_title(name + (f" ({unit})" if unit else ""), fontsize=10)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8)
-  if args.title:
-    fig.suptitle(args.title, fontsize=11)
+  if FLAGS.title:
+    fig.suptitle(FLAGS.title, fontsize=11)
   fig.tight_layout()
-  out = pathlib.Path(args.out)
+  out = pathlib.Path(FLAGS.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(out, dpi=110)
   print(f"wrote {out}")

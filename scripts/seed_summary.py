@@ -6,13 +6,20 @@
 Prints one line per metric (mean +- sample sd, n, the values) and writes them as JSON.
 """
 
-import argparse
 import json
 import math
 import pathlib
 import sys
+from typing import Sequence
 
-from wav2pix_jax import eval_report
+from absl import flags
+
+from wav2pix_jax import cli, eval_report
+
+PROG = "seed_summary"
+# The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("out", None, "Write the summary here as JSON.", flag_values=FLAGS)
 
 
 def summarize(reports: list[dict]) -> dict[str, dict]:
@@ -34,17 +41,24 @@ def summarize(reports: list[dict]) -> dict[str, dict]:
   return out
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("reports", nargs="+", help="report.json files, one per run")
-  parser.add_argument("--out", default=None, help="write the summary here as JSON")
-  args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+  """CLI entry (the report.json files are the arguments); returns the exit status."""
+  if cli.wants_help(argv):
+    print(cli.help_text(FLAGS, PROG, __doc__))
+    return 0
+  try:
+    paths = cli.parse_flags(FLAGS, argv, PROG)
+    if not paths:
+      raise cli.UsageError("give the report.json files, one per run")
+  except cli.UsageError as e:
+    print(cli.error_line(PROG, e), file=sys.stderr)
+    return 2
   reports = []
-  for path in args.reports:
+  for path in paths:
     try:
       reports.append(json.loads(pathlib.Path(path).read_text()))
     except (OSError, ValueError) as e:
-      print(f"seed_summary: error: {path}: {e}", file=sys.stderr)
+      print(cli.error_line(PROG, f"{path}: {e}"), file=sys.stderr)
       return 1
   summary = summarize(reports)
   for key, s in summary.items():
@@ -52,11 +66,9 @@ def main(argv=None) -> int:
         f"{key:60s} {s['mean']:+.3f} +- {s['sd']:.3f}  (n={s['n']}: "
         f"{', '.join(f'{v:+.3f}' for v in s['values'])})"
     )
-  if args.out:
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(
-        json.dumps({"reports": args.reports, "metrics": summary}, indent=1)
-    )
+  if FLAGS.out:
+    pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(FLAGS.out).write_text(json.dumps({"reports": paths, "metrics": summary}, indent=1))
   return 0
 
 
