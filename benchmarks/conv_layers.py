@@ -22,20 +22,33 @@ convs output side (Y = x @ [C, taps*N], then a sum of shifted slices of Y), the 
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import statistics
 import sys
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import LoadMeter, loadavg
-from wav2pix_jax import layers
+from wav2pix_jax import cli, layers
+
+PROG = "benchmarks.conv_layers"
+# The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("layers", "*", "Comma-separated globs over layer names.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "impls", "xla,subpixel,matmul", "Comma-separated conv_impls.", flag_values=FLAGS
+)
+flags.DEFINE_string("modes", "fwd,fwdbwd", "Comma-separated: fwd, fwdbwd.", flag_values=FLAGS)
+flags.DEFINE_integer("rounds", 5, "Timed rounds over every variant.", flag_values=FLAGS)
+flags.DEFINE_integer("batch", 64, "Batch size (D: 3 x batch).", flag_values=FLAGS)
+flags.DEFINE_integer("image-size", 64, "Image size of the networks.", flag_values=FLAGS)
+flags.DEFINE_string("out", "", "JSON file for all samples.", flag_values=FLAGS)
 
 
 class Layer(NamedTuple):
@@ -210,25 +223,20 @@ def make_fns(layer: Layer, fn: Callable) -> dict[str, Callable]:
   return {"fwd": fwd, "fwdbwd": fwdbwd}
 
 
-def main(argv: list[str] | None = None) -> dict:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--layers", default="*", help="comma-separated globs over layer names")
-  ap.add_argument("--impls", default="xla,subpixel,matmul")
-  ap.add_argument("--modes", default="fwd,fwdbwd")
-  ap.add_argument("--rounds", type=int, default=5)
-  ap.add_argument("--batch", type=int, default=64)
-  ap.add_argument("--image-size", type=int, default=64)
-  ap.add_argument("--out", default="", help="JSON file for all samples")
-  args = ap.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> dict:
+  """Runs the benchmark; returns its results (exits after --help or a bad command line)."""
+  status = cli.parse_command_line(FLAGS, argv, PROG, __doc__)
+  if status is not None:
+    raise SystemExit(status)
 
-  globs = args.layers.split(",")
+  globs = FLAGS.layers.split(",")
   chosen = [
       l
-      for l in default_layers(args.batch, args.image_size)
+      for l in default_layers(FLAGS.batch, FLAGS["image-size"].value)
       if any(fnmatch.fnmatch(l.name, g) or fnmatch.fnmatch(l.name.split()[0], g) for g in globs)
   ]
-  impls = args.impls.split(",")
-  modes = args.modes.split(",")
+  impls = FLAGS.impls.split(",")
+  modes = FLAGS.modes.split(",")
   rng = np.random.default_rng(0)
   meta = {
       "loadavg_start": loadavg(),
@@ -269,15 +277,15 @@ def main(argv: list[str] | None = None) -> dict:
                 other=[],
             )
         )
-  print(f"# {len(variants)} variants compiled; timing {args.rounds} rounds", flush=True)
+  print(f"# {len(variants)} variants compiled; timing {FLAGS.rounds} rounds", flush=True)
 
-  for r in range(args.rounds):
+  for r in range(FLAGS.rounds):
     for v in variants:
       with LoadMeter() as m:
         jax.block_until_ready(v["fn"](*v["args"]))
       v["wall"].append(m.wall_s)
       v["other"].append(m.other_cores)
-    print(f"# round {r + 1}/{args.rounds} done, loadavg {loadavg()}", flush=True)
+    print(f"# round {r + 1}/{FLAGS.rounds} done, loadavg {loadavg()}", flush=True)
   meta["loadavg_end"] = loadavg()
 
   rows = []
@@ -320,8 +328,8 @@ def main(argv: list[str] | None = None) -> dict:
           + f" | {statistics.median(other):.2f} |"
       )
   result = {"meta": meta, "rows": rows}
-  if args.out:
-    with open(args.out, "w") as f:
+  if FLAGS.out:
+    with open(FLAGS.out, "w") as f:
       json.dump(result, f, indent=1)
   return result
 

@@ -5,14 +5,26 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
+from typing import Sequence
+
+from absl import flags
 
 from benchmarks import timing
+from wav2pix_jax import cli
 
 N = 2048
+
+PROG = "benchmarks.peak"
+# The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "torch-python", None, "Also time torch with this interpreter.", flag_values=FLAGS
+)
+flags.DEFINE_integer("steps", 20, "Timed matmuls.", flag_values=FLAGS)
+flags.DEFINE_integer("n", N, "Matrix size (n x n times n x n).", flag_values=FLAGS)
 
 # The same measurement with torch (2 threads), as ../shared/reference/peak_gemm.py does it,
 # without that script's wait of up to 15 minutes for an idle machine.
@@ -89,19 +101,19 @@ def torch_peak(
   return res
 
 
-def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--torch-python", default=None, help="also time torch with this interpreter")
-  ap.add_argument("--steps", type=int, default=20)
-  ap.add_argument("--n", type=int, default=N)
-  args = ap.parse_args(argv)
-  results = [jax_peak(n=args.n, steps=args.steps)]
-  if args.torch_python:
-    results.append(torch_peak(args.torch_python, n=args.n, steps=args.steps))
+def main(argv: Sequence[str] | None = None) -> int:
+  """CLI entry; returns the exit status."""
+  status = cli.parse_command_line(FLAGS, argv, PROG, __doc__)
+  if status is not None:
+    return status
+  torch_python = FLAGS["torch-python"].value
+  results = [jax_peak(n=FLAGS.n, steps=FLAGS.steps)]
+  if torch_python:
+    results.append(torch_peak(torch_python, n=FLAGS.n, steps=FLAGS.steps))
   for r in results:
     s = timing.headline(r)
     print(
-        f"{r['impl']:6s} {args.n}^3 f32 matmul: "
+        f"{r['impl']:6s} {FLAGS.n}^3 f32 matmul: "
         + (
             f"{s['gflops_per_s_median']} GFLOP/s median, {s['gflops_per_s_best']} best"
             if s

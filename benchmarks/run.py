@@ -10,7 +10,6 @@ See benchmarks/README.md and benchmarks/rows.py for the row names.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -18,107 +17,120 @@ import statistics
 import sys
 import time
 import traceback
+import types
+from typing import Sequence
+
+from absl import flags
 
 from benchmarks import rows as rows_lib
 from benchmarks import timing, torch_ref
+from wav2pix_jax import cli
 
 TORCH_VARIANTS = {"authors": False, "detach": True}  # variant -> the reference's --detach-in-d
 
+PROG = "benchmarks.run"
+TORCH_PYTHON_ENV = "WAV2PIX_TORCH_PYTHON"
+# The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py); hyphenated names, read
+# as attributes with underscores through parsed_args().
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "rows",
+    None,
+    "Comma-separated row names or glob patterns over the defaults "
+    f"(default: {','.join(rows_lib.DEFAULT_ROWS)}).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_boolean("list", False, "Print the default rows and exit.", flag_values=FLAGS)
+flags.DEFINE_string("out", None, "Write the results here as JSON.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "torch-python",
+    None,
+    "Python with torch: also run the PyTorch reference for each row "
+    f"(default: ${TORCH_PYTHON_ENV}).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "torch-ref",
+    None,
+    "wav2pix_torch_ref.py or its folder (default: $WAV2PIX_TORCH_REF, "
+    "else ../shared/reference relative to the repo).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "torch-variants",
+    "authors,detach",
+    "Reference training steps to run: authors (its D step back-propagates through G, as the "
+    "authors' code), detach (--detach-in-d, same work as ours).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "torch-threads", None, "Threads of the reference (default: its own, 2).", flag_values=FLAGS
+)
+flags.DEFINE_integer("steps", 10, "Timed samples per train row.", flag_values=FLAGS)
+flags.DEFINE_integer("warmup", 3, "Untimed calls before timing.", flag_values=FLAGS)
+flags.DEFINE_integer("gen-steps", 20, "Timed samples per generate row.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "gen-inner",
+    0,
+    "Calls per timed generate sample (0: 10 for batch <= 4, else 1).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer("pipeline-steps", 30, "Timed batches per pipeline row.", flag_values=FLAGS)
+flags.DEFINE_float(
+    "max-steps-factor",
+    1.5,
+    "Keep sampling up to factor*steps until `steps` clean samples exist.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_float(
+    "wait-idle",
+    0.0,
+    "Before each row, wait up to this many seconds for the other processes to go idle "
+    "(< 0.15 cores).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "data-dir",
+    "/tmp/tfds_data",
+    "TFDS data_dir with the prepared youtubers records (pipeline rows).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_boolean(
+    "prepare-data",
+    False,
+    "Build youtubers into --data-dir from the release if it is not there.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "host-devices",
+    0,
+    "Fake this many CPU devices (XLA_FLAGS) so pmap splits the batch.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    "config", None, "Config file instead of configs/base.py / base_128.py.", flag_values=FLAGS
+)
 
-def parse_args(argv=None) -> argparse.Namespace:
-  ap = argparse.ArgumentParser(
-      description=__doc__.splitlines()[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog=rows_lib.__doc__,
-  )
-  ap.add_argument(
-      "--rows",
-      default=None,
-      help="comma-separated row names or glob patterns over the defaults "
-      f"(default: {','.join(rows_lib.DEFAULT_ROWS)})",
-  )
-  ap.add_argument("--list", action="store_true", help="print the default rows and exit")
-  ap.add_argument("--out", default=None, help="write the results here as JSON")
-  ap.add_argument(
-      "--torch-python",
-      default=os.environ.get("WAV2PIX_TORCH_PYTHON"),
-      help="python with torch: also run the PyTorch reference for each row",
-  )
-  ap.add_argument(
-      "--torch-ref",
-      default=None,
-      help="wav2pix_torch_ref.py or its folder (default: $WAV2PIX_TORCH_REF, "
-      "else ../shared/reference relative to the repo)",
-  )
-  ap.add_argument(
-      "--torch-variants",
-      default="authors,detach",
-      help="reference training steps to run: authors (its D step back-propagates "
-      "through G, as the authors' code), detach (--detach-in-d, same work "
-      "as ours)",
-  )
-  ap.add_argument(
-      "--torch-threads",
-      type=int,
-      default=None,
-      help="threads of the reference (default: its own, 2)",
-  )
-  ap.add_argument("--steps", type=int, default=10, help="timed samples per train row")
-  ap.add_argument("--warmup", type=int, default=3, help="untimed calls before timing")
-  ap.add_argument("--gen-steps", type=int, default=20, help="timed samples per generate row")
-  ap.add_argument(
-      "--gen-inner",
-      type=int,
-      default=0,
-      help="calls per timed generate sample (0: 10 for batch <= 4, else 1)",
-  )
-  ap.add_argument("--pipeline-steps", type=int, default=30, help="timed batches per pipeline row")
-  ap.add_argument(
-      "--max-steps-factor",
-      type=float,
-      default=1.5,
-      help="keep sampling up to factor*steps until `steps` clean samples exist",
-  )
-  ap.add_argument(
-      "--wait-idle",
-      type=float,
-      default=0.0,
-      help="before each row, wait up to this many seconds for the other "
-      "processes to go idle (< 0.15 cores)",
-  )
-  ap.add_argument(
-      "--data-dir",
-      default="/tmp/tfds_data",
-      help="TFDS data_dir with the prepared youtubers records (pipeline rows)",
-  )
-  ap.add_argument(
-      "--prepare-data",
-      action="store_true",
-      help="build youtubers into --data-dir from the release if it is not there",
-  )
-  ap.add_argument(
-      "--host-devices",
-      type=int,
-      default=0,
-      help="fake this many CPU devices (XLA_FLAGS) so pmap splits the batch",
-  )
-  ap.add_argument(
-      "--config", default=None, help="config file instead of configs/base.py / base_128.py"
-  )
-  return ap.parse_args(argv)
+
+def parsed_args() -> types.SimpleNamespace:
+  """The parsed flags as attributes (--gen-steps: .gen_steps); --torch-python's default read now."""
+  values = {name.replace("-", "_"): value for name, value in FLAGS.flag_values_dict().items()}
+  if not FLAGS["torch-python"].present:
+    values["torch_python"] = os.environ.get(TORCH_PYTHON_ENV)
+  return types.SimpleNamespace(**values)
 
 
 def _setup_env(args) -> None:
   """Environment that must be set before JAX is imported."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if args.host_devices:
-    flags = [
+    xla_flags = [
         f
         for f in os.environ.get("XLA_FLAGS", "").split()
         if not f.startswith("--xla_force_host_platform_device_count")
     ]
-    flags.append(f"--xla_force_host_platform_device_count={args.host_devices}")
-    os.environ["XLA_FLAGS"] = " ".join(flags)
+    xla_flags.append(f"--xla_force_host_platform_device_count={args.host_devices}")
+    os.environ["XLA_FLAGS"] = " ".join(xla_flags)
 
 
 def _max_steps(args, steps: int) -> int:
@@ -359,8 +371,12 @@ def _meta(args) -> dict:
   return meta
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+  """CLI entry; returns the exit status."""
+  status = cli.parse_command_line(FLAGS, argv, PROG, f"{__doc__}\n{rows_lib.__doc__}")
+  if status is not None:
+    return status
+  args = parsed_args()
   if args.list:
     print("\n".join(rows_lib.DEFAULT_ROWS))
     return 0

@@ -11,16 +11,27 @@ generate, PNG); the server's own share is the response's "ms". Records the machi
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
 import platform
 import statistics
 import time
+from typing import Sequence
 import urllib.request
 
+from absl import flags
 import numpy as np
+
+from wav2pix_jax import cli
+
+PROG = "benchmarks.web_demo_latency"
+# The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("workdir", "workdirs/demo", "A trained workdir.", flag_values=FLAGS)
+flags.DEFINE_integer("runs", 10, "Timed uploads.", flag_values=FLAGS)
+flags.DEFINE_float("seconds", 1.0, "Length of each uploaded clip.", flag_values=FLAGS)
+flags.DEFINE_string("out", None, "Write the results here as JSON.", flag_values=FLAGS)
 
 
 def _clip(seconds: float, seed: int, rate: int = 16_000) -> bytes:
@@ -56,25 +67,23 @@ def _commit() -> str | None:
   return head + ("+dirty" if dirty else "")
 
 
-def main(argv=None) -> dict:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--workdir", default="workdirs/demo", help="a trained workdir")
-  ap.add_argument("--runs", type=int, default=10, help="timed uploads")
-  ap.add_argument("--seconds", type=float, default=1.0, help="length of each uploaded clip")
-  ap.add_argument("--out", default=None, help="write the results here as JSON")
-  args = ap.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> dict:
+  """Runs the benchmark; returns its report (exits after --help or a bad command line)."""
+  status = cli.parse_command_line(FLAGS, argv, PROG, __doc__)
+  if status is not None:
+    raise SystemExit(status)
 
   import jax  # pylint: disable=g-import-not-at-top
 
   from wav2pix_jax import demo  # pylint: disable=g-import-not-at-top
 
-  service = demo.Demo(args.workdir)
+  service = demo.Demo(FLAGS.workdir)
   warm_up_s = service.warm_up()
   info = service.info()
   round_trip_ms, server_ms = [], []
   with demo.serving_in_background(demo.create_app(service)) as url:
-    for run in range(args.runs):
-      data = _clip(args.seconds, seed=run)
+    for run in range(FLAGS.runs):
+      data = _clip(FLAGS.seconds, seed=run)
       request = urllib.request.Request(f"{url}/api/generate", data=data, method="POST")
       start = time.perf_counter()
       with urllib.request.urlopen(request, timeout=300) as response:
@@ -84,11 +93,11 @@ def main(argv=None) -> dict:
       assert result["size"] == info["image_size"] and result["face"].startswith("data:image/png")
   report = {
       "what": "upload to face over HTTP on loopback, --seconds WAV clips, one at a time",
-      "workdir": os.path.abspath(args.workdir),
+      "workdir": os.path.abspath(FLAGS.workdir),
       "step": info["default_step"],
       "image_size": info["image_size"],
-      "clip_seconds": args.seconds,
-      "runs": args.runs,
+      "clip_seconds": FLAGS.seconds,
+      "runs": FLAGS.runs,
       "round_trip_ms": {
           "median": statistics.median(round_trip_ms),
           "min": min(round_trip_ms),
@@ -105,8 +114,8 @@ def main(argv=None) -> dict:
       "devices": [str(d) for d in jax.devices()],
   }
   print(json.dumps(report, indent=2))
-  if args.out:
-    with open(args.out, "w") as f:
+  if FLAGS.out:
+    with open(FLAGS.out, "w") as f:
       json.dump(report, f, indent=2)
   return report
 
