@@ -56,6 +56,12 @@ def test_distribution_and_agreement_on_hand_computed_values():
   assert emotion.agreement(real, real) == (1.0, pytest.approx(0.25**2 + 0.5**2 + 0.25**2))
   with pytest.raises(ValueError, match="one real face per image"):
     emotion.agreement(generated, real[:3])
+  # Within speakers [0, 0, 1, 1]: speaker 0 real {happy: 1}, generated {happy: .5, neutral: .5}
+  # -> .5; speaker 1 real {neutral: .5, angry: .5}, generated {neutral: 1} -> .5; each half the
+  # clips: .5 * .5 + .5 * .5.
+  assert emotion.within_group_chance(generated, real, np.array([0, 0, 1, 1])) == 0.5
+  # One group: the overall chance.
+  assert emotion.within_group_chance(generated, real, np.zeros(4)) == pytest.approx(chance)
 
 
 def test_missing_weights_say_how_to_install_them(monkeypatch):

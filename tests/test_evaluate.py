@@ -153,6 +153,9 @@ def test_expression_rows(report, data, generated):
       shares["generated"] @ shares["real"]
   )
   np.testing.assert_allclose(shares["real"], emotion.distribution(top_real))
+  assert rows["generated"]["chance_agreement_within_speaker"] == pytest.approx(
+      emotion.within_group_chance(top_generated, top_real, data["speakers"])
+  )
   # One mean face per speaker: at most two top classes, the agreement is the real faces' share of
   # their speaker's mean-face class.
   assert np.count_nonzero(shares["mean_face"]) <= 2
@@ -162,6 +165,7 @@ def test_expression_rows(report, data, generated):
   assert scalars["eval/generated/expression_agreement"] == rows["generated"]["agreement"]
   assert scalars["eval/real/expression_neutral"] == rows["real"]["distribution"]["neutral"]
   assert "eval/real/expression_agreement" not in scalars
+  assert "eval/mean_face/expression_chance_agreement_within_speaker" in scalars
   assert " fer: ang " in typed.summary() and "same as real" in typed.summary()
 
 

@@ -250,3 +250,16 @@ def agreement(top: np.ndarray, top_real: np.ndarray) -> tuple[float, float]:
     raise ValueError(f"need one real face per image, got {top.shape} and {top_real.shape}")
   chance = float(np.dot(distribution(top), distribution(top_real)))
   return float(np.mean(top == top_real)), chance
+
+
+def within_group_chance(top: np.ndarray, top_real: np.ndarray, groups: np.ndarray) -> float:
+  """`agreement`'s chance level within groups (speakers): the mean over clips of
+  sum over classes of p_real(c | group) * p(c | group), what knowing only the group gives."""
+  top, top_real, groups = np.asarray(top), np.asarray(top_real), np.asarray(groups)
+  if groups.shape != top.shape:
+    raise ValueError(f"need one group per image, got {groups.shape} for {top.shape}")
+  chance = 0.0
+  for group in np.unique(groups):
+    own = groups == group
+    chance += own.mean() * agreement(top[own], top_real[own])[1]
+  return float(chance)

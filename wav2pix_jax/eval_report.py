@@ -96,7 +96,9 @@ EXPRESSION_DEFINITION = (
     "the face box (no detector, no padding). distribution = share of images whose top class is "
     f"each of {', '.join(emotion.LABELS)}; agreement = share of clips whose image and real face "
     "have the same top class; chance_agreement = sum over classes of p_real * p_row (the "
-    "agreement of independent draws from the two distributions). Real faces only: not computed "
+    "agreement of independent draws from the two distributions); chance_agreement_within_speaker "
+    "= the same within each speaker, averaged over clips (what knowing only who speaks gives: "
+    "an image that agrees more carries the clip's expression). Real faces only: not computed "
     "for datasets with a known face layout (synthetic cartoons, outside the classifier's "
     "training data; the pixel metrics measure their expression directly) nor for fused rows "
     "(no single clip)"
@@ -380,18 +382,23 @@ class Expressions:
   distribution: dict[str, float]  # label -> share of images with that top class (emotion.LABELS)
   agreement: float | None  # same top class as the clip's real face; None: the real row itself
   chance_agreement: float | None  # sum over classes of p_real * p_row; None: the real row
+  chance_agreement_within_speaker: float | None = None  # the same per speaker, clip-weighted
 
   def scalars(self) -> dict[str, float | None]:
     out = {f"expression_{label}": share for label, share in self.distribution.items()}
     out["expression_agreement"] = self.agreement
     out["expression_chance_agreement"] = self.chance_agreement
+    out["expression_chance_agreement_within_speaker"] = self.chance_agreement_within_speaker
     return out
 
   def summary(self) -> str:
     shares = " ".join(f"{label[:3]} {share:.0%}" for label, share in self.distribution.items())
     line = f"fer: {shares}"
     if self.agreement is not None:
-      line += f"  same as real {self.agreement:.1%} (chance {_fmt(self.chance_agreement, '.1%')})"
+      line += (
+          f"  same as real {self.agreement:.1%} (chance {_fmt(self.chance_agreement, '.1%')}, "
+          f"within speakers {_fmt(self.chance_agreement_within_speaker, '.1%')})"
+      )
     return line
 
 
@@ -849,11 +856,17 @@ def _add_expression_rows(rows: dict[str, Row], inputs: _Inputs) -> tuple[dict, d
   except emotion.Unavailable as e:
     return {}, {"expressions_skipped": str(e)}
   top = {name: classifier.predict(images) for name, images in inputs.images.items()}
+  real, speakers = top["real"], inputs.common["speakers"]
   for name, predicted in top.items():
-    rate, chance = (None, None) if name == "real" else emotion.agreement(predicted, top["real"])
-    shares = emotion.distribution(predicted).tolist()
+    paired = name != "real"  # the real row would agree with itself
+    rate, chance = emotion.agreement(predicted, real) if paired else (None, None)
     rows[name].expressions = Expressions(
-        distribution=dict(zip(emotion.LABELS, shares)), agreement=rate, chance_agreement=chance
+        distribution=dict(zip(emotion.LABELS, emotion.distribution(predicted).tolist())),
+        agreement=rate,
+        chance_agreement=chance,
+        chance_agreement_within_speaker=(
+            emotion.within_group_chance(predicted, real, speakers) if paired else None
+        ),
     )
   settings = {
       "expression_classifier": f"fer {emotion.FER_VERSION} {emotion.WEIGHTS_FILE} (float Keras "
