@@ -166,6 +166,87 @@ def g_forward(
   )
 
 
+def _skip_if_nonfinite(
+    new: TrainState, old: TrainState, metrics: Metrics, phase: str
+) -> TrainState:
+  """`new`, or `old` when the phase's loss or gradient norm is not finite (`<phase>_skipped` 1)."""
+  ok = _all_finite(metrics[f"{phase}_loss"], metrics[f"{phase}_grad_norm"])
+  new = _keep_if(ok, new, old)
+  metrics[f"{phase}_skipped"] = 1.0 - ok.astype(jnp.float32)
+  return new
+
+
+def d_inputs(
+    batch: dict,
+    g_out: GForward,
+    *,
+    augment_policy: str = "",
+    augment_rng: Optional[jax.Array] = None,
+) -> tuple[jax.Array, jax.Array]:
+  """D's images [real; fake; wrong] (DiffAugmented with `augment_policy`) and the embedding [B, E].
+
+  The fakes and the speech embedding are detached: no gradient of the D loss flows into G.
+  """
+  fakes, embedding, _ = g_out.outputs
+  fakes = jax.lax.stop_gradient(fakes)
+  embedding = jax.lax.stop_gradient(embedding)
+  images = jnp.concatenate([batch["face"], fakes.astype(batch["face"].dtype), batch["wrong_face"]])
+  if augment_policy:
+    images = augment.diff_augment(images, augment_rng, augment_policy)
+  return images, embedding
+
+
+def r1_penalty(d_params: PyTree, d_spectral: PyTree, reals, embedding, *, d_model) -> jax.Array:
+  """E|d D(real, e) / d real|^2 over the batch (D's power iteration not advanced)."""
+
+  def real_scores_sum(x):
+    scores, _ = d_model.apply(
+        {"params": d_params, "spectral": d_spectral}, x, embedding, update_spectral=False
+    )
+    return jnp.sum(losses.at_least_f32(scores))
+
+  grads = jax.grad(real_scores_sum)(reals)
+  return jnp.mean(jnp.sum(jnp.square(grads), axis=(1, 2, 3)))
+
+
+def d_loss(
+    d_params: PyTree,
+    d_spectral: PyTree,
+    images: jax.Array,
+    embedding: jax.Array,
+    *,
+    d_model,
+    real_label: float,
+    r1_weight: float = 0.0,
+) -> tuple[jax.Array, tuple[dict, dict, PyTree]]:
+  """(D loss, (terms, mean scores, D's spectral vectors after the call)) on d_inputs' output.
+
+  One D call on [real; fake; wrong], each conditioned on `embedding` (D has no batch statistics,
+  so this equals three calls).
+  """
+  (scores, _), d_vars = d_model.apply(
+      {"params": d_params, "spectral": d_spectral},
+      images,
+      jnp.concatenate([embedding] * 3),
+      update_spectral=True,
+      mutable=["spectral"],
+  )
+  real, fake, wrong = jnp.split(losses.at_least_f32(scores), 3)
+  loss, terms = losses.discriminator_loss(
+      real_scores=real, fake_scores=fake, wrong_scores=wrong, real_label=real_label
+  )
+  if r1_weight > 0:
+    reals = images[: embedding.shape[0]]
+    terms["d_r1"] = r1_penalty(d_params, d_spectral, reals, embedding, d_model=d_model)
+    loss = loss + 0.5 * r1_weight * terms["d_r1"]
+  scores = {
+      "d_score_real": jnp.mean(real),
+      "d_score_fake": jnp.mean(fake),
+      "d_score_wrong": jnp.mean(wrong),
+  }
+  return loss, (terms, scores, d_vars["spectral"])
+
+
 def d_update(
     state: TrainState,
     batch: dict,
@@ -192,51 +273,10 @@ def d_update(
   """
   if g_out is None:
     g_out = g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=True)
-  fakes, embedding, _ = g_out.outputs
-  fakes = jax.lax.stop_gradient(fakes)
-  embedding = jax.lax.stop_gradient(embedding)
-  # One D call on [real; fake; wrong] (D has no batch statistics, so this equals three calls).
-  images = jnp.concatenate([batch["face"], fakes.astype(batch["face"].dtype), batch["wrong_face"]])
-  if augment_policy:
-    images = augment.diff_augment(images, augment_rng, augment_policy)
-  embeddings = jnp.concatenate([embedding] * 3)
-
-  def r1_penalty(d_params):
-    reals = images[: embedding.shape[0]]
-
-    def real_scores_sum(x):
-      scores, _ = d_model.apply(
-          {"params": d_params, "spectral": state.d_spectral}, x, embedding, update_spectral=False
-      )
-      return jnp.sum(losses.at_least_f32(scores))
-
-    grads = jax.grad(real_scores_sum)(reals)
-    return jnp.mean(jnp.sum(jnp.square(grads), axis=(1, 2, 3)))
-
-  def loss_fn(d_params):
-    (scores, _), d_vars = d_model.apply(
-        {"params": d_params, "spectral": state.d_spectral},
-        images,
-        embeddings,
-        update_spectral=True,
-        mutable=["spectral"],
-    )
-    real, fake, wrong = jnp.split(losses.at_least_f32(scores), 3)
-    loss, terms = losses.discriminator_loss(
-        real_scores=real, fake_scores=fake, wrong_scores=wrong, real_label=real_label
-    )
-    if r1_weight > 0:
-      terms["d_r1"] = r1_penalty(d_params)
-      loss = loss + 0.5 * r1_weight * terms["d_r1"]
-    scores = {
-        "d_score_real": jnp.mean(real),
-        "d_score_fake": jnp.mean(fake),
-        "d_score_wrong": jnp.mean(wrong),
-    }
-    return loss, (terms, scores, d_vars["spectral"])
-
+  images, embedding = d_inputs(batch, g_out, augment_policy=augment_policy, augment_rng=augment_rng)
+  loss_fn = functools.partial(d_loss, d_model=d_model, real_label=real_label, r1_weight=r1_weight)
   (loss, (terms, scores, d_spectral)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.d_params
+      state.d_params, state.d_spectral, images, embedding
   )
   grads = parallel.pmean(grads, axis_name)
   updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
@@ -247,9 +287,7 @@ def d_update(
       d_params=d_params, d_opt_state=d_opt_state, d_spectral=d_spectral, g_spectral=g_out.spectral
   )
   if skip_nonfinite:
-    ok = _all_finite(metrics["d_loss"], metrics["d_grad_norm"])
-    new = _keep_if(ok, new, state)
-    metrics["d_skipped"] = 1.0 - ok.astype(jnp.float32)
+    new = _skip_if_nonfinite(new, state, metrics, "d")
   return new, metrics
 
 
@@ -350,9 +388,7 @@ def g_update(
   # BatchNorm already averaged its batch statistics over devices (axis_name in the model).
   new = state.replace(g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=g_out.batch_stats)
   if skip_nonfinite:
-    ok = _all_finite(metrics["g_loss"], metrics["g_grad_norm"])
-    new = _keep_if(ok, new, state)
-    metrics["g_skipped"] = 1.0 - ok.astype(jnp.float32)
+    new = _skip_if_nonfinite(new, state, metrics, "g")
   return new, metrics
 
 
@@ -362,6 +398,25 @@ def ema_update(ema: PyTree, params: PyTree, *, decay: float, step: jax.Array) ->
   step = step.astype(jnp.float32)
   d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
   return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
+
+
+def with_ema_update(state: TrainState, *, decay: float) -> TrainState:
+  """`state` with its g_ema_params moved towards its g_params (ema_update at state.step)."""
+  return state.replace(
+      g_ema_params=ema_update(state.g_ema_params, state.g_params, decay=decay, step=state.step)
+  )
+
+
+def step_rngs(rng: jax.Array, axis_name: Optional[str]) -> tuple[jax.Array, ...]:
+  """(next state rng, dropout rng, D's DiffAugment rng, G's DiffAugment rng) from `rng`.
+
+  All but the first differ per device (different dropout masks and augmentations on each).
+  """
+  rng, dropout_rng, d_augment_rng, g_augment_rng = jax.random.split(rng, 4)
+  dropout_rng = parallel.device_rng(dropout_rng, axis_name)
+  d_augment_rng = parallel.device_rng(d_augment_rng, axis_name)
+  g_augment_rng = parallel.device_rng(g_augment_rng, axis_name)
+  return rng, dropout_rng, d_augment_rng, g_augment_rng
 
 
 def train_step(
@@ -384,10 +439,7 @@ def train_step(
   the G phase pulls the loss gradient back through its saved vjp. With `ema_decay` > 0 the EMA of
   G's weights follows the updated ones.
   """
-  rng, dropout_rng, d_augment_rng, g_augment_rng = jax.random.split(state.rng, 4)
-  dropout_rng = parallel.device_rng(dropout_rng, axis_name)  # different masks on each device
-  d_augment_rng = parallel.device_rng(d_augment_rng, axis_name)
-  g_augment_rng = parallel.device_rng(g_augment_rng, axis_name)
+  rng, dropout_rng, d_augment_rng, g_augment_rng = step_rngs(state.rng, axis_name)
   g_out = g_forward(state, batch, g_model=g_model, rng=dropout_rng, update_spectral=True)
   state, d_metrics = d_update(
       state,
@@ -418,11 +470,7 @@ def train_step(
       augment_rng=g_augment_rng,
   )
   if ema_decay > 0:
-    state = state.replace(
-        g_ema_params=ema_update(
-            state.g_ema_params, state.g_params, decay=ema_decay, step=state.step
-        )
-    )
+    state = with_ema_update(state, decay=ema_decay)
   return state.replace(step=state.step + 1, rng=rng), {**d_metrics, **g_metrics}
 
 
