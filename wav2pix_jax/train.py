@@ -716,45 +716,17 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   info = input_pipeline.get_dataset_info(config.input)
   num_speakers = info.num_speakers
   meta = checkpoints.make_meta(config, num_speakers=num_speakers, speaker_names=info.speaker_names)
-
   manager = checkpoints.create_manager(workdir, max_to_keep=config.log.max_checkpoints)
-  latest = checkpoints.latest_step(manager)
-  if latest is not None:  # refuse an incompatible resume before building anything
-    checkpoints.check_compatible(
-        checkpoints.load_meta(manager, latest), config, num_speakers=num_speakers, where=workdir
-    )
-
-  train_iter = input_pipeline.create_train_iterator(
-      config.input,
-      batch_size=local_batch,
-      image_size=config.model.image_size,
-      seed=config.input.shuffle_seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-  )
-  abstract = abstract_train_state(config, num_speakers)
-  logging.info(
-      "G parameters: %d, D parameters: %d",
-      count_params(abstract.g_params),
-      count_params(abstract.d_params),
-  )
-  if latest is not None:
-    state = checkpoints.restore(manager, latest, abstract_state=abstract, data_iterator=train_iter)
-    logging.info("Resumed from %s at step %d.", manager.directory, int(state.step))
-  else:
-    state = create_train_state(config, num_speakers, jax.random.PRNGKey(config.seed))
+  latest = _compatible_latest_step(manager, config, num_speakers, workdir)
+  train_iter = _train_iterator(config, local_batch)
+  state = _initial_state(config, num_speakers, manager, latest, train_iter)
   start_step = int(state.step)
 
   if is_chief:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    with open(os.path.join(workdir, "dataset.json"), "w") as f:
-      dataset = {"dataset": info.name, "num_speakers": num_speakers}
-      json.dump({**dataset, "speaker_names": list(info.speaker_names)}, f, indent=2)
+    _write_run_files(workdir, config, info)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(_hparams(config))
-
   # Grids: in inference mode whatever config.eval.train_mode says (the periodic evaluation follows
   # it); the current weights are swapped in (one compiled function for the whole run).
   generator = inference.FaceGenerator.from_state(
@@ -763,16 +735,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   grid_batch = _grid_batch(config) if is_chief else None
   evaluator = quality = None
   if is_chief and config.eval.every_steps:  # the eval set is read once, on process 0
-    evaluator = evaluate_lib.PeriodicEvaluator(config, batch_size=generator.batch_size)
-    logging.info(
-        "Evaluating every %d steps on %d examples of split %r.",
-        config.eval.every_steps,
-        len(evaluator.eval_set.speakers),
-        evaluator.split,
-    )
-    quality = monitor.QualityHistory(
-        os.path.join(workdir, "eval", "history.jsonl"), start_step=start_step
-    )
+    evaluator, quality = _periodic_evaluation(config, workdir, generator.batch_size, start_step)
   return Run(
       config=config,
       workdir=workdir,
@@ -789,6 +752,74 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       quality=quality,
       clock=loop.TrainClock(minutes_before=quality.minutes_before if quality else 0.0),
   )
+
+
+def _compatible_latest_step(
+    manager, config: ml_collections.ConfigDict, num_speakers: int, workdir: str
+) -> Optional[int]:
+  """The latest checkpoint's step (None: none); an incompatible one is refused before anything is
+  built."""
+  latest = checkpoints.latest_step(manager)
+  if latest is not None:
+    checkpoints.check_compatible(
+        checkpoints.load_meta(manager, latest), config, num_speakers=num_speakers, where=workdir
+    )
+  return latest
+
+
+def _train_iterator(config: ml_collections.ConfigDict, local_batch: int):
+  """This process's shard of the training data, `local_batch` examples a step."""
+  return input_pipeline.create_train_iterator(
+      config.input,
+      batch_size=local_batch,
+      image_size=config.model.image_size,
+      seed=config.input.shuffle_seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
+
+
+def _initial_state(
+    config: ml_collections.ConfigDict, num_speakers: int, manager, latest: Optional[int], train_iter
+) -> TrainState:
+  """The host state: restored from step `latest` (with the data position), else a fresh one."""
+  abstract = abstract_train_state(config, num_speakers)
+  logging.info(
+      "G parameters: %d, D parameters: %d",
+      count_params(abstract.g_params),
+      count_params(abstract.d_params),
+  )
+  if latest is None:
+    return create_train_state(config, num_speakers, jax.random.PRNGKey(config.seed))
+  state = checkpoints.restore(manager, latest, abstract_state=abstract, data_iterator=train_iter)
+  logging.info("Resumed from %s at step %d.", manager.directory, int(state.step))
+  return state
+
+
+def _write_run_files(workdir: str, config: ml_collections.ConfigDict, info) -> None:
+  """<workdir>/config.json and dataset.json (name, number and names of the speakers)."""
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  with open(os.path.join(workdir, "dataset.json"), "w") as f:
+    dataset = {"dataset": info.name, "num_speakers": info.num_speakers}
+    json.dump({**dataset, "speaker_names": list(info.speaker_names)}, f, indent=2)
+
+
+def _periodic_evaluation(
+    config: ml_collections.ConfigDict, workdir: str, batch_size: int, start_step: int
+) -> tuple[evaluate_lib.PeriodicEvaluator, monitor.QualityHistory]:
+  """The evaluator (its eval set read here, once) and the history it appends to."""
+  evaluator = evaluate_lib.PeriodicEvaluator(config, batch_size=batch_size)
+  logging.info(
+      "Evaluating every %d steps on %d examples of split %r.",
+      config.eval.every_steps,
+      len(evaluator.eval_set.speakers),
+      evaluator.split,
+  )
+  quality = monitor.QualityHistory(
+      os.path.join(workdir, "eval", "history.jsonl"), start_step=start_step
+  )
+  return evaluator, quality
 
 
 def _grid_batch(config: ml_collections.ConfigDict) -> Optional[dict]:
@@ -862,82 +893,114 @@ def log_step(run: Run, step: int, scalars: dict[str, float], speed: str) -> None
   )
 
 
+def _evaluation_due(run: Run, step: int) -> bool:
+  """Whether the periodic evaluation runs after `step` (process 0, config.eval.every_steps)."""
+  return run.evaluator is not None and loop.due(
+      step, run.config.eval.every_steps, run.config.num_train_steps
+  )
+
+
+def _step_metrics(run: Run) -> loop.StepMetrics:
+  """The loop's metrics: fetched one step late, checked, watched for divergence."""
+  return loop.StepMetrics(
+      divergence=monitor.DivergenceMonitor(
+          window=run.config.log.divergence_window, real_label=run.config.loss.real_label
+      ),
+      last_saved=lambda: run.checkpointer.last_saved,
+  )
+
+
+def _time_limit(run: Run, state, step: int) -> Optional[str]:
+  """Why to stop after `step` when config.max_train_minutes is reached, else None.
+
+  The run's last model is always evaluated: here, unless this step's periodic evaluation was due.
+  """
+  max_minutes = float(run.config.max_train_minutes or 0.0)
+  if not max_minutes or run.clock.minutes() < max_minutes:
+    return None
+  minutes = run.clock.minutes()
+  stopped_by = f"max_train_minutes={max_minutes:g} (at {minutes:.1f} training minutes)"
+  if run.evaluator is not None and not _evaluation_due(run, step):
+    run_evaluation(run, state, step)
+  return stopped_by
+
+
+def train_loop(
+    run: Run, p_train_step: Callable, state, prefetcher, metrics: loop.StepMetrics, stop
+) -> tuple[Any, int, Optional[str]]:
+  """Steps run.start_step + 1 .. num_train_steps and their periodic actions.
+
+  Returns (replicated state, the last step completed, why it stopped early: a signal's name, the
+  time limit, or None when it finished or the data ran out).
+  """
+  log, num_steps, start_step = run.config.log, run.config.num_train_steps, run.start_step
+  progress = loop.Progress(start_step=start_step, num_steps=num_steps)
+  step = start_step
+  for step in range(start_step + 1, num_steps + 1):  # `step` = iterations completed after it
+    try:
+      batch = next(prefetcher)
+    except StopIteration:
+      logging.warning("The training data ran out at step %d.", step - 1)
+      return state, step - 1, None
+    state, device_metrics = p_train_step(state, batch)
+    if step == start_step + 1:
+      progress.compiled(step, device_metrics)  # steps/s excludes compilation
+    metrics.add(step, device_metrics)  # checks the previous step's
+    if loop.due(step, log.checkpoint_every_steps, num_steps) or stop.signal_name:
+      metrics.flush()  # nothing unchecked goes into a checkpoint
+    if loop.due(step, log.every_steps, num_steps):
+      scalars = metrics.means(step)
+      speed_scalars, speed = progress.report(step)
+      log_step(run, step, {**scalars, **speed_scalars}, speed)
+    if loop.due(step, log.image_every_steps, num_steps):
+      write_images(run, state, step, batch)
+    if _evaluation_due(run, step):
+      run_evaluation(run, state, step)
+    if loop.due(step, log.checkpoint_every_steps, num_steps):
+      run.checkpointer.save(step, state, prefetcher.last_state)
+    if stop.signal_name is not None:
+      return state, step, stop.signal_name
+    stopped_by = _time_limit(run, state, step)
+    if stopped_by:
+      return state, step, stopped_by
+  return state, step, None
+
+
+def _log_end(run: Run, step: int, stopped_by: Optional[str]) -> None:
+  where = run.checkpointer.manager.directory
+  if stopped_by:
+    logging.warning("Stopped by %s after step %d; checkpoint saved in %s.", stopped_by, step, where)
+  else:
+    logging.info("Finished at step %d; checkpoint in %s.", step, where)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from the workdir's latest checkpoint); returns the final host state."""
   run = setup(config, workdir)
-  log, num_steps, start_step = config.log, config.num_train_steps, run.start_step
   p_train_step = make_p_train_step(config, run.generator.num_speakers)
   state = parallel.replicate(run.state)
   prefetcher = parallel.prefetch_to_device(
       run.train_iter, size=2, get_state=run.train_iter.get_state
   )
-  checkpointer = run.checkpointer
-  metrics = loop.StepMetrics(
-      divergence=monitor.DivergenceMonitor(
-          window=log.divergence_window, real_label=config.loss.real_label
-      ),
-      last_saved=lambda: checkpointer.last_saved,
-  )
-  progress = loop.Progress(start_step=start_step, num_steps=num_steps)
-  max_minutes = float(config.max_train_minutes or 0.0)
-  evaluating = lambda s: run.evaluator is not None and loop.due(
-      s, config.eval.every_steps, num_steps
-  )
+  checkpointer, metrics = run.checkpointer, _step_metrics(run)
   logging.info(
       "Training from step %d to %d, %d examples per step (%d per process, %d local devices).",
-      start_step,
-      num_steps,
+      run.start_step,
+      config.num_train_steps,
       config.batch_size,
       run.local_batch,
       jax.local_device_count(),
   )
-  step, stopped_by, completed = start_step, None, False
+  completed = False
   try:
     with loop.StopRequest() as stop:
-      for step in range(start_step + 1, num_steps + 1):  # `step` = iterations completed after it
-        try:
-          batch = next(prefetcher)
-        except StopIteration:
-          logging.warning("The training data ran out at step %d.", step - 1)
-          step -= 1
-          break
-        state, device_metrics = p_train_step(state, batch)
-        if step == start_step + 1:
-          progress.compiled(step, device_metrics)  # steps/s excludes compilation
-        metrics.add(step, device_metrics)  # checks the previous step's
-        if loop.due(step, log.checkpoint_every_steps, num_steps) or stop.signal_name:
-          metrics.flush()  # nothing unchecked goes into a checkpoint
-        if loop.due(step, log.every_steps, num_steps):
-          scalars = metrics.means(step)
-          speed_scalars, speed = progress.report(step)
-          log_step(run, step, {**scalars, **speed_scalars}, speed)
-        if loop.due(step, log.image_every_steps, num_steps):
-          write_images(run, state, step, batch)
-        if evaluating(step):
-          run_evaluation(run, state, step)
-        if loop.due(step, log.checkpoint_every_steps, num_steps):
-          checkpointer.save(step, state, prefetcher.last_state)
-        if stop.signal_name is not None:
-          stopped_by = stop.signal_name
-          break
-        if max_minutes and run.clock.minutes() >= max_minutes:
-          minutes = run.clock.minutes()
-          stopped_by = f"max_train_minutes={max_minutes:g} (at {minutes:.1f} training minutes)"
-          if run.evaluator is not None and not evaluating(step):
-            run_evaluation(run, state, step)  # the run's last model is always evaluated
-          break
+      state, step, stopped_by = train_loop(run, p_train_step, state, prefetcher, metrics, stop)
       metrics.flush()
       if checkpointer.last_saved != step:
         checkpointer.save(step, state, prefetcher.last_state)
       checkpointer.manager.wait_until_finished()
-    metrics.log_skipped(step - start_step)
-    where = checkpointer.manager.directory
-    if stopped_by:
-      logging.warning(
-          "Stopped by %s after step %d; checkpoint saved in %s.", stopped_by, step, where
-      )
-    else:
-      logging.info("Finished at step %d; checkpoint in %s.", step, where)
+    metrics.log_skipped(step - run.start_step)
+    _log_end(run, step, stopped_by)
     completed = True
   except Exception as e:  # pylint: disable=broad-except
     full = checkpointer.disk_full(e)
