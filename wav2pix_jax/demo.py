@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from typing import Any
 
 import numpy as np
@@ -312,6 +313,19 @@ def page() -> str:
 
 def create_app(demo: Demo):
   """The ASGI app serving `demo`: GET / (the page), GET /api/info, POST /api/generate."""
+  web = _web()
+  endpoints = _Endpoints(demo, web)
+  return web.Starlette(
+      routes=[
+          web.Route("/", endpoints.index),
+          web.Route("/api/info", endpoints.info),
+          web.Route("/api/generate", endpoints.generate, methods=["POST"]),
+      ]
+  )
+
+
+def _web() -> types.SimpleNamespace:
+  """The [demo] extra's names the app uses (anyio, Starlette's); ImportError with the hint."""
   try:
     import anyio  # pylint: disable=g-import-not-at-top
     from starlette.applications import Starlette  # pylint: disable=g-import-not-at-top
@@ -321,58 +335,67 @@ def create_app(demo: Demo):
     from starlette.routing import Route  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(f"{DEMO_EXTRA_HINT} ({e})") from None
+  return types.SimpleNamespace(
+      anyio=anyio,
+      Starlette=Starlette,
+      ClientDisconnect=ClientDisconnect,
+      HTMLResponse=HTMLResponse,
+      JSONResponse=JSONResponse,
+      Route=Route,
+  )
 
-  html = page()
-  state = {"waiting": 0}  # requests admitted and not yet answered (the event loop's thread only)
-  limits = demo.limits
 
-  def error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+class _Endpoints:
+  """The app's request handlers around one Demo."""
 
-  async def index(request):
+  def __init__(self, demo: Demo, web: types.SimpleNamespace):
+    self.demo = demo
+    self.web = web
+    self.html = page()
+    self.limits = demo.limits
+    self.waiting = 0  # requests admitted and not yet answered (the event loop's thread only)
+
+  def error(self, message: str, status: int):
+    """A JSON error response: the message as one line."""
+    return self.web.JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+
+  async def index(self, request):
     del request
-    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+    return self.web.HTMLResponse(self.html, headers={"Cache-Control": "no-store"})
 
-  async def info(request):
+  async def info(self, request):
     del request
     try:
-      return JSONResponse(await anyio.to_thread.run_sync(demo.info))
+      return self.web.JSONResponse(await self.web.anyio.to_thread.run_sync(self.demo.info))
     except Exception as e:  # pylint: disable=broad-except
-      return error(_describe(e), getattr(e, "status", 500))
+      return self.error(_describe(e), getattr(e, "status", 500))
 
-  async def generate(request):
+  async def generate(self, request):
+    """The uploaded speech's face: refused early when too big or busy, else queued, then run."""
     try:
       options = _options(request.query_params)
     except DemoError as e:
-      return error(str(e), e.status)
-    refusal = _refusal(request.headers.get("content-length"), state["waiting"], limits)
+      return self.error(str(e), e.status)
+    refusal = _refusal(request.headers.get("content-length"), self.waiting, self.limits)
     if refusal is not None:
-      return error(*refusal)
-    state["waiting"] += 1
+      return self.error(*refusal)
+    self.waiting += 1
     private = tempfile.mkdtemp(prefix="wav2pix-demo-")  # mode 0700, in the system's temp dir
     try:
       path = pathlib.Path(private) / "upload"
-      await _receive(request, path, limits.max_upload_bytes)
-      result = await anyio.to_thread.run_sync(lambda: demo.run_file(path, **options))
-      return JSONResponse(result)
+      await _receive(request, path, self.limits.max_upload_bytes)
+      run = lambda: self.demo.run_file(path, **options)
+      return self.web.JSONResponse(await self.web.anyio.to_thread.run_sync(run))
     except DemoError as e:
-      return error(str(e), e.status)
-    except ClientDisconnect:
-      return error("the upload was interrupted", 400)  # nobody is left to read it
+      return self.error(str(e), e.status)
+    except self.web.ClientDisconnect:
+      return self.error("the upload was interrupted", 400)  # nobody is left to read it
     except Exception as e:  # pylint: disable=broad-except
       _LOG.exception("generation failed")
-      return error(f"internal error: {_describe(e)}", 500)
+      return self.error(f"internal error: {_describe(e)}", 500)
     finally:
-      state["waiting"] -= 1
+      self.waiting -= 1
       shutil.rmtree(private, ignore_errors=True)
-
-  return Starlette(
-      routes=[
-          Route("/", index),
-          Route("/api/info", info),
-          Route("/api/generate", generate, methods=["POST"]),
-      ]
-  )
 
 
 def _refusal(length: str | None, waiting: int, limits: Limits) -> tuple[str, int] | None:

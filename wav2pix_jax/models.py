@@ -255,49 +255,22 @@ class Discriminator(nn.Module):
   ) -> tuple[Array, Array]:
     """SN stride-2 convs down to 4x4; tiled embedding concatenated; [joint 1x1 conv;] 4x4 VALID
     conv -> score."""
-    num_down = _check_image_size(self.image_size)
-    expected = (self.image_size, self.image_size, 3)
-    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
-      raise ValueError(
-          f"images must be [batch, {self.image_size}, {self.image_size}, 3] "
-          f"for image_size={self.image_size}, got shape {images.shape}"
-      )
-    if embedding.ndim != 2 or embedding.shape[0] != images.shape[0]:
-      raise ValueError(
-          f"embedding must be [batch={images.shape[0]}, embed_dim], " f"got shape {embedding.shape}"
-      )
+    num_down = self._checked_downsamplings(images, embedding)
     x = images.astype(self.dtype)
     for i in range(num_down):
-      x = layers.SNConv2d(
-          self.base_channels * 2**i,
-          kernel_size=4,
-          stride=2,
-          padding=1,
-          conv_impl=layers.layer_conv_impl(self.conv_impl, i, num_down),
-          sn_init=self.sn_init,
-          dtype=self.dtype,
-          param_dtype=self.param_dtype,
-          name=f"conv{i}",
-      )(x, update_spectral=update_spectral)
-      x = nn.leaky_relu(x, self.negative_slope)
+      impl = layers.layer_conv_impl(self.conv_impl, i, num_down)
+      conv = self._sn_conv(
+          self.base_channels * 2**i, 4, stride=2, padding=1, impl=impl, name=f"conv{i}"
+      )
+      x = nn.leaky_relu(conv(x, update_spectral=update_spectral), self.negative_slope)
     features = x
     tiled = jnp.broadcast_to(
         embedding.astype(self.dtype)[:, None, None, :], (x.shape[0], 4, 4, embedding.shape[-1])
     )
     x = jnp.concatenate([x, tiled], axis=-1)
     if self.joint_channels:
-      x = layers.SNConv2d(
-          self.joint_channels,
-          kernel_size=1,
-          stride=1,
-          padding=0,
-          conv_impl="xla",
-          sn_init=self.sn_init,
-          dtype=self.dtype,
-          param_dtype=self.param_dtype,
-          name="joint",
-      )(x, update_spectral=update_spectral)
-      x = nn.leaky_relu(x, self.negative_slope)
+      joint = self._sn_conv(self.joint_channels, 1, stride=1, padding=0, impl="xla", name="joint")
+      x = nn.leaky_relu(joint(x, update_spectral=update_spectral), self.negative_slope)
     # The final 4x4 VALID conv over a 4x4 map is a dense layer; no transposed conv in its
     # gradient either way, so it is the same for both conv_impl values.
     score = nn.Conv(
@@ -311,6 +284,37 @@ class Discriminator(nn.Module):
         name="score",
     )(x)
     return score.reshape(score.shape[0]), features
+
+  def _checked_downsamplings(self, images: Array, embedding: Array) -> int:
+    """The number of stride-2 convs down to 4x4; ValueError for a bad image or embedding shape."""
+    num_down = _check_image_size(self.image_size)
+    expected = (self.image_size, self.image_size, 3)
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+      raise ValueError(
+          f"images must be [batch, {self.image_size}, {self.image_size}, 3] "
+          f"for image_size={self.image_size}, got shape {images.shape}"
+      )
+    if embedding.ndim != 2 or embedding.shape[0] != images.shape[0]:
+      raise ValueError(
+          f"embedding must be [batch={images.shape[0]}, embed_dim], got shape {embedding.shape}"
+      )
+    return num_down
+
+  def _sn_conv(
+      self, features: int, kernel_size: int, *, stride: int, padding: int, impl: str, name: str
+  ) -> layers.SNConv2d:
+    """A spectrally normalised conv of this D (its sn_init and dtypes), not yet applied."""
+    return layers.SNConv2d(
+        features,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        conv_impl=impl,
+        sn_init=self.sn_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=name,
+    )
 
 
 class Wav2PixG(nn.Module):

@@ -166,6 +166,87 @@ def g_forward(
   )
 
 
+def _skip_if_nonfinite(
+    new: TrainState, old: TrainState, metrics: Metrics, phase: str
+) -> TrainState:
+  """`new`, or `old` when the phase's loss or gradient norm is not finite (`<phase>_skipped` 1)."""
+  ok = _all_finite(metrics[f"{phase}_loss"], metrics[f"{phase}_grad_norm"])
+  new = _keep_if(ok, new, old)
+  metrics[f"{phase}_skipped"] = 1.0 - ok.astype(jnp.float32)
+  return new
+
+
+def d_inputs(
+    batch: dict,
+    g_out: GForward,
+    *,
+    augment_policy: str = "",
+    augment_rng: Optional[jax.Array] = None,
+) -> tuple[jax.Array, jax.Array]:
+  """D's images [real; fake; wrong] (DiffAugmented with `augment_policy`) and the embedding [B, E].
+
+  The fakes and the speech embedding are detached: no gradient of the D loss flows into G.
+  """
+  fakes, embedding, _ = g_out.outputs
+  fakes = jax.lax.stop_gradient(fakes)
+  embedding = jax.lax.stop_gradient(embedding)
+  images = jnp.concatenate([batch["face"], fakes.astype(batch["face"].dtype), batch["wrong_face"]])
+  if augment_policy:
+    images = augment.diff_augment(images, augment_rng, augment_policy)
+  return images, embedding
+
+
+def r1_penalty(d_params: PyTree, d_spectral: PyTree, reals, embedding, *, d_model) -> jax.Array:
+  """E|d D(real, e) / d real|^2 over the batch (D's power iteration not advanced)."""
+
+  def real_scores_sum(x):
+    scores, _ = d_model.apply(
+        {"params": d_params, "spectral": d_spectral}, x, embedding, update_spectral=False
+    )
+    return jnp.sum(losses.at_least_f32(scores))
+
+  grads = jax.grad(real_scores_sum)(reals)
+  return jnp.mean(jnp.sum(jnp.square(grads), axis=(1, 2, 3)))
+
+
+def d_loss(
+    d_params: PyTree,
+    d_spectral: PyTree,
+    images: jax.Array,
+    embedding: jax.Array,
+    *,
+    d_model,
+    real_label: float,
+    r1_weight: float = 0.0,
+) -> tuple[jax.Array, tuple[dict, dict, PyTree]]:
+  """(D loss, (terms, mean scores, D's spectral vectors after the call)) on d_inputs' output.
+
+  One D call on [real; fake; wrong], each conditioned on `embedding` (D has no batch statistics,
+  so this equals three calls).
+  """
+  (scores, _), d_vars = d_model.apply(
+      {"params": d_params, "spectral": d_spectral},
+      images,
+      jnp.concatenate([embedding] * 3),
+      update_spectral=True,
+      mutable=["spectral"],
+  )
+  real, fake, wrong = jnp.split(losses.at_least_f32(scores), 3)
+  loss, terms = losses.discriminator_loss(
+      real_scores=real, fake_scores=fake, wrong_scores=wrong, real_label=real_label
+  )
+  if r1_weight > 0:
+    reals = images[: embedding.shape[0]]
+    terms["d_r1"] = r1_penalty(d_params, d_spectral, reals, embedding, d_model=d_model)
+    loss = loss + 0.5 * r1_weight * terms["d_r1"]
+  scores = {
+      "d_score_real": jnp.mean(real),
+      "d_score_fake": jnp.mean(fake),
+      "d_score_wrong": jnp.mean(wrong),
+  }
+  return loss, (terms, scores, d_vars["spectral"])
+
+
 def d_update(
     state: TrainState,
     batch: dict,
@@ -192,51 +273,10 @@ def d_update(
   """
   if g_out is None:
     g_out = g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=True)
-  fakes, embedding, _ = g_out.outputs
-  fakes = jax.lax.stop_gradient(fakes)
-  embedding = jax.lax.stop_gradient(embedding)
-  # One D call on [real; fake; wrong] (D has no batch statistics, so this equals three calls).
-  images = jnp.concatenate([batch["face"], fakes.astype(batch["face"].dtype), batch["wrong_face"]])
-  if augment_policy:
-    images = augment.diff_augment(images, augment_rng, augment_policy)
-  embeddings = jnp.concatenate([embedding] * 3)
-
-  def r1_penalty(d_params):
-    reals = images[: embedding.shape[0]]
-
-    def real_scores_sum(x):
-      scores, _ = d_model.apply(
-          {"params": d_params, "spectral": state.d_spectral}, x, embedding, update_spectral=False
-      )
-      return jnp.sum(losses.at_least_f32(scores))
-
-    grads = jax.grad(real_scores_sum)(reals)
-    return jnp.mean(jnp.sum(jnp.square(grads), axis=(1, 2, 3)))
-
-  def loss_fn(d_params):
-    (scores, _), d_vars = d_model.apply(
-        {"params": d_params, "spectral": state.d_spectral},
-        images,
-        embeddings,
-        update_spectral=True,
-        mutable=["spectral"],
-    )
-    real, fake, wrong = jnp.split(losses.at_least_f32(scores), 3)
-    loss, terms = losses.discriminator_loss(
-        real_scores=real, fake_scores=fake, wrong_scores=wrong, real_label=real_label
-    )
-    if r1_weight > 0:
-      terms["d_r1"] = r1_penalty(d_params)
-      loss = loss + 0.5 * r1_weight * terms["d_r1"]
-    scores = {
-        "d_score_real": jnp.mean(real),
-        "d_score_fake": jnp.mean(fake),
-        "d_score_wrong": jnp.mean(wrong),
-    }
-    return loss, (terms, scores, d_vars["spectral"])
-
+  images, embedding = d_inputs(batch, g_out, augment_policy=augment_policy, augment_rng=augment_rng)
+  loss_fn = functools.partial(d_loss, d_model=d_model, real_label=real_label, r1_weight=r1_weight)
   (loss, (terms, scores, d_spectral)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.d_params
+      state.d_params, state.d_spectral, images, embedding
   )
   grads = parallel.pmean(grads, axis_name)
   updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
@@ -247,9 +287,7 @@ def d_update(
       d_params=d_params, d_opt_state=d_opt_state, d_spectral=d_spectral, g_spectral=g_out.spectral
   )
   if skip_nonfinite:
-    ok = _all_finite(metrics["d_loss"], metrics["d_grad_norm"])
-    new = _keep_if(ok, new, state)
-    metrics["d_skipped"] = 1.0 - ok.astype(jnp.float32)
+    new = _skip_if_nonfinite(new, state, metrics, "d")
   return new, metrics
 
 
@@ -350,9 +388,7 @@ def g_update(
   # BatchNorm already averaged its batch statistics over devices (axis_name in the model).
   new = state.replace(g_params=g_params, g_opt_state=g_opt_state, g_batch_stats=g_out.batch_stats)
   if skip_nonfinite:
-    ok = _all_finite(metrics["g_loss"], metrics["g_grad_norm"])
-    new = _keep_if(ok, new, state)
-    metrics["g_skipped"] = 1.0 - ok.astype(jnp.float32)
+    new = _skip_if_nonfinite(new, state, metrics, "g")
   return new, metrics
 
 
@@ -362,6 +398,25 @@ def ema_update(ema: PyTree, params: PyTree, *, decay: float, step: jax.Array) ->
   step = step.astype(jnp.float32)
   d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
   return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
+
+
+def with_ema_update(state: TrainState, *, decay: float) -> TrainState:
+  """`state` with its g_ema_params moved towards its g_params (ema_update at state.step)."""
+  return state.replace(
+      g_ema_params=ema_update(state.g_ema_params, state.g_params, decay=decay, step=state.step)
+  )
+
+
+def step_rngs(rng: jax.Array, axis_name: Optional[str]) -> tuple[jax.Array, ...]:
+  """(next state rng, dropout rng, D's DiffAugment rng, G's DiffAugment rng) from `rng`.
+
+  All but the first differ per device (different dropout masks and augmentations on each).
+  """
+  rng, dropout_rng, d_augment_rng, g_augment_rng = jax.random.split(rng, 4)
+  dropout_rng = parallel.device_rng(dropout_rng, axis_name)
+  d_augment_rng = parallel.device_rng(d_augment_rng, axis_name)
+  g_augment_rng = parallel.device_rng(g_augment_rng, axis_name)
+  return rng, dropout_rng, d_augment_rng, g_augment_rng
 
 
 def train_step(
@@ -384,10 +439,7 @@ def train_step(
   the G phase pulls the loss gradient back through its saved vjp. With `ema_decay` > 0 the EMA of
   G's weights follows the updated ones.
   """
-  rng, dropout_rng, d_augment_rng, g_augment_rng = jax.random.split(state.rng, 4)
-  dropout_rng = parallel.device_rng(dropout_rng, axis_name)  # different masks on each device
-  d_augment_rng = parallel.device_rng(d_augment_rng, axis_name)
-  g_augment_rng = parallel.device_rng(g_augment_rng, axis_name)
+  rng, dropout_rng, d_augment_rng, g_augment_rng = step_rngs(state.rng, axis_name)
   g_out = g_forward(state, batch, g_model=g_model, rng=dropout_rng, update_spectral=True)
   state, d_metrics = d_update(
       state,
@@ -418,11 +470,7 @@ def train_step(
       augment_rng=g_augment_rng,
   )
   if ema_decay > 0:
-    state = state.replace(
-        g_ema_params=ema_update(
-            state.g_ema_params, state.g_params, decay=ema_decay, step=state.step
-        )
-    )
+    state = with_ema_update(state, decay=ema_decay)
   return state.replace(step=state.step + 1, rng=rng), {**d_metrics, **g_metrics}
 
 
@@ -668,45 +716,17 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   info = input_pipeline.get_dataset_info(config.input)
   num_speakers = info.num_speakers
   meta = checkpoints.make_meta(config, num_speakers=num_speakers, speaker_names=info.speaker_names)
-
   manager = checkpoints.create_manager(workdir, max_to_keep=config.log.max_checkpoints)
-  latest = checkpoints.latest_step(manager)
-  if latest is not None:  # refuse an incompatible resume before building anything
-    checkpoints.check_compatible(
-        checkpoints.load_meta(manager, latest), config, num_speakers=num_speakers, where=workdir
-    )
-
-  train_iter = input_pipeline.create_train_iterator(
-      config.input,
-      batch_size=local_batch,
-      image_size=config.model.image_size,
-      seed=config.input.shuffle_seed,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-  )
-  abstract = abstract_train_state(config, num_speakers)
-  logging.info(
-      "G parameters: %d, D parameters: %d",
-      count_params(abstract.g_params),
-      count_params(abstract.d_params),
-  )
-  if latest is not None:
-    state = checkpoints.restore(manager, latest, abstract_state=abstract, data_iterator=train_iter)
-    logging.info("Resumed from %s at step %d.", manager.directory, int(state.step))
-  else:
-    state = create_train_state(config, num_speakers, jax.random.PRNGKey(config.seed))
+  latest = _compatible_latest_step(manager, config, num_speakers, workdir)
+  train_iter = _train_iterator(config, local_batch)
+  state = _initial_state(config, num_speakers, manager, latest, train_iter)
   start_step = int(state.step)
 
   if is_chief:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    with open(os.path.join(workdir, "dataset.json"), "w") as f:
-      dataset = {"dataset": info.name, "num_speakers": num_speakers}
-      json.dump({**dataset, "speaker_names": list(info.speaker_names)}, f, indent=2)
+    _write_run_files(workdir, config, info)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(_hparams(config))
-
   # Grids: in inference mode whatever config.eval.train_mode says (the periodic evaluation follows
   # it); the current weights are swapped in (one compiled function for the whole run).
   generator = inference.FaceGenerator.from_state(
@@ -715,16 +735,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   grid_batch = _grid_batch(config) if is_chief else None
   evaluator = quality = None
   if is_chief and config.eval.every_steps:  # the eval set is read once, on process 0
-    evaluator = evaluate_lib.PeriodicEvaluator(config, batch_size=generator.batch_size)
-    logging.info(
-        "Evaluating every %d steps on %d examples of split %r.",
-        config.eval.every_steps,
-        len(evaluator.eval_set.speakers),
-        evaluator.split,
-    )
-    quality = monitor.QualityHistory(
-        os.path.join(workdir, "eval", "history.jsonl"), start_step=start_step
-    )
+    evaluator, quality = _periodic_evaluation(config, workdir, generator.batch_size, start_step)
   return Run(
       config=config,
       workdir=workdir,
@@ -741,6 +752,74 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       quality=quality,
       clock=loop.TrainClock(minutes_before=quality.minutes_before if quality else 0.0),
   )
+
+
+def _compatible_latest_step(
+    manager, config: ml_collections.ConfigDict, num_speakers: int, workdir: str
+) -> Optional[int]:
+  """The latest checkpoint's step (None: none); an incompatible one is refused before anything is
+  built."""
+  latest = checkpoints.latest_step(manager)
+  if latest is not None:
+    checkpoints.check_compatible(
+        checkpoints.load_meta(manager, latest), config, num_speakers=num_speakers, where=workdir
+    )
+  return latest
+
+
+def _train_iterator(config: ml_collections.ConfigDict, local_batch: int):
+  """This process's shard of the training data, `local_batch` examples a step."""
+  return input_pipeline.create_train_iterator(
+      config.input,
+      batch_size=local_batch,
+      image_size=config.model.image_size,
+      seed=config.input.shuffle_seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
+
+
+def _initial_state(
+    config: ml_collections.ConfigDict, num_speakers: int, manager, latest: Optional[int], train_iter
+) -> TrainState:
+  """The host state: restored from step `latest` (with the data position), else a fresh one."""
+  abstract = abstract_train_state(config, num_speakers)
+  logging.info(
+      "G parameters: %d, D parameters: %d",
+      count_params(abstract.g_params),
+      count_params(abstract.d_params),
+  )
+  if latest is None:
+    return create_train_state(config, num_speakers, jax.random.PRNGKey(config.seed))
+  state = checkpoints.restore(manager, latest, abstract_state=abstract, data_iterator=train_iter)
+  logging.info("Resumed from %s at step %d.", manager.directory, int(state.step))
+  return state
+
+
+def _write_run_files(workdir: str, config: ml_collections.ConfigDict, info) -> None:
+  """<workdir>/config.json and dataset.json (name, number and names of the speakers)."""
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  with open(os.path.join(workdir, "dataset.json"), "w") as f:
+    dataset = {"dataset": info.name, "num_speakers": info.num_speakers}
+    json.dump({**dataset, "speaker_names": list(info.speaker_names)}, f, indent=2)
+
+
+def _periodic_evaluation(
+    config: ml_collections.ConfigDict, workdir: str, batch_size: int, start_step: int
+) -> tuple[evaluate_lib.PeriodicEvaluator, monitor.QualityHistory]:
+  """The evaluator (its eval set read here, once) and the history it appends to."""
+  evaluator = evaluate_lib.PeriodicEvaluator(config, batch_size=batch_size)
+  logging.info(
+      "Evaluating every %d steps on %d examples of split %r.",
+      config.eval.every_steps,
+      len(evaluator.eval_set.speakers),
+      evaluator.split,
+  )
+  quality = monitor.QualityHistory(
+      os.path.join(workdir, "eval", "history.jsonl"), start_step=start_step
+  )
+  return evaluator, quality
 
 
 def _grid_batch(config: ml_collections.ConfigDict) -> Optional[dict]:
@@ -814,82 +893,114 @@ def log_step(run: Run, step: int, scalars: dict[str, float], speed: str) -> None
   )
 
 
+def _evaluation_due(run: Run, step: int) -> bool:
+  """Whether the periodic evaluation runs after `step` (process 0, config.eval.every_steps)."""
+  return run.evaluator is not None and loop.due(
+      step, run.config.eval.every_steps, run.config.num_train_steps
+  )
+
+
+def _step_metrics(run: Run) -> loop.StepMetrics:
+  """The loop's metrics: fetched one step late, checked, watched for divergence."""
+  return loop.StepMetrics(
+      divergence=monitor.DivergenceMonitor(
+          window=run.config.log.divergence_window, real_label=run.config.loss.real_label
+      ),
+      last_saved=lambda: run.checkpointer.last_saved,
+  )
+
+
+def _time_limit(run: Run, state, step: int) -> Optional[str]:
+  """Why to stop after `step` when config.max_train_minutes is reached, else None.
+
+  The run's last model is always evaluated: here, unless this step's periodic evaluation was due.
+  """
+  max_minutes = float(run.config.max_train_minutes or 0.0)
+  if not max_minutes or run.clock.minutes() < max_minutes:
+    return None
+  minutes = run.clock.minutes()
+  stopped_by = f"max_train_minutes={max_minutes:g} (at {minutes:.1f} training minutes)"
+  if run.evaluator is not None and not _evaluation_due(run, step):
+    run_evaluation(run, state, step)
+  return stopped_by
+
+
+def train_loop(
+    run: Run, p_train_step: Callable, state, prefetcher, metrics: loop.StepMetrics, stop
+) -> tuple[Any, int, Optional[str]]:
+  """Steps run.start_step + 1 .. num_train_steps and their periodic actions.
+
+  Returns (replicated state, the last step completed, why it stopped early: a signal's name, the
+  time limit, or None when it finished or the data ran out).
+  """
+  log, num_steps, start_step = run.config.log, run.config.num_train_steps, run.start_step
+  progress = loop.Progress(start_step=start_step, num_steps=num_steps)
+  step = start_step
+  for step in range(start_step + 1, num_steps + 1):  # `step` = iterations completed after it
+    try:
+      batch = next(prefetcher)
+    except StopIteration:
+      logging.warning("The training data ran out at step %d.", step - 1)
+      return state, step - 1, None
+    state, device_metrics = p_train_step(state, batch)
+    if step == start_step + 1:
+      progress.compiled(step, device_metrics)  # steps/s excludes compilation
+    metrics.add(step, device_metrics)  # checks the previous step's
+    if loop.due(step, log.checkpoint_every_steps, num_steps) or stop.signal_name:
+      metrics.flush()  # nothing unchecked goes into a checkpoint
+    if loop.due(step, log.every_steps, num_steps):
+      scalars = metrics.means(step)
+      speed_scalars, speed = progress.report(step)
+      log_step(run, step, {**scalars, **speed_scalars}, speed)
+    if loop.due(step, log.image_every_steps, num_steps):
+      write_images(run, state, step, batch)
+    if _evaluation_due(run, step):
+      run_evaluation(run, state, step)
+    if loop.due(step, log.checkpoint_every_steps, num_steps):
+      run.checkpointer.save(step, state, prefetcher.last_state)
+    if stop.signal_name is not None:
+      return state, step, stop.signal_name
+    stopped_by = _time_limit(run, state, step)
+    if stopped_by:
+      return state, step, stopped_by
+  return state, step, None
+
+
+def _log_end(run: Run, step: int, stopped_by: Optional[str]) -> None:
+  where = run.checkpointer.manager.directory
+  if stopped_by:
+    logging.warning("Stopped by %s after step %d; checkpoint saved in %s.", stopped_by, step, where)
+  else:
+    logging.info("Finished at step %d; checkpoint in %s.", step, where)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from the workdir's latest checkpoint); returns the final host state."""
   run = setup(config, workdir)
-  log, num_steps, start_step = config.log, config.num_train_steps, run.start_step
   p_train_step = make_p_train_step(config, run.generator.num_speakers)
   state = parallel.replicate(run.state)
   prefetcher = parallel.prefetch_to_device(
       run.train_iter, size=2, get_state=run.train_iter.get_state
   )
-  checkpointer = run.checkpointer
-  metrics = loop.StepMetrics(
-      divergence=monitor.DivergenceMonitor(
-          window=log.divergence_window, real_label=config.loss.real_label
-      ),
-      last_saved=lambda: checkpointer.last_saved,
-  )
-  progress = loop.Progress(start_step=start_step, num_steps=num_steps)
-  max_minutes = float(config.max_train_minutes or 0.0)
-  evaluating = lambda s: run.evaluator is not None and loop.due(
-      s, config.eval.every_steps, num_steps
-  )
+  checkpointer, metrics = run.checkpointer, _step_metrics(run)
   logging.info(
       "Training from step %d to %d, %d examples per step (%d per process, %d local devices).",
-      start_step,
-      num_steps,
+      run.start_step,
+      config.num_train_steps,
       config.batch_size,
       run.local_batch,
       jax.local_device_count(),
   )
-  step, stopped_by, completed = start_step, None, False
+  completed = False
   try:
     with loop.StopRequest() as stop:
-      for step in range(start_step + 1, num_steps + 1):  # `step` = iterations completed after it
-        try:
-          batch = next(prefetcher)
-        except StopIteration:
-          logging.warning("The training data ran out at step %d.", step - 1)
-          step -= 1
-          break
-        state, device_metrics = p_train_step(state, batch)
-        if step == start_step + 1:
-          progress.compiled(step, device_metrics)  # steps/s excludes compilation
-        metrics.add(step, device_metrics)  # checks the previous step's
-        if loop.due(step, log.checkpoint_every_steps, num_steps) or stop.signal_name:
-          metrics.flush()  # nothing unchecked goes into a checkpoint
-        if loop.due(step, log.every_steps, num_steps):
-          scalars = metrics.means(step)
-          speed_scalars, speed = progress.report(step)
-          log_step(run, step, {**scalars, **speed_scalars}, speed)
-        if loop.due(step, log.image_every_steps, num_steps):
-          write_images(run, state, step, batch)
-        if evaluating(step):
-          run_evaluation(run, state, step)
-        if loop.due(step, log.checkpoint_every_steps, num_steps):
-          checkpointer.save(step, state, prefetcher.last_state)
-        if stop.signal_name is not None:
-          stopped_by = stop.signal_name
-          break
-        if max_minutes and run.clock.minutes() >= max_minutes:
-          minutes = run.clock.minutes()
-          stopped_by = f"max_train_minutes={max_minutes:g} (at {minutes:.1f} training minutes)"
-          if run.evaluator is not None and not evaluating(step):
-            run_evaluation(run, state, step)  # the run's last model is always evaluated
-          break
+      state, step, stopped_by = train_loop(run, p_train_step, state, prefetcher, metrics, stop)
       metrics.flush()
       if checkpointer.last_saved != step:
         checkpointer.save(step, state, prefetcher.last_state)
       checkpointer.manager.wait_until_finished()
-    metrics.log_skipped(step - start_step)
-    where = checkpointer.manager.directory
-    if stopped_by:
-      logging.warning(
-          "Stopped by %s after step %d; checkpoint saved in %s.", stopped_by, step, where
-      )
-    else:
-      logging.info("Finished at step %d; checkpoint in %s.", step, where)
+    metrics.log_skipped(step - run.start_step)
+    _log_end(run, step, stopped_by)
     completed = True
   except Exception as e:  # pylint: disable=broad-except
     full = checkpointer.disk_full(e)
