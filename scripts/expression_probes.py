@@ -95,17 +95,14 @@ def _fmt(value):
 
 def _parse(argv: Sequence[str] | None) -> tuple[str | None, int | None]:
   """(the probe, None) to go on, else (None, the exit status): 0 after the help, 2 on bad usage."""
-  if cli.wants_help(argv):
-    print(cli.help_text(FLAGS, PROG, __doc__))
-    return None, 0
-  try:
-    positional = cli.parse_flags(FLAGS, argv, PROG)
-    if len(positional) != 1 or positional[0] not in PROBES:
-      raise cli.UsageError(f"give one probe of {list(PROBES)}, got {positional}")
-  except cli.UsageError as e:
-    print(cli.error_line(PROG, e), file=sys.stderr)
-    return None, 2
-  return positional[0], None
+
+  def check(args):
+    if len(args) != 1 or args[0] not in PROBES:
+      return f"give one probe of {list(PROBES)}, got {args}"
+    return None
+
+  args, status = cli.parse_with_arguments(FLAGS, argv, PROG, __doc__, check)
+  return (args[0] if status is None else None), status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,16 +41,15 @@ def read_history(path: str) -> list[dict]:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry (the arguments: runs as LABEL=path/to/history.jsonl); returns the exit status."""
-  if cli.wants_help(argv):
-    print(cli.help_text(FLAGS, PROG, __doc__))
-    return 0
-  try:
-    specs = cli.parse_flags(FLAGS, argv, PROG)
-    if not specs:
-      raise cli.UsageError("give the runs as LABEL=path/to/history.jsonl")
-  except cli.UsageError as e:
-    print(cli.error_line(PROG, e), file=sys.stderr)
-    return 2
+  specs, status = cli.parse_with_arguments(
+      FLAGS,
+      argv,
+      PROG,
+      __doc__,
+      lambda args: None if args else "give the runs as LABEL=path/to/history.jsonl",
+  )
+  if status is not None:
+    return status
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
 

@@ -43,16 +43,15 @@ def summarize(reports: list[dict]) -> dict[str, dict]:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry (the report.json files are the arguments); returns the exit status."""
-  if cli.wants_help(argv):
-    print(cli.help_text(FLAGS, PROG, __doc__))
-    return 0
-  try:
-    paths = cli.parse_flags(FLAGS, argv, PROG)
-    if not paths:
-      raise cli.UsageError("give the report.json files, one per run")
-  except cli.UsageError as e:
-    print(cli.error_line(PROG, e), file=sys.stderr)
-    return 2
+  paths, status = cli.parse_with_arguments(
+      FLAGS,
+      argv,
+      PROG,
+      __doc__,
+      lambda args: None if args else "give the report.json files, one per run",
+  )
+  if status is not None:
+    return status
   reports = []
   for path in paths:
     try:

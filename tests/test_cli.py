@@ -32,6 +32,24 @@ def test_parse_flags_starts_from_the_defaults_every_call():
     cli.parse_flags(fv, ["--bogus=1"], "x")
 
 
+def test_parse_with_arguments_checks_the_positional_arguments(capsys):
+  fv = flags.FlagValues()
+  flags.DEFINE_integer("n", 1, "n", flag_values=fv)
+  check = lambda args: None if args else "give the files"
+  assert cli.parse_with_arguments(fv, ["a", "--n=2", "b"], "x", "doc", check) == (["a", "b"], None)
+  assert fv.n == 2
+  assert cli.parse_with_arguments(fv, ["--n=3"], "x", "doc", check) == ([], 2)
+  assert capsys.readouterr().err == "x: error: give the files\n"
+  assert cli.parse_with_arguments(fv, ["a", "--n=z"], "x", "doc", check) == ([], 2)
+  assert capsys.readouterr().err.startswith("x: error:")
+  assert cli.parse_with_arguments(fv, ["--help"], "x", "the doc", check) == ([], 0)
+  assert capsys.readouterr().out.startswith("the doc")
+  # parse_command_line is the same with no positional argument allowed
+  assert cli.parse_command_line(fv, ["a"], "x", "doc") == 2
+  assert "unexpected arguments ['a']" in capsys.readouterr().err
+  assert cli.parse_command_line(fv, ["--n=4"], "x", "doc") is None and fv.n == 4
+
+
 def test_both_tools_keep_their_flags_and_usage_errors_exit_2(tmp_path, capsys):
   """Both tools import into one process (each has its own FlagValues); bad command lines exit 2."""
   assert evaluate.main(["--split=test"]) == 2  # --workdir is required

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from absl import flags
 
@@ -73,17 +73,36 @@ def parse_command_line(
   Returns None to go on, else the exit status: 0 after printing the help, 2 after printing a bad
   command line (unknown flag, bad value, missing required flag, positional argument) as one line.
   """
+  _, status = parse_with_arguments(
+      flag_values, argv, prog, doc, lambda args: f"unexpected arguments {args}" if args else None
+  )
+  return status
+
+
+def parse_with_arguments(
+    flag_values: flags.FlagValues,
+    argv: Sequence[str] | None,
+    prog: str,
+    doc: str | None,
+    check: Callable[[list[str]], str | None],
+) -> tuple[list[str], int | None]:
+  """`parse_command_line` for tools that take positional arguments.
+
+  `check(arguments)` returns what is wrong with them (one line) or None. Returns (the arguments,
+  None) to go on, else ([], the exit status): 0 after the help, 2 after a bad command line.
+  """
   if wants_help(argv):
     print(help_text(flag_values, prog, doc))
-    return 0
+    return [], 0
   try:
-    positional = parse_flags(flag_values, argv, prog)
-    if positional:
-      raise UsageError(f"unexpected arguments {positional}")
+    arguments = parse_flags(flag_values, argv, prog)
+    problem = check(arguments)
+    if problem:
+      raise UsageError(problem)
   except UsageError as e:
     print(error_line(prog, e), file=sys.stderr)
-    return 2
-  return None
+    return [], 2
+  return arguments, None
 
 
 def error_line(prog: str, error: BaseException | str) -> str:
