@@ -17,12 +17,12 @@ def get_config() -> ml_collections.ConfigDict:
   """Returns base.py on the synthetic dataset, with about 1/4 of the widths."""
   config = base.get_config()
   config.batch_size = 16  # ~10 steps per epoch of the 168 synthetic training clips
-  # Measured (synthetic_talking_faces 1.1.0, seed 0, 2 CPU cores, quiet: 4 min 48 s): on the test
-  # split (held-out clips of the 6 training speakers) pixel identity 86 % (chance 17 %) and the
-  # mouth opening follows the speech's vocal effort, within speakers r = +0.54 (real faces +0.97);
-  # on never-heard speakers (test_unseen) the mouth still follows (r = +0.46) but the faces are
-  # those of training speakers (identity 0 %). The eyebrows do not follow pitch (|r| < 0.25).
-  # At 700 steps identity is still near chance (28-36 %) and the mouth does not follow yet.
+  # Measured over 3 seeds (results/demo_seeds, `bash scripts/demo_seeds.sh`; 2 AMD EPYC cores,
+  # 9-10 min each): on the test split (held-out clips of the 6 training speakers) pixel identity
+  # 94 % +- 6 (chance 17 %); the mouth follows the speech's loudness within speakers only on some
+  # seeds (r = +0.15 +- 0.31; real faces +0.97), so expression is not reliably learned; on
+  # never-heard speakers the faces are those of training speakers (identity 1 % +- 2).
+  # At 700 steps identity is still near chance.
   config.num_train_steps = 2_100  # ~200 epochs, ~10 min on 2 CPU cores (results/demo_seeds)
 
   config.model.embed_dim = 64  # speech embedding size
