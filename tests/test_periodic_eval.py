@@ -341,3 +341,32 @@ def test_max_train_minutes_stops_saves_and_evaluates_the_last_model(tmp_path, ca
 
   manager = checkpoints.create_manager(workdir, max_to_keep=2, create=False)
   assert checkpoints.latest_step(manager) == 2
+
+
+@pytest.mark.slow
+def test_training_minutes_continue_over_a_resume_without_evaluations(tmp_path, caplog, monkeypatch):
+  """The minutes are saved in each checkpoint: a resumed run counts on from them (before, only
+  the periodic evaluation's history carried them, so a run without one started again from 0)."""
+  workdir = str(tmp_path / "workdir")
+  overrides = {"input.data_dir": str(tmp_path / "tfds"), "eval.every_steps": 0}
+  clock = [1000.0]
+  real_make = train.make_p_train_step
+
+  def make_with_a_30_s_step(*args, **kwargs):  # each step takes 30 s of (fake) wall time
+    p_step = real_make(*args, **kwargs)
+
+    def step(state, batch):
+      clock[0] += 30.0
+      return p_step(state, batch)
+
+    return step
+
+  monkeypatch.setattr(train, "make_p_train_step", make_with_a_30_s_step)
+  monkeypatch.setattr(train.time, "time", lambda: clock[0])
+  caplog.set_level("INFO")
+  config = _tiny(**overrides, num_train_steps=50, max_train_minutes=1.0)
+  assert int(train.train_and_evaluate(config, workdir).step) == 2  # 2 x 30 s
+  caplog.clear()
+  config = _tiny(**overrides, num_train_steps=50, max_train_minutes=1.5)
+  assert int(train.train_and_evaluate(config, workdir).step) == 3  # 1 minute before + 30 s
+  assert "Stopped by max_train_minutes=1.5 (at 1.5 training minutes) after step 3" in caplog.text

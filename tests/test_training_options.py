@@ -312,14 +312,15 @@ def test_divergence_monitor_names_what_went_wrong():
 def test_quality_history_continues_over_a_resume(tmp_path):
   path = str(tmp_path / "eval" / "history.jsonl")
   history = monitor.QualityHistory(path, start_step=0)
-  history.append(100, 60.0, {"eval/generated/identity": 0.5})
-  history.append(200, 120.0, {"eval/generated/identity": 0.7})
-  history.append(300, 180.0, {"eval/generated/identity": 0.8})
+  history.append(100, 1.0, {"eval/generated/identity": 0.5})
+  history.append(200, 2.0, {"eval/generated/identity": 0.7})
+  history.append(300, 3.0, {"eval/generated/identity": 0.8})
   with open(path, "a") as f:
     f.write('{"step": 400, "train_min')  # a line cut by a crash
   # Resumed from the checkpoint of step 200: the lines of steps 300+ were lost work.
   resumed = monitor.QualityHistory(path, start_step=200)
-  row = resumed.append(300, 30.0, {"eval/generated/identity": 0.9})
+  assert resumed.minutes_before == 2.0  # the fallback for checkpoints without their minutes
+  row = resumed.append(300, 2.5, {"eval/generated/identity": 0.9})
   assert row["train_minutes"] == pytest.approx(2.5)
   lines = [json.loads(line) for line in open(path)]
   assert [r["step"] for r in lines] == [100, 200, 300]

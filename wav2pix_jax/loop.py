@@ -5,7 +5,8 @@ Checkpointer   saves the host state with the data position; a full disk becomes 
 StepMetrics    device metrics fetched one step late (no stall), non-finite checks, per-log means,
                the divergence signal
 Progress       steps/s and ETA between log steps, compilation excluded
-TrainClock     training wall time (evaluations excluded, summed over resumed runs)
+TrainClock     training wall time (evaluations excluded, summed over resumed runs through the
+               minutes saved in each checkpoint)
 StopRequest    SIGTERM / SIGINT -> finish the step, checkpoint, return
 """
 
@@ -37,6 +38,8 @@ FINITE_CHECKED = (
     "g_speaker_ce",
     "g_grad_norm",
 )
+# The key of the training minutes in each checkpoint's metadata.
+TRAIN_MINUTES = "train_minutes"
 
 
 def due(step: int, every: int, last_step: int) -> bool:
@@ -58,11 +61,13 @@ def format_eta(seconds: float) -> str:
 
 class Checkpointer:
   """Saves the host copy of the (replicated) state with the data iterator's position and the
-  run's metadata; remembers the last step saved and the last one attempted."""
+  run's metadata (with the training minutes so far, `minutes()`: a resumed run counts on from
+  them); remembers the last step saved and the last one attempted."""
 
-  def __init__(self, manager, *, meta: dict, latest: Optional[int]):
+  def __init__(self, manager, *, meta: dict, latest: Optional[int], minutes: Callable[[], float]):
     self.manager = manager
     self.meta = meta
+    self.minutes = minutes
     self.last_saved = latest
     self.last_attempted = latest  # named in the error if the disk fills up during that save
 
@@ -73,7 +78,7 @@ class Checkpointer:
         step,
         state=parallel.unreplicate_to_host(state),
         data_state=data_state,
-        meta=self.meta,
+        meta={**self.meta, TRAIN_MINUTES: round(self.minutes(), 4)},
     )
     self.last_saved = step
 
@@ -197,7 +202,7 @@ class Progress:
 
 class TrainClock:
   """Training wall time: elapsed time minus the evaluations, plus `minutes_before` (the minutes
-  of the runs this one resumes, from the quality history when the run evaluates periodically)."""
+  of the runs this one resumes: `minutes_at_checkpoint`)."""
 
   def __init__(self, *, minutes_before: float = 0.0):
     self.minutes_before = minutes_before
@@ -207,8 +212,17 @@ class TrainClock:
   def seconds_this_run(self, at: Optional[float] = None) -> float:
     return (time.time() if at is None else at) - self.start - self.eval_seconds
 
-  def minutes(self) -> float:
-    return self.minutes_before + self.seconds_this_run() / 60.0
+  def minutes(self, at: Optional[float] = None) -> float:
+    return self.minutes_before + self.seconds_this_run(at) / 60.0
+
+
+def minutes_at_checkpoint(manager, step: Optional[int], fallback: float) -> float:
+  """The training minutes saved with checkpoint `step` (0 without one); `fallback` for a
+  checkpoint written before they were saved (the quality history's last row, if any)."""
+  if step is None:
+    return 0.0
+  saved = checkpoints.load_meta(manager, step).get(TRAIN_MINUTES)
+  return fallback if saved is None else float(saved)
 
 
 class StopRequest:

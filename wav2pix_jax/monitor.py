@@ -157,11 +157,11 @@ class QualityHistory:
       for row in rows:
         f.write(json.dumps(row) + "\n")
 
-  def append(self, step: int, train_seconds: float, metrics: Mapping[str, float]) -> dict:
-    """Adds one evaluation (`train_seconds`: training wall time of THIS run so far)."""
+  def append(self, step: int, train_minutes: float, metrics: Mapping[str, float]) -> dict:
+    """Adds one evaluation (`train_minutes`: training wall time so far, resumed runs included)."""
     row = {
         "step": int(step),
-        "train_minutes": round(self.minutes_before + train_seconds / 60.0, 3),
+        "train_minutes": round(train_minutes, 3),
         "metrics": {k: float(v) for k, v in metrics.items()},
     }
     self.rows.append(row)

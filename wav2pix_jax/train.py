@@ -736,6 +736,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   evaluator = quality = None
   if is_chief and config.eval.every_steps:  # the eval set is read once, on process 0
     evaluator, quality = _periodic_evaluation(config, workdir, generator.batch_size, start_step)
+  minutes_before = loop.minutes_at_checkpoint(
+      manager, latest, fallback=quality.minutes_before if quality else 0.0
+  )
+  clock = loop.TrainClock(minutes_before=minutes_before)
   return Run(
       config=config,
       workdir=workdir,
@@ -744,13 +748,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       start_step=start_step,
       local_batch=local_batch,
       train_iter=train_iter,
-      checkpointer=loop.Checkpointer(manager, meta=meta, latest=latest),
+      checkpointer=loop.Checkpointer(manager, meta=meta, latest=latest, minutes=clock.minutes),
       writer=writer,
       generator=generator,
       grid_batch=grid_batch,
       evaluator=evaluator,
       quality=quality,
-      clock=loop.TrainClock(minutes_before=quality.minutes_before if quality else 0.0),
+      clock=clock,
   )
 
 
@@ -863,7 +867,7 @@ def run_evaluation(run: Run, state, step: int) -> None:
   start = time.time()
   report, scalars = run.evaluator(run.current_generator(state, step))
   scalars["eval/seconds"] = time.time() - start
-  row = run.quality.append(step, run.clock.seconds_this_run(at=start), scalars)
+  row = run.quality.append(step, run.clock.minutes(at=start), scalars)
   run.clock.eval_seconds += scalars["eval/seconds"]
   scalars["eval/train_minutes"] = row["train_minutes"]
   run.writer.write_scalars(step, scalars)
