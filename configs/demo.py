@@ -18,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = base.get_config()
   config.batch_size = 16  # ~10 steps per epoch of the 168 synthetic training clips
   # Measured over 3 seeds (results/demo_seeds, `bash scripts/demo_seeds.sh`; 2 AMD EPYC cores,
-  # 9-10 min each): on the test split (held-out clips of the 6 training speakers) pixel identity
+  # 8.8-10.3 min each): on the test split (held-out clips of the 6 training speakers) pixel identity
   # 94 % +- 6 (chance 17 %); the mouth follows the speech's loudness within speakers only on some
   # seeds (r = +0.15 +- 0.31; real faces +0.97), so expression is not reliably learned; on
   # never-heard speakers the faces are those of training speakers (identity 1 % +- 2).
@@ -46,8 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.manual_dir = ""  # the synthetic builder needs no raw data
   config.input.audio_samples = 8_000  # 0.5 s windows (the synthetic clips are 1.25 s)
 
-  config.log.every_steps = 50  # a progress line every ~7 s
-  config.log.image_every_steps = 300  # a face grid every ~40 s (TensorBoard + samples/*.png)
+  config.log.every_steps = 50  # a progress line every ~12-15 s (results/demo_seeds/runs.json: 2,100 steps in 530-618 s)
+  config.log.image_every_steps = 300  # a face grid every ~80 s (TensorBoard + samples/*.png)
   config.log.checkpoint_every_steps = 700  # checkpoints on 700, 1400 and the end
   config.log.max_checkpoints = 2  # keep two
   config.log.num_images = 8  # faces per grid

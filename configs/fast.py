@@ -5,8 +5,8 @@
 base.py's model and losses (the paper's), trained the way small data and a CPU want it: more,
 smaller steps per minute, and a gentler adversarial term that sharpens the L1 regression instead
 of replacing it.
-It stops itself after 60 training minutes (evaluating the last model); the README's "Results"
-section has its time-to-quality curve. Use base.py to reproduce the paper, this one to get
+It stops itself after 60 training minutes (evaluating the last model); the README's "Results so
+far" section has its time-to-quality curve. Use base.py to reproduce the paper, this one to get
 faces on a laptop.
 """
 
@@ -18,14 +18,15 @@ from configs import base
 def get_config() -> ml_collections.ConfigDict:
   """Returns base.py with the fast recipe's batch, learning rates and loss weights."""
   config = base.get_config()
-  config.batch_size = 16  # 4x the steps per CPU minute of the paper's 64
+  config.batch_size = 16  # ~3.2x the steps per CPU minute of the paper's 64 (382 vs 1233 ms: benchmarks/results_2026-11-25_quiet.json)
   config.num_train_steps = 20_000  # an upper bound: max_train_minutes ends the run first on a CPU
   config.max_train_minutes = 60.0
   config.model.dropout_rate = 0.0  # dropout only blurs the L1 target's mean; no sampling (--sample refused)
   config.optim.g.learning_rate = 1e-3
   config.optim.d.learning_rate = 1e-4
-  # No EMA of G: measured worse here on the same seed and minutes (README, "Results so far"); G's
-  # BatchNorm running statistics follow the raw weights, not their average.
+  # No EMA of G: measured worse here on the same seed and minutes (README, "Results so far"); likely
+  # because the BatchNorm running statistics on G's side (speech encoder, classifier) follow the raw
+  # weights, not their average.
   config.optim.g.ema_decay = 0.0
   config.loss.adversarial = 0.1  # the adversarial term sharpens the L1 regression, no more
   config.loss.feature_matching = 0.0
