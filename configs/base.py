@@ -102,7 +102,7 @@ def get_config() -> ml_collections.ConfigDict:
   ev.every_steps = 1_000  # 0: off; also runs after the last step
   ev.max_examples = 64  # the first N examples of the split (records are in a fixed shuffled order)
   ev.split = ""  # "" = input.eval_split
-  ev.dlib = True  # the paper's dlib metrics (real faces only; 3 rows x 128 faces in ~11 s on 2 CPU cores: results/fast/train_log.txt)
+  ev.dlib = True  # the paper's dlib metrics (real faces only; a whole evaluation of 3 rows x 128 faces took 11-17 s on 2 CPU cores, results/fast/train_log.txt)
   ev.reference_faces_per_speaker = 50  # real training faces per speaker: identity classifier, mean faces
   ev.train_mode = False  # True: generate as the authors' predict() did (dropout on, BatchNorm batch statistics)
   return config
