@@ -113,27 +113,18 @@ def bench_generate(
       {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, waveform[:1]
   )
 
-  try:  # the project's own jitted inference function, when inference.py has it
-    generator = _import("wav2pix_jax.inference").FaceGenerator(
-        config=config,
-        num_speakers=NUM_SPEAKERS,
-        speaker_names=None,
-        step=0,
-        variables=variables,
-        train_mode=False,
-    )
-    key = jax.random.PRNGKey(0)
-    generate = jax.jit(
-        lambda variables, waveform: generator.forward(variables, waveform, key, False)
-    )
-  except (Skip, AttributeError, TypeError):
+  generator = _import("wav2pix_jax.inference").FaceGenerator(  # the project's own inference
+      config=config,
+      num_speakers=NUM_SPEAKERS,
+      speaker_names=None,
+      step=0,
+      variables=variables,
+      train_mode=False,
+  )
+  key = jax.random.PRNGKey(0)
+  generate = jax.jit(lambda variables, waveform: generator.forward(variables, waveform, key, False))
 
-    @jax.jit
-    def generate(variables, waveform):
-      images, _, _ = model.apply(variables, waveform, train=False, update_spectral=False)
-      return images
-
-  res = _row_info(row, config)
+  res = _row_info(row, config, inference=True)
   compiled, info = xla_cost.compile_aot(generate, variables, waveform)
   res.update(info)
   res["flops_per_iter"] = info["flops_per_device"]
@@ -170,7 +161,9 @@ def _train_setup(row: Row, config_path: str | None):
   return config, train, parallel, state, device_batch
 
 
-def _row_info(row: Row, config) -> dict:
+def _row_info(row: Row, config, *, inference: bool = False) -> dict:
+  """The row's description; `conv_impl` is the generator's, as built for training or (with
+  `inference`) for forward-only generation, which resolve "auto" differently."""
   factory = _import("wav2pix_jax.factory")
   return {
       "impl": "jax",
@@ -178,7 +171,7 @@ def _row_info(row: Row, config) -> dict:
       "kind": row.kind,
       "image_size": row.image_size,
       "batch": row.batch,
-      "conv_impl": factory.conv_impl(config.model),
+      "conv_impl": factory.conv_impl(config.model, inference=inference),
       "dtype": config.model.dtype,
       **_device_info(),
       "loadavg_before": timing.loadavg(),

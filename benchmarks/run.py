@@ -366,6 +366,14 @@ def _meta(args) -> dict:
         text=True,
         cwd=torch_ref.REPO_ROOT,
     ).stdout.strip()
+    # What the commit does not say: uncommitted changes to tracked files (measured code that no
+    # commit holds), listed so a reader knows the figures are not exactly git_commit's.
+    meta["git_uncommitted"] = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        cwd=torch_ref.REPO_ROOT,
+    ).stdout.split("\n")[:-1]
   except OSError:
     pass
   return meta

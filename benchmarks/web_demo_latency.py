@@ -1,7 +1,7 @@
 """Web demo latency: time from upload to face over HTTP (python -m wav2pix_jax.demo's server).
 
-    .venv/bin/python -m benchmarks.web_demo_latency --workdir=workdirs/demo --runs=10 \
-        --out=results/web_demo_latency.json
+    .venv/bin/python -m benchmarks.web_demo_latency --workdir=workdirs/demo --runs=10
+        --out=results/web_demo/latency.json
 
 Serves the workdir's newest checkpoint with the demo's own app (uvicorn, loopback, in a thread),
 warms the generator up, then POSTs --runs different --seconds-long WAV clips one after another

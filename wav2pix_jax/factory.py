@@ -30,14 +30,12 @@ def dtype(name: Any, *, field: str = "model.dtype") -> Any:
 
 
 # Which conv_impl "auto" means, per backend and network, for training (forward + backward).
-# Measured on XLA:CPU at 64 px, batch 64 (benchmarks/README.md): XLA:CPU's transposed convs, which
-# are also the input gradients of strided convs, are slow, so "xla" is the worst choice for the
-# generator (~10-20x) and the encoder. Per layer, forward + backward, on a quiet machine
-# (benchmarks/conv_layers.py): "matmul" is fastest for every generator layer and every
-# discriminator layer (D: 475-540 vs 610 ms for xla at 3 x 64 images; whole step -17 %),
-# "subpixel" for the encoder's first five Conv1d and "matmul" for its last (16 x 512 -> 4 x 1024:
-# 39 vs 66 ms). (An output-side "matmul_out" form, 207 vs 273 ms for D's second layer alone, made
-# no difference on the whole step: 1266 vs 1270 ms; not kept.) A callable gets the model config and
+# From the per-layer table in benchmarks/README.md (benchmarks/conv_layers.py, XLA:CPU, 64 px,
+# forward + backward): XLA:CPU's transposed convs, which are also the input gradients of strided
+# convs, are slow, so "xla" is the worst choice for the generator (~10-20x) and the encoder.
+# "matmul" is fastest on every generator layer and on three of the four discriminator layers (4 %
+# behind "xla" on D1: 273 vs 263 ms); "subpixel" on the encoder's first five Conv1d and "matmul"
+# on its last (16 x 512 -> 4 x 1024: 39 vs 2258 ms for xla). A callable gets the model config and
 # returns the value (per-layer lists allowed).
 # Other backends: plain "xla".
 _AUTO_TRAIN = {
