@@ -21,7 +21,7 @@ semantics: input pixel ``i`` adds ``x[i, c] * kernel[k, c, o]`` to output ``i*st
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -505,11 +505,9 @@ def conv1d_matmul(x: Array, kernel: Array, *, stride: int, padding: tuple[int, i
 # ------------------------------------------------------------------------------------------
 
 
-class SNConvTranspose2d(nn.Module):
-  """Spectrally normalised ConvTranspose2d, no bias, torch padding semantics.
-
-  stride 1 / padding 0 maps 1x1 -> kxk ('VALID'); stride 2 / padding 1 doubles H and W.
-  """
+class _SNConv(nn.Module):
+  """A spectrally normalised 2-D conv or transposed conv, no bias, torch padding semantics: the
+  kernel (parameters under "sn") and the implementation chosen by `conv_impl`."""
 
   features: int
   kernel_size: int = 4
@@ -520,54 +518,44 @@ class SNConvTranspose2d(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
+  transposed: ClassVar[bool]
+  impls: ClassVar[dict[str, Callable[..., Array]]]  # conv_impl -> function (others: "xla")
+
   @nn.compact
   def __call__(self, x: Array, *, update_spectral: bool) -> Array:
-    """[B, H, W, in] -> [B, (H-1)*stride + k - 2*padding, ..., features]."""
-    impl = resolve_conv_impl(self.conv_impl)
     k = self.kernel_size
     kernel = _SpectralKernel(
         (k, k, x.shape[-1], self.features),
-        transposed=True,
+        transposed=self.transposed,
         sn_init=self.sn_init,
         param_dtype=self.param_dtype,
         name="sn",
     )(update_spectral=update_spectral)
-    fn = {"subpixel": conv_transpose_subpixel, "matmul": conv_transpose_matmul}.get(
-        impl, conv_transpose_xla
-    )
+    fn = self.impls.get(resolve_conv_impl(self.conv_impl), self.impls["xla"])
     return fn(
         x.astype(self.dtype), kernel.astype(self.dtype), stride=self.stride, padding=self.padding
     )
 
 
-class SNConv2d(nn.Module):
-  """Spectrally normalised Conv2d, no bias, symmetric zero padding (torch semantics)."""
+class SNConvTranspose2d(_SNConv):
+  """Spectrally normalised ConvTranspose2d: [B, H, W, in] -> [B, (H-1)*stride + k - 2*padding,
+  ..., features]. stride 1 / padding 0 maps 1x1 -> kxk ('VALID'); stride 2 / padding 1 doubles
+  H and W."""
 
-  features: int
-  kernel_size: int = 4
-  stride: int = 2
-  padding: int = 1
-  conv_impl: str = "xla"
-  sn_init: str = "normal"  # SN_INITS
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  transposed = True
+  impls = {
+      "xla": conv_transpose_xla,
+      "subpixel": conv_transpose_subpixel,
+      "matmul": conv_transpose_matmul,
+  }
 
-  @nn.compact
-  def __call__(self, x: Array, *, update_spectral: bool) -> Array:
-    """[B, H, W, in] -> [B, (H + 2p - k)//stride + 1, ..., features]."""
-    impl = resolve_conv_impl(self.conv_impl)
-    k = self.kernel_size
-    kernel = _SpectralKernel(
-        (k, k, x.shape[-1], self.features),
-        transposed=False,
-        sn_init=self.sn_init,
-        param_dtype=self.param_dtype,
-        name="sn",
-    )(update_spectral=update_spectral)
-    fn = {"subpixel": conv_subpixel, "matmul": conv_matmul}.get(impl, conv_xla)
-    return fn(
-        x.astype(self.dtype), kernel.astype(self.dtype), stride=self.stride, padding=self.padding
-    )
+
+class SNConv2d(_SNConv):
+  """Spectrally normalised Conv2d, symmetric zero padding: [B, H, W, in] ->
+  [B, (H + 2p - k)//stride + 1, ..., features]."""
+
+  transposed = False
+  impls = {"xla": conv_xla, "subpixel": conv_subpixel, "matmul": conv_matmul}
 
 
 def conv1d_output_length(
