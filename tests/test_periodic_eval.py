@@ -304,6 +304,24 @@ def test_training_evaluates_periodically_into_tensorboard(tmp_path, caplog):
     assert steps.get(tag) == [2, 3], (tag, sorted(steps))
 
 
+def _each_step_takes_30_s(monkeypatch):
+  """A fake wall clock that advances 30 s with each training step (and only then)."""
+  clock = [1000.0]
+  real_make = train.make_p_train_step
+
+  def make_with_a_30_s_step(*args, **kwargs):
+    p_step = real_make(*args, **kwargs)
+
+    def step(state, batch):
+      clock[0] += 30.0
+      return p_step(state, batch)
+
+    return step
+
+  monkeypatch.setattr(train, "make_p_train_step", make_with_a_30_s_step)
+  monkeypatch.setattr(train.time, "time", lambda: clock[0])
+
+
 @pytest.mark.slow
 def test_max_train_minutes_stops_saves_and_evaluates_the_last_model(tmp_path, caplog, monkeypatch):
   workdir = str(tmp_path / "workdir")
@@ -316,20 +334,7 @@ def test_max_train_minutes_stops_saves_and_evaluates_the_last_model(tmp_path, ca
           "max_train_minutes": 1.0,
       }
   )
-  clock = [1000.0]
-  real_make = train.make_p_train_step
-
-  def make_with_a_30_s_step(*args, **kwargs):  # each step takes 30 s of (fake) wall time
-    p_step = real_make(*args, **kwargs)
-
-    def step(state, batch):
-      clock[0] += 30.0
-      return p_step(state, batch)
-
-    return step
-
-  monkeypatch.setattr(train, "make_p_train_step", make_with_a_30_s_step)
-  monkeypatch.setattr(train.time, "time", lambda: clock[0])
+  _each_step_takes_30_s(monkeypatch)
   caplog.set_level("INFO")
   state = train.train_and_evaluate(config, workdir)
   assert int(state.step) == 2  # 2 x 30 s reach the 1-minute limit
@@ -349,20 +354,7 @@ def test_training_minutes_continue_over_a_resume_without_evaluations(tmp_path, c
   the periodic evaluation's history carried them, so a run without one started again from 0)."""
   workdir = str(tmp_path / "workdir")
   overrides = {"input.data_dir": str(tmp_path / "tfds"), "eval.every_steps": 0}
-  clock = [1000.0]
-  real_make = train.make_p_train_step
-
-  def make_with_a_30_s_step(*args, **kwargs):  # each step takes 30 s of (fake) wall time
-    p_step = real_make(*args, **kwargs)
-
-    def step(state, batch):
-      clock[0] += 30.0
-      return p_step(state, batch)
-
-    return step
-
-  monkeypatch.setattr(train, "make_p_train_step", make_with_a_30_s_step)
-  monkeypatch.setattr(train.time, "time", lambda: clock[0])
+  _each_step_takes_30_s(monkeypatch)
   caplog.set_level("INFO")
   config = _tiny(**overrides, num_train_steps=50, max_train_minutes=1.0)
   assert int(train.train_and_evaluate(config, workdir).step) == 2  # 2 x 30 s
