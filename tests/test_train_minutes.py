@@ -1,0 +1,69 @@
+"""scripts/train_minutes.py: training minutes from a console log across resumes."""
+
+import importlib.util
+import json
+
+import helpers
+
+
+def _tool():
+  spec = importlib.util.spec_from_file_location(
+      "train_minutes", helpers.REPO / "scripts" / "train_minutes.py"
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _line(stamp, text, level="I", day="1205"):
+  return f"{level}{day} {stamp}.000000 1403 train.py:879] {text}"
+
+
+# Piece 1: steps 0-150 in 15 minutes, checkpoint at 100, killed. Piece 2 resumes from 100 and
+# runs to 201 (stopped by SIGTERM). Lines of other files (main.py, Orbax) are ignored.
+LOG = "\n".join(
+    [
+        "W1204 23:59:00.000000 1 main.py:30] JAX process 0 / 1",
+        _line("23:50:00", "Training from step 0 to 6400, 64 examples per step", day="1204"),
+        _line("23:55:00", "step 50/6400  d_loss 1.0  0.17 steps/s  ETA 10:00:00", day="1204"),
+        _line("00:00:00", "step 100/6400  d_loss 1.0  0.17 steps/s  ETA 10:00:00"),
+        _line("00:05:00", "step 150/6400  d_loss 1.0  0.17 steps/s  ETA 10:00:00"),
+        "I1205 01:00:00.000000 1403 checkpoint_manager.py:1] step 100/6400 saved",
+        _line("01:00:00", "Training from step 100 to 6400, 64 examples per step"),
+        _line("01:10:00", "step 150/6400  d_loss 1.0  0.08 steps/s  ETA 10:00:00"),
+        _line("01:20:00", "step 200/6400  d_loss 1.0  0.08 steps/s  ETA 10:00:00"),
+        _line("01:21:00", "Stopped by SIGTERM after step 201; checkpoint saved", "W"),
+    ]
+)
+
+
+def test_pieces_count_only_the_steps_the_run_kept(tmp_path, capsys):
+  tool = _tool()
+  ranges = tool.kept_ranges(tool.read_pieces(LOG))
+  assert [(p.start_step, end) for p, end in ranges] == [(0, 100), (100, 201)]
+  # 10 minutes to step 100 in piece 1 (crossing midnight), 20 more to step 200 in piece 2.
+  assert tool.minutes_at(ranges, 100, {}) == 10.0
+  assert tool.minutes_at(ranges, 200, {}) == 30.0
+  assert tool.minutes_at(ranges, 75, {}) == 7.5  # linear between logged steps
+  assert tool.minutes_at(ranges, 200, {100: 60.0, 200: 600.0}) == 29.0  # evaluations before it
+  log = tmp_path / "stdout.log"
+  log.write_text(LOG)
+  history = tmp_path / "history.jsonl"
+  rows = [{"step": s, "train_minutes": 1.0, "metrics": {"eval/seconds": 60.0}} for s in (100, 200)]
+  history.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "fixed.jsonl"
+  assert tool.main([str(log), f"--history={history}", f"--out={out}"]) == 0
+  fixed = [json.loads(l) for l in out.read_text().splitlines()]
+  assert [r["train_minutes"] for r in fixed] == [10.0, 29.0]
+  assert [r["metrics"] for r in fixed] == [r["metrics"] for r in rows]
+  printed = capsys.readouterr().out
+  assert "steps 0-100: 10.0 min kept (process ran to step 150)" in printed
+  assert "total to step 201: 29.0 training minutes" in printed  # 31 less 2 evaluations
+
+
+def test_a_log_without_a_trainer_start_is_one_line(tmp_path, capsys):
+  log = tmp_path / "other.log"
+  log.write_text("hello\n")
+  assert _tool().main([str(log)]) == 1
+  assert capsys.readouterr().err.startswith("train_minutes: error: no 'Training from step' line")
+  assert _tool().main([str(log), f"--history={log}"]) == 2
