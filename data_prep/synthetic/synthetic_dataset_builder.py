@@ -416,9 +416,17 @@ def draw_face(speaker: Speaker, loudness: float, pitch_shift: float) -> np.ndarr
 
 
 def make_clip(
-    speaker_index: int, clip_index: int, seed: int = SEED, speakers: list[Speaker] | None = None
+    speaker_index: int,
+    clip_index: int,
+    seed: int = SEED,
+    speakers: list[Speaker] | None = None,
+    face=None,
 ) -> dict:
-  """The record of one clip (waveform as int16, face as uint8 array)."""
+  """The record of one clip (waveform as int16, face as uint8 array).
+
+  `face(speaker, loudness, pitch_shift)` draws it (default: `draw_face`; synthetic_voice_faces
+  passes its own, with its own speakers and seed).
+  """
   speakers = speakers or make_speakers(seed)
   speaker = speakers[speaker_index]
   rng = np.random.default_rng([seed, 1 + speaker_index, clip_index])
@@ -427,7 +435,7 @@ def make_clip(
   wave = synthesize_voice(speaker, loudness, pitch_shift, rng)
   return {
       "waveform": np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16),
-      "face": draw_face(speaker, loudness, pitch_shift),
+      "face": (face or draw_face)(speaker, loudness, pitch_shift),
       "speaker": speaker.name,
       "speaker_name": speaker.name,
       "clip_id": f"{speaker.name}/clip{clip_index:03d}",

@@ -320,24 +320,10 @@ def attributes(speaker: Speaker) -> dict:
 def make_clip(
     speaker_index: int, clip_index: int, seed: int = SEED, speakers: list[Speaker] | None = None
 ) -> dict:
-  """The record of one clip (waveform as int16, face as uint8 array)."""
+  """The record of one clip (the synthetic builder's, with this one's faces and extras)."""
   speakers = speakers or make_speakers(seed)
-  speaker = speakers[speaker_index]
-  rng = np.random.default_rng([seed, 1 + speaker_index, clip_index])
-  loudness = float(rng.uniform(0.0, 1.0))
-  pitch_shift = float(rng.uniform(*PITCH_SHIFT_RANGE))
-  wave = syn.synthesize_voice(speaker, loudness, pitch_shift, rng)
-  return {
-      "waveform": np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16),
-      "face": draw_face(speaker, loudness, pitch_shift),
-      "speaker": speaker.name,
-      "speaker_name": speaker.name,
-      "clip_id": f"{speaker.name}/clip{clip_index:03d}",
-      "frame": int(1000 * CLIP_SECONDS / 2),
-      "loudness": np.float32(loudness),
-      "pitch_shift": np.float32(pitch_shift),
-      **attributes(speaker),
-  }
+  record = syn.make_clip(speaker_index, clip_index, seed, speakers, face=draw_face)
+  return {**record, **attributes(speakers[speaker_index])}
 
 
 def _split_clips() -> dict[str, list[tuple[int, int]]]:
