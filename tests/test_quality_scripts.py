@@ -1,15 +1,16 @@
-"""scripts/train_minutes.py: training minutes from a console log across resumes."""
+"""scripts/train_minutes.py (training minutes from a console log across resumes) and
+scripts/plot_quality.py (time to quality: table and figure)."""
 
 import importlib.util
 import json
 
+import pytest
+
 import helpers
 
 
-def _tool():
-  spec = importlib.util.spec_from_file_location(
-      "train_minutes", helpers.REPO / "scripts" / "train_minutes.py"
-  )
+def _tool(name="train_minutes"):
+  spec = importlib.util.spec_from_file_location(name, helpers.REPO / "scripts" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -67,3 +68,36 @@ def test_a_log_without_a_trainer_start_is_one_line(tmp_path, capsys):
   assert _tool().main([str(log)]) == 1
   assert capsys.readouterr().err.startswith("train_minutes: error: no 'Training from step' line")
   assert _tool().main([str(log), f"--history={log}"]) == 2
+
+
+def _metrics(det, ident, fd):
+  return {
+      "eval/generated/face_detection_rate": det,
+      "eval/generated/identity": ident,
+      "eval/generated/frechet_distance": fd,
+      "eval/real/frechet_distance": 0.02,
+      "eval/mean_face/frechet_distance": 0.18,
+  }
+
+
+def _history(path, rows):
+  lines = [json.dumps({"step": s, "train_minutes": m, "metrics": _metrics(*v)}) for s, m, v in rows]
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def test_quality_table_compares_runs_at_their_last_shared_step_and_their_ends(tmp_path, capsys):
+  a = _history(tmp_path / "a.jsonl", [(1000, 20.0, (0.9, 0.8, 0.3)), (2000, 41.5, (1.0, 1.0, 0.1))])
+  b = _history(tmp_path / "b.jsonl", [(1000, 90.0, (0.5, 0.625, 0.25))])
+  plot = _tool("plot_quality")
+  runs = [("a", plot.read_history(str(a))), ("b", plot.read_history(str(b)))]
+  assert plot.table(runs).splitlines()[2:] == [
+      "| a | 1000 | 20.0 | 90.0 % | 80.0 % | 0.300 |",
+      "| a | 2000 | 41.5 | 100.0 % | 100.0 % | 0.100 |",
+      "| b | 1000 | 90.0 | 50.0 % | 62.5 % | 0.250 |",
+  ]
+  pytest.importorskip("matplotlib", reason="the figure needs matplotlib (pip install -e .[plots])")
+  out = tmp_path / "q.png"
+  assert plot.main([f"--out={out}", f"a={a}", f"b={b}"]) == 0
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "| b | 1000 | 90.0 | 50.0 % | 62.5 % | 0.250 |" in capsys.readouterr().out
