@@ -12,6 +12,7 @@ from wav2pix_jax import audio
 from wav2pix_jax import augment
 from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
+from wav2pix_jax import factory
 from wav2pix_jax import inference
 from wav2pix_jax import layers
 from wav2pix_jax import models
@@ -124,6 +125,32 @@ def test_r1_adds_half_gamma_times_the_penalty():
   assert r1 > 0
   want = float(metrics["d_real"] + metrics["d_fake"] + metrics["d_wrong"]) + 0.5 * 10.0 * r1
   np.testing.assert_allclose(float(metrics["d_loss"]), want, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_r1_differentiates_the_discriminator_that_scored_even_at_step_0():
+  """R1 uses the spectral vectors of the call's own power iteration: at initialisation the stored
+  u and v are random and unrelated (sigma = u^T W v near 0), and the penalty was 2e8 here (4e13
+  for configs/fast.py), freezing D's Adam for thousands of steps."""
+  config = _tiny()
+  state = train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+  d_model = factory.make_discriminator(config.model)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.uniform(-1, 1, (12, 64, 64, 3)), jnp.float32)
+  embedding = jnp.asarray(rng.normal(size=(4, config.model.embed_dim)), jnp.float32)
+  _, (terms, _, spectral) = train.d_loss(
+      state.d_params,
+      state.d_spectral,
+      images,
+      embedding,
+      d_model=d_model,
+      real_label=1.0,
+      r1_weight=1.0,
+  )
+  want = train.r1_penalty(state.d_params, spectral, images[:4], embedding, d_model=d_model)
+  np.testing.assert_allclose(float(terms["d_r1"]), float(want), rtol=1e-6)
+  stale = train.r1_penalty(state.d_params, state.d_spectral, images[:4], embedding, d_model=d_model)
+  assert float(terms["d_r1"]) < 1.0 < 1e3 * float(terms["d_r1"]) < float(stale)
 
 
 @pytest.mark.slow

@@ -237,7 +237,10 @@ def d_loss(
   )
   if r1_weight > 0:
     reals = images[: embedding.shape[0]]
-    terms["d_r1"] = r1_penalty(d_params, d_spectral, reals, embedding, d_model=d_model)
+    # The penalty's D is the one that scored: the power iteration of this call, not the vectors
+    # before it (at step 0 those are random and unrelated, sigma = u^T W v near 0: R1 ~1e13).
+    spectral = d_vars["spectral"]
+    terms["d_r1"] = r1_penalty(d_params, spectral, reals, embedding, d_model=d_model)
     loss = loss + 0.5 * r1_weight * terms["d_r1"]
   scores = {
       "d_score_real": jnp.mean(real),
