@@ -10,6 +10,8 @@
 # CONFIG (default configs/fast.py) and EXTRA (more flags for every run) try it small, e.g.
 # CONFIG=configs/tiny.py EXTRA="--config.eval.every_steps=1" MINUTES=0.2.
 #
+# ARMS="sn_torch floor_division into_encoder train_mode": configs/authors.py's behaviours, each
+# alone on fast.py.
 # A lever wins where it beats "fast" on the same minutes; one run per arm is one seed: a
 # difference smaller than fast's own step-to-step wobble (README) is not a win.
 set -euo pipefail
@@ -32,7 +34,13 @@ lever() {
     resize_conv) echo "--config.model.g_upsample=resize_conv" ;;
     joint) echo "--config.model.d_joint_channels=64" ;;
     ema) echo "--config.optim.g.ema_decay=0.999" ;;
-    *) echo "levers.sh: unknown arm '$1' (fast diffaug r1 resize_conv joint ema)" >&2; exit 2 ;;
+    # configs/authors.py's behaviours one at a time (issue 10 part 3: do they explain anything?)
+    sn_torch) echo "--config.model.sn_init=torch" ;;
+    floor_division) echo "--config.input.floor_division=True" ;;
+    into_encoder) echo "--config.loss.adversarial_into_encoder=True" ;;
+    train_mode) echo "--config.eval.train_mode=True" ;;
+    *) echo "levers.sh: unknown arm '$1' (fast diffaug r1 resize_conv joint ema sn_torch" \
+      "floor_division into_encoder train_mode)" >&2; exit 2 ;;
   esac
 }
 
