@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 10's small-data levers, A/B on the real data: configs/fast.py as it is ("fast") and with
 # one lever each, same seed and the same training minutes, one run after another (each has the
-# machine to itself). Writes each run's evaluation history, config and console log to
-# results/levers/<arm>/, then a table (each run at the last step all reached, and at its end) and
+# machine to itself). Writes each run's evaluation history, config and training log (the
+# trainer's lines of its console) to results/levers/<arm>/, then a table (each run at the last step all reached, and at its end) and
 # the time-to-quality figure (scripts/plot_quality.py; needs matplotlib: pip install -e .[plots]).
 #
 #     DATA=/path/to/tfds bash scripts/levers.sh      # MINUTES=20 ARMS="fast diffaug r1 ..."
