@@ -60,6 +60,11 @@ for arm in $ARMS; do
     --config.max_train_minutes="$MINUTES" $flags "${EXTRA_FLAGS[@]}" 2>&1 \
     | tee -a "$wd/console.log" | grep -E "step [0-9]+/|Finished|rror" || true
   grep "train.py:" "$wd/console.log" > "$OUT/$arm/train_log.txt" || true
+  if [[ ! -s "$wd/eval/history.jsonl" ]]; then
+    echo "levers.sh: arm '$arm' left no evaluations in $wd/eval/history.jsonl (its log:" \
+      "$wd/console.log)" >&2
+    exit 1
+  fi
   cp "$wd/eval/history.jsonl" "$wd/config.json" "$OUT/$arm/"
   specs+=("$arm=$OUT/$arm/history.jsonl")
 done
