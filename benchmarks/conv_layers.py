@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import LoadMeter, loadavg
-from wav2pix_jax import cli, layers
+from wav2pix_jax import cli
+from wav2pix_jax.models import layers
 
 PROG = "benchmarks.conv_layers"
 # The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).

@@ -103,7 +103,7 @@ def bench_generate(
   """Latency / throughput of faces from waveforms (the inference path), one device."""
   import jax
 
-  factory = _import("wav2pix_jax.factory")
+  factory = _import("wav2pix_jax.models.factory")
 
   config = load_config(row, config_path)
   model = factory.make_generator(config.model, NUM_SPEAKERS)
@@ -113,7 +113,7 @@ def bench_generate(
       {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, waveform[:1]
   )
 
-  generator = _import("wav2pix_jax.inference").FaceGenerator(  # the project's own inference
+  generator = _import("wav2pix_jax.serving.inference").FaceGenerator(  # the project's own inference
       config=config,
       num_speakers=NUM_SPEAKERS,
       speaker_names=None,
@@ -150,8 +150,8 @@ def _train_setup(row: Row, config_path: str | None):
   """(config, train module, parallel module, replicated state, device batch)."""
   import jax
 
-  train = _import("wav2pix_jax.train")
-  parallel = _import("wav2pix_jax.parallel")
+  train = _import("wav2pix_jax.training.train")
+  parallel = _import("wav2pix_jax.training.parallel")
   config = load_config(row, config_path)
   parallel.check_batch_size(config.batch_size)
   state = train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(config.seed))
@@ -164,7 +164,7 @@ def _train_setup(row: Row, config_path: str | None):
 def _row_info(row: Row, config, *, inference: bool = False) -> dict:
   """The row's description; `conv_impl` is the generator's, as built for training or (with
   `inference`) for forward-only generation, which resolve "auto" differently."""
-  factory = _import("wav2pix_jax.factory")
+  factory = _import("wav2pix_jax.models.factory")
   return {
       "impl": "jax",
       "name": row.name,
@@ -220,7 +220,7 @@ def _phase_fns(config, train, parallel) -> dict:
   """d_update and g_update bound as train_step binds them, each to be pmapped alone."""
   import jax
 
-  factory = _import("wav2pix_jax.factory")
+  factory = _import("wav2pix_jax.models.factory")
   g_model = factory.make_generator(config.model, NUM_SPEAKERS, axis_name=parallel.AXIS_NAME)
   d_model = factory.make_discriminator(config.model)
   g_tx, d_tx = train.make_optimizers(config)
@@ -306,7 +306,7 @@ def bench_pipeline(
     config_path: str | None = None,
 ) -> dict:
   """Host batches per second of input_pipeline.create_train_iterator on real records."""
-  input_pipeline = _import("wav2pix_jax.input_pipeline")
+  input_pipeline = _import("wav2pix_jax.data.input_pipeline")
   config = load_config(row, config_path)
   if row.workers is not None:
     config.input.num_workers = row.workers

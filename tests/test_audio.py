@@ -11,7 +11,7 @@ import soundfile
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from wav2pix_jax import audio
+from wav2pix_jax.data import audio
 
 
 def sine(freq: float, rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:

@@ -84,7 +84,7 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, capsys
       evaluate.main(argv)
   (tmp_path / "a.wav").write_bytes(b"")
   argv = [f"--workdir={tmp_path}", f"--audio={tmp_path / 'a.wav'}", f"--out={tmp_path / 'o'}"]
-  from wav2pix_jax import inference
+  from wav2pix_jax.serving import inference
 
   monkeypatch.setattr(inference, "load", raises(config_lib.ConfigError("no checkpoint")))
   assert generate.main(argv) == 1

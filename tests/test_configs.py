@@ -9,8 +9,8 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import pytest
 
-from wav2pix_jax import factory
-from wav2pix_jax import models
+from wav2pix_jax.models import factory
+from wav2pix_jax.models import networks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ("base", "base_128", "demo", "demo_unseen", "tiny", "authors", "fast")
@@ -80,7 +80,7 @@ def test_config_builds_models_and_encoder_fits_the_window(name):
   assert g.image_size == d.image_size == config.model.image_size
   assert g.conv_impl in ("xla", "subpixel", "matmul")  # "auto" resolved
   assert g.dtype == jnp.float32
-  steps = models.encoder_output_length(
+  steps = networks.encoder_output_length(
       config.input.audio_samples,
       num_blocks=len(config.model.encoder_channels),
       kernel_size=config.model.encoder_kernel_size,

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from wav2pix_jax import checkpoints
-from wav2pix_jax import train
+from wav2pix_jax.training import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_STEPS = 30
@@ -78,13 +78,13 @@ elif fault.startswith("hold_after_first_save:"):
 elif fault == "nan_l1":
   # The L1 term (only) becomes NaN.
   import jax.numpy as jnp
-  from wav2pix_jax import losses
+  from wav2pix_jax.training import losses
   original_l1 = losses.l1
   losses.l1 = lambda **kw: original_l1(**kw) * jnp.nan
 elif fault.startswith("speakers:"):
   # The dataset now has a different number of speakers (e.g. speakers were added to the data).
   import dataclasses
-  from wav2pix_jax import input_pipeline
+  from wav2pix_jax.data import input_pipeline
   original_info = input_pipeline.get_dataset_info
   n = int(fault.split(":")[1])
 

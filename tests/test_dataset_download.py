@@ -6,7 +6,7 @@ import shutil
 import pytest
 import tensorflow_datasets as tfds
 
-from wav2pix_jax import input_pipeline
+from wav2pix_jax.data import input_pipeline
 
 import helpers
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wav2pix_jax import emotion
+from wav2pix_jax.evaluation import emotion
 
 
 def _weights() -> pathlib.Path:

@@ -9,10 +9,10 @@ import pytest
 import soundfile
 from PIL import Image
 
-from wav2pix_jax import emotion
-from wav2pix_jax import eval_report
+from wav2pix_jax.evaluation import emotion
+from wav2pix_jax.evaluation import report as eval_report
 from wav2pix_jax import evaluate as ev
-from wav2pix_jax import face_metrics as fm
+from wav2pix_jax.evaluation import face_metrics as fm
 
 SPEAKERS = ("jaimealtozano", "javiermuniz")
 PER_SPEAKER = 8
@@ -203,7 +203,7 @@ def test_expressions_are_not_computed_on_faces_of_a_known_layout(data):
 
 
 def test_fusion_groups_are_consecutive_examples_of_one_speaker():
-  from wav2pix_jax import eval_data
+  from wav2pix_jax.evaluation import data as eval_data
 
   groups = eval_data.fusion_groups(np.array([0, 1, 0, 0, 1, 0, 1, 0]), 2)
   assert [g.tolist() for g in groups] == [[0, 2], [3, 5], [1, 4]]  # 7 and 6: remainders
@@ -419,8 +419,8 @@ def test_cli_reference_faces_default_to_the_run_config(workdir, tmp_path):
 
 
 def test_cli_fuse_adds_rows_for_several_windows_per_face(workdir, tmp_path, capsys):
-  from wav2pix_jax import eval_data
-  from wav2pix_jax import inference
+  from wav2pix_jax.evaluation import data as eval_data
+  from wav2pix_jax.serving import inference
 
   out = tmp_path / "eval"
   args = [f"--workdir={workdir}", "--split=test", f"--out={out}", "--train_faces_per_speaker=3"]

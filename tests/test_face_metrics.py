@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wav2pix_jax import face_metrics as fm
+from wav2pix_jax.evaluation import face_metrics as fm
 
 SPEAKERS = ("jaimealtozano", "javiermuniz")
 PER_SPEAKER = 12

@@ -103,8 +103,8 @@ def test_errors_are_one_line_and_write_nothing(workdir, speech, tmp_path, capsys
 
 
 def test_fuse_makes_one_face_from_every_window_of_every_file(workdir, speech, tmp_path, capsys):
-  from wav2pix_jax import audio
-  from wav2pix_jax import inference
+  from wav2pix_jax.data import audio
+  from wav2pix_jax.serving import inference
 
   other = tmp_path / "other.wav"
   soundfile.write(other, np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32), 16_000)

@@ -5,7 +5,7 @@ import pytest
 import soundfile
 
 from wav2pix_jax import generate
-from wav2pix_jax import inference
+from wav2pix_jax.serving import inference
 
 from test_inference import save_run, tiny_config  # the workdir layout train.py leaves
 

@@ -48,7 +48,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def generator(workdir):
-  from wav2pix_jax import inference
+  from wav2pix_jax.serving import inference
 
   return inference.load(workdir)
 
@@ -74,7 +74,7 @@ def _generate(workdir, audio_path, out, capfd, *extra):
 
 def _assert_face(workdir, audio_path, out, capfd, generator) -> np.ndarray:
   """The CLI succeeds with one 64x64 RGB face; the model input it saw is finite."""
-  from wav2pix_jax import audio
+  from wav2pix_jax.data import audio
 
   status, _, err = _generate(workdir, audio_path, out, capfd)
   assert status == 0, err
@@ -322,7 +322,7 @@ def _marker_payloads(directory: pathlib.Path, marker: pathlib.Path) -> dict[str,
 
 
 def test_planted_pickle_and_python_files_never_run(workdir, tmp_path):
-  from wav2pix_jax import inference
+  from wav2pix_jax.serving import inference
 
   planted = tmp_path / "wd"
   shutil.copytree(workdir, planted)
@@ -377,7 +377,7 @@ def test_planted_pickle_and_python_files_never_run(workdir, tmp_path):
 
 
 def test_config_json_with_code_is_data_or_a_clear_error(workdir, tmp_path, capfd):
-  from wav2pix_jax import inference
+  from wav2pix_jax.serving import inference
 
   marker = tmp_path / "EXECUTED"
   payloads = _marker_payloads(tmp_path, marker)

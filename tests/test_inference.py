@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from wav2pix_jax import audio
+from wav2pix_jax.data import audio
 from wav2pix_jax import checkpoints
-from wav2pix_jax import inference
-from wav2pix_jax import train
+from wav2pix_jax.serving import inference
+from wav2pix_jax.training import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ("alice", "bob")

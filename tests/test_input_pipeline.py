@@ -10,8 +10,8 @@ import tensorflow_datasets as tfds
 
 from configs import base as base_config
 from data_prep import features
-from wav2pix_jax import audio
-from wav2pix_jax import input_pipeline
+from wav2pix_jax.data import audio
+from wav2pix_jax.data import input_pipeline
 
 SPEAKERS = ("anna", "bert", "carl")
 RECORDS_PER_SPEAKER = 8

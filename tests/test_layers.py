@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wav2pix_jax import layers
+from wav2pix_jax.models import layers
 
 RTOL = 1e-5
 ATOL = 1e-5

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wav2pix_jax import layers
+from wav2pix_jax.models import layers
 
 from test_layers import ref_conv, ref_conv1d, ref_conv_transpose
 
@@ -252,18 +252,18 @@ def test_models_matmul_equals_xla(model):
   Every intermediate is compared (not only the final output: the generator's tanh saturates, so
   its output hides differences in the layers before it), each relative to its own scale.
   """
-  from wav2pix_jax import models
+  from wav2pix_jax.models import networks
 
   rng = np.random.default_rng(5)
   with jax.enable_x64(True):
     f64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
     if model == "generator":
-      make = lambda impl: models.Generator(image_size=64, base_channels=4, conv_impl=impl, **f64)
+      make = lambda impl: networks.Generator(image_size=64, base_channels=4, conv_impl=impl, **f64)
       args, kw = (jnp.asarray(rng.standard_normal((2, 8))),), dict(
           train=False, update_spectral=False
       )
     elif model == "discriminator":
-      make = lambda impl: models.Discriminator(
+      make = lambda impl: networks.Discriminator(
           image_size=64, base_channels=4, conv_impl=impl, **f64
       )
       args = (
@@ -272,7 +272,7 @@ def test_models_matmul_equals_xla(model):
       )
       kw = dict(update_spectral=False)
     else:
-      make = lambda impl: models.SpeechEncoder(
+      make = lambda impl: networks.SpeechEncoder(
           channels=(4, 8, 8), hidden=(8,), embed_dim=8, conv_impl=impl, **f64
       )
       args, kw = (jnp.asarray(rng.uniform(-1, 1, (2, 1000))),), dict(train=False)

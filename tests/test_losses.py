@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wav2pix_jax import losses
+from wav2pix_jax.training import losses
 
 
 def test_lsgan_hand_values():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wav2pix_jax import models
+from wav2pix_jax.models import networks
 
 KEY = jax.random.key(0)
 # Tests compile many small graphs; XLA:CPU's backend optimisations cost ~3x compile time here
@@ -48,16 +48,18 @@ def fake_variables(module, *args, seed: int = 0, **kwargs):
 
 
 def test_param_counts_match_paper_64():
-  enc = jax.eval_shape(lambda: models.SpeechEncoder().init(KEY, jnp.zeros((2, 16000)), train=False))
+  enc = jax.eval_shape(
+      lambda: networks.SpeechEncoder().init(KEY, jnp.zeros((2, 16000)), train=False)
+  )
   assert _count(enc["params"]) == 11_495_424  # convs + biases, BN scale/bias, FC layers
   gen = jax.eval_shape(
-      lambda: models.Generator(image_size=64).init(
+      lambda: networks.Generator(image_size=64).init(
           KEY, jnp.zeros((2, 128)), train=False, update_spectral=False
       )
   )
   assert _count(gen["params"]) == 3_804_160
   disc = jax.eval_shape(
-      lambda: models.Discriminator(image_size=64).init(
+      lambda: networks.Discriminator(image_size=64).init(
           KEY, jnp.zeros((2, 64, 64, 3)), jnp.zeros((2, 128)), update_spectral=False
       )
   )
@@ -66,7 +68,7 @@ def test_param_counts_match_paper_64():
 
 def test_param_count_discriminator_128():
   disc = jax.eval_shape(
-      lambda: models.Discriminator(image_size=128).init(
+      lambda: networks.Discriminator(image_size=128).init(
           KEY, jnp.zeros((2, 128, 128, 3)), jnp.zeros((2, 128)), update_spectral=False
       )
   )
@@ -75,7 +77,7 @@ def test_param_count_discriminator_128():
 
 @pytest.mark.parametrize("image_size,first,feat", [(64, 512, 512), (128, 1024, 1024)])
 def test_paper_shapes(image_size, first, feat):
-  model = models.Wav2PixG(num_speakers=10, image_size=image_size)
+  model = networks.Wav2PixG(num_speakers=10, image_size=image_size)
   wave = jnp.zeros((2, 16000))
   variables = jax.eval_shape(
       lambda: model.init({"params": KEY, "dropout": KEY}, wave, train=True, update_spectral=True)
@@ -97,7 +99,7 @@ def test_paper_shapes(image_size, first, feat):
   assert emb.shape == (2, 128) and logits.shape == (2, 10)
   assert set(updates) == {"batch_stats", "spectral"}
 
-  disc = models.Discriminator(image_size=image_size)
+  disc = networks.Discriminator(image_size=image_size)
   imgs = jnp.zeros((2, image_size, image_size, 3))
   dvars = jax.eval_shape(lambda: disc.init(KEY, imgs, jnp.zeros((2, 128)), update_spectral=False))
   scores, features = jax.eval_shape(
@@ -108,7 +110,9 @@ def test_paper_shapes(image_size, first, feat):
 
 def test_flatten_size_follows_waveform_length():
   # 8000 samples -> time 2 after six blocks -> flatten 2 * 1024.
-  enc = jax.eval_shape(lambda: models.SpeechEncoder().init(KEY, jnp.zeros((1, 8000)), train=False))
+  enc = jax.eval_shape(
+      lambda: networks.SpeechEncoder().init(KEY, jnp.zeros((1, 8000)), train=False)
+  )
   assert enc["params"]["fc0"]["kernel"].shape == (2 * 1024, 256)
 
 
@@ -116,7 +120,7 @@ def test_flatten_size_follows_waveform_length():
 
 
 def _small_g(image_size, **kwargs):
-  return models.Wav2PixG(
+  return networks.Wav2PixG(
       num_speakers=3,
       encoder_channels=SMALL_ENCODER["channels"],
       encoder_hidden=SMALL_ENCODER["hidden"],
@@ -133,7 +137,7 @@ def _small_g(image_size, **kwargs):
 @pytest.mark.parametrize("image_size", [64, 128])
 def test_wav2pix_g_and_discriminator_run(image_size):
   model = _small_g(image_size)
-  disc = models.Discriminator(image_size=image_size, base_channels=4, conv_impl="subpixel")
+  disc = networks.Discriminator(image_size=image_size, base_channels=4, conv_impl="subpixel")
   wave = jax.random.normal(jax.random.key(1), (2, SMALL_T))
   g_vars = fake_variables(model, wave, train=False, update_spectral=False)
   d_vars = fake_variables(
@@ -173,7 +177,7 @@ def test_wav2pix_g_and_discriminator_run(image_size):
 
 
 def test_generator_dropout_only_in_training():
-  gen = models.Generator(image_size=64, base_channels=4)
+  gen = networks.Generator(image_size=64, base_channels=4)
   emb = jax.random.normal(jax.random.key(3), (2, 8))
   variables = fake_variables(gen, emb, train=False, update_spectral=False)
 
@@ -189,7 +193,7 @@ def test_generator_dropout_only_in_training():
 
 
 def test_discriminator_score_depends_on_embedding():
-  disc = models.Discriminator(image_size=64, base_channels=4)
+  disc = networks.Discriminator(image_size=64, base_channels=4)
   imgs = jax.random.uniform(jax.random.key(6), (2, 64, 64, 3), minval=-1, maxval=1)
   emb = jax.random.normal(jax.random.key(7), (2, 8))
   variables = fake_variables(disc, imgs, emb, update_spectral=False)
@@ -238,7 +242,7 @@ def _check_equivalent(results):
 
 def test_generator_subpixel_equals_xla():
   emb = jax.random.normal(jax.random.key(8), (2, 8))
-  make = functools.partial(models.Generator, image_size=64, base_channels=4)
+  make = functools.partial(networks.Generator, image_size=64, base_channels=4)
   variables = fake_variables(make(), emb, seed=9, train=False, update_spectral=False)
   _check_equivalent(
       _both_impls(
@@ -256,7 +260,7 @@ def test_generator_subpixel_equals_xla():
 def test_discriminator_subpixel_equals_xla():
   imgs = jax.random.uniform(jax.random.key(11), (2, 64, 64, 3), minval=-1, maxval=1)
   emb = jax.random.normal(jax.random.key(12), (2, 8))
-  make = functools.partial(models.Discriminator, image_size=64, base_channels=4)
+  make = functools.partial(networks.Discriminator, image_size=64, base_channels=4)
   variables = fake_variables(make(), imgs, emb, seed=13, update_spectral=False)
   # Includes d/d images: the G update back-propagates through D into the fake images.
   _check_equivalent(_both_impls(make, variables, ["spectral"], imgs, emb, update_spectral=True))
@@ -264,7 +268,7 @@ def test_discriminator_subpixel_equals_xla():
 
 def test_encoder_subpixel_equals_xla():
   wave = jax.random.normal(jax.random.key(14), (2, SMALL_T))
-  make = functools.partial(models.SpeechEncoder, **SMALL_ENCODER)
+  make = functools.partial(networks.SpeechEncoder, **SMALL_ENCODER)
   variables = fake_variables(make(), wave, seed=15, train=False)
   _check_equivalent(_both_impls(make, variables, ["batch_stats"], wave, train=True))
 
@@ -274,7 +278,7 @@ def test_encoder_subpixel_equals_xla():
 
 def test_batchnorm_config_and_init():
   x = jnp.full((4, 8), 3.0) + jnp.arange(4.0)[:, None]
-  clf = models.SpeakerClassifier(num_speakers=5)
+  clf = networks.SpeakerClassifier(num_speakers=5)
   variables = clf.init(KEY, x, train=False)
   bn_scale = variables["params"]["bn0"]["scale"]
   assert abs(float(bn_scale.mean()) - 1.0) < 0.01 and 0.01 < float(bn_scale.std()) < 0.03
@@ -294,8 +298,8 @@ def test_batchnorm_axis_name_averages_across_devices():
     pytest.skip("needs 2 devices (tests/conftest.py fakes them on CPU)")
   n = 2
   wave = jax.random.normal(jax.random.key(16), (n * 2, SMALL_T))
-  variables = fake_variables(models.SpeechEncoder(**SMALL_ENCODER), wave, train=False)
-  pmapped = models.SpeechEncoder(**SMALL_ENCODER, axis_name="batch")
+  variables = fake_variables(networks.SpeechEncoder(**SMALL_ENCODER), wave, train=False)
+  pmapped = networks.SpeechEncoder(**SMALL_ENCODER, axis_name="batch")
 
   def step(v, w):
     return pmapped.apply(v, w, train=True, mutable=["batch_stats"])
@@ -303,7 +307,7 @@ def test_batchnorm_axis_name_averages_across_devices():
   replicated = jax.tree_util.tree_map(lambda a: jnp.stack([a] * n), variables)
   emb_p, upd_p = jax.pmap(step, axis_name="batch")(replicated, wave.reshape(n, 2, SMALL_T))
   emb_g, upd_g = fast_jit(
-      lambda v, w: models.SpeechEncoder(**SMALL_ENCODER).apply(
+      lambda v, w: networks.SpeechEncoder(**SMALL_ENCODER).apply(
           v, w, train=True, mutable=["batch_stats"]
       )
   )(variables, wave)
@@ -315,39 +319,41 @@ def test_batchnorm_axis_name_averages_across_devices():
 
 def test_unknown_image_size_raises():
   with pytest.raises(ValueError, match="image_size"):
-    models.Generator(image_size=96).init(KEY, jnp.zeros((1, 8)), train=False, update_spectral=False)
+    networks.Generator(image_size=96).init(
+        KEY, jnp.zeros((1, 8)), train=False, update_spectral=False
+    )
   with pytest.raises(ValueError, match="image_size"):
-    models.Discriminator(image_size=32).init(
+    networks.Discriminator(image_size=32).init(
         KEY, jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 8)), update_spectral=False
     )
   with pytest.raises(ValueError, match="images must be"):
-    models.Discriminator(image_size=64).init(
+    networks.Discriminator(image_size=64).init(
         KEY, jnp.zeros((1, 128, 128, 3)), jnp.zeros((1, 8)), update_spectral=False
     )
 
 
 def test_too_short_waveform_raises():
   with pytest.raises(ValueError, match="waveform length 4 "):
-    models.SpeechEncoder().init(KEY, jnp.zeros((1, 4)), train=False)
+    networks.SpeechEncoder().init(KEY, jnp.zeros((1, 4)), train=False)
   with pytest.raises(ValueError, match="waveform"):
-    models.SpeechEncoder().init(KEY, jnp.zeros((16000,)), train=False)
+    networks.SpeechEncoder().init(KEY, jnp.zeros((16000,)), train=False)
   # Each block maps L -> (L - 2) // 4 + 1; six blocks need L >= 1366 to keep one time step.
-  ok = models.encoder_output_length(1366, num_blocks=6, kernel_size=15, stride=4, padding=(6, 7))
+  ok = networks.encoder_output_length(1366, num_blocks=6, kernel_size=15, stride=4, padding=(6, 7))
   assert ok == 1
   with pytest.raises(ValueError, match="waveform length 1365"):
-    models.encoder_output_length(1365, num_blocks=6, kernel_size=15, stride=4, padding=(6, 7))
+    networks.encoder_output_length(1365, num_blocks=6, kernel_size=15, stride=4, padding=(6, 7))
 
 
 def test_bad_num_speakers_raises():
   with pytest.raises(ValueError, match="num_speakers"):
-    models.SpeakerClassifier(num_speakers=0).init(KEY, jnp.zeros((2, 8)), train=False)
+    networks.SpeakerClassifier(num_speakers=0).init(KEY, jnp.zeros((2, 8)), train=False)
 
 
 @pytest.mark.slow
 def test_bfloat16_models():
   dt = dict(dtype=jnp.bfloat16, param_dtype=jnp.float32)
   model = _small_g(64, **dt)
-  disc = models.Discriminator(image_size=64, base_channels=4, conv_impl="subpixel", **dt)
+  disc = networks.Discriminator(image_size=64, base_channels=4, conv_impl="subpixel", **dt)
   wave = jax.random.normal(jax.random.key(17), (2, SMALL_T))
   g_vars = fake_variables(model, wave, train=False, update_spectral=False)
   d_vars = fake_variables(disc, jnp.zeros((2, 64, 64, 3)), jnp.zeros((2, 8)), update_spectral=False)

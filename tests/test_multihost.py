@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from wav2pix_jax import checkpoints
-from wav2pix_jax import input_pipeline
-from wav2pix_jax import train
+from wav2pix_jax.data import input_pipeline
+from wav2pix_jax.training import train
 
 import helpers
 
@@ -45,7 +45,7 @@ TOLERANCE_2_DEVICES = 1e-6
 _REFERENCE_RUNNER = r"""
 import sys
 import numpy as np
-from wav2pix_jax import input_pipeline
+from wav2pix_jax.data import input_pipeline
 
 SHARDS = 2
 create = input_pipeline.create_train_iterator

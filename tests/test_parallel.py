@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wav2pix_jax import parallel
+from wav2pix_jax.training import parallel
 
 
 def test_two_fake_devices():

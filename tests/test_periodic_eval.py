@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from data_prep.synthetic import synthetic_dataset_builder as syn
-from wav2pix_jax import eval_report as ev
-from wav2pix_jax import face_metrics as fm
-from wav2pix_jax import train
+from wav2pix_jax.evaluation import report as ev
+from wav2pix_jax.evaluation import face_metrics as fm
+from wav2pix_jax.training import train
 
 import helpers
 
@@ -200,8 +200,8 @@ def synthetic_config(tmp_path_factory):
 
 
 def test_face_layout_comes_from_the_dataset(synthetic_config):
-  from wav2pix_jax import eval_data
-  from wav2pix_jax import input_pipeline
+  from wav2pix_jax.evaluation import data as eval_data
+  from wav2pix_jax.data import input_pipeline
 
   info = input_pipeline.get_dataset_info(synthetic_config.input)
   assert info.face_layout == {
@@ -231,7 +231,7 @@ def test_periodic_evaluator_follows_config_eval(synthetic_config):
   import jax
 
   from wav2pix_jax import evaluate
-  from wav2pix_jax import inference
+  from wav2pix_jax.serving import inference
 
   seen = len(syn.SPEAKERS) - len(syn.UNSEEN_SPEAKERS)
   state = train.create_train_state(synthetic_config, len(syn.SPEAKERS), jax.random.PRNGKey(0))

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wav2pix_jax import factory
-from wav2pix_jax import layers
-from wav2pix_jax import losses
-from wav2pix_jax import models
-from wav2pix_jax import parallel
-from wav2pix_jax import train
+from wav2pix_jax.models import factory
+from wav2pix_jax.models import layers
+from wav2pix_jax.training import losses
+from wav2pix_jax.models import networks
+from wav2pix_jax.training import parallel
+from wav2pix_jax.training import train
 
 import helpers
 
@@ -82,7 +82,7 @@ def test_per_layer_conv_impl_is_the_same_function():
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
   emb = jnp.asarray(rng.normal(size=(2, 8)), jnp.float32)
-  make = lambda impl: models.Discriminator(image_size=64, base_channels=4, conv_impl=impl)
+  make = lambda impl: networks.Discriminator(image_size=64, base_channels=4, conv_impl=impl)
   variables = make("xla").init(jax.random.key(0), images, emb, update_spectral=False)
 
   def run(impl):
@@ -100,7 +100,7 @@ def test_per_layer_conv_impl_is_the_same_function():
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4 * float(jnp.max(jnp.abs(b))))
 
   wave = jnp.asarray(rng.uniform(-1, 1, (2, 4000)), jnp.float32)
-  enc = lambda impl: models.SpeechEncoder(
+  enc = lambda impl: networks.SpeechEncoder(
       channels=(4, 8, 8), hidden=(8,), embed_dim=4, conv_impl=impl
   )
   ev = enc("xla").init(jax.random.key(1), wave, train=False)

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from data_prep.synthetic_voice_faces import SyntheticVoiceFaces
 from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder as svf
 from wav2pix_jax import attributes
-from wav2pix_jax import face_metrics
+from wav2pix_jax.evaluation import face_metrics
 
 NAME = "synthetic_voice_faces"
 EXTRAS = ("loudness", "pitch_shift", "f0_hz", "formant_scale") + tuple(attributes.ATTRIBUTES)

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wav2pix_jax import loop
-from wav2pix_jax import parallel
-from wav2pix_jax import train
+from wav2pix_jax.training import loop_parts
+from wav2pix_jax.training import parallel
+from wav2pix_jax.training import train
 
 import helpers
 
@@ -154,7 +154,7 @@ def test_train_step_updates_both_and_skips_nonfinite(tiny_state, single_step):
   assert int(new.step) == 1
   assert not _equal(new.rng, state.rng)
   assert not _equal(new.g_params, state.g_params) and not _equal(new.d_params, state.d_params)
-  for key in loop.FINITE_CHECKED + ("d_score_fake", "d_score_wrong", "speaker_accuracy"):
+  for key in loop_parts.FINITE_CHECKED + ("d_score_fake", "d_score_wrong", "speaker_accuracy"):
     assert key in metrics and np.isfinite(metrics[key]), key
   assert float(metrics["d_skipped"]) == 0.0 and float(metrics["g_skipped"]) == 0.0
 
@@ -163,7 +163,7 @@ def test_train_step_updates_both_and_skips_nonfinite(tiny_state, single_step):
   bad["waveform"][0, 0] = np.nan
   skipped, bad_metrics = single_step(state, bad)
   assert float(bad_metrics["d_skipped"]) == 1.0 and float(bad_metrics["g_skipped"]) == 1.0
-  assert loop.nonfinite_terms(jax.device_get(bad_metrics))  # the host would name them
+  assert loop_parts.nonfinite_terms(jax.device_get(bad_metrics))  # the host would name them
   assert _equal(skipped.g_params, state.g_params) and _equal(skipped.d_params, state.d_params)
   assert _equal(skipped.g_opt_state, state.g_opt_state) and _equal(
       skipped.d_opt_state, state.d_opt_state
@@ -258,7 +258,7 @@ def test_pmapped_step_equality_holds_for_20_seeds():
 
 
 def test_nonfinite_terms_names_them():
-  assert loop.nonfinite_terms(
+  assert loop_parts.nonfinite_terms(
       {
           "d_loss": 1.0,
           "g_l1": float("nan"),

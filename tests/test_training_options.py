@@ -8,16 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wav2pix_jax import audio
-from wav2pix_jax import augment
+from wav2pix_jax.data import audio
+from wav2pix_jax.training import augment
 from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
-from wav2pix_jax import factory
-from wav2pix_jax import inference
-from wav2pix_jax import layers
-from wav2pix_jax import models
-from wav2pix_jax import monitor
-from wav2pix_jax import train
+from wav2pix_jax.models import factory
+from wav2pix_jax.serving import inference
+from wav2pix_jax.models import layers
+from wav2pix_jax.models import networks
+from wav2pix_jax.training import monitor
+from wav2pix_jax.training import train
 
 import helpers
 
@@ -233,7 +233,7 @@ def test_torch_sn_init_is_pytorchs_default(transposed, fan_in):
 @pytest.mark.slow
 @pytest.mark.parametrize("impl", ["xla", "subpixel", "matmul"])
 def test_resize_conv_generator_has_no_transposed_doublings(impl):
-  gen = models.Generator(
+  gen = networks.Generator(
       image_size=64, base_channels=4, dropout_rate=0.0, conv_impl=impl, upsample="resize_conv"
   )
   variables = gen.init(jax.random.PRNGKey(0), jnp.ones((2, 8)), train=False, update_spectral=False)
@@ -242,7 +242,7 @@ def test_resize_conv_generator_has_no_transposed_doublings(impl):
   assert variables["params"]["upconv1"]["sn"]["kernel"].shape == (3, 3, 32, 16)
   out = gen.apply(variables, jnp.ones((2, 8)), train=False, update_spectral=False)
   assert out.shape == (2, 64, 64, 3)
-  reference = models.Generator(
+  reference = networks.Generator(
       image_size=64, base_channels=4, dropout_rate=0.0, conv_impl="xla", upsample="resize_conv"
   )
   np.testing.assert_allclose(
@@ -369,7 +369,7 @@ def test_paper_discriminator_is_additive_and_the_joint_layer_is_not():
     faces = faces.astype(jnp.float64)
     e1, e2 = e1.astype(jnp.float64), e2.astype(jnp.float64)
     for joint, additive in ((0, True), (16, False)):
-      d = models.Discriminator(
+      d = networks.Discriminator(
           image_size=64,
           base_channels=4,
           joint_channels=joint,

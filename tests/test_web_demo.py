@@ -33,7 +33,7 @@ import soundfile
 from PIL import Image
 
 from wav2pix_jax import demo
-from wav2pix_jax import inference
+from wav2pix_jax.serving import inference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -392,7 +392,7 @@ def mean_training_face(input_cfg, info, image_size: int) -> tuple[np.ndarray, di
   """The pixel-mean face of the train split (uint8 [S, S, 3]) and the split's attribute truth."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  from wav2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from wav2pix_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
 
   source = tfds.data_source(
       info.name,
@@ -439,8 +439,8 @@ def evaluate_workdir(
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
-  from wav2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from wav2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
+  from wav2pix_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
 
   generator = inference.load(workdir, step, batch_size=batch_size)
   input_cfg = _dataset_config(generator, workdir, data_dir)
@@ -494,8 +494,8 @@ def _dataset_config(generator, workdir: str, data_dir: str | None):
 
 def _split_examples(generator, input_cfg, split: str, batch_size: int):
   """(preprocessed waveforms, uint8 real faces, speakers) of every example of `split`, in order."""
-  from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
-  from wav2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from wav2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
+  from wav2pix_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
 
   waveforms, real, speakers = [], [], []
   for batch in input_pipeline.create_eval_iterator(

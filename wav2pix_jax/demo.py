@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from wav2pix_jax import audio
+from wav2pix_jax.data import audio
 
 DEMO_EXTRA_HINT = "the web demo needs the [demo] extra: pip install -e '.[demo]'"
 ENVELOPE_POINTS = 400  # min/max pairs of the waveform drawing
@@ -81,7 +81,7 @@ class Demo:
   """The demo's work, without the web server: generators cached per step, one request at a time."""
 
   def __init__(self, workdir: str | os.PathLike, *, step: int | None = None, limits=Limits()):
-    from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
+    from wav2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
 
     self._inference = inference
     self.workdir = pathlib.Path(workdir).expanduser().absolute()
@@ -304,7 +304,9 @@ def _too_big(size: int, limit: int) -> str:
 
 def page() -> str:
   """The demo's HTML page (one file, no external resources: works offline)."""
-  return importlib.resources.files("wav2pix_jax").joinpath("demo_page.html").read_text("utf-8")
+  return (
+      importlib.resources.files("wav2pix_jax.serving").joinpath("demo_page.html").read_text("utf-8")
+  )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,11 +23,11 @@ from PIL import Image, ImageDraw
 
 from wav2pix_jax import cli
 from wav2pix_jax import config_lib
-from wav2pix_jax import eval_data
-from wav2pix_jax import eval_report
-from wav2pix_jax import face_metrics
-from wav2pix_jax import inference
-from wav2pix_jax import input_pipeline
+from wav2pix_jax.evaluation import data as eval_data
+from wav2pix_jax.evaluation import report as eval_report
+from wav2pix_jax.evaluation import face_metrics
+from wav2pix_jax.serving import inference
+from wav2pix_jax.data import input_pipeline
 
 
 def save_grid(

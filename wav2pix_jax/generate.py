@@ -29,7 +29,7 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from wav2pix_jax import audio
+from wav2pix_jax.data import audio
 from wav2pix_jax import cli
 from wav2pix_jax import config_lib
 
@@ -170,7 +170,7 @@ def _fuse(generator, files, waveforms, out_dir: pathlib.Path, name: str) -> None
 
   Written to <out>/<name>.png.
   """
-  from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
+  from wav2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
 
   windows = []
   for path, waveform in zip(files, waveforms):
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   cli.quiet_library_logs(show=cli.library_logs_wanted(FLAGS.library_logs))
 
   try:
-    from wav2pix_jax import inference  # pylint: disable=g-import-not-at-top
+    from wav2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
 
     generator = inference.load(FLAGS.workdir, FLAGS.step)
     # Decode everything first: a bad file fails before anything is written.

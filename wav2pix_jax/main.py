@@ -34,7 +34,7 @@ def main(argv):
   cli.quiet_library_logs(show=cli.library_logs_wanted(FLAGS.library_logs))
   _hide_accelerators_from_tensorflow()
 
-  from wav2pix_jax import train  # pylint: disable=g-import-not-at-top
+  from wav2pix_jax.training import train  # pylint: disable=g-import-not-at-top
 
   try:
     train.maybe_initialize_distributed(FLAGS.config)  # before the first device query

@@ -12,9 +12,9 @@ from typing import Mapping
 import numpy as np
 
 from wav2pix_jax import config_lib
-from wav2pix_jax import face_metrics
-from wav2pix_jax import inference
-from wav2pix_jax import input_pipeline
+from wav2pix_jax.evaluation import face_metrics
+from wav2pix_jax.serving import inference
+from wav2pix_jax.data import input_pipeline
 
 
 @dataclasses.dataclass

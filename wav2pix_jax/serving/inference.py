@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from wav2pix_jax import audio
+from wav2pix_jax.data import audio
 from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
-from wav2pix_jax import factory
+from wav2pix_jax.models import factory
 
 DEFAULT_BATCH_SIZE = 32  # windows per device call: bounds memory for long recordings
 # Why sample=True is refused for a run trained without dropout (the CLI and the web demo say it).

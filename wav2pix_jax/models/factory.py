@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from wav2pix_jax import config_lib
-from wav2pix_jax import layers
-from wav2pix_jax import models
+from wav2pix_jax.models import layers
+from wav2pix_jax.models import networks
 
 # float64 needs jax_enable_x64; tests use it to compare runs that sum in different orders.
 _DTYPES = {
@@ -80,7 +80,7 @@ def conv_impl(
         f"(or a comma-separated list of {layers.CONV_IMPLS}, one per layer)"
     )
   if len(parts) > 1:
-    num_up = models._check_image_size(model_cfg.image_size)
+    num_up = networks._check_image_size(model_cfg.image_size)
     num_layers = {"g": num_up + 1, "encoder": len(model_cfg.encoder_channels), "d": num_up}[network]
     if len(parts) != num_layers:
       raise config_lib.ConfigError(
@@ -97,10 +97,10 @@ def conv_impl(
 
 def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
   """Fails fast, naming the field, on a model config the models can't build."""
-  if model_cfg.image_size not in models.SUPPORTED_IMAGE_SIZES:
+  if model_cfg.image_size not in networks.SUPPORTED_IMAGE_SIZES:
     raise config_lib.ConfigError(
         f"config.model.image_size={model_cfg.image_size!r} is not supported; "
-        f"choose one of {models.SUPPORTED_IMAGE_SIZES}"
+        f"choose one of {networks.SUPPORTED_IMAGE_SIZES}"
     )
   for field in (
       "embed_dim",
@@ -130,10 +130,10 @@ def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
     raise config_lib.ConfigError(
         f"config.model.dropout_rate must be in [0, 1), got {model_cfg.dropout_rate!r}"
     )
-  if model_cfg.g_upsample not in models.UPSAMPLE_MODES:
+  if model_cfg.g_upsample not in networks.UPSAMPLE_MODES:
     raise config_lib.ConfigError(
         f"config.model.g_upsample={model_cfg.g_upsample!r} is not one of "
-        f"{models.UPSAMPLE_MODES}"
+        f"{networks.UPSAMPLE_MODES}"
     )
   if model_cfg.sn_init not in layers.SN_INITS:
     raise config_lib.ConfigError(
@@ -151,7 +151,7 @@ def make_generator(
     *,
     axis_name: Optional[str] = None,
     inference: bool = False,
-) -> models.Wav2PixG:
+) -> networks.Wav2PixG:
   """The G side (speech encoder + speaker classifier + generator).
 
   `axis_name`: the pmap axis over which BatchNorm averages batch statistics (None outside pmap).
@@ -163,7 +163,7 @@ def make_generator(
     raise ValueError(
         f"num_speakers (from the dataset) must be a positive integer, got {num_speakers!r}"
     )
-  return models.Wav2PixG(
+  return networks.Wav2PixG(
       num_speakers=num_speakers,
       encoder_channels=tuple(model_cfg.encoder_channels),
       encoder_kernel_size=model_cfg.encoder_kernel_size,
@@ -184,10 +184,10 @@ def make_generator(
   )
 
 
-def make_discriminator(model_cfg: ml_collections.ConfigDict) -> models.Discriminator:
+def make_discriminator(model_cfg: ml_collections.ConfigDict) -> networks.Discriminator:
   """The matching-aware discriminator (image + speech embedding -> score, features)."""
   check_model_config(model_cfg)
-  return models.Discriminator(
+  return networks.Discriminator(
       image_size=model_cfg.image_size,
       base_channels=model_cfg.d_base_channels,
       conv_impl=conv_impl(model_cfg, "d"),

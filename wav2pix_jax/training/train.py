@@ -16,17 +16,17 @@ import ml_collections
 import numpy as np
 import optax
 
-from wav2pix_jax import augment
+from wav2pix_jax.training import augment
 from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
 from wav2pix_jax import evaluate as evaluate_lib
-from wav2pix_jax import factory
-from wav2pix_jax import inference
-from wav2pix_jax import input_pipeline
-from wav2pix_jax import loop
-from wav2pix_jax import losses
-from wav2pix_jax import monitor
-from wav2pix_jax import parallel
+from wav2pix_jax.models import factory
+from wav2pix_jax.serving import inference
+from wav2pix_jax.data import input_pipeline
+from wav2pix_jax.training import loop_parts
+from wav2pix_jax.training import losses
+from wav2pix_jax.training import monitor
+from wav2pix_jax.training import parallel
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -695,13 +695,13 @@ class Run:
   start_step: int
   local_batch: int  # examples per step on this process
   train_iter: Any  # grain iterator with get_state/set_state (the position is checkpointed)
-  checkpointer: loop.Checkpointer
+  checkpointer: loop_parts.Checkpointer
   writer: metric_writers.MetricWriter
   generator: inference.FaceGenerator  # one compiled G; the current weights are swapped in
   grid_batch: Optional[dict]  # fixed speech/faces for the image grids (None: first train batch)
   evaluator: Optional[evaluate_lib.PeriodicEvaluator]  # process 0, config.eval.every_steps > 0
   quality: Optional[monitor.QualityHistory]  # <workdir>/eval/history.jsonl (with the evaluator)
-  clock: loop.TrainClock
+  clock: loop_parts.TrainClock
 
   def current_generator(self, state, step: int) -> inference.FaceGenerator:
     host = parallel.unreplicate(state)
@@ -739,10 +739,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   evaluator = quality = None
   if is_chief and config.eval.every_steps:  # the eval set is read once, on process 0
     evaluator, quality = _periodic_evaluation(config, workdir, generator.batch_size, start_step)
-  minutes_before = loop.minutes_at_checkpoint(
+  minutes_before = loop_parts.minutes_at_checkpoint(
       manager, latest, fallback=quality.minutes_before if quality else 0.0
   )
-  clock = loop.TrainClock(minutes_before=minutes_before)
+  clock = loop_parts.TrainClock(minutes_before=minutes_before)
   return Run(
       config=config,
       workdir=workdir,
@@ -751,7 +751,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       start_step=start_step,
       local_batch=local_batch,
       train_iter=train_iter,
-      checkpointer=loop.Checkpointer(manager, meta=meta, latest=latest, minutes=clock.minutes),
+      checkpointer=loop_parts.Checkpointer(
+          manager, meta=meta, latest=latest, minutes=clock.minutes
+      ),
       writer=writer,
       generator=generator,
       grid_batch=grid_batch,
@@ -902,14 +904,14 @@ def log_step(run: Run, step: int, scalars: dict[str, float], speed: str) -> None
 
 def _evaluation_due(run: Run, step: int) -> bool:
   """Whether the periodic evaluation runs after `step` (process 0, config.eval.every_steps)."""
-  return run.evaluator is not None and loop.due(
+  return run.evaluator is not None and loop_parts.due(
       step, run.config.eval.every_steps, run.config.num_train_steps
   )
 
 
-def _step_metrics(run: Run) -> loop.StepMetrics:
+def _step_metrics(run: Run) -> loop_parts.StepMetrics:
   """The loop's metrics: fetched one step late, checked, watched for divergence."""
-  return loop.StepMetrics(
+  return loop_parts.StepMetrics(
       divergence=monitor.DivergenceMonitor(
           window=run.config.log.divergence_window, real_label=run.config.loss.real_label
       ),
@@ -933,7 +935,7 @@ def _time_limit(run: Run, state, step: int) -> Optional[str]:
 
 
 def train_loop(
-    run: Run, p_train_step: Callable, state, prefetcher, metrics: loop.StepMetrics, stop
+    run: Run, p_train_step: Callable, state, prefetcher, metrics: loop_parts.StepMetrics, stop
 ) -> tuple[Any, int, Optional[str]]:
   """Steps run.start_step + 1 .. num_train_steps and their periodic actions.
 
@@ -941,7 +943,7 @@ def train_loop(
   time limit, or None when it finished or the data ran out).
   """
   log, num_steps, start_step = run.config.log, run.config.num_train_steps, run.start_step
-  progress = loop.Progress(start_step=start_step, num_steps=num_steps)
+  progress = loop_parts.Progress(start_step=start_step, num_steps=num_steps)
   step = start_step
   for step in range(start_step + 1, num_steps + 1):  # `step` = iterations completed after it
     try:
@@ -953,17 +955,17 @@ def train_loop(
     if step == start_step + 1:
       progress.compiled(step, device_metrics)  # steps/s excludes compilation
     metrics.add(step, device_metrics)  # checks the previous step's
-    if loop.due(step, log.checkpoint_every_steps, num_steps) or stop.signal_name:
+    if loop_parts.due(step, log.checkpoint_every_steps, num_steps) or stop.signal_name:
       metrics.flush()  # nothing unchecked goes into a checkpoint
-    if loop.due(step, log.every_steps, num_steps):
+    if loop_parts.due(step, log.every_steps, num_steps):
       scalars = metrics.means(step)
       speed_scalars, speed = progress.report(step)
       log_step(run, step, {**scalars, **speed_scalars}, speed)
-    if loop.due(step, log.image_every_steps, num_steps):
+    if loop_parts.due(step, log.image_every_steps, num_steps):
       write_images(run, state, step, batch)
     if _evaluation_due(run, step):
       run_evaluation(run, state, step)
-    if loop.due(step, log.checkpoint_every_steps, num_steps):
+    if loop_parts.due(step, log.checkpoint_every_steps, num_steps):
       run.checkpointer.save(step, state, prefetcher.last_state)
     if stop.signal_name is not None:
       return state, step, stop.signal_name
@@ -1000,7 +1002,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   )
   completed = False
   try:
-    with loop.StopRequest() as stop:
+    with loop_parts.StopRequest() as stop:
       state, step, stopped_by = train_loop(run, p_train_step, state, prefetcher, metrics, stop)
       metrics.flush()
       if checkpointer.last_saved != step:

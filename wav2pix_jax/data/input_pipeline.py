@@ -50,7 +50,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from wav2pix_jax import audio
+from wav2pix_jax.data import audio
 from wav2pix_jax import config_lib
 
 # Our builders, by TFDS name -> the module whose import registers them (imported lazily, so one

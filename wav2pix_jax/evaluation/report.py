@@ -27,8 +27,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from wav2pix_jax import emotion
-from wav2pix_jax import face_metrics
+from wav2pix_jax.evaluation import emotion
+from wav2pix_jax.evaluation import face_metrics
 
 REPORT_FILENAME = "report.json"
 

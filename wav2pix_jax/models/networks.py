@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from wav2pix_jax import layers
+from wav2pix_jax.models import layers
 
 Array = jax.Array
 Dtype = Any

@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 from wav2pix_jax import checkpoints
-from wav2pix_jax import monitor
-from wav2pix_jax import parallel
+from wav2pix_jax.training import monitor
+from wav2pix_jax.training import parallel
 
 # Metrics the host checks for NaN/inf after every step (the loss terms and gradient norms).
 FINITE_CHECKED = (
