@@ -142,7 +142,7 @@ def bench_generate(
 
 
 # ------------------------------------------------------------------------------------------
-# Training: the real train.train_step through parallel's pmapped step
+# Training: the real step.train_step through parallel's pmapped step
 # ------------------------------------------------------------------------------------------
 
 
@@ -150,15 +150,15 @@ def _train_setup(row: Row, config_path: str | None):
   """(config, train module, parallel module, replicated state, device batch)."""
   import jax
 
-  train = _import("wav2pix_jax.training.train")
+  step_lib = _import("wav2pix_jax.training.step")
   parallel = _import("wav2pix_jax.training.parallel")
   config = load_config(row, config_path)
   parallel.check_batch_size(config.batch_size)
-  state = train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(config.seed))
+  state = step_lib.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(config.seed))
   state = parallel.replicate(state)
   host = synthetic_batch(row.batch, row.image_size, config.input.audio_samples)
   device_batch = parallel.put_sharded(parallel.shard(host))
-  return config, train, parallel, state, device_batch
+  return config, step_lib, parallel, state, device_batch
 
 
 def _row_info(row: Row, config, *, inference: bool = False) -> dict:
@@ -186,11 +186,11 @@ def bench_train(
     max_steps: int | None = None,
     config_path: str | None = None,
 ) -> dict:
-  """One training iteration (D update then G update): train.make_p_train_step, as trained."""
+  """One training iteration (D update then G update): step_lib.make_p_train_step, as trained."""
   import jax
 
-  config, train, parallel, state, batch = _train_setup(row, config_path)
-  p_train_step = train.make_p_train_step(config, NUM_SPEAKERS)
+  config, step_lib, parallel, state, batch = _train_setup(row, config_path)
+  p_train_step = step_lib.make_p_train_step(config, NUM_SPEAKERS)
   res = _row_info(row, config)
   compiled, info = xla_cost.compile_aot(p_train_step, state, batch)
   res.update(info)
@@ -216,17 +216,17 @@ def bench_train(
   return _finish(res, samples, batch=row.batch, flops=res["flops_per_iter"])
 
 
-def _phase_fns(config, train, parallel) -> dict:
+def _phase_fns(config, step_lib, parallel) -> dict:
   """d_update and g_update bound as train_step binds them, each to be pmapped alone."""
   import jax
 
   factory = _import("wav2pix_jax.models.factory")
   g_model = factory.make_generator(config.model, NUM_SPEAKERS, axis_name=parallel.AXIS_NAME)
   d_model = factory.make_discriminator(config.model)
-  g_tx, d_tx = train.make_optimizers(config)
+  g_tx, d_tx = step_lib.make_optimizers(config)
 
   def d_phase(state, batch):
-    return train.d_update(
+    return step_lib.d_update(
         state,
         batch,
         g_model=g_model,
@@ -238,7 +238,7 @@ def _phase_fns(config, train, parallel) -> dict:
     )
 
   def g_phase(state, batch):
-    return train.g_update(
+    return step_lib.g_update(
         state,
         batch,
         g_model=g_model,
@@ -263,13 +263,13 @@ def bench_phases(
   """d_update and g_update pmapped and timed apart (where the training iteration's time goes)."""
   import jax
 
-  config, train, parallel, state, batch = _train_setup(row, config_path)
+  config, step_lib, parallel, state, batch = _train_setup(row, config_path)
   res = dict(_row_info(row, config), phases={})
   ndev = jax.local_device_count()
   try:
-    fns = _phase_fns(config, train, parallel)
+    fns = _phase_fns(config, step_lib, parallel)
   except (AttributeError, TypeError) as e:
-    raise Skip(f"train.d_update / g_update are not callable as this harness expects ({e})")
+    raise Skip(f"step_lib.d_update / g_update are not callable as this harness expects ({e})")
   for phase, fn in fns.items():
     # Not donated: every call starts from the same state (same work each time).
     compiled, info = xla_cost.compile_aot(parallel.pmap(fn, donate_state=False), state, batch)

@@ -31,7 +31,7 @@ flags.DEFINE_string(
     "out", None, "Where the rewritten history goes (with --history).", flag_values=FLAGS
 )
 
-_TIME = r"^[IWEF](\d{4} \d\d:\d\d:\d\d\.\d+) +\d+ train\.py:\d+\] "
+_TIME = r"^[IWEF](\d{4} \d\d:\d\d:\d\d\.\d+) +\d+ (?:train|loop)\.py:\d+\] "
 _START = re.compile(_TIME + r"Training from step (\d+) to \d+")
 _STEP = re.compile(_TIME + r"step (\d+)/\d+ ")
 _STOP = re.compile(_TIME + r"Stopped by \w+ after step (\d+)")

@@ -13,6 +13,7 @@ import pytest
 
 from wav2pix_jax import cli
 from wav2pix_jax import evaluate
+from wav2pix_jax.evaluation import evaluator
 from wav2pix_jax import generate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -75,11 +76,11 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, capsys
     return fail
 
   argv = [f"--workdir={tmp_path}", f"--out={tmp_path / 'out'}"]
-  monkeypatch.setattr(evaluate, "evaluate_workdir", raises(config_lib.ConfigError("bad\nvalue")))
+  monkeypatch.setattr(evaluator, "evaluate_workdir", raises(config_lib.ConfigError("bad\nvalue")))
   assert evaluate.main(argv) == 1
   assert capsys.readouterr().err == "wav2pix-evaluate: error: bad value\n"
   for bug in (ValueError("a bug"), KeyError("a bug"), RuntimeError("a bug")):
-    monkeypatch.setattr(evaluate, "evaluate_workdir", raises(bug))
+    monkeypatch.setattr(evaluator, "evaluate_workdir", raises(bug))
     with pytest.raises(type(bug), match="a bug"):
       evaluate.main(argv)
   (tmp_path / "a.wav").write_bytes(b"")
@@ -102,7 +103,7 @@ def test_quiet_console_keeps_our_records_and_everyone_s_warnings(monkeypatch):
   import orbax.checkpoint as ocp
 
   handler = absl_logging.get_absl_handler()
-  ours = str(REPO / "wav2pix_jax" / "train.py")
+  ours = str(REPO / "wav2pix_jax" / "training" / "loop.py")
   builder = str(REPO / "data_prep" / "synthetic" / "synthetic_dataset_builder.py")
   library = os.path.join(os.path.dirname(ocp.__file__), "checkpoint_manager.py")
   try:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from wav2pix_jax import checkpoints
-from wav2pix_jax.training import train
+from wav2pix_jax.training import step as step_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_STEPS = 30
@@ -184,7 +184,7 @@ def _restore(workdir, step):
   manager = checkpoints.create_manager(str(workdir), max_to_keep=2, create=False)
   try:
     return checkpoints.restore(
-        manager, step, abstract_state=train.abstract_train_state(config, num_speakers)
+        manager, step, abstract_state=step_lib.abstract_train_state(config, num_speakers)
     )
   finally:
     manager.close()

@@ -12,6 +12,7 @@ from PIL import Image
 from wav2pix_jax.evaluation import emotion
 from wav2pix_jax.evaluation import report as eval_report
 from wav2pix_jax import evaluate as ev
+from wav2pix_jax.evaluation import evaluator
 from wav2pix_jax.evaluation import face_metrics as fm
 
 SPEAKERS = ("jaimealtozano", "javiermuniz")
@@ -283,7 +284,7 @@ def test_save_grid_places_real_next_to_generated(tmp_path):
   real = np.full((3, size, size, 3), 10, np.uint8)
   generated = np.full((3, size, size, 3), 200, np.uint8)
   real[2], generated[2] = 50, 250
-  path = ev.save_grid(
+  path = evaluator.save_grid(
       tmp_path / "g.png",
       real=real,
       generated=generated,
@@ -354,7 +355,7 @@ class EvaluateTestFaces(tfds.core.GeneratorBasedBuilder):
 
 @pytest.fixture(scope="module")
 def workdir(youtubers_dir, tmp_path_factory):
-  from test_inference import save_run, tiny_config  # the same workdir layout as train.py leaves
+  from test_inference import save_run, tiny_config  # the same workdir layout as training leaves
 
   data_dir = tmp_path_factory.mktemp("tfds")
   EvaluateTestFaces.SOURCE = youtubers_dir
@@ -440,7 +441,7 @@ def test_cli_fuse_adds_rows_for_several_windows_per_face(workdir, tmp_path, caps
       reference_faces_per_speaker=3,
       batch_size=8,
   )
-  fused = ev.fused_faces(generator, eval_set, [1, 3])
+  fused = evaluator.fused_faces(generator, eval_set, [1, 3])
   assert list(fused) == [3]
   faces, speakers = fused[3]
   assert speakers.tolist() == [0, 1]

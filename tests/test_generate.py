@@ -10,7 +10,7 @@ from wav2pix_jax import generate
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  from test_inference import save_run, tiny_config  # the workdir layout train.py leaves
+  from test_inference import save_run, tiny_config  # the workdir layout training leaves
 
   path = tmp_path_factory.mktemp("gen") / "wd"
   save_run(path, tiny_config(), steps=(1,))

@@ -7,7 +7,7 @@ import soundfile
 from wav2pix_jax import generate
 from wav2pix_jax.serving import inference
 
-from test_inference import save_run, tiny_config  # the workdir layout train.py leaves
+from test_inference import save_run, tiny_config  # the workdir layout training leaves
 
 
 @pytest.fixture(scope="module")

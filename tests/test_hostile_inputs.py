@@ -39,7 +39,7 @@ def _env():
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory):
-  from test_inference import save_run, tiny_config  # the workdir layout train.py leaves
+  from test_inference import save_run, tiny_config  # the workdir layout training leaves
 
   path = tmp_path_factory.mktemp("hostile_gen") / "wd"
   save_run(path, tiny_config(), steps=(1,))

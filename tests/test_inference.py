@@ -11,7 +11,7 @@ import pytest
 from wav2pix_jax.data import audio
 from wav2pix_jax import checkpoints
 from wav2pix_jax.serving import inference
-from wav2pix_jax.training import train
+from wav2pix_jax.training import step as step_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ("alice", "bob")
@@ -27,7 +27,7 @@ def tiny_config():
 
 
 def save_run(workdir: pathlib.Path, config, *, steps=(3,), seed=0, names=NAMES):
-  """A workdir as train.py leaves it: config.json, dataset.json and Orbax checkpoints of a real TrainState."""
+  """A workdir as training leaves it: config.json, dataset.json and Orbax checkpoints of a real TrainState."""
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   (workdir / "dataset.json").write_text(
@@ -36,7 +36,7 @@ def save_run(workdir: pathlib.Path, config, *, steps=(3,), seed=0, names=NAMES):
   manager = checkpoints.create_manager(str(workdir), max_to_keep=5)
   meta = checkpoints.make_meta(config, num_speakers=2, speaker_names=names)
   # The real TrainState structure (eval_shape: nothing compiled), filled with seeded random values.
-  abstract = train.abstract_train_state(config, 2)
+  abstract = step_lib.abstract_train_state(config, 2)
   states = {}
   for i, step in enumerate(steps):
     rng = np.random.default_rng(seed + i)

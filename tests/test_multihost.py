@@ -22,7 +22,8 @@ import pytest
 
 from wav2pix_jax import checkpoints
 from wav2pix_jax.data import input_pipeline
-from wav2pix_jax.training import train
+from wav2pix_jax.training import parallel
+from wav2pix_jax.training import step as step_lib
 
 import helpers
 
@@ -165,7 +166,7 @@ def _restore(workdir, step: int):
   manager = checkpoints.create_manager(str(workdir), max_to_keep=2, create=False)
   try:
     return checkpoints.restore(
-        manager, step, abstract_state=train.abstract_train_state(config, num_speakers)
+        manager, step, abstract_state=step_lib.abstract_train_state(config, num_speakers)
     )
   finally:
     manager.close()
@@ -297,12 +298,12 @@ def _compare(workdir: pathlib.Path, reference: pathlib.Path) -> tuple[float, flo
 
 
 def test_distributed_args_auto_detect_when_unset():
-  assert train.distributed_args(helpers.tiny_config()) == {}
+  assert parallel.distributed_args(helpers.tiny_config()) == {}
 
 
 def test_distributed_args_pass_all_three():
   config = helpers.tiny_config(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=3)
-  assert train.distributed_args(config) == {
+  assert parallel.distributed_args(config) == {
       "coordinator_address": "10.0.0.1:1234",
       "num_processes": 4,
       "process_id": 3,
@@ -330,11 +331,11 @@ def test_distributed_args_pass_all_three():
 )
 def test_distributed_args_refuse_partial_or_out_of_range(overrides, message):
   with pytest.raises(ValueError, match=message):
-    train.distributed_args(helpers.tiny_config(**overrides))
+    parallel.distributed_args(helpers.tiny_config(**overrides))
 
 
 def test_launch_fields_without_distributed_are_refused(monkeypatch):
   monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
   config = helpers.tiny_config(coordinator_address="h:1", num_processes=2, process_id=0)
   with pytest.raises(ValueError, match="--config.distributed=True"):
-    train.maybe_initialize_distributed(config)
+    parallel.maybe_initialize_distributed(config)

@@ -14,7 +14,8 @@ import pytest
 from data_prep.synthetic import synthetic_dataset_builder as syn
 from wav2pix_jax.evaluation import report as ev
 from wav2pix_jax.evaluation import face_metrics as fm
-from wav2pix_jax.training import train
+from wav2pix_jax.training import loop
+from wav2pix_jax.training import step as step_lib
 
 import helpers
 
@@ -230,12 +231,12 @@ def test_periodic_evaluator_follows_config_eval(synthetic_config):
 
   import jax
 
-  from wav2pix_jax import evaluate
+  from wav2pix_jax.evaluation import evaluator as evaluator_lib
   from wav2pix_jax.serving import inference
 
   seen = len(syn.SPEAKERS) - len(syn.UNSEEN_SPEAKERS)
-  state = train.create_train_state(synthetic_config, len(syn.SPEAKERS), jax.random.PRNGKey(0))
-  # As train.py builds it: inference mode, whatever config.eval.train_mode says.
+  state = step_lib.create_train_state(synthetic_config, len(syn.SPEAKERS), jax.random.PRNGKey(0))
+  # As training builds it: inference mode, whatever config.eval.train_mode says.
   generator = inference.FaceGenerator.from_state(
       synthetic_config, len(syn.SPEAKERS), state, train_mode=False
   )
@@ -243,12 +244,12 @@ def test_periodic_evaluator_follows_config_eval(synthetic_config):
   for train_mode in (False, True):
     config = synthetic_config.copy_and_resolve_references()
     config.eval.train_mode = train_mode
-    evaluator = evaluate.PeriodicEvaluator(config, batch_size=4)
+    evaluator = evaluator_lib.PeriodicEvaluator(config, batch_size=4)
     per_speaker = config.eval.reference_faces_per_speaker
     assert len(evaluator.eval_set.train_speakers) == per_speaker * seen
     report, scalars = evaluator(generator)
     assert scalars == report.scalars() and report.run["split"] == "test"
-    expected = evaluate.evaluate_set(
+    expected = evaluator_lib.evaluate_set(
         evaluator.eval_set,
         dataclasses.replace(generator, train_mode=train_mode).generate_preprocessed(
             evaluator.eval_set.waveforms
@@ -264,7 +265,7 @@ def test_periodic_evaluator_follows_config_eval(synthetic_config):
 def test_bad_eval_config_fails_fast():
   for field, value in (("every_steps", -1), ("max_examples", 0)):
     with pytest.raises(ValueError, match=f"config.eval.{field}"):
-      train.check_config(_tiny(**{f"eval.{field}": value}))
+      loop.check_config(_tiny(**{f"eval.{field}": value}))
 
 
 @pytest.mark.slow
@@ -279,7 +280,7 @@ def test_training_evaluates_periodically_into_tensorboard(tmp_path, caplog):
       }
   )
   caplog.set_level("INFO")
-  train.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   assert caplog.text.count("eval at step") == 2  # step 2 (schedule) and 3 (the end)
   report = json.loads((pathlib.Path(workdir) / "eval" / "periodic" / "report.json").read_text())
   assert report["num_examples"] == 6 and report["run"]["split"] == "test"
@@ -307,7 +308,7 @@ def test_training_evaluates_periodically_into_tensorboard(tmp_path, caplog):
 def _each_step_takes_30_s(monkeypatch):
   """A fake wall clock that advances 30 s with each training step (and only then)."""
   clock = [1000.0]
-  real_make = train.make_p_train_step
+  real_make = step_lib.make_p_train_step
 
   def make_with_a_30_s_step(*args, **kwargs):
     p_step = real_make(*args, **kwargs)
@@ -318,8 +319,8 @@ def _each_step_takes_30_s(monkeypatch):
 
     return step
 
-  monkeypatch.setattr(train, "make_p_train_step", make_with_a_30_s_step)
-  monkeypatch.setattr(train.time, "time", lambda: clock[0])
+  monkeypatch.setattr(step_lib, "make_p_train_step", make_with_a_30_s_step)
+  monkeypatch.setattr(loop.time, "time", lambda: clock[0])
 
 
 @pytest.mark.slow
@@ -336,7 +337,7 @@ def test_max_train_minutes_stops_saves_and_evaluates_the_last_model(tmp_path, ca
   )
   _each_step_takes_30_s(monkeypatch)
   caplog.set_level("INFO")
-  state = train.train_and_evaluate(config, workdir)
+  state = loop.train_and_evaluate(config, workdir)
   assert int(state.step) == 2  # 2 x 30 s reach the 1-minute limit
   assert "Stopped by max_train_minutes=1 (at 1.0 training minutes) after step 2" in caplog.text
   assert caplog.text.count("eval at step") == 1  # off the schedule, but the last model is evaluated
@@ -357,8 +358,8 @@ def test_training_minutes_continue_over_a_resume_without_evaluations(tmp_path, c
   _each_step_takes_30_s(monkeypatch)
   caplog.set_level("INFO")
   config = _tiny(**overrides, num_train_steps=50, max_train_minutes=1.0)
-  assert int(train.train_and_evaluate(config, workdir).step) == 2  # 2 x 30 s
+  assert int(loop.train_and_evaluate(config, workdir).step) == 2  # 2 x 30 s
   caplog.clear()
   config = _tiny(**overrides, num_train_steps=50, max_train_minutes=1.5)
-  assert int(train.train_and_evaluate(config, workdir).step) == 3  # 1 minute before + 30 s
+  assert int(loop.train_and_evaluate(config, workdir).step) == 3  # 1 minute before + 30 s
   assert "Stopped by max_train_minutes=1.5 (at 1.5 training minutes) after step 3" in caplog.text

@@ -13,7 +13,7 @@ from wav2pix_jax.models import layers
 from wav2pix_jax.training import losses
 from wav2pix_jax.models import networks
 from wav2pix_jax.training import parallel
-from wav2pix_jax.training import train
+from wav2pix_jax.training import step as step_lib
 
 import helpers
 
@@ -180,8 +180,8 @@ def _straightforward_g_loss(g_params, state, batch, *, g_model, d_model, loss_we
 def test_shared_g_forward_gives_the_straightforward_gradients(adversarial_into_encoder):
   # dropout 0.5 on: the mask must be the same in both formulations
   config = _tiny(**{"loss.adversarial_into_encoder": adversarial_into_encoder})
-  state = train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
-  kw = train.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
+  state = step_lib.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+  kw = step_lib.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
   g_model, d_model = kw["g_model"], kw["d_model"]
   batch = jax.tree.map(jnp.asarray, _batch(config))
   rng = jax.random.PRNGKey(7)
@@ -190,8 +190,8 @@ def test_shared_g_forward_gives_the_straightforward_gradients(adversarial_into_e
   def fused(state):
     # As train_step: one forward (with the power iteration), D update, then the G gradient
     # against the updated D through the saved vjp.
-    g_out = train.g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=True)
-    d_state, _ = train.d_update(
+    g_out = step_lib.g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=True)
+    d_state, _ = step_lib.d_update(
         state,
         batch,
         g_model=g_model,
@@ -201,7 +201,7 @@ def test_shared_g_forward_gives_the_straightforward_gradients(adversarial_into_e
         rng=rng,
         g_out=g_out,
     )
-    loss, _, grads = train.g_loss_and_grads(
+    loss, _, grads = step_lib.g_loss_and_grads(
         d_state, batch, g_out, d_model=d_model, loss_weights=config.loss
     )
     return d_state, loss, grads, g_out.batch_stats
@@ -264,11 +264,11 @@ def test_bfloat16_losses_track_float32():
   """
   f32 = _tiny()
   bf16 = _tiny(**{"model.dtype": "bfloat16"})
-  state = train.create_train_state(f32, NUM_SPEAKERS, jax.random.PRNGKey(0))
-  bf16_abstract = train.abstract_train_state(bf16, NUM_SPEAKERS)
+  state = step_lib.create_train_state(f32, NUM_SPEAKERS, jax.random.PRNGKey(0))
+  bf16_abstract = step_lib.abstract_train_state(bf16, NUM_SPEAKERS)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16_abstract.g_params))
   steps = {
-      name: jax.jit(train.make_train_step(cfg, NUM_SPEAKERS, axis_name=None))
+      name: jax.jit(step_lib.make_train_step(cfg, NUM_SPEAKERS, axis_name=None))
       for name, cfg in (("f32", f32), ("bf16", bf16))
   }
   states = {"f32": state, "bf16": state}
@@ -292,8 +292,10 @@ def test_bfloat16_losses_track_float32():
 @pytest.mark.slow
 def test_pmapped_step_donates_the_state_without_warnings():
   config = _tiny()
-  p_step = train.make_p_train_step(config, NUM_SPEAKERS)
-  state = parallel.replicate(train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0)))
+  p_step = step_lib.make_p_train_step(config, NUM_SPEAKERS)
+  state = parallel.replicate(
+      step_lib.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+  )
   batch = parallel.put_sharded(parallel.shard(_batch(config)))
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")

@@ -126,7 +126,7 @@ def test_attribute_cli_reports_a_workdir_on_the_unseen_split(built, tmp_path, ca
   import json
 
   from helpers import tiny_config
-  from test_inference import save_run  # a workdir as train.py leaves it (random weights)
+  from test_inference import save_run  # a workdir as training leaves it (random weights)
 
   builder, _ = built
   config = tiny_config()

@@ -1,4 +1,5 @@
-"""train.py: state, the D/G phases, the pmapped step (2 devices == 1), and train_and_evaluate."""
+"""training/step.py and loop.py: state, the D/G phases, the pmapped step (2 devices == 1), and
+train_and_evaluate."""
 
 import functools
 import glob
@@ -12,7 +13,8 @@ import pytest
 
 from wav2pix_jax.training import loop_parts
 from wav2pix_jax.training import parallel
-from wav2pix_jax.training import train
+from wav2pix_jax.training import loop
+from wav2pix_jax.training import step as step_lib
 
 import helpers
 
@@ -35,19 +37,19 @@ def _equal(a, b) -> bool:
 @pytest.fixture(scope="module")
 def tiny_state():
   config = _tiny(**{"model.dropout_rate": 0.0, "skip_nonfinite": True})
-  return config, train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+  return config, step_lib.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
 
 
 @pytest.fixture(scope="module")
 def single_step(tiny_state):
   config, _ = tiny_state
-  return jax.jit(train.make_train_step(config, NUM_SPEAKERS, axis_name=None))
+  return jax.jit(step_lib.make_train_step(config, NUM_SPEAKERS, axis_name=None))
 
 
 @pytest.mark.slow
 def test_create_train_state_matches_eval_shape(tiny_state):
   config, state = tiny_state
-  abstract = train.abstract_train_state(config, NUM_SPEAKERS)
+  abstract = step_lib.abstract_train_state(config, NUM_SPEAKERS)
   assert jax.tree.structure(abstract) == jax.tree.structure(state)
   assert all(
       jax.tree.leaves(
@@ -61,7 +63,7 @@ def test_create_train_state_matches_eval_shape(tiny_state):
 
 
 def _phase_kwargs(config):
-  return train.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
+  return step_lib.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
 
 
 @pytest.mark.slow
@@ -70,7 +72,7 @@ def test_d_update_leaves_g_params_untouched(tiny_state):
   kw = _phase_kwargs(config)
   d_update = jax.jit(
       functools.partial(
-          train.d_update,
+          step_lib.d_update,
           g_model=kw["g_model"],
           d_model=kw["d_model"],
           d_tx=kw["d_tx"],
@@ -97,7 +99,7 @@ def test_g_update_leaves_d_untouched(tiny_state):
   kw = _phase_kwargs(config)
   g_update = jax.jit(
       functools.partial(
-          train.g_update,
+          step_lib.g_update,
           g_model=kw["g_model"],
           d_model=kw["d_model"],
           g_tx=kw["g_tx"],
@@ -131,7 +133,7 @@ def test_d_phase_does_not_differentiate_through_g(tiny_state):
   batch = _batch(config)
 
   def d_loss_of_g(g_params):
-    _, metrics = train.d_update(
+    _, metrics = step_lib.d_update(
         state.replace(g_params=g_params),
         batch,
         g_model=kw["g_model"],
@@ -195,11 +197,11 @@ def _two_devices_vs_one(seeds) -> float:
     config = _tiny(
         **{"model.dropout_rate": 0.0, "model.dtype": "float64", "model.param_dtype": "float64"}
     )
-    single = jax.jit(train.make_train_step(config, NUM_SPEAKERS, axis_name=None))
-    p_step = train.make_p_train_step(config, NUM_SPEAKERS)
+    single = jax.jit(step_lib.make_train_step(config, NUM_SPEAKERS, axis_name=None))
+    p_step = step_lib.make_p_train_step(config, NUM_SPEAKERS)
     worst = 0.0
     for seed in seeds:
-      state = train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(seed))
+      state = step_lib.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(seed))
       assert state.g_params["generator"]["deconv0"]["sn"]["kernel"].dtype == jnp.float64
       s1, p_state = state, parallel.replicate(state)
       for i in range(2):
@@ -271,7 +273,7 @@ def test_nonfinite_terms_names_them():
 def test_image_grid_layout():
   generated = np.full((3, 4, 4, 3), 1.0, np.float32)
   real = np.full((3, 4, 4, 3), -1.0, np.float32)
-  grid = train.image_grid(generated, real)
+  grid = loop.image_grid(generated, real)
   assert grid.shape == (8, 12, 3) and grid.dtype == np.uint8
   assert (grid[:4] == 255).all() and (grid[4:] == 0).all()
 
@@ -291,7 +293,7 @@ def test_image_grid_layout():
 def test_bad_configs_fail_fast_naming_the_field(tmp_path, key, value, field):
   config = _tiny(**{key: value, "input.data_dir": str(tmp_path / "never_created")})
   with pytest.raises(ValueError, match=field.replace(".", r"\.")):
-    train.train_and_evaluate(config, str(tmp_path / "workdir"))
+    loop.train_and_evaluate(config, str(tmp_path / "workdir"))
   assert not (tmp_path / "never_created").exists()  # failed before touching the data
 
 
@@ -317,7 +319,7 @@ def test_train_checkpoint_resume_and_refusals(tmp_path, synthetic_data_dir, capl
   config = _tiny(**{"input.data_dir": synthetic_data_dir})
 
   # 1. Three steps from scratch: checkpoints on step 2 (schedule) and 3 (end).
-  state = train.train_and_evaluate(config, workdir)
+  state = loop.train_and_evaluate(config, workdir)
   assert int(state.step) == 3
   assert _latest(workdir) == 3
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]
@@ -350,7 +352,7 @@ def test_train_checkpoint_resume_and_refusals(tmp_path, synthetic_data_dir, capl
   # 2. Restart with more steps: resumes at 3 (restored, not re-initialised), ends at 5.
   config.num_train_steps = 5
   caplog.set_level("INFO")
-  state = train.train_and_evaluate(config, workdir)
+  state = loop.train_and_evaluate(config, workdir)
   assert int(state.step) == 5
   assert "Resumed from" in caplog.text and "at step 3" in caplog.text
   assert _latest(workdir) == 5
@@ -369,7 +371,7 @@ def test_train_checkpoint_resume_and_refusals(tmp_path, synthetic_data_dir, capl
       match=r"model\.g_base_channels.*input\.audio_samples|"
       r"input\.audio_samples.*model\.g_base_channels",
   ) as info:
-    train.train_and_evaluate(bad, workdir)
+    loop.train_and_evaluate(bad, workdir)
   assert "refusing to resume" in str(info.value)
   assert _latest(workdir) == 5
 
@@ -377,7 +379,7 @@ def test_train_checkpoint_resume_and_refusals(tmp_path, synthetic_data_dir, capl
   nan_config = _tiny(**{"input.data_dir": synthetic_data_dir, "num_train_steps": 7})
   nan_config.loss.l1 = float("nan")
   with pytest.raises(FloatingPointError, match=r"g_loss.*at step 6.*step 5\) stays the latest"):
-    train.train_and_evaluate(nan_config, workdir)
+    loop.train_and_evaluate(nan_config, workdir)
   assert _latest(workdir) == 5
 
 
@@ -410,7 +412,7 @@ def test_sigterm_finishes_the_step_saves_and_returns(
           "log.image_every_steps": 100,
       }
   )
-  real_make = train.make_p_train_step
+  real_make = step_lib.make_p_train_step
 
   def make_with_sigterm_on_step_2(*args, **kwargs):
     p_step = real_make(*args, **kwargs)
@@ -425,10 +427,10 @@ def test_sigterm_finishes_the_step_saves_and_returns(
 
     return step
 
-  monkeypatch.setattr(train, "make_p_train_step", make_with_sigterm_on_step_2)
+  monkeypatch.setattr(step_lib, "make_p_train_step", make_with_sigterm_on_step_2)
   before = signal.getsignal(signal.SIGTERM)
   caplog.set_level("INFO")
-  state = train.train_and_evaluate(config, workdir)
+  state = loop.train_and_evaluate(config, workdir)
   assert int(state.step) == 2
   assert _latest(workdir) == 2
   assert "Stopped by SIGTERM after step 2" in caplog.text

@@ -17,7 +17,8 @@ from wav2pix_jax.serving import inference
 from wav2pix_jax.models import layers
 from wav2pix_jax.models import networks
 from wav2pix_jax.training import monitor
-from wav2pix_jax.training import train
+from wav2pix_jax.training import loop
+from wav2pix_jax.training import step as step_lib
 
 import helpers
 
@@ -92,11 +93,11 @@ def test_color_is_a_per_image_affine_map_and_gradients_flow():
 
 
 def _step(config, state=None, batch=None):
-  step = jax.jit(train.make_train_step(config, NUM_SPEAKERS, axis_name=None))
+  step = jax.jit(step_lib.make_train_step(config, NUM_SPEAKERS, axis_name=None))
   state = (
       state
       if state is not None
-      else train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+      else step_lib.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
   )
   return state, step(state, batch if batch is not None else _batch(config))
 
@@ -113,7 +114,7 @@ def test_ema_follows_the_weights_with_a_warm_up():
   ):
     np.testing.assert_allclose(e1, 0.1 * e0 + 0.9 * p1, rtol=1e-5, atol=1e-7)
   assert inference.generator_variables(new)["params"] is new.g_ema_params
-  off = train.create_train_state(_tiny(), NUM_SPEAKERS, jax.random.PRNGKey(0))
+  off = step_lib.create_train_state(_tiny(), NUM_SPEAKERS, jax.random.PRNGKey(0))
   assert off.g_ema_params is None and inference.generator_variables(off)["params"] is off.g_params
 
 
@@ -133,12 +134,12 @@ def test_r1_differentiates_the_discriminator_that_scored_even_at_step_0():
   u and v are random and unrelated (sigma = u^T W v near 0), and the penalty was 2e8 here (4e13
   for configs/fast.py), freezing D's Adam for thousands of steps."""
   config = _tiny()
-  state = train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+  state = step_lib.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
   d_model = factory.make_discriminator(config.model)
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.uniform(-1, 1, (12, 64, 64, 3)), jnp.float32)
   embedding = jnp.asarray(rng.normal(size=(4, config.model.embed_dim)), jnp.float32)
-  _, (terms, _, spectral) = train.d_loss(
+  _, (terms, _, spectral) = step_lib.d_loss(
       state.d_params,
       state.d_spectral,
       images,
@@ -147,9 +148,11 @@ def test_r1_differentiates_the_discriminator_that_scored_even_at_step_0():
       real_label=1.0,
       r1_weight=1.0,
   )
-  want = train.r1_penalty(state.d_params, spectral, images[:4], embedding, d_model=d_model)
+  want = step_lib.r1_penalty(state.d_params, spectral, images[:4], embedding, d_model=d_model)
   np.testing.assert_allclose(float(terms["d_r1"]), float(want), rtol=1e-6)
-  stale = train.r1_penalty(state.d_params, state.d_spectral, images[:4], embedding, d_model=d_model)
+  stale = step_lib.r1_penalty(
+      state.d_params, state.d_spectral, images[:4], embedding, d_model=d_model
+  )
   assert float(terms["d_r1"]) < 1.0 < 1e3 * float(terms["d_r1"]) < float(stale)
 
 
@@ -168,13 +171,13 @@ def test_the_condition_carries_the_adversarial_gradient_only_when_asked():
             "loss.adversarial_into_encoder": into_encoder,
         }
     )
-    state = train.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
-    kw = train.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
+    state = step_lib.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+    kw = step_lib.make_train_step(config, NUM_SPEAKERS, axis_name=None).keywords
     batch = jax.tree.map(jnp.asarray, _batch(config))
-    g_out = train.g_forward(
+    g_out = step_lib.g_forward(
         state, batch, g_model=kw["g_model"], rng=jax.random.PRNGKey(1), update_spectral=True
     )
-    _, _, grads = train.g_loss_and_grads(
+    _, _, grads = step_lib.g_loss_and_grads(
         state, batch, g_out, d_model=kw["d_model"], loss_weights=config.loss
     )
     return grads["encoder"]["embed"]["kernel"], grads["generator"]
@@ -207,7 +210,7 @@ def test_bad_option_values_name_the_field():
       ({"model.sn_init": "xavier"}, "model.sn_init"),
   ):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
-      train.check_config(_tiny(**overrides))
+      loop.check_config(_tiny(**overrides))
 
 
 # ------------------------------------------------------------------------------------------

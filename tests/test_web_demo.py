@@ -88,7 +88,7 @@ def _webm_opus(waveform: np.ndarray) -> bytes:
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory):
   """A tiny trained-run workdir with two checkpoints (steps 1 and 2), dropout 0.5."""
-  from test_inference import save_run, tiny_config  # the workdir layout train.py leaves
+  from test_inference import save_run, tiny_config  # the workdir layout training leaves
 
   path = tmp_path_factory.mktemp("web") / "wd"
   save_run(path, tiny_config(), steps=(1, 2))

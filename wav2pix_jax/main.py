@@ -12,7 +12,6 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
 from wav2pix_jax import cli
@@ -34,18 +33,11 @@ def main(argv):
   cli.quiet_library_logs(show=cli.library_logs_wanted(FLAGS.library_logs))
   _hide_accelerators_from_tensorflow()
 
-  from wav2pix_jax.training import train  # pylint: disable=g-import-not-at-top
+  from wav2pix_jax.training import loop  # pylint: disable=g-import-not-at-top
 
   try:
-    train.maybe_initialize_distributed(FLAGS.config)  # before the first device query
-    logging.info(
-        "JAX process %d / %d; local devices: %s",
-        jax.process_index(),
-        jax.process_count(),
-        jax.local_devices(),
-    )
     logging.info("Config:\n%s", FLAGS.config)
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except config_lib.ConfigError as e:  # a user's error: one line; a bug keeps its traceback
     print(cli.error_line("wav2pix-train", e), file=sys.stderr)
     return 1

@@ -1,13 +1,16 @@
-"""Every pmap / replicate / unreplicate / shard detail.
+"""Every pmap / replicate / unreplicate / shard detail, and the multi-process start-up.
 
 All here, so a move to jit + shardings touches one file.
 """
 
 import collections
+import os
 import threading
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from absl import logging
 import jax
+import ml_collections
 import numpy as np
 
 from wav2pix_jax import config_lib
@@ -207,3 +210,95 @@ class DevicePrefetcher(Iterator[PyTree]):
 def prefetch_to_device(iterator: Iterable[PyTree], size: int = 2, **kwargs) -> DevicePrefetcher:
   """Shards + device-puts host batches ahead of time; see DevicePrefetcher."""
   return DevicePrefetcher(iterator, size, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# Multi-process start-up.
+# ------------------------------------------------------------------------------------------
+
+
+def distributed_args(config: ml_collections.ConfigDict) -> dict:
+  """The explicit `jax.distributed.initialize` arguments of `config` ({} = auto-detect).
+
+  Raises:
+    ConfigError: some but not all of coordinator_address / num_processes / process_id are set, or
+      they are out of range.
+  """
+  address = config.coordinator_address or ""
+  num_processes = config.num_processes
+  process_id = config.process_id
+  for name, value in (("num_processes", num_processes), ("process_id", process_id)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+      raise config_lib.ConfigError(
+          f"--config.{name} must be an integer (-1 = auto-detect), got {value!r}"
+      )
+  given = {
+      "coordinator_address": bool(address),
+      "num_processes": num_processes != -1,
+      "process_id": process_id != -1,
+  }
+  if not any(given.values()):
+    return {}
+  if not all(given.values()):
+    unset = ", ".join(f"--config.{k}" for k, v in given.items() if not v)
+    raise config_lib.ConfigError(
+        "an explicit multi-process launch needs --config.coordinator_address=HOST:PORT, "
+        "--config.num_processes=N and --config.process_id=I together; missing: "
+        f"{unset} (leave all three unset to auto-detect SLURM / Open MPI / Cloud TPU)"
+    )
+  host, _, port = str(address).rpartition(":")
+  if not host or not port.isdigit():
+    raise config_lib.ConfigError(f"--config.coordinator_address must be HOST:PORT, got {address!r}")
+  if num_processes < 1:
+    raise config_lib.ConfigError(f"--config.num_processes must be >= 1, got {num_processes}")
+  if not 0 <= process_id < num_processes:
+    raise config_lib.ConfigError(
+        f"--config.process_id must be in [0, {num_processes}) "
+        f"(--config.num_processes={num_processes}), got {process_id}"
+    )
+  return {
+      "coordinator_address": str(address),
+      "num_processes": int(num_processes),
+      "process_id": int(process_id),
+  }
+
+
+def _backend_will_be_cpu() -> bool:
+  """Whether JAX will run on the CPU, decided without initialising a backend (which would make
+  jax.distributed.initialize() fail): JAX_PLATFORMS, else no accelerator plugin installed."""
+  platforms = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+
+  if importlib.util.find_spec("libtpu") is not None:
+    return False
+  if importlib.util.find_spec("jax_plugins") is not None:  # jax[cuda*] / jax[rocm] plugins
+    return False
+  return not list(importlib.metadata.entry_points(group="jax_plugins"))
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """jax.distributed.initialize() when config.distributed is set (or JAX_COORDINATOR_ADDRESS is).
+
+  With config.coordinator_address / num_processes / process_id set (all three) they are passed
+  on; otherwise initialize() auto-detects SLURM / Open MPI / Cloud TPU clusters. Call it before
+  the first device query.
+  """
+  args = distributed_args(config)  # validated even when distributed is off: a typo fails fast
+  multi_host_env = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+  if not (config.distributed or multi_host_env) or jax.distributed.is_initialized():
+    if args and not config.distributed:
+      raise config_lib.ConfigError(
+          "--config.coordinator_address / num_processes / process_id are set but "
+          "--config.distributed is False; add --config.distributed=True"
+      )
+    return
+  if _backend_will_be_cpu():  # cross-process collectives on CPU need an implementation
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  logging.info(
+      "jax.distributed.initialize(%s)",
+      ", ".join(f"{k}={v!r}" for k, v in args.items()) or "auto-detect",
+  )
+  jax.distributed.initialize(**args)

@@ -1,0 +1,465 @@
+"""The training loop: setup() -> Run, train_loop (the steps and their periodic actions),
+train_and_evaluate around it. The step itself is training/step.py; the loop's parts
+training/loop_parts.py."""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Optional
+
+from absl import logging
+from clu import metric_writers
+import jax
+import ml_collections
+import numpy as np
+
+from wav2pix_jax import checkpoints
+from wav2pix_jax import config_lib
+from wav2pix_jax.evaluation import evaluator as evaluator_lib
+from wav2pix_jax.data import input_pipeline
+from wav2pix_jax.models import factory
+from wav2pix_jax.serving import inference
+from wav2pix_jax.training import augment
+from wav2pix_jax.training import loop_parts
+from wav2pix_jax.training import monitor
+from wav2pix_jax.training import parallel
+from wav2pix_jax.training import step as step_lib
+
+# ------------------------------------------------------------------------------------------
+# Host-side helpers.
+# ------------------------------------------------------------------------------------------
+
+
+def check_config(config: ml_collections.ConfigDict) -> int:
+  """Fails fast (naming the field) on configs that can't train; returns the per-process batch."""
+  factory.check_model_config(config.model)
+  step_lib.make_optimizers(config)
+  for field in (
+      "num_train_steps",
+      "log.every_steps",
+      "log.image_every_steps",
+      "log.checkpoint_every_steps",
+      "log.max_checkpoints",
+      "log.num_images",
+      "input.audio_samples",
+  ):
+    value = config
+    for key in field.split("."):
+      value = value[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise config_lib.ConfigError(f"config.{field} must be a positive integer, got {value!r}")
+  for field in ("adversarial", "feature_matching", "l1", "speaker_ce", "r1"):
+    if config.loss[field] < 0:
+      raise config_lib.ConfigError(f"config.loss.{field} must be >= 0, got {config.loss[field]!r}")
+  try:
+    augment.parse_policy(config.loss.diff_augment)
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.loss.diff_augment: {e}") from None
+  if not 0.0 <= config.optim.g.ema_decay < 1.0:
+    raise config_lib.ConfigError(
+        f"config.optim.g.ema_decay must be in [0, 1), got {config.optim.g.ema_decay!r}"
+    )
+  minutes = config.max_train_minutes
+  if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0:
+    raise config_lib.ConfigError(
+        f"config.max_train_minutes must be >= 0 (0 = no time limit), got {minutes!r}"
+    )
+  value = config.log.divergence_window
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise config_lib.ConfigError(
+        f"config.log.divergence_window must be a positive integer, got {value!r}"
+    )
+  for field, minimum in (("every_steps", 0), ("max_examples", 1)):  # periodic evaluation
+    value = config.eval[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+      raise config_lib.ConfigError(
+          f"config.eval.{field} must be an integer >= {minimum}, got {value!r}"
+      )
+  return parallel.check_batch_size(config.batch_size)
+
+
+def image_grid(generated: np.ndarray, real: np.ndarray) -> np.ndarray:
+  """uint8 [2S, N*S, 3]: generated faces on the top row, the real faces for the same speech below
+  (each uint8, or in [-1, 1])."""
+
+  def row(images):
+    images = np.asarray(images)
+    images = images if images.dtype == np.uint8 else inference.to_uint8(images)
+    return np.concatenate(list(images), axis=1)
+
+  return np.concatenate([row(generated), row(real)], axis=0)
+
+
+def _save_png(path: str, image: np.ndarray) -> None:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(image).save(path)
+
+
+def _hparams(config: ml_collections.ConfigDict) -> dict:
+  flat = {}
+
+  def walk(prefix, node):
+    for key, value in node.items():
+      name = f"{prefix}{key}"
+      if isinstance(value, (ml_collections.ConfigDict, dict)):
+        walk(name + ".", value)
+      elif isinstance(value, (bool, int, float, str)):
+        flat[name] = value
+      else:
+        flat[name] = str(value)
+
+  walk("", config)
+  return flat
+
+
+# ------------------------------------------------------------------------------------------
+# The loop.
+# ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+  """What `setup` builds for the loop: everything but the step itself."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  is_chief: bool
+  state: step_lib.TrainState  # host copy (restored or fresh)
+  start_step: int
+  local_batch: int  # examples per step on this process
+  train_iter: Any  # grain iterator with get_state/set_state (the position is checkpointed)
+  checkpointer: loop_parts.Checkpointer
+  writer: metric_writers.MetricWriter
+  generator: inference.FaceGenerator  # one compiled G; the current weights are swapped in
+  grid_batch: Optional[dict]  # fixed speech/faces for the image grids (None: first train batch)
+  evaluator: Optional[evaluator_lib.PeriodicEvaluator]  # process 0, config.eval.every_steps > 0
+  quality: Optional[monitor.QualityHistory]  # <workdir>/eval/history.jsonl (with the evaluator)
+  clock: loop_parts.TrainClock
+
+  def current_generator(self, state, step: int) -> inference.FaceGenerator:
+    host = parallel.unreplicate(state)
+    return self.generator.with_variables(inference.generator_variables(host), step=step)
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Checks the config, restores or creates the state, opens data, checkpoints, logs, evaluation."""
+  parallel.maybe_initialize_distributed(config)  # before the first device query
+  logging.info(
+      "JAX process %d / %d; local devices: %s",
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_devices(),
+  )
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  local_batch = check_config(config)
+  is_chief = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+
+  info = input_pipeline.get_dataset_info(config.input)
+  num_speakers = info.num_speakers
+  meta = checkpoints.make_meta(config, num_speakers=num_speakers, speaker_names=info.speaker_names)
+  manager = checkpoints.create_manager(workdir, max_to_keep=config.log.max_checkpoints)
+  latest = _compatible_latest_step(manager, config, num_speakers, workdir)
+  train_iter = _train_iterator(config, local_batch)
+  state = _initial_state(config, num_speakers, manager, latest, train_iter)
+  start_step = int(state.step)
+
+  if is_chief:
+    _write_run_files(workdir, config, info)
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  if start_step == 0:
+    writer.write_hparams(_hparams(config))
+  # Grids: in inference mode whatever config.eval.train_mode says (the periodic evaluation follows
+  # it); the current weights are swapped in (one compiled function for the whole run).
+  generator = inference.FaceGenerator.from_state(
+      config, num_speakers, state, train_mode=False, speaker_names=tuple(info.speaker_names)
+  )
+  grid_batch = _grid_batch(config) if is_chief else None
+  evaluator = quality = None
+  if is_chief and config.eval.every_steps:  # the eval set is read once, on process 0
+    evaluator, quality = _periodic_evaluation(config, workdir, generator.batch_size, start_step)
+  minutes_before = loop_parts.minutes_at_checkpoint(
+      manager, latest, fallback=quality.minutes_before if quality else 0.0
+  )
+  clock = loop_parts.TrainClock(minutes_before=minutes_before)
+  return Run(
+      config=config,
+      workdir=workdir,
+      is_chief=is_chief,
+      state=state,
+      start_step=start_step,
+      local_batch=local_batch,
+      train_iter=train_iter,
+      checkpointer=loop_parts.Checkpointer(
+          manager, meta=meta, latest=latest, minutes=clock.minutes
+      ),
+      writer=writer,
+      generator=generator,
+      grid_batch=grid_batch,
+      evaluator=evaluator,
+      quality=quality,
+      clock=clock,
+  )
+
+
+def _compatible_latest_step(
+    manager, config: ml_collections.ConfigDict, num_speakers: int, workdir: str
+) -> Optional[int]:
+  """The latest checkpoint's step (None: none); an incompatible one is refused before anything is
+  built."""
+  latest = checkpoints.latest_step(manager)
+  if latest is not None:
+    checkpoints.check_compatible(
+        checkpoints.load_meta(manager, latest), config, num_speakers=num_speakers, where=workdir
+    )
+  return latest
+
+
+def _train_iterator(config: ml_collections.ConfigDict, local_batch: int):
+  """This process's shard of the training data, `local_batch` examples a step."""
+  return input_pipeline.create_train_iterator(
+      config.input,
+      batch_size=local_batch,
+      image_size=config.model.image_size,
+      seed=config.input.shuffle_seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
+
+
+def _initial_state(
+    config: ml_collections.ConfigDict, num_speakers: int, manager, latest: Optional[int], train_iter
+) -> step_lib.TrainState:
+  """The host state: restored from step `latest` (with the data position), else a fresh one."""
+  abstract = step_lib.abstract_train_state(config, num_speakers)
+  logging.info(
+      "G parameters: %d, D parameters: %d",
+      step_lib.count_params(abstract.g_params),
+      step_lib.count_params(abstract.d_params),
+  )
+  if latest is None:
+    return step_lib.create_train_state(config, num_speakers, jax.random.PRNGKey(config.seed))
+  state = checkpoints.restore(manager, latest, abstract_state=abstract, data_iterator=train_iter)
+  logging.info("Resumed from %s at step %d.", manager.directory, int(state.step))
+  return state
+
+
+def _write_run_files(workdir: str, config: ml_collections.ConfigDict, info) -> None:
+  """<workdir>/config.json and dataset.json (name, number and names of the speakers)."""
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  with open(os.path.join(workdir, "dataset.json"), "w") as f:
+    dataset = {"dataset": info.name, "num_speakers": info.num_speakers}
+    json.dump({**dataset, "speaker_names": list(info.speaker_names)}, f, indent=2)
+
+
+def _periodic_evaluation(
+    config: ml_collections.ConfigDict, workdir: str, batch_size: int, start_step: int
+) -> tuple[evaluator_lib.PeriodicEvaluator, monitor.QualityHistory]:
+  """The evaluator (its eval set read here, once) and the history it appends to."""
+  evaluator = evaluator_lib.PeriodicEvaluator(config, batch_size=batch_size)
+  logging.info(
+      "Evaluating every %d steps on %d examples of split %r.",
+      config.eval.every_steps,
+      len(evaluator.eval_set.speakers),
+      evaluator.split,
+  )
+  quality = monitor.QualityHistory(
+      os.path.join(workdir, "eval", "history.jsonl"), start_step=start_step
+  )
+  return evaluator, quality
+
+
+def _grid_batch(config: ml_collections.ConfigDict) -> Optional[dict]:
+  """A fixed batch for the image grids: validation speech if there is such a split."""
+  try:
+    return next(
+        iter(
+            input_pipeline.create_eval_iterator(
+                config.input,
+                batch_size=config.log.num_images,
+                image_size=config.model.image_size,
+                process_index=0,
+                process_count=1,
+                max_examples=config.log.num_images,
+            )
+        )
+    )
+  except (ValueError, StopIteration) as e:
+    logging.warning("No eval batch for image grids (%s); using the first training batch.", e)
+    return None
+
+
+def write_images(run: Run, state, step: int, batch: dict) -> None:
+  """The generated-vs-real face grid: TensorBoard and <workdir>/samples/step_N.png (process 0)."""
+  if not run.is_chief:
+    return
+  if run.grid_batch is None:  # no eval split: the first training batch seen here, kept
+    run.grid_batch = {
+        k: np.asarray(v).reshape((-1,) + v.shape[2:])[: run.config.log.num_images]
+        for k, v in jax.device_get(batch).items()
+    }
+  generator = run.current_generator(state, step)
+  images = generator.generate_preprocessed(np.asarray(run.grid_batch["waveform"]))
+  grid = image_grid(images, run.grid_batch["face"])
+  run.writer.write_images(step, {"faces/generated_top_real_bottom": grid[None]})
+  _save_png(os.path.join(run.workdir, "samples", f"step_{step:07d}.png"), grid)
+
+
+def run_evaluation(run: Run, state, step: int) -> None:
+  """The periodic evaluation: TensorBoard scalars, eval/history.jsonl, eval/periodic/report.json."""
+  start = time.time()
+  report, scalars = run.evaluator(run.current_generator(state, step))
+  scalars["eval/seconds"] = time.time() - start
+  row = run.quality.append(step, run.clock.minutes(at=start), scalars)
+  run.clock.eval_seconds += scalars["eval/seconds"]
+  scalars["eval/train_minutes"] = row["train_minutes"]
+  run.writer.write_scalars(step, scalars)
+  report.write(os.path.join(run.workdir, "eval", "periodic"))  # the latest one
+  logging.info(
+      "eval at step %d (%s, %.1f s):\n%s",
+      step,
+      run.evaluator.split,
+      scalars["eval/seconds"],
+      report.summary(),
+  )
+
+
+def log_step(run: Run, step: int, scalars: dict[str, float], speed: str) -> None:
+  run.writer.write_scalars(step, scalars)
+  logging.info(
+      "step %d/%d  d_loss %.4f  g_loss %.4f (adv %.4f fm %.4f l1 %.4f ce %.4f)%s",
+      step,
+      run.config.num_train_steps,
+      scalars["d_loss"],
+      scalars["g_loss"],
+      scalars["g_adversarial"],
+      scalars["g_feature_matching"],
+      scalars["g_l1"],
+      scalars["g_speaker_ce"],
+      speed,
+  )
+
+
+def _evaluation_due(run: Run, step: int) -> bool:
+  """Whether the periodic evaluation runs after `step` (process 0, config.eval.every_steps)."""
+  return run.evaluator is not None and loop_parts.due(
+      step, run.config.eval.every_steps, run.config.num_train_steps
+  )
+
+
+def _step_metrics(run: Run) -> loop_parts.StepMetrics:
+  """The loop's metrics: fetched one step late, checked, watched for divergence."""
+  return loop_parts.StepMetrics(
+      divergence=monitor.DivergenceMonitor(
+          window=run.config.log.divergence_window, real_label=run.config.loss.real_label
+      ),
+      last_saved=lambda: run.checkpointer.last_saved,
+  )
+
+
+def _time_limit(run: Run, state, step: int) -> Optional[str]:
+  """Why to stop after `step` when config.max_train_minutes is reached, else None.
+
+  The run's last model is always evaluated: here, unless this step's periodic evaluation was due.
+  """
+  max_minutes = float(run.config.max_train_minutes or 0.0)
+  if not max_minutes or run.clock.minutes() < max_minutes:
+    return None
+  minutes = run.clock.minutes()
+  stopped_by = f"max_train_minutes={max_minutes:g} (at {minutes:.1f} training minutes)"
+  if run.evaluator is not None and not _evaluation_due(run, step):
+    run_evaluation(run, state, step)
+  return stopped_by
+
+
+def train_loop(
+    run: Run, p_train_step: Callable, state, prefetcher, metrics: loop_parts.StepMetrics, stop
+) -> tuple[Any, int, Optional[str]]:
+  """Steps run.start_step + 1 .. num_train_steps and their periodic actions.
+
+  Returns (replicated state, the last step completed, why it stopped early: a signal's name, the
+  time limit, or None when it finished or the data ran out).
+  """
+  log, num_steps, start_step = run.config.log, run.config.num_train_steps, run.start_step
+  progress = loop_parts.Progress(start_step=start_step, num_steps=num_steps)
+  step = start_step
+  for step in range(start_step + 1, num_steps + 1):  # `step` = iterations completed after it
+    try:
+      batch = next(prefetcher)
+    except StopIteration:
+      logging.warning("The training data ran out at step %d.", step - 1)
+      return state, step - 1, None
+    state, device_metrics = p_train_step(state, batch)
+    if step == start_step + 1:
+      progress.compiled(step, device_metrics)  # steps/s excludes compilation
+    metrics.add(step, device_metrics)  # checks the previous step's
+    if loop_parts.due(step, log.checkpoint_every_steps, num_steps) or stop.signal_name:
+      metrics.flush()  # nothing unchecked goes into a checkpoint
+    if loop_parts.due(step, log.every_steps, num_steps):
+      scalars = metrics.means(step)
+      speed_scalars, speed = progress.report(step)
+      log_step(run, step, {**scalars, **speed_scalars}, speed)
+    if loop_parts.due(step, log.image_every_steps, num_steps):
+      write_images(run, state, step, batch)
+    if _evaluation_due(run, step):
+      run_evaluation(run, state, step)
+    if loop_parts.due(step, log.checkpoint_every_steps, num_steps):
+      run.checkpointer.save(step, state, prefetcher.last_state)
+    if stop.signal_name is not None:
+      return state, step, stop.signal_name
+    stopped_by = _time_limit(run, state, step)
+    if stopped_by:
+      return state, step, stopped_by
+  return state, step, None
+
+
+def _log_end(run: Run, step: int, stopped_by: Optional[str]) -> None:
+  where = run.checkpointer.manager.directory
+  if stopped_by:
+    logging.warning("Stopped by %s after step %d; checkpoint saved in %s.", stopped_by, step, where)
+  else:
+    logging.info("Finished at step %d; checkpoint in %s.", step, where)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> step_lib.TrainState:
+  """Trains (resuming from the workdir's latest checkpoint); returns the final host state."""
+  run = setup(config, workdir)
+  p_train_step = step_lib.make_p_train_step(config, run.generator.num_speakers)
+  state = parallel.replicate(run.state)
+  prefetcher = parallel.prefetch_to_device(
+      run.train_iter, size=2, get_state=run.train_iter.get_state
+  )
+  checkpointer, metrics = run.checkpointer, _step_metrics(run)
+  logging.info(
+      "Training from step %d to %d, %d examples per step (%d per process, %d local devices).",
+      run.start_step,
+      config.num_train_steps,
+      config.batch_size,
+      run.local_batch,
+      jax.local_device_count(),
+  )
+  completed = False
+  try:
+    with loop_parts.StopRequest() as stop:
+      state, step, stopped_by = train_loop(run, p_train_step, state, prefetcher, metrics, stop)
+      metrics.flush()
+      if checkpointer.last_saved != step:
+        checkpointer.save(step, state, prefetcher.last_state)
+      checkpointer.manager.wait_until_finished()
+    metrics.log_skipped(step - run.start_step)
+    _log_end(run, step, stopped_by)
+    completed = True
+  except Exception as e:  # pylint: disable=broad-except
+    full = checkpointer.disk_full(e)
+    if full is not None:
+      raise full from e
+    raise
+  finally:
+    prefetcher.close()
+    checkpointer.close(completed=completed)
+    run.writer.flush()
+  return parallel.unreplicate_to_host(state)
