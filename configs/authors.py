@@ -1,5 +1,5 @@
 """The authors' released code as it ran: base.py plus what their PyTorch code did that the paper
-does not say (README, "Which config when"). For comparisons with the paper, not for new work.
+does not say (docs/training.md, "Which config when"). For comparisons with the paper, not for new work.
 
     python -m wav2pix_jax.main --config=configs/authors.py --workdir=workdirs/authors
 """

@@ -82,7 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
   loss.speaker_ce = 20.0  # weight of the auxiliary speaker cross-entropy
   # True (the authors' code): G's adversarial loss also trains the speech encoder through D's
   # speech-embedding input, so G can raise D's score by moving the condition instead of improving
-  # the face; every D score then drifts up and the run diverges (README, "Results so far"). False: that
+  # the face; every D score then drifts up and the run diverges (docs/results.md). False: that
   # input is a constant for G (the encoder still learns from the adversarial loss via the face).
   loss.adversarial_into_encoder = False  # see above
   loss.r1 = 0.0  # R1 penalty gamma/2 E|grad_x D(x, e)|^2 on real pairs (0 = off)

@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.0  # dropout only blurs the L1 target's mean; no sampling (--sample refused)
   config.optim.g.learning_rate = 1e-3
   config.optim.d.learning_rate = 1e-4
-  # No EMA of G: measured worse here on the same seed and minutes (README, "Results so far"); likely
+  # No EMA of G: measured worse here on the same seed and minutes (docs/results.md); likely
   # because the BatchNorm running statistics on G's side (speech encoder, classifier) follow the raw
   # weights, not their average.
   config.optim.g.ema_decay = 0.0
