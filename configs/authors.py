@@ -20,7 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.floor_division = True  # speech quantised to -1/0/+1 before pre-emphasis
   # Their G step fed D the encoder's embedding without detaching it: G's adversarial loss also
   # trained the speech encoder through D's conditioning input.
-  config.loss.adversarial_into_encoder = True  # the adversarial gradient reaches the encoder via D's input
+  # the adversarial gradient reaches the encoder via D's input
+  config.loss.adversarial_into_encoder = True
   # Their predict() never called .eval(): generation with dropout on and BatchNorm on the batch's
   # own statistics.
   config.eval.train_mode = True  # evaluation / generation as their predict() ran
