@@ -1,4 +1,4 @@
-"""Test setup: fake 2 CPU devices BEFORE jax is imported, so the pmap path runs on every test run."""
+"""Test setup: fake 2 CPU devices BEFORE jax is imported, so the pmap path runs on every run."""
 
 import os
 import pathlib

@@ -123,7 +123,8 @@ def test_base_128_only_changes_the_image_size():
 
 
 def test_demo_window_fits_the_synthetic_clips():
-  from data_prep.synthetic import synthetic_dataset_builder as synthetic  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from data_prep.synthetic import synthetic_dataset_builder as synthetic
 
   config = _load("demo")
   assert config.input.dataset == "synthetic_talking_faces"
@@ -132,7 +133,8 @@ def test_demo_window_fits_the_synthetic_clips():
 
 
 def test_demo_unseen_is_the_demo_on_synthetic_voice_faces():
-  from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder as svf  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder as svf
 
   demo, unseen = _load("demo").to_dict(), _load("demo_unseen").to_dict()
   assert unseen["input"].pop("dataset") == "synthetic_voice_faces"

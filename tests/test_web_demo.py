@@ -518,7 +518,8 @@ def test_in_a_headless_browser(server, tmp_path):
     assert browser.find_element(By.ID, "video-box").is_displayed()  # 2 s: a talking-face video
     duration = browser.execute_script(
         "const v = document.getElementById('video');"
-        "return v.readyState >= 1 ? v.duration : new Promise(r => v.onloadedmetadata = () => r(v.duration));"
+        "return v.readyState >= 1 ? v.duration"
+        " : new Promise(r => v.onloadedmetadata = () => r(v.duration));"
     )
     assert 1.5 < duration < 2.5
     polygon = browser.find_element(By.CSS_SELECTOR, "#wave polygon")
