@@ -116,6 +116,23 @@ def test_base_is_the_paper_recipe():
   )
 
 
+def test_missing_shared_youtubers_skips_but_fails_under_ci(tmp_path, monkeypatch):
+  import conftest  # pylint: disable=g-import-not-at-top
+
+  missing = tmp_path / "youtubers"
+  monkeypatch.delenv("CI", raising=False)
+  with pytest.raises(pytest.skip.Exception, match="shared YouTubers data not found at "):
+    conftest.shared_youtubers(missing)
+  monkeypatch.setenv("CI", "true")
+  with pytest.raises(
+      pytest.fail.Exception,
+      match=r"^\.\./shared/youtubers missing: CI must have it beside the clone \(no ",
+  ):
+    conftest.shared_youtubers(missing)
+  (missing / "train").mkdir(parents=True)
+  assert conftest.shared_youtubers(missing) == missing
+
+
 def test_base_128_only_changes_the_image_size():
   base, big = _load("base").to_dict(), _load("base_128").to_dict()
   assert big["model"].pop("image_size") == 128 and base["model"].pop("image_size") == 64
