@@ -1,5 +1,6 @@
 """The authors' released code as it ran: base.py plus what their PyTorch code did that the paper
-does not say (docs/training.md, "Which config when"). For comparisons with the paper, not for new work.
+does not say (docs/training.md, "Which config when"). For comparisons with the paper, not for new
+work.
 
     python -m wav2pix_jax.main --config=configs/authors.py --workdir=workdirs/authors
 """
@@ -20,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.floor_division = True  # speech quantised to -1/0/+1 before pre-emphasis
   # Their G step fed D the encoder's embedding without detaching it: G's adversarial loss also
   # trained the speech encoder through D's conditioning input.
-  config.loss.adversarial_into_encoder = True  # the adversarial gradient reaches the encoder via D's input
+  # the adversarial gradient reaches the encoder via D's input
+  config.loss.adversarial_into_encoder = True
   # Their predict() never called .eval(): generation with dropout on and BatchNorm on the batch's
   # own statistics.
   config.eval.train_mode = True  # evaluation / generation as their predict() ran

@@ -10,7 +10,8 @@ import ml_collections
 
 # The authors' release shared beside the repository: <repo>/../shared/youtubers.
 _SHARED_YOUTUBERS = os.path.abspath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "youtubers"))
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "youtubers")
+)
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -18,10 +19,14 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # seeds parameter init, dropout and the data order
   config.batch_size = 64  # GLOBAL batch, split over processes then local devices
-  config.num_train_steps = 6_400  # ~82 epochs of the YouTubers train split (4,990 pairs / 64); the paper: ~200
-  config.max_train_minutes = 0.0  # > 0: also stop (checkpoint + evaluation) after this much training wall time
-  config.skip_nonfinite = False  # True: skip updates with a non-finite loss/gradient instead of stopping
-  config.distributed = False  # True: jax.distributed.initialize() first (multi-host; SLURM/MPI/TPU auto-detected)
+  # ~82 epochs of the YouTubers train split (4,990 pairs / 64); the paper: ~200
+  config.num_train_steps = 6_400
+  # > 0: also stop (checkpoint + evaluation) after this much training wall time
+  config.max_train_minutes = 0.0
+  # True: skip updates with a non-finite loss/gradient instead of stopping
+  config.skip_nonfinite = False
+  # True: jax.distributed.initialize() first (multi-host; SLURM/MPI/TPU auto-detected)
+  config.distributed = False
   # Explicit cluster launch (all three, or none: SLURM / Open MPI / Cloud TPU are auto-detected).
   config.coordinator_address = ""  # HOST:PORT of process 0's coordinator ("" = auto-detect)
   config.num_processes = -1  # processes in the job (-1 = auto-detect)
@@ -33,26 +38,35 @@ def get_config() -> ml_collections.ConfigDict:
   model.encoder_channels = (16, 32, 128, 256, 512, 1024)  # SEGAN encoder conv widths, one per block
   model.encoder_kernel_size = 15  # encoder Conv1d kernel
   model.encoder_stride = 4  # encoder Conv1d stride (16000 samples -> 4 steps after 6 blocks)
-  model.encoder_hidden = (256, 128)  # dense layers between the flattened conv output and the embedding
+  # dense layers between the flattened conv output and the embedding
+  model.encoder_hidden = (256, 128)
   model.classifier_hidden = 200  # hidden width of the auxiliary speaker classifier
   model.g_base_channels = 64  # generator width of the last hidden layer (doubles towards 4x4)
   model.d_base_channels = 64  # discriminator width of the first conv (doubles towards 4x4)
   model.dropout_rate = 0.5  # generator dropout (its only source of randomness)
-  model.conv_impl = "auto"  # "auto" (per backend and network: factory.conv_impl) | "xla" | "subpixel" | "matmul"
+  # "auto" (per backend and network: factory.conv_impl) | "xla" | "subpixel" | "matmul"
+  model.conv_impl = "auto"
   # Per-network overrides below take one value or a comma-separated list, one per conv layer.
-  model.g_conv_impl = ""  # generator (+ speech encoder) override of conv_impl ("" = follow conv_impl)
+  # generator (+ speech encoder) override of conv_impl ("" = follow conv_impl)
+  model.g_conv_impl = ""
   model.encoder_conv_impl = ""  # speech encoder override ("" = follow g_conv_impl, then conv_impl)
   model.d_conv_impl = ""  # discriminator override of conv_impl ("" = follow conv_impl)
-  model.g_upsample = "transposed"  # G doublings: "transposed" (paper, 4x4 stride 2) | "resize_conv" (nearest x2 + 3x3 conv: no checkerboard)
-  model.d_joint_channels = 0  # 0 (paper): D's score is additive in image and speech; > 0: a joint 1x1 conv lets them interact
-  model.sn_init = "normal"  # SN conv weights: "normal" N(0, 0.02) (paper) | "torch" (PyTorch's default: the authors' code)
+  # G doublings: "transposed" (paper, 4x4 stride 2) | "resize_conv" (nearest x2 + 3x3 conv: no
+  # checkerboard)
+  model.g_upsample = "transposed"
+  # 0 (paper): D's score is additive in image and speech; > 0: a joint 1x1 conv lets them interact
+  model.d_joint_channels = 0
+  # SN conv weights: "normal" N(0, 0.02) (paper) | "torch" (PyTorch's default: the authors' code)
+  model.sn_init = "normal"
   model.dtype = "float32"  # computation dtype: "float32" | "bfloat16" | "float16"
   model.param_dtype = "float32"  # parameter dtype
 
   config.input = inp = ml_collections.ConfigDict()
-  inp.dataset = "youtubers"  # TFDS builder name: youtubers | wav2pix_videos | synthetic_talking_faces | synthetic_voice_faces
+  # TFDS builder name: youtubers | wav2pix_videos | synthetic_talking_faces | synthetic_voice_faces
+  inp.dataset = "youtubers"
   inp.data_dir = "~/tensorflow_datasets"  # TFDS data_dir holding the prepared ArrayRecord files
-  inp.manual_dir = _SHARED_YOUTUBERS  # raw release the builder reads if the dataset isn't prepared yet
+  # raw release the builder reads if the dataset isn't prepared yet
+  inp.manual_dir = _SHARED_YOUTUBERS
   inp.train_split = "train"  # split to train on
   inp.eval_split = "validation"  # split for evaluation / image grids
   inp.audio_samples = 16_000  # speech window fed to the encoder (1 s at 16 kHz)
@@ -60,15 +74,18 @@ def get_config() -> ml_collections.ConfigDict:
   inp.preemphasis = 0.95  # y[t] = x[t] - a x[t-1] after peak normalisation
   inp.num_workers = 0  # grain worker processes (0: decode in the main process)
   inp.shuffle_seed = 0  # seed of the data order (independent of the model seed)
-  inp.floor_division = False  # True: the authors' Python 2 int division x // max|x| (speech becomes -1/0/+1)
-  inp.windows_per_face = 0  # train on the first N speech windows of each face (clip_id); 0 = all (YouTubers: 5)
+  # True: the authors' Python 2 int division x // max|x| (speech becomes -1/0/+1)
+  inp.floor_division = False
+  # train on the first N speech windows of each face (clip_id); 0 = all (YouTubers: 5)
+  inp.windows_per_face = 0
 
   config.optim = ml_collections.ConfigDict()
   config.optim.g = ml_collections.ConfigDict()
   config.optim.g.learning_rate = 1e-4  # Adam lr of the generator side (encoder, classifier, G)
   config.optim.g.b1 = 0.5  # Adam beta1
   config.optim.g.b2 = 0.999  # Adam beta2
-  config.optim.g.ema_decay = 0.0  # > 0: evaluate/generate with an EMA of G's weights (e.g. 0.999); 0 = off
+  # > 0: evaluate/generate with an EMA of G's weights (e.g. 0.999); 0 = off
+  config.optim.g.ema_decay = 0.0
   config.optim.d = ml_collections.ConfigDict()
   config.optim.d.learning_rate = 4e-4  # Adam lr of the discriminator
   config.optim.d.b1 = 0.5  # Adam beta1
@@ -86,7 +103,8 @@ def get_config() -> ml_collections.ConfigDict:
   # input is a constant for G (the encoder still learns from the adversarial loss via the face).
   loss.adversarial_into_encoder = False  # see above
   loss.r1 = 0.0  # R1 penalty gamma/2 E|grad_x D(x, e)|^2 on real pairs (0 = off)
-  loss.diff_augment = ""  # DiffAugment policy for every image D sees: "" | e.g. "color,translation,cutout"
+  # DiffAugment policy for every image D sees: "" | e.g. "color,translation,cutout"
+  loss.diff_augment = ""
 
   config.log = log = ml_collections.ConfigDict()
   log.every_steps = 50  # scalars (losses, D scores, grad norms, steps/s) and a progress line
@@ -102,7 +120,11 @@ def get_config() -> ml_collections.ConfigDict:
   ev.every_steps = 1_000  # 0: off; also runs after the last step
   ev.max_examples = 64  # the first N examples of the split (records are in a fixed shuffled order)
   ev.split = ""  # "" = input.eval_split
-  ev.dlib = True  # the paper's dlib metrics (real faces only; a whole evaluation of 3 rows x 128 faces took 11-17 s on 2 CPU cores, results/fast/train_log.txt)
-  ev.reference_faces_per_speaker = 50  # real training faces per speaker: identity classifier, mean faces
-  ev.train_mode = False  # True: generate as the authors' predict() did (dropout on, BatchNorm batch statistics)
+  # the paper's dlib metrics (real faces only; a whole evaluation of 3 rows x 128 faces took 11-17 s
+  # on 2 CPU cores, results/fast/train_log.txt)
+  ev.dlib = True
+  # real training faces per speaker: identity classifier, mean faces
+  ev.reference_faces_per_speaker = 50
+  # True: generate as the authors' predict() did (dropout on, BatchNorm batch statistics)
+  ev.train_mode = False
   return config

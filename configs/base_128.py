@@ -1,6 +1,5 @@
 """The paper's 128x128 variant: base.py with a bigger face (one more G/D stage)."""
 
-
 import ml_collections
 
 from configs import base

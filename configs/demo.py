@@ -7,7 +7,6 @@ The built-in synthetic_talking_faces dataset (8 voices with their cartoon faces,
 a seed into input.data_dir on first use, ~3 s) and a narrower model than the paper's.
 """
 
-
 import ml_collections
 
 from configs import base
@@ -46,13 +45,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.manual_dir = ""  # the synthetic builder needs no raw data
   config.input.audio_samples = 8_000  # 0.5 s windows (the synthetic clips are 1.25 s)
 
-  config.log.every_steps = 50  # a progress line every ~12-15 s (results/demo_seeds/runs.json: 2,100 steps in 530-618 s)
+  # a progress line every ~12-15 s (results/demo_seeds/runs.json: 2,100 steps in 530-618 s)
+  config.log.every_steps = 50
   config.log.image_every_steps = 300  # a face grid every ~80 s (TensorBoard + samples/*.png)
   config.log.checkpoint_every_steps = 700  # checkpoints on 700, 1400 and the end
   config.log.max_checkpoints = 2  # keep two
   config.log.num_images = 8  # faces per grid
 
-  config.eval.every_steps = 350  # pixel-space identity / mouth~loudness on validation, in TensorBoard
+  # pixel-space identity / mouth~loudness on validation, in TensorBoard
+  config.eval.every_steps = 350
   config.eval.max_examples = 36  # the whole validation split (6 clips x 6 speakers), < 1 s per eval
   config.eval.dlib = False  # dlib's face detector does not see the cartoon faces (0 % on real ones)
   config.eval.reference_faces_per_speaker = 28  # every training face: the mean faces

@@ -9,7 +9,6 @@ wav2pix_jax.attributes measures each attribute of the generated faces against th
 and the mean face.
 """
 
-
 import ml_collections
 
 from configs import demo

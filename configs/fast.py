@@ -18,10 +18,13 @@ from configs import base
 def get_config() -> ml_collections.ConfigDict:
   """Returns base.py with the fast recipe's batch, learning rates and loss weights."""
   config = base.get_config()
-  config.batch_size = 16  # ~3.2x the steps per CPU minute of the paper's 64 (382 vs 1233 ms: benchmarks/results_2026-11-25_quiet.json)
+  # ~3.2x the steps per CPU minute of the paper's 64 (382 vs 1233 ms:
+  # benchmarks/results_2026-11-25_quiet.json)
+  config.batch_size = 16
   config.num_train_steps = 20_000  # an upper bound: max_train_minutes ends the run first on a CPU
   config.max_train_minutes = 60.0
-  config.model.dropout_rate = 0.0  # dropout only blurs the L1 target's mean; no sampling (--sample refused)
+  # dropout only blurs the L1 target's mean; no sampling (--sample refused)
+  config.model.dropout_rate = 0.0
   config.optim.g.learning_rate = 1e-3
   config.optim.d.learning_rate = 1e-4
   # No EMA of G: measured worse here on the same seed and minutes (docs/results.md); likely

@@ -3,7 +3,6 @@
 Tests set input.data_dir to a temporary directory (the dataset is generated there from its seed).
 """
 
-
 import ml_collections
 
 from configs import base

@@ -24,7 +24,8 @@ flags.DEFINE_string("out", None, "Write the summary here as JSON.", flag_values=
 
 
 def summarize(reports: list[dict]) -> dict[str, dict]:
-  """{metric: {"mean", "sd", "n", "values"}} over the reports' headline numbers (`Report.scalars`)."""
+  """{metric: {"mean", "sd", "n", "values"}} over the reports' headline numbers
+  (`Report.scalars`)."""
   flat = [eval_report.Report.from_json(r).scalars() for r in reports]
   keys = sorted(set().union(*flat))
   out = {}

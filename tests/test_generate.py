@@ -1,4 +1,5 @@
-"""generate CLI: PNG faces, talking-face video with sound, one-line errors with nothing half-written."""
+"""generate CLI: PNG faces, talking-face video with sound, one-line errors with nothing
+half-written."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""What generate promises about variety and silence (README, "Faces from anyone's voice")."""
+"""What generate promises about variety and silence (docs/generate.md)."""
 
 import numpy as np
 import pytest

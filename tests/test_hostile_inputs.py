@@ -400,7 +400,7 @@ def test_config_json_with_code_is_data_or_a_clear_error(workdir, tmp_path, capfd
   # 2. A config.json that is Python code, or a pickle: a clear one-line error.
   for name, payload in (("python", payloads["python"]), ("pickle", payloads["pickle"])):
     (planted / "config.json").write_bytes(payload)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON \("):
       inference.load(planted)
     _assert_refused(
         planted,

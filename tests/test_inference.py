@@ -27,7 +27,8 @@ def tiny_config():
 
 
 def save_run(workdir: pathlib.Path, config, *, steps=(3,), seed=0, names=NAMES):
-  """A workdir as training leaves it: config.json, dataset.json and Orbax checkpoints of a real TrainState."""
+  """A workdir as training leaves it: config.json, dataset.json and Orbax checkpoints of a real
+  TrainState."""
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   (workdir / "dataset.json").write_text(

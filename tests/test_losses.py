@@ -18,7 +18,7 @@ def test_lsgan_hand_values():
 
 
 def test_lsgan_is_keyword_only():
-  with pytest.raises(TypeError):
+  with pytest.raises(TypeError, match=r"takes 0 positional arguments but 2 were given"):
     losses.lsgan(jnp.array([1.0]), 0.0)  # pylint: disable=too-many-function-args
 
 

@@ -15,6 +15,7 @@ from data_prep.synthetic import synthetic_dataset_builder as syn
 from wav2pix_jax.evaluation import report as ev
 from wav2pix_jax.evaluation import face_metrics as fm
 from wav2pix_jax.training import loop
+from wav2pix_jax.training import loop_parts
 from wav2pix_jax.training import step as step_lib
 
 import helpers
@@ -321,6 +322,26 @@ def _each_step_takes_30_s(monkeypatch):
 
   monkeypatch.setattr(step_lib, "make_p_train_step", make_with_a_30_s_step)
   monkeypatch.setattr(loop.time, "time", lambda: clock[0])
+
+
+def test_eta_is_the_time_limit_when_it_ends_the_run_first(monkeypatch):
+  """A 60-minute run of a 20,000-step config showed the ETA of all 20,000 steps (4:45:38)."""
+  now = [1000.0]
+  monkeypatch.setattr(loop.time, "time", lambda: now[0])
+  clock = loop_parts.TrainClock(minutes_before=50.0)  # resumed after 50 training minutes
+  limited = loop_parts.Progress(start_step=0, num_steps=20_000, clock=clock, max_minutes=60.0)
+  unlimited = loop_parts.Progress(start_step=0, num_steps=20_000, clock=clock, max_minutes=0.0)
+  for progress in (limited, unlimited):
+    progress.compiled(1, {})
+  now[0] += 60.0  # 1 step/s; 51 training minutes so far
+  assert limited.report(61)[1] == "  1.00 steps/s  ETA 9:00"  # 9 minutes left
+  assert unlimited.report(61)[1] == "  1.00 steps/s  ETA 5:32:19"  # 19,939 steps at 1 step/s
+  limited.max_minutes = 600.0  # the steps end first: their ETA
+  now[0] += 60.0
+  assert limited.report(121)[1] == "  1.00 steps/s  ETA 5:31:19"
+  limited.max_minutes = 51.5  # already past the limit (the run stops after this step): 0
+  now[0] += 60.0
+  assert limited.report(181)[1] == "  1.00 steps/s  ETA 0:00"
 
 
 @pytest.mark.slow

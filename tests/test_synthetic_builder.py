@@ -163,7 +163,8 @@ def test_mouth_follows_loudness_and_eyebrows_follow_pitch(built):
 
 
 def _peak_normalised_clips(built):
-  """Per seen speaker: (its training waveforms divided by max|x|, as the model sees them; loudness)."""
+  """Per seen speaker: (its training waveforms divided by max|x|, as the model sees them;
+  loudness)."""
   _, _, records = built
   for speaker in range(len(SEEN)):
     clips = [r for r in records["train"] if r["speaker"] == speaker]

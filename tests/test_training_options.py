@@ -276,8 +276,13 @@ def test_old_config_json_takes_base_defaults_and_bad_ones_fail():
   config = config_lib.with_defaults(saved)
   assert config.model.g_upsample == "transposed" and config.optim.g.ema_decay == 0.0
   assert config.model.g_base_channels == 8 and config.input.floor_division is False
-  for bad in ([], {}, {"model": 3, "input": {}}, {"model": {}, "input": {}, "optim": 1}):
-    with pytest.raises(TypeError):
+  for bad, message in (
+      ([], "a config must be a JSON object, got list"),
+      ({}, r"a run's config needs the sections \['model', 'input'\] as objects"),
+      ({"model": 3, "input": {}}, r"a run's config needs the sections \['model'\] as objects"),
+      ({"model": {}, "input": {}, "optim": 1}, "config field optim must be an object, got int"),
+  ):
+    with pytest.raises(TypeError, match=message):
       config_lib.with_defaults(bad)
 
 

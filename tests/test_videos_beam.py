@@ -34,6 +34,12 @@ SPEAKERS = ("spk0", "spk1", "spk2")
 VIDEOS_PER_SPEAKER = 2
 SECONDS = 4
 BEAM_OPTIONS = "runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing"
+# One `tfds build` may take this long. pytest-timeout's limit (setup.cfg: 600 s) counts fixture
+# setup too, and both_builds runs two builds in the setup of whichever of its tests comes first:
+# this module's tests get room for two builds, so a build that hangs fails with its own
+# TimeoutExpired (naming the command), not with pytest-timeout's stack dump.
+BUILD_TIMEOUT_S = 900
+pytestmark = pytest.mark.timeout(2 * BUILD_TIMEOUT_S + 300)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +78,7 @@ def _tfds_build(target: str, data_dir: pathlib.Path, *extra: str) -> float:
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
   started = time.perf_counter()
   done = subprocess.run(
-      command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900
+      command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
   )
   seconds = time.perf_counter() - started
   assert done.returncode == 0, f"{' '.join(command)}\n{done.stderr[-6000:]}"

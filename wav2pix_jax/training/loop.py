@@ -385,7 +385,12 @@ def train_loop(
   time limit, or None when it finished or the data ran out).
   """
   log, num_steps, start_step = run.config.log, run.config.num_train_steps, run.start_step
-  progress = loop_parts.Progress(start_step=start_step, num_steps=num_steps)
+  progress = loop_parts.Progress(
+      start_step=start_step,
+      num_steps=num_steps,
+      clock=run.clock,
+      max_minutes=float(run.config.max_train_minutes or 0.0),
+  )
   step = start_step
   for step in range(start_step + 1, num_steps + 1):  # `step` = iterations completed after it
     try:

@@ -176,10 +176,23 @@ class StepMetrics:
 
 
 class Progress:
-  """steps/s and ETA between log steps; the clock starts after the first (compiling) step."""
+  """steps/s and ETA between log steps; the clock starts after the first (compiling) step.
 
-  def __init__(self, *, start_step: int, num_steps: int):
+  The ETA is the earlier end: the steps left at this speed, or the training minutes left on
+  `clock` before `max_minutes` (config.max_train_minutes; 0 = no time limit).
+  """
+
+  def __init__(
+      self,
+      *,
+      start_step: int,
+      num_steps: int,
+      clock: Optional["TrainClock"] = None,
+      max_minutes: float = 0.0,
+  ):
     self.num_steps = num_steps
+    self.clock = clock
+    self.max_minutes = max_minutes
     self._time, self._step = time.time(), start_step
 
   def compiled(self, step: int, device_metrics) -> None:
@@ -194,7 +207,11 @@ class Progress:
     if step > self._step:
       steps_per_sec = (step - self._step) / max(now - self._time, 1e-9)
       scalars["steps_per_sec"] = steps_per_sec
-      eta = format_eta((self.num_steps - step) / max(steps_per_sec, 1e-9))
+      seconds_left = (self.num_steps - step) / max(steps_per_sec, 1e-9)
+      if self.max_minutes and self.clock is not None:
+        time_left = (self.max_minutes - self.clock.minutes(now)) * 60.0
+        seconds_left = max(min(seconds_left, time_left), 0.0)
+      eta = format_eta(seconds_left)
       text = f"  {steps_per_sec:.2f} steps/s  ETA {eta}"
     self._time, self._step = now, step
     return scalars, text
