@@ -56,6 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   model.g_upsample = "transposed"
   # 0 (paper): D's score is additive in image and speech; > 0: a joint 1x1 conv lets them interact
   model.d_joint_channels = 0
+  # How D sees the speech: "concat" (paper: tiled embedding before the score layer) | "projection"
+  # (an inner product of the projected embedding with D's features: judges matching pairs)
+  model.d_conditioning = "concat"
+  # False (paper): D's score layer is a plain conv (unbounded); True: spectrally normalised too
+  model.d_score_sn = False
   # SN conv weights: "normal" N(0, 0.02) (paper) | "torch" (PyTorch's default: the authors' code)
   model.sn_init = "normal"
   model.dtype = "float32"  # computation dtype: "float32" | "bfloat16" | "float16"

@@ -288,6 +288,7 @@ def test_image_grid_layout():
         ("optim.d.learning_rate", 0.0, "optim.d.learning_rate"),
         ("log.every_steps", 0, "log.every_steps"),
         ("max_train_minutes", -1.0, "max_train_minutes"),
+        ("model.d_conditioning", "film", "model.d_conditioning"),
     ],
 )
 def test_bad_configs_fail_fast_naming_the_field(tmp_path, key, value, field):

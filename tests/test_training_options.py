@@ -362,9 +362,10 @@ def test_quality_history_continues_over_a_resume(tmp_path):
   assert lines[-1]["metrics"]["eval/generated/identity"] == 0.9
 
 
-def test_paper_discriminator_is_additive_and_the_joint_layer_is_not():
+def test_paper_discriminator_is_additive_and_the_joint_and_projection_ones_are_not():
   """Paper D: score(x, e) = f(x) + g(e), so score(real, e) - score(wrong, e) does not depend on e
-  (it cannot judge whether a face matches the speech). With a joint layer it does."""
+  (it cannot judge whether a face matches the speech). With a joint layer, or the projection
+  conditioning (with or without a spectrally normalised score layer), it does."""
   rng = np.random.default_rng(0)
   faces = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
   e1, e2 = (jnp.asarray(rng.normal(size=(1, 8)) * 3, jnp.float32) for _ in range(2))
@@ -376,11 +377,15 @@ def test_paper_discriminator_is_additive_and_the_joint_layer_is_not():
   with jax.enable_x64(True):  # exact enough that "does not depend" means ~1e-12
     faces = faces.astype(jnp.float64)
     e1, e2 = e1.astype(jnp.float64), e2.astype(jnp.float64)
-    for joint, additive in ((0, True), (16, False)):
+    arms = ((0, "concat", False, True), (16, "concat", False, False))
+    arms += ((0, "projection", False, False), (0, "projection", True, False))
+    for joint, conditioning, score_sn, additive in arms:
       d = networks.Discriminator(
           image_size=64,
           base_channels=4,
           joint_channels=joint,
+          conditioning=conditioning,
+          score_sn=score_sn,
           dtype=jnp.float64,
           param_dtype=jnp.float64,
       )
@@ -389,9 +394,36 @@ def test_paper_discriminator_is_additive_and_the_joint_layer_is_not():
       )
       if joint:
         assert variables["params"]["joint"]["sn"]["kernel"].shape == (1, 1, 32 + 8, 16)
+      if conditioning == "projection":  # V: embedding -> D's 32 feature channels
+        v = variables["params"]["projection"]
+        assert (v["sn"]["kernel"] if score_sn else v["kernel"]).shape == (1, 1, 8, 32)
+      score = variables["params"]["score"]
+      assert ("sn" in score) == score_sn and "spectral" in variables
       g1, g2 = gap(d, variables, e1), gap(d, variables, e2)
       assert abs(g1) > 1e-6  # the two faces do get different scores
       if additive:
         assert abs(g1 - g2) < 1e-9 * abs(g1)
       else:
         assert abs(g1 - g2) > 1e-3 * abs(g1)  # (additive: < 1e-9)
+
+
+def test_projection_with_a_joint_layer_is_refused_naming_both_fields():
+  config = helpers.tiny_config(
+      **{"model.d_conditioning": "projection", "model.d_joint_channels": 8}
+  )
+  with pytest.raises(config_lib.ConfigError, match=r"d_joint_channels.*d_conditioning"):
+    factory.make_discriminator(config.model)
+
+
+@pytest.mark.parametrize("conditioning,score_sn", [("projection", False), ("projection", True)])
+def test_train_step_runs_with_each_discriminator(conditioning, score_sn):
+  config = helpers.tiny_config(
+      **{"model.d_conditioning": conditioning, "model.d_score_sn": score_sn}
+  )
+  config.batch_size = 4
+  state = step_lib.create_train_state(config, 3, jax.random.PRNGKey(0))
+  new_state, metrics = jax.jit(step_lib.make_train_step(config, 3, axis_name=None))(
+      state, helpers.random_batch(config, 4)
+  )
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert int(new_state.step) == 1

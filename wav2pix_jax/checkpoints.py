@@ -42,6 +42,8 @@ SHAPE_FIELDS = (
     "input.audio_samples",
     "model.g_upsample",
     "model.d_joint_channels",
+    "model.d_conditioning",
+    "model.d_score_sn",
 )
 # Fields that change the state's structure through a derived property only (EMA on or off).
 STRUCTURE_FIELDS = {"optim.g.ema_decay": lambda value: "on" if (value or 0) > 0 else "off"}

@@ -120,6 +120,20 @@ def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
     raise config_lib.ConfigError(
         f"config.model.d_joint_channels must be an integer >= 0, got {value!r}"
     )
+  if model_cfg.d_conditioning not in networks.D_CONDITIONINGS:
+    raise config_lib.ConfigError(
+        f"config.model.d_conditioning must be one of {networks.D_CONDITIONINGS}, "
+        f"got {model_cfg.d_conditioning!r}"
+    )
+  if model_cfg.d_conditioning == "projection" and model_cfg.d_joint_channels:
+    raise config_lib.ConfigError(
+        "config.model.d_joint_channels > 0 is a layer of the 'concat' conditioning; "
+        "config.model.d_conditioning='projection' has none (set d_joint_channels=0)"
+    )
+  if not isinstance(model_cfg.d_score_sn, bool):
+    raise config_lib.ConfigError(
+        f"config.model.d_score_sn must be True or False, got {model_cfg.d_score_sn!r}"
+    )
   for field in ("encoder_channels", "encoder_hidden"):
     value = tuple(model_cfg[field])
     if not value or any(not isinstance(v, int) or v < 1 for v in value):
@@ -193,6 +207,8 @@ def make_discriminator(model_cfg: ml_collections.ConfigDict) -> networks.Discrim
       conv_impl=conv_impl(model_cfg, "d"),
       sn_init=model_cfg.sn_init,
       joint_channels=model_cfg.d_joint_channels,
+      conditioning=model_cfg.d_conditioning,
+      score_sn=bool(model_cfg.d_score_sn),
       dtype=dtype(model_cfg.dtype, field="model.dtype"),
       param_dtype=dtype(model_cfg.param_dtype, field="model.param_dtype"),
   )

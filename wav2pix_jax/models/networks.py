@@ -20,6 +20,7 @@ Dtype = Any
 
 SUPPORTED_IMAGE_SIZES = (64, 128)
 UPSAMPLE_MODES = ("transposed", "resize_conv")
+D_CONDITIONINGS = ("concat", "projection")  # Discriminator.conditioning
 # torch BatchNorm momentum 0.1 == flax momentum 0.9 (flax weighs the running average).
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
@@ -246,6 +247,14 @@ class Discriminator(nn.Module):
   # embedding. > 0: a spectrally normalised 1x1 conv of this width + LeakyReLU after the concat
   # (Reed et al. 2016's text-conditioned D), so image and speech features interact.
   joint_channels: int = 0
+  # How the speech enters the score: "concat" (the paper: the tiled embedding concatenated before
+  # the score layer, additive unless joint_channels > 0) | "projection" (Miyato & Koyama 2018:
+  # score = w . features + <V e, pooled features>, so D judges whether a face matches the speech;
+  # the standard conditional D of spectrally normalised GANs).
+  conditioning: str = "concat"
+  # False (the paper): the score layer is a plain conv whose weights may grow without bound (the
+  # other layers are spectrally normalised); True: spectrally normalised too (D 1-Lipschitz).
+  score_sn: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -253,8 +262,8 @@ class Discriminator(nn.Module):
   def __call__(
       self, images: Array, embedding: Array, *, update_spectral: bool
   ) -> tuple[Array, Array]:
-    """SN stride-2 convs down to 4x4; tiled embedding concatenated; [joint 1x1 conv;] 4x4 VALID
-    conv -> score."""
+    """SN stride-2 convs down to 4x4; then the speech (concat: tiled embedding concatenated
+    [and a joint 1x1 conv]; projection: an inner product) and a 4x4 VALID conv -> score."""
     num_down = self._checked_downsamplings(images, embedding)
     x = images.astype(self.dtype)
     for i in range(num_down):
@@ -264,6 +273,9 @@ class Discriminator(nn.Module):
       )
       x = nn.leaky_relu(conv(x, update_spectral=update_spectral), self.negative_slope)
     features = x
+    if self.conditioning == "projection":
+      score = self._score(x, update_spectral) + self._projection(x, embedding, update_spectral)
+      return score, features
     tiled = jnp.broadcast_to(
         embedding.astype(self.dtype)[:, None, None, :], (x.shape[0], 4, 4, embedding.shape[-1])
     )
@@ -271,19 +283,43 @@ class Discriminator(nn.Module):
     if self.joint_channels:
       joint = self._sn_conv(self.joint_channels, 1, stride=1, padding=0, impl="xla", name="joint")
       x = nn.leaky_relu(joint(x, update_spectral=update_spectral), self.negative_slope)
-    # The final 4x4 VALID conv over a 4x4 map is a dense layer; no transposed conv in its
-    # gradient either way, so it is the same for both conv_impl values.
-    score = nn.Conv(
-        1,
-        (4, 4),
-        padding="VALID",
-        use_bias=False,
-        kernel_init=layers.weight_init(),
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name="score",
-    )(x)
-    return score.reshape(score.shape[0]), features
+    return self._score(x, update_spectral), features
+
+  def _score(self, x: Array, update_spectral: bool) -> Array:
+    """The final 4x4 VALID conv over the 4x4 map (a dense layer) -> [B]."""
+    if self.score_sn:
+      conv = self._sn_conv(1, 4, stride=1, padding=0, impl="xla", name="score")
+      score = conv(x, update_spectral=update_spectral)
+    else:  # no transposed conv in its gradient: the same for every conv_impl
+      score = nn.Conv(
+          1,
+          (4, 4),
+          padding="VALID",
+          use_bias=False,
+          kernel_init=layers.weight_init(),
+          dtype=self.dtype,
+          param_dtype=self.param_dtype,
+          name="score",
+      )(x)
+    return score.reshape(score.shape[0])
+
+  def _projection(self, x: Array, embedding: Array, update_spectral: bool) -> Array:
+    """<V e, sum of the 4x4 features> [B]: V a (spectrally normalised) 1x1 conv E -> C."""
+    e = embedding.astype(self.dtype)[:, None, None, :]
+    if self.score_sn:
+      v = self._sn_conv(x.shape[-1], 1, stride=1, padding=0, impl="xla", name="projection")
+      projected = v(e, update_spectral=update_spectral)
+    else:
+      projected = nn.Conv(
+          x.shape[-1],
+          (1, 1),
+          use_bias=False,
+          kernel_init=layers.weight_init(),
+          dtype=self.dtype,
+          param_dtype=self.param_dtype,
+          name="projection",
+      )(e)
+    return jnp.sum(jnp.sum(x, axis=(1, 2)) * projected[:, 0, 0, :], axis=-1)
 
   def _checked_downsamplings(self, images: Array, embedding: Array) -> int:
     """The number of stride-2 convs down to 4x4; ValueError for a bad image or embedding shape."""
