@@ -230,7 +230,11 @@ def launch_args(config: Any) -> dict:
         f"--config.process_id must be in [0, {num_processes}) "
         f"(--config.num_processes={num_processes}), got {process_id}"
     )
-  return {"coordinator_address": address, "num_processes": num_processes, "process_id": process_id}
+  return {
+      "coordinator_address": address,
+      "num_processes": int(num_processes),
+      "process_id": int(process_id),
+  }
 
 
 # ---------------------------------------------------------------------------------------------
