@@ -399,9 +399,9 @@ class _RecordRange:
 
 
 def _check_positive(**values) -> None:
-  for key, value in values.items():
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-      raise config_lib.ConfigError(f"{key} must be a positive integer, got {value!r}")
+  """Positive integer arguments; the error names the argument."""
+  for key in values:
+    config_lib.positive_int(values, key, prefix="")
 
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -424,9 +424,7 @@ def _fix_absl_flags_for_workers() -> None:
 
 
 def _num_workers(input_cfg) -> int:
-  workers = input_cfg.num_workers or 0
-  if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
-    raise config_lib.ConfigError(f"input.num_workers must be an integer >= 0, got {workers!r}")
+  workers = config_lib.at_least({"input": input_cfg}, "input.num_workers", 0)
   if workers:
     _fix_absl_flags_for_workers()
   return int(workers)
@@ -452,7 +450,7 @@ def create_train_iterator(
   process_index, process_count = _process(process_index, process_count)
   seed = _train_seed(input_cfg, seed)
   window = input_cfg.audio_samples
-  _check_positive(audio_samples=window)
+  config_lib.positive_int({"input": input_cfg}, "input.audio_samples")
   split = input_cfg.train_split
   source, records, split_index = _train_records(input_cfg, split, window)
   shard_size = len(records) // process_count
@@ -495,10 +493,11 @@ def create_train_iterator(
 
 def _train_seed(input_cfg, seed) -> int:
   """`seed`, or input.shuffle_seed where None; ConfigError unless an integer in [0, 2**32)."""
-  seed = input_cfg.shuffle_seed if seed is None else seed
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-    raise config_lib.ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-  return seed
+  if seed is None:
+    return config_lib.at_least(
+        {"input": input_cfg}, "input.shuffle_seed", 0, below=config_lib.SEED_LIMIT
+    )
+  return config_lib.at_least({"seed": seed}, "seed", 0, below=config_lib.SEED_LIMIT, prefix="")
 
 
 def _train_records(input_cfg, split: str, window: int):
@@ -510,15 +509,7 @@ def _train_records(input_cfg, split: str, window: int):
   info = get_dataset_info(input_cfg)
   split_index = _scan_split(info.name, info.data_dir, split, window)
   records = source
-  windows_per_face = input_cfg.windows_per_face
-  if (
-      isinstance(windows_per_face, bool)
-      or not isinstance(windows_per_face, int)
-      or windows_per_face < 0
-  ):
-    raise config_lib.ConfigError(
-        f"input.windows_per_face must be an integer >= 0, got {windows_per_face!r}"
-    )
+  windows_per_face = config_lib.at_least({"input": input_cfg}, "input.windows_per_face", 0)
   if windows_per_face:
     records = _RecordSubset(
         source, _first_windows(info.name, info.data_dir, split, windows_per_face)
@@ -548,7 +539,7 @@ def create_eval_iterator(
   process_index, process_count = _process(process_index, process_count)
   split = split or input_cfg.eval_split
   window = input_cfg.audio_samples
-  _check_positive(audio_samples=window)
+  config_lib.positive_int({"input": input_cfg}, "input.audio_samples")
   source = data_source(input_cfg, split)
   info = get_dataset_info(input_cfg)
   split_index = _scan_split(info.name, info.data_dir, split, window)

@@ -145,6 +145,8 @@ def evaluate_workdir(
   input_cfg = config.input
   if data_dir is not None:
     input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
+  # The run's model section was checked by inference.load; its input section is read here.
+  config_lib.check_input({"input": input_cfg})
   info = _matching_dataset_info(generator, input_cfg)
   eval_set = eval_data.load_eval_set(
       input_cfg,

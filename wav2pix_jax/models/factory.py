@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from wav2pix_jax import config_lib
-from wav2pix_jax.models import layers
 from wav2pix_jax.models import networks
 
 # float64 needs jax_enable_x64; tests use it to compare runs that sum in different orders.
@@ -17,7 +16,7 @@ _DTYPES = {
     "float16": jnp.float16,
     "float64": jnp.float64,
 }
-_CONV_IMPLS = ("auto",) + tuple(layers.CONV_IMPLS)
+assert tuple(_DTYPES) == config_lib.DTYPES, "config_lib.DTYPES lists the names of _DTYPES"
 
 
 def dtype(name: Any, *, field: str = "model.dtype") -> Any:
@@ -45,13 +44,6 @@ _AUTO_TRAIN = {
     ),
     ("cpu", "d"): "matmul",
 }
-# network -> its override fields, most specific first (the encoder follows g_conv_impl unless
-# model.encoder_conv_impl is set).
-_NETWORKS = {
-    "g": ("g_conv_impl",),
-    "encoder": ("encoder_conv_impl", "g_conv_impl"),
-    "d": ("d_conv_impl",),
-}
 
 
 def conv_impl(
@@ -62,31 +54,12 @@ def conv_impl(
 
   model.g_conv_impl (generator and, unless model.encoder_conv_impl is set, speech encoder) /
   model.encoder_conv_impl / model.d_conv_impl override model.conv_impl for their network when
-  set (""/missing: follow model.conv_impl). "auto" resolves by the default backend and the network
-  (see _AUTO_TRAIN); with `inference` (forward only) "auto" is always "xla", the faster
-  forward-only choice on CPU too. Every choice has the same parameters, so they are interchangeable.
+  set (""/missing: follow model.conv_impl; config_lib.conv_impl_setting checks the value).
+  "auto" resolves by the default backend and the network (see _AUTO_TRAIN); with `inference`
+  (forward only) "auto" is always "xla", the faster forward-only choice on CPU too. Every choice
+  has the same parameters, so they are interchangeable.
   """
-  if network not in _NETWORKS:
-    raise ValueError(f"network must be one of {sorted(_NETWORKS)}, got {network!r}")
-  impl, field = model_cfg.conv_impl, "conv_impl"
-  for override in _NETWORKS[network]:
-    if model_cfg.get(override):
-      impl, field = model_cfg[override], override
-      break
-  parts = [p.strip() for p in str(impl).split(",")]
-  if impl != "auto" and not all(p in layers.CONV_IMPLS for p in parts):
-    raise config_lib.ConfigError(
-        f"config.model.{field}={impl!r} is not one of {_CONV_IMPLS} "
-        f"(or a comma-separated list of {layers.CONV_IMPLS}, one per layer)"
-    )
-  if len(parts) > 1:
-    num_up = networks._check_image_size(model_cfg.image_size)
-    num_layers = {"g": num_up + 1, "encoder": len(model_cfg.encoder_channels), "d": num_up}[network]
-    if len(parts) != num_layers:
-      raise config_lib.ConfigError(
-          f"config.model.{field}={impl!r} lists {len(parts)} values but the {network} "
-          f"network has {num_layers} conv layers; give one value, or one per layer"
-      )
+  impl, _ = config_lib.conv_impl_setting(model_cfg, network)
   if impl != "auto":
     return impl
   if inference:
@@ -96,67 +69,9 @@ def conv_impl(
 
 
 def check_model_config(model_cfg: ml_collections.ConfigDict) -> None:
-  """Fails fast, naming the field, on a model config the models can't build."""
-  if model_cfg.image_size not in networks.SUPPORTED_IMAGE_SIZES:
-    raise config_lib.ConfigError(
-        f"config.model.image_size={model_cfg.image_size!r} is not supported; "
-        f"choose one of {networks.SUPPORTED_IMAGE_SIZES}"
-    )
-  for field in (
-      "embed_dim",
-      "g_base_channels",
-      "d_base_channels",
-      "classifier_hidden",
-      "encoder_kernel_size",
-      "encoder_stride",
-  ):
-    value = model_cfg[field]
-    if not isinstance(value, int) or value < 1:
-      raise config_lib.ConfigError(
-          f"config.model.{field} must be a positive integer, got {value!r}"
-      )
-  value = model_cfg.d_joint_channels
-  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-    raise config_lib.ConfigError(
-        f"config.model.d_joint_channels must be an integer >= 0, got {value!r}"
-    )
-  if model_cfg.d_conditioning not in networks.D_CONDITIONINGS:
-    raise config_lib.ConfigError(
-        f"config.model.d_conditioning must be one of {networks.D_CONDITIONINGS}, "
-        f"got {model_cfg.d_conditioning!r}"
-    )
-  if model_cfg.d_conditioning == "projection" and model_cfg.d_joint_channels:
-    raise config_lib.ConfigError(
-        "config.model.d_joint_channels > 0 is a layer of the 'concat' conditioning; "
-        "config.model.d_conditioning='projection' has none (set d_joint_channels=0)"
-    )
-  if not isinstance(model_cfg.d_score_sn, bool):
-    raise config_lib.ConfigError(
-        f"config.model.d_score_sn must be True or False, got {model_cfg.d_score_sn!r}"
-    )
-  for field in ("encoder_channels", "encoder_hidden"):
-    value = tuple(model_cfg[field])
-    if not value or any(not isinstance(v, int) or v < 1 for v in value):
-      raise config_lib.ConfigError(
-          f"config.model.{field} must be a non-empty tuple of positive integers, " f"got {value!r}"
-      )
-  if not 0.0 <= model_cfg.dropout_rate < 1.0:
-    raise config_lib.ConfigError(
-        f"config.model.dropout_rate must be in [0, 1), got {model_cfg.dropout_rate!r}"
-    )
-  if model_cfg.g_upsample not in networks.UPSAMPLE_MODES:
-    raise config_lib.ConfigError(
-        f"config.model.g_upsample={model_cfg.g_upsample!r} is not one of "
-        f"{networks.UPSAMPLE_MODES}"
-    )
-  if model_cfg.sn_init not in layers.SN_INITS:
-    raise config_lib.ConfigError(
-        f"config.model.sn_init={model_cfg.sn_init!r} is not one of {layers.SN_INITS}"
-    )
-  dtype(model_cfg.dtype, field="model.dtype")
-  dtype(model_cfg.param_dtype, field="model.param_dtype")
-  for network in _NETWORKS:
-    conv_impl(model_cfg, network)
+  """Fails fast, naming the field, on a model config the models can't build (the model section
+  of the one config schema, config_lib.check_model)."""
+  config_lib.check_model(model_cfg)
 
 
 def make_generator(
@@ -208,7 +123,7 @@ def make_discriminator(model_cfg: ml_collections.ConfigDict) -> networks.Discrim
       sn_init=model_cfg.sn_init,
       joint_channels=model_cfg.d_joint_channels,
       conditioning=model_cfg.d_conditioning,
-      score_sn=bool(model_cfg.d_score_sn),
+      score_sn=model_cfg.d_score_sn,
       dtype=dtype(model_cfg.dtype, field="model.dtype"),
       param_dtype=dtype(model_cfg.param_dtype, field="model.param_dtype"),
   )

@@ -28,10 +28,12 @@ import jax.numpy as jnp
 import flax.linen as nn
 from jax import lax
 
+from wav2pix_jax import config_lib
+
 Array = jax.Array
 Dtype = Any
 
-CONV_IMPLS = ("xla", "subpixel", "matmul")
+CONV_IMPLS = config_lib.CONV_IMPLS
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _NWC = ("NWC", "WIO", "NWC")
 _SN_EPS = 1e-12  # the authors' l2normalize epsilon (added to the norm, not inside the sqrt)
@@ -47,7 +49,7 @@ def weight_init(stddev: float = 0.02) -> Callable[..., Array]:
   return nn.initializers.normal(stddev=stddev)
 
 
-SN_INITS = ("normal", "torch")
+SN_INITS = config_lib.SN_INITS
 
 
 def sn_kernel_init(init: str, *, transposed: bool) -> Callable[..., Array]:

@@ -13,14 +13,15 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from wav2pix_jax import config_lib
 from wav2pix_jax.models import layers
 
 Array = jax.Array
 Dtype = Any
 
-SUPPORTED_IMAGE_SIZES = (64, 128)
-UPSAMPLE_MODES = ("transposed", "resize_conv")
-D_CONDITIONINGS = ("concat", "projection")  # Discriminator.conditioning
+SUPPORTED_IMAGE_SIZES = config_lib.IMAGE_SIZES
+UPSAMPLE_MODES = config_lib.UPSAMPLE_MODES
+D_CONDITIONINGS = config_lib.D_CONDITIONINGS  # Discriminator.conditioning
 # torch BatchNorm momentum 0.1 == flax momentum 0.9 (flax weighs the running average).
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5

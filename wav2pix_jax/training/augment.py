@@ -17,7 +17,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-POLICIES = ("color", "translation", "cutout")
+from wav2pix_jax import config_lib
+
+POLICIES = config_lib.DIFF_AUGMENT_POLICIES
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
@@ -69,15 +71,13 @@ _FUNCTIONS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "translation": _translation,
     "cutout": _cutout,
 }
+assert tuple(_FUNCTIONS) == POLICIES, "config_lib.DIFF_AUGMENT_POLICIES lists _FUNCTIONS, in order"
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
-  """ "color,translation" -> ("color", "translation"); "" -> (); ValueError names the unknown."""
-  names = tuple(p.strip() for p in policy.split(",") if p.strip())
-  unknown = [p for p in names if p not in _FUNCTIONS]
-  if unknown:
-    raise ValueError(f"unknown augmentation {unknown} in {policy!r}; choose from {POLICIES}")
-  return names
+  """ "color,translation" -> ("color", "translation"); "" -> (); ConfigError names the unknown
+  (the rule is config_lib.diff_augment_policy, part of the one config schema)."""
+  return config_lib.diff_augment_policy(policy)
 
 
 def diff_augment(images: jax.Array, rng: jax.Array, policy: str) -> jax.Array:

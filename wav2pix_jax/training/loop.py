@@ -18,9 +18,7 @@ from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
 from wav2pix_jax.evaluation import evaluator as evaluator_lib
 from wav2pix_jax.data import input_pipeline
-from wav2pix_jax.models import factory
 from wav2pix_jax.serving import inference
-from wav2pix_jax.training import augment
 from wav2pix_jax.training import loop_parts
 from wav2pix_jax.training import monitor
 from wav2pix_jax.training import parallel
@@ -32,50 +30,12 @@ from wav2pix_jax.training import step as step_lib
 
 
 def check_config(config: ml_collections.ConfigDict) -> int:
-  """Fails fast (naming the field) on configs that can't train; returns the per-process batch."""
-  factory.check_model_config(config.model)
-  step_lib.make_optimizers(config)
-  for field in (
-      "num_train_steps",
-      "log.every_steps",
-      "log.image_every_steps",
-      "log.checkpoint_every_steps",
-      "log.max_checkpoints",
-      "log.num_images",
-      "input.audio_samples",
-  ):
-    value = config
-    for key in field.split("."):
-      value = value[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise config_lib.ConfigError(f"config.{field} must be a positive integer, got {value!r}")
-  for field in ("adversarial", "feature_matching", "l1", "speaker_ce", "r1"):
-    if config.loss[field] < 0:
-      raise config_lib.ConfigError(f"config.loss.{field} must be >= 0, got {config.loss[field]!r}")
-  try:
-    augment.parse_policy(config.loss.diff_augment)
-  except ValueError as e:
-    raise config_lib.ConfigError(f"config.loss.diff_augment: {e}") from None
-  if not 0.0 <= config.optim.g.ema_decay < 1.0:
-    raise config_lib.ConfigError(
-        f"config.optim.g.ema_decay must be in [0, 1), got {config.optim.g.ema_decay!r}"
-    )
-  minutes = config.max_train_minutes
-  if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes < 0:
-    raise config_lib.ConfigError(
-        f"config.max_train_minutes must be >= 0 (0 = no time limit), got {minutes!r}"
-    )
-  value = config.log.divergence_window
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise config_lib.ConfigError(
-        f"config.log.divergence_window must be a positive integer, got {value!r}"
-    )
-  for field, minimum in (("every_steps", 0), ("max_examples", 1)):  # periodic evaluation
-    value = config.eval[field]
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-      raise config_lib.ConfigError(
-          f"config.eval.{field} must be an integer >= {minimum}, got {value!r}"
-      )
+  """Fails fast (naming the field) on configs that can't train; returns the per-process batch.
+
+  The one config schema (config_lib.validate) plus what needs the devices: the global batch's
+  split over processes and local devices. setup() runs the two halves apart (validate before the
+  multi-process start-up, the batch after it)."""
+  config_lib.validate(config)
   return parallel.check_batch_size(config.batch_size)
 
 
@@ -146,6 +106,7 @@ class Run:
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   """Checks the config, restores or creates the state, opens data, checkpoints, logs, evaluation."""
+  config_lib.validate(config)  # every field rule, before anything is started or read
   parallel.maybe_initialize_distributed(config)  # before the first device query
   logging.info(
       "JAX process %d / %d; local devices: %s",
@@ -154,7 +115,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       jax.local_devices(),
   )
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  local_batch = check_config(config)
+  local_batch = parallel.check_batch_size(config.batch_size)  # the rest of check_config
   is_chief = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
 

@@ -39,10 +39,7 @@ def check_batch_size(
   local_device_count = (
       jax.local_device_count() if local_device_count is None else local_device_count
   )
-  if not isinstance(global_batch, (int, np.integer)) or global_batch <= 0:
-    raise config_lib.ConfigError(
-        f"config.batch_size must be a positive integer, got {global_batch!r}"
-    )
+  config_lib.positive_int({"batch_size": global_batch}, "batch_size")
   if global_batch % process_count:
     raise config_lib.ConfigError(
         f"config.batch_size={global_batch} is not divisible by the number of processes "
@@ -224,43 +221,7 @@ def distributed_args(config: ml_collections.ConfigDict) -> dict:
     ConfigError: some but not all of coordinator_address / num_processes / process_id are set, or
       they are out of range.
   """
-  address = config.coordinator_address or ""
-  num_processes = config.num_processes
-  process_id = config.process_id
-  for name, value in (("num_processes", num_processes), ("process_id", process_id)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-      raise config_lib.ConfigError(
-          f"--config.{name} must be an integer (-1 = auto-detect), got {value!r}"
-      )
-  given = {
-      "coordinator_address": bool(address),
-      "num_processes": num_processes != -1,
-      "process_id": process_id != -1,
-  }
-  if not any(given.values()):
-    return {}
-  if not all(given.values()):
-    unset = ", ".join(f"--config.{k}" for k, v in given.items() if not v)
-    raise config_lib.ConfigError(
-        "an explicit multi-process launch needs --config.coordinator_address=HOST:PORT, "
-        "--config.num_processes=N and --config.process_id=I together; missing: "
-        f"{unset} (leave all three unset to auto-detect SLURM / Open MPI / Cloud TPU)"
-    )
-  host, _, port = str(address).rpartition(":")
-  if not host or not port.isdigit():
-    raise config_lib.ConfigError(f"--config.coordinator_address must be HOST:PORT, got {address!r}")
-  if num_processes < 1:
-    raise config_lib.ConfigError(f"--config.num_processes must be >= 1, got {num_processes}")
-  if not 0 <= process_id < num_processes:
-    raise config_lib.ConfigError(
-        f"--config.process_id must be in [0, {num_processes}) "
-        f"(--config.num_processes={num_processes}), got {process_id}"
-    )
-  return {
-      "coordinator_address": str(address),
-      "num_processes": int(num_processes),
-      "process_id": int(process_id),
-  }
+  return config_lib.launch_args(config)  # the rule lives in the one config schema
 
 
 def _backend_will_be_cpu() -> bool:

@@ -11,7 +11,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from wav2pix_jax import config_lib
 from wav2pix_jax.models import factory
 from wav2pix_jax.training import augment
 from wav2pix_jax.training import losses
@@ -47,14 +46,11 @@ class TrainState:
 def make_optimizers(
     config: ml_collections.ConfigDict,
 ) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
-  """Adam for each net, from config.optim.g / config.optim.d."""
+  """Adam for each net, from config.optim.g / config.optim.d (fields checked by
+  config_lib.validate)."""
 
   def adam(section: str) -> optax.GradientTransformation:
     cfg = config.optim[section]
-    if not cfg.learning_rate > 0:
-      raise config_lib.ConfigError(
-          f"config.optim.{section}.learning_rate must be > 0, got {cfg.learning_rate!r}"
-      )
     return optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
 
   return adam("g"), adam("d")
