@@ -90,6 +90,7 @@ def test_report_rows_and_definitions(report):
       "frechet_distance",
       "expressivity",
       "speaker_similarity",
+      "clip_metrics",
   } | ({"expressions"} if _fer_installed() else set())
   assert report["num_examples"] == 2 * PER_SPEAKER
   for row in report["rows"].values():
@@ -250,6 +251,29 @@ def test_mean_face_row(report, data):
   assert mean["expressivity"]["num_faces"] == 2 * PER_SPEAKER
   faces = eval_report.mean_faces(data["train_real"], data["train_speakers"], 2)
   np.testing.assert_allclose(faces[1], data["train_real"][PER_SPEAKER:].mean(0), atol=0.5)
+
+
+def test_clip_rows(report):
+  """Clip metrics through the real dlib path: the real row is the reference (1 everywhere), the
+  mean face one face per speaker (chance, no variety); the generated row is half the real faces."""
+  clip = {name: row["clip"] for name, row in report["rows"].items()}
+  assert clip["real"] == dict(
+      matching_pixels=1.0,
+      diversity_pixels=1.0,
+      sharpness=1.0,
+      matching_dlib=1.0,
+      diversity_dlib=1.0,
+      matching_chance=0.5,
+  )
+  for space in ("dlib", "pixels"):
+    assert clip["mean_face"][f"matching_{space}"] == 0.5, space
+    assert clip["mean_face"][f"diversity_{space}"] == 0.0, space
+    # Speaker 1's generated faces are its real faces (1), speaker 0's are noise (~ chance).
+    assert 0.6 < clip["generated"][f"matching_{space}"] < 1.0, space
+  assert clip["mean_face"]["sharpness"] < 1.0 < clip["generated"]["sharpness"]  # noise is sharp
+  typed = eval_report.Report.from_json(report)
+  assert typed.scalars()["eval/real/clip_matching_dlib"] == 1.0
+  assert "clips: matching dlib 100.0% pixels 100.0% (chance 50%)" in typed.summary()
 
 
 def test_write_report_round_trips(report, tmp_path):

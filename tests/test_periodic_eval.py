@@ -92,7 +92,12 @@ def test_pixel_brows_row(clips):
       layout=layout,
   )
   report = typed.to_json()
-  assert set(report["definitions"]) == {"pixel_identity", "pixel_mouth", "pixel_brows"}
+  assert set(report["definitions"]) == {
+      "pixel_identity",
+      "pixel_mouth",
+      "pixel_brows",
+      "clip_metrics",
+  }
   rows = report["rows"]
   assert rows["real"]["pixel"]["brows"]["pitch_correlation"] > 0.95
   assert rows["real"]["pixel"]["brows"]["pitch_correlation_within_speaker"] > 0.95
@@ -165,7 +170,7 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
   assert (
       set(rows) == {"generated", "real", "mean_face"} and "face_detection_rate" not in rows["real"]
   )
-  assert set(report["definitions"]) == {"pixel_identity", "pixel_mouth"}
+  assert set(report["definitions"]) == {"pixel_identity", "pixel_mouth", "clip_metrics"}
   assert report["settings"]["reference_speakers"] == list(syn.SPEAKERS[:-1])
   assert rows["real"]["pixel"]["identity"]["accuracy"] == 1.0
   assert rows["real"]["pixel"]["identity"]["chance"] == pytest.approx(1 / (len(syn.SPEAKERS) - 1))
@@ -180,6 +185,23 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
   flat = typed.scalars()
   assert flat["eval/real/pixel_identity"] == 1.0 and "eval/generated/pixel_identity" in flat
   assert "pixel: identity 100.0%" in typed.summary()
+  # Clip metrics: a blank face for every clip is chance and has no variety; the real and mean-face
+  # rows are the references (no dlib: its columns are null).
+  clip = {name: row["clip"] for name, row in rows.items()}
+  assert clip["real"] == dict(
+      matching_pixels=1.0,
+      diversity_pixels=1.0,
+      sharpness=1.0,
+      matching_dlib=None,
+      diversity_dlib=None,
+      matching_chance=0.5,
+  )
+  for name in ("generated", "mean_face"):
+    assert clip[name]["matching_pixels"] == 0.5 and clip[name]["diversity_pixels"] == 0.0, name
+  assert clip["generated"]["sharpness"] == 0.0 < clip["mean_face"]["sharpness"] < 1.0
+  assert flat["eval/mean_face/clip_matching_pixels"] == 0.5 and flat["eval/real/sharpness"] == 1.0
+  assert "eval/real/clip_matching_dlib" not in flat
+  assert "clips: matching dlib n/a pixels 50.0% (chance 50%)  diversity dlib n/a" in typed.summary()
   # An evaluated speaker without reference faces is an error naming it.
   with pytest.raises(ValueError, match=syn.SPEAKERS[-1]):
     ev.evaluate(

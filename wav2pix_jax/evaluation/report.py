@@ -11,6 +11,9 @@ On real faces (datasets without a known face layout) each of these rows also get
 facial expressions (`emotion`): their distribution and, for the generated and mean-face rows, how
 often the image's top expression is the same clip's real face's.
 
+The generated, real and mean-face rows also get clip-level metrics (`clip_metrics`): does each clip
+get its own face (within-speaker matching, diversity) and how sharp it is.
+
 and returns a `Report`: `summary()` (readable lines), `scalars()` ({"eval/<row>/<metric>": value}
 for TensorBoard and eval/history.jsonl), `to_json()` / `from_json()` (the report.json schema that
 results/*/report.json and scripts/ read) and `write(out_dir)`. The JSON layout is known here only.
@@ -27,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from wav2pix_jax.evaluation import clip_metrics
 from wav2pix_jax.evaluation import emotion
 from wav2pix_jax.evaluation import face_metrics
 
@@ -102,6 +106,23 @@ EXPRESSION_DEFINITION = (
     "for datasets with a known face layout (synthetic cartoons, outside the classifier's "
     "training data; the pixel metrics measure their expression directly) nor for fused rows "
     "(no single clip)"
+)
+
+CLIP_DEFINITION = (
+    "does each clip get its own face? On the generated, real and mean-face rows, each clip's "
+    "image against the real faces of the same speaker's clips; clips whose real faces have equal "
+    "pixels (the YouTubers' 5 speech windows per frame) share one real face and are never "
+    "'another clip'. matching_<space> = share of ordered pairs (clip i, clip j) of one speaker "
+    "with different real faces for which clip i's image is closer (Euclidean) to its own real face "
+    "than to clip j's (ties 1/2), averaged over speakers; chance 0.5, a per-speaker constant face "
+    "(the mean-face row) exactly 0.5, the real row 1. diversity_<space> = per speaker, the mean "
+    "distance of the row's images to their centroid over the same for the real faces, averaged "
+    "over speakers: 1 = as varied as the real faces, 0 = one face per speaker (the mean face). "
+    "Spaces: dlib = the 128-d embeddings of the dlib metrics (every image, the full image as face "
+    "box where no face is detected, as for identity; null without dlib metrics), pixels = the "
+    "whole image in [0, 1] at the generated size. sharpness = mean over images of the variance of "
+    "the 4-neighbour Laplacian of the luma (interior pixels) over the same for the real faces: "
+    "1 = as sharp as the real faces. Not computed for fused rows (no single clip)"
 )
 
 FUSED_DEFINITION = (
@@ -403,15 +424,46 @@ class Expressions:
 
 
 @dataclasses.dataclass
+class ClipMetrics:
+  """Does each clip get its own face: within-speaker matching and diversity, and sharpness."""
+
+  matching_pixels: float | None  # None: no speaker with two different real faces
+  diversity_pixels: float | None  # None: no speaker whose real faces vary
+  sharpness: float | None  # None: flat real faces
+  matching_dlib: float | None = None  # None: no dlib metrics (or as matching_pixels)
+  diversity_dlib: float | None = None
+  matching_chance: float = 0.5
+
+  def scalars(self) -> dict[str, float | None]:
+    return {
+        "clip_matching_dlib": self.matching_dlib,
+        "clip_matching_pixels": self.matching_pixels,
+        "clip_diversity_dlib": self.diversity_dlib,
+        "clip_diversity_pixels": self.diversity_pixels,
+        "sharpness": self.sharpness,
+    }
+
+  def summary(self) -> str:
+    return (
+        f"clips: matching dlib {_fmt(self.matching_dlib, '.1%')} pixels "
+        f"{_fmt(self.matching_pixels, '.1%')} (chance {self.matching_chance:.0%})  diversity dlib "
+        f"{_fmt(self.diversity_dlib, '.2f')} pixels {_fmt(self.diversity_pixels, '.2f')}  "
+        f"sharpness {_fmt(self.sharpness, '.2f')}"
+    )
+
+
+@dataclasses.dataclass
 class Row:
-  """One row of the report (generated, real or mean-face images): dlib and/or pixel metrics, and
-  fer's expressions on real-face datasets."""
+  """One row of the report (generated, real or mean-face images): dlib and/or pixel metrics, fer's
+  expressions on real-face datasets and clip-level metrics (None: not computed, or a report
+  written before they existed)."""
 
   description: str
   num_images: int
   dlib: DlibMetrics | None = None
   pixel: PixelMetrics | None = None
   expressions: Expressions | None = None
+  clip: ClipMetrics | None = None
 
   def to_json(self) -> dict:
     out: dict[str, Any] = {"description": self.description, "num_images": self.num_images}
@@ -421,6 +473,8 @@ class Row:
       out["pixel"] = self.pixel.to_json()
     if self.expressions is not None:
       out["expressions"] = _asdict(self.expressions)
+    if self.clip is not None:
+      out["clip"] = _asdict(self.clip)
     return out
 
   @classmethod
@@ -431,6 +485,7 @@ class Row:
         dlib=DlibMetrics.from_json(d) if "face_detection_rate" in d else None,
         pixel=PixelMetrics.from_json(d["pixel"]) if "pixel" in d else None,
         expressions=_optional(Expressions, d.get("expressions")),
+        clip=_optional(ClipMetrics, d.get("clip")),
     )
 
   def scalars(self) -> dict[str, float]:
@@ -444,7 +499,7 @@ class Row:
     return "  |  ".join(m.summary() for m in self._metrics())
 
   def _metrics(self) -> list:
-    return [m for m in (self.dlib, self.pixel, self.expressions) if m is not None]
+    return [m for m in (self.dlib, self.pixel, self.expressions, self.clip) if m is not None]
 
 
 @dataclasses.dataclass
@@ -763,9 +818,11 @@ def _empty_rows(n: int, fused) -> dict[str, Row]:
   return rows
 
 
-def _add_dlib_rows(rows: dict[str, Row], inputs: _Inputs, cache: dict) -> tuple[dict, dict]:
-  """Fills every row's dlib metrics; returns the definitions and settings they add."""
-  images, classes, class_index = inputs.images, inputs.classes, inputs.class_index
+def _dlib_analyses(
+    inputs: _Inputs, cache: dict
+) -> tuple[face_metrics.FaceAnalysis, dict[str, face_metrics.FaceAnalysis]]:
+  """dlib's analyses of the reference faces and of the generated, real and mean-face rows."""
+  images, classes = inputs.images, inputs.classes
   if "dlib" not in cache:
     # One analysis per speaker's mean face, then indexed: identical to analysing the N repeated
     # images.
@@ -774,9 +831,6 @@ def _add_dlib_rows(rows: dict[str, Row], inputs: _Inputs, cache: dict) -> tuple[
         for x in (inputs.train_real, images["real"], inputs.means[classes])
     )
   train_analysis, real_analysis, mean_analysis = cache["dlib"]
-  classifier = face_metrics.fit_identity_classifier(
-      train_analysis.embeddings, class_index, len(classes)
-  )
   pick = np.searchsorted(classes, inputs.common["speakers"])
   analyses = {
       "generated": face_metrics.analyze_faces(images["generated"]),
@@ -788,6 +842,20 @@ def _add_dlib_rows(rows: dict[str, Row], inputs: _Inputs, cache: dict) -> tuple[
           embeddings=mean_analysis.embeddings[pick],
       ),
   }
+  return train_analysis, analyses
+
+
+def _add_dlib_rows(
+    rows: dict[str, Row],
+    inputs: _Inputs,
+    train_analysis: face_metrics.FaceAnalysis,
+    analyses: dict[str, face_metrics.FaceAnalysis],
+) -> tuple[dict, dict]:
+  """Fills every row's dlib metrics; returns the definitions and settings they add."""
+  classes, class_index = inputs.classes, inputs.class_index
+  classifier = face_metrics.fit_identity_classifier(
+      train_analysis.embeddings, class_index, len(classes)
+  )
   reference = dict(
       classifier=classifier,
       reference_embeddings=train_analysis.embeddings,
@@ -846,6 +914,26 @@ def _add_pixel_rows(rows: dict[str, Row], inputs: _Inputs, layout: dict) -> tupl
       }
   }
   return definitions, settings
+
+
+def _add_clip_rows(
+    rows: dict[str, Row], inputs: _Inputs, analyses: dict[str, face_metrics.FaceAnalysis] | None
+) -> tuple[dict, dict]:
+  """Fills the generated, real and mean-face rows' clip metrics (in dlib space too where
+  `analyses` are given); returns the definitions and settings they add."""
+  real, speakers = inputs.images["real"], inputs.common["speakers"]
+  real_ids = clip_metrics.face_ids(real)
+  for name, images in inputs.images.items():
+    embeddings = {}
+    if analyses is not None:
+      embeddings = dict(
+          embeddings=analyses[name].embeddings, real_embeddings=analyses["real"].embeddings
+      )
+    rows[name].clip = ClipMetrics(
+        **clip_metrics.row_metrics(images, real, speakers, real_ids=real_ids, **embeddings)
+    )
+  settings = {"clip_distinct_real_faces": int(np.unique(real_ids).size)}
+  return {"clip_metrics": CLIP_DEFINITION}, settings
 
 
 def _add_expression_rows(rows: dict[str, Row], inputs: _Inputs) -> tuple[dict, dict]:
@@ -910,6 +998,7 @@ def evaluate(
   fused: {k: (uint8 [G, S, S, 3] faces, int [G] speakers)} of faces each generated from k fused
   speech windows of one speaker: a row "fused_<k>" each, after "generated" (FUSED_DEFINITION).
   expressions: fer's expressions (EXPRESSION_DEFINITION) where there is no layout (real faces).
+  Every report has the generated, real and mean-face rows' clip metrics (CLIP_DEFINITION).
   """
   if not dlib_metrics and layout is None:
     raise ValueError("nothing to compute: dlib_metrics=False and no pixel layout")
@@ -919,12 +1008,15 @@ def evaluate(
   n = inputs.images["generated"].shape[0]
   rows = _empty_rows(n, inputs.fused)
   parts = [({}, _settings(inputs, speaker_names))]  # (definitions, settings) of each metric group
+  analyses = None
   if dlib_metrics:
-    parts.append(_add_dlib_rows(rows, inputs, {} if cache is None else cache))
+    train_analysis, analyses = _dlib_analyses(inputs, {} if cache is None else cache)
+    parts.append(_add_dlib_rows(rows, inputs, train_analysis, analyses))
   if layout is not None:
     parts.append(_add_pixel_rows(rows, inputs, layout))
   elif expressions:
     parts.append(_add_expression_rows(rows, inputs))
+  parts.append(_add_clip_rows(rows, inputs, analyses))
   if inputs.fused:
     parts.append(({"fused": FUSED_DEFINITION}, {"fused_windows_per_face": list(inputs.fused)}))
   return Report(
