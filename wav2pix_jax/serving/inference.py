@@ -520,8 +520,8 @@ def load(
 
   step=None: checkpoint="best" loads the best checkpoint by periodic validation where the run kept
   one (<workdir>/best), else the newest complete checkpoint; "latest" the newest
-  (`choose_checkpoint`; the generator's `which` and `source` say which and why). use_ema: when the run kept an EMA of
-  G's weights (config.optim.g.ema_decay), generate with it.
+  (`choose_checkpoint`; the generator's `which` and `source` say which and why). use_ema: when
+  the run kept an EMA of G's weights (config.optim.g.ema_decay), generate with it.
   """
   choice = choose_checkpoint(workdir_or_checkpoint_dir, step, checkpoint=checkpoint)
   if not isinstance(batch_size, int) or batch_size < 1:
