@@ -1,4 +1,6 @@
-"""Orbax checkpoints under <workdir>/checkpoints: train state + input-pipeline state + run metadata.
+"""Orbax checkpoints under <workdir>/checkpoints: train state + input-pipeline state + run metadata;
+the best checkpoint by periodic validation under <workdir>/best (with best/best.json). The one
+module that opens Orbax, lists a directory's steps and picks the step to load.
 
 Each step directory holds three items:
   "state": the (unreplicated) TrainState, StandardSave / StandardRestore;
@@ -8,11 +10,17 @@ Each step directory holds three items:
 Orbax writes each step into a temporary directory and renames it when complete, so a
 half-written checkpoint (a crash mid-save) is never listed as a step nor picked up for resume.
 No pickle anywhere.
+
+<workdir>/best/ (training's config.eval.best_metric) holds "state" and "meta" (the meta adds
+"best": the record below) of the best periodic evaluation so far; best.json is a readable copy of
+that record, written after the Orbax save is complete: {"step", "metric", "value", "scalars" (the
+ones compared), "train_minutes"}.
 """
 
 import errno
 import json
 import os
+import pathlib
 import re
 from typing import Any, Iterable, Mapping, Optional
 
@@ -49,11 +57,134 @@ SHAPE_FIELDS = (
 STRUCTURE_FIELDS = {"optim.g.ema_decay": lambda value: "on" if (value or 0) > 0 else "off"}
 
 ITEMS = ("state", "data", "meta")
+BEST = "best"  # <workdir>/best: the best checkpoint by periodic validation
+BEST_RECORD = "best.json"  # <workdir>/best/best.json
 
 
 def checkpoint_dir(workdir: str) -> str:
   """Where the checkpoints of a workdir live."""
   return os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+
+
+def best_dir(workdir: str | os.PathLike) -> str:
+  """Where the best checkpoint of a workdir lives (config.eval.best_metric)."""
+  return os.path.join(os.path.abspath(os.path.expanduser(str(workdir))), BEST)
+
+
+def list_steps(directory: str | os.PathLike) -> list[int]:
+  """The complete steps of a checkpoint directory, oldest first ([] when it doesn't exist).
+
+  Orbax names a step's folder with its number only once the step is complete (the temporary
+  folder of a half-written one is "<step>.orbax-checkpoint-tmp-..."), so none of these is partial.
+  """
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def locate(
+    path: str | os.PathLike,
+) -> tuple[pathlib.Path, Optional[pathlib.Path], Optional[int]]:
+  """(checkpoint dir, workdir or None, step fixed by the path or None) for a workdir, its
+  checkpoints/ or best/ dir, or one step's dir; FileNotFoundError / ConfigError otherwise."""
+  path = pathlib.Path(path).expanduser().absolute()
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: no such workdir or checkpoint directory")
+  if not path.is_dir():
+    raise config_lib.ConfigError(
+        f"{path}: expected a workdir or a checkpoint directory, got a file"
+    )
+  if (path / "checkpoints").is_dir():
+    return path / "checkpoints", path, None
+  if path.name.isdigit() and (path / "state").is_dir():  # one step: <workdir>/checkpoints/<step>
+    ckpt_dir = path.parent
+    workdir = ckpt_dir.parent if ckpt_dir.name in ("checkpoints", BEST) else None
+    return ckpt_dir, workdir, int(path.name)
+  if list_steps(path):
+    return path, path.parent if path.name in ("checkpoints", BEST) else None, None
+  raise config_lib.ConfigError(
+      f"{path}: neither a workdir (with checkpoints/) nor a checkpoint directory "
+      "(with numbered step folders); has training saved a checkpoint yet?"
+  )
+
+
+def pick_step(
+    directory: str | os.PathLike, step: Optional[int] = None, path_step: Optional[int] = None
+) -> int:
+  """The step to load from `directory`: `step`, the path's, or the newest complete one
+  (ConfigError when there is none, or when `step` isn't there or contradicts the path)."""
+  steps = list_steps(directory)
+  if not steps:
+    raise config_lib.ConfigError(f"{directory}: no complete checkpoint yet")
+  if step is None:
+    step = path_step if path_step is not None else steps[-1]
+  elif path_step is not None and step != path_step:
+    raise config_lib.ConfigError(
+        f"step={step} contradicts the checkpoint path, which names step {path_step}"
+    )
+  if step not in steps:
+    raise config_lib.ConfigError(
+        f"{directory}: no checkpoint for step {step}; available steps: {steps}"
+    )
+  return step
+
+
+def open_directory(directory: str | os.PathLike) -> ocp.CheckpointManager:
+  """A manager to read an existing checkpoint directory (nothing created, nothing deleted)."""
+  return ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(create=False), item_names=ITEMS
+  )
+
+
+def create_best_manager(workdir: str) -> ocp.CheckpointManager:
+  """A manager for <workdir>/best that deletes nothing itself (`keep_only` does, once best.json
+  names the new best: a crash at any moment leaves one complete best checkpoint)."""
+  options = ocp.CheckpointManagerOptions(create=True, cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(best_dir(workdir), options=options, item_names=ITEMS)
+
+
+def keep_only(manager: ocp.CheckpointManager, step: int) -> None:
+  """Deletes every step of `manager`'s directory but `step`."""
+  manager.reload()
+  for other in manager.all_steps():
+    if other != step:
+      manager.delete(other)
+
+
+def write_best_record(workdir: str, record: Mapping) -> str:
+  """<workdir>/best/best.json (a temporary file renamed: never half-written)."""
+  path = os.path.join(best_dir(workdir), BEST_RECORD)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(_jsonable(dict(record)), f, indent=2)
+  os.replace(tmp, path)
+  return path
+
+
+def read_best(workdir: str | os.PathLike) -> Optional[dict]:
+  """The record of <workdir>/best's checkpoint ({"step", "metric", "value", "scalars",
+  "train_minutes"}), or None when there is no complete best checkpoint.
+
+  best.json names the step; when it is missing, unreadable or names a step no longer there (a
+  crash between the Orbax save and best.json), the record saved with the newest step is used.
+  """
+  directory = best_dir(workdir)
+  steps = list_steps(directory)
+  if not steps:
+    return None
+  try:
+    with open(os.path.join(directory, BEST_RECORD)) as f:
+      record = json.load(f)
+    if isinstance(record, dict) and record.get("step") in steps:
+      return record
+  except (OSError, ValueError):
+    pass
+  try:
+    record = load_meta(open_directory(directory), steps[-1]).get(BEST)
+  except ValueError:
+    record = None
+  return dict(record) if isinstance(record, Mapping) else {"step": steps[-1]}
 
 
 def create_manager(workdir: str, *, max_to_keep: int, create: bool = True) -> ocp.CheckpointManager:
@@ -147,11 +278,7 @@ def disk_full_error(error: BaseException, directory: str, step: Optional[int]) -
   match = re.search(r"(?:^|/)(\d+)\.orbax-checkpoint-tmp", where)
   if match:
     step = int(match.group(1))
-  complete = (
-      sorted(int(n) for n in os.listdir(directory) if n.isdigit())
-      if os.path.isdir(directory)
-      else []
-  )
+  complete = list_steps(directory)
   latest = f"step {complete[-1]}" if complete else "none"
   return OSError(
       errno.ENOSPC,
@@ -189,6 +316,15 @@ def restore(
     items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored["state"]
+
+
+def restore_partial(manager: ocp.CheckpointManager, step: int, target: PyTree) -> PyTree:
+  """The entries of `target` (abstract arrays) read from step's saved state; the rest of the state
+  (the discriminator, optimizer states) is never read."""
+  return manager.restore(
+      step,
+      args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=target, partial_restore=True)),
+  )["state"]
 
 
 def _get(config_dict: Mapping, dotted: str) -> Any:

@@ -2,6 +2,7 @@
 
     python -m wav2pix_jax.demo --workdir=workdirs/demo          # then open http://127.0.0.1:7860
     wav2pix-demo --workdir=DIR --step=1400 --port=8000 --max_seconds=20
+    wav2pix-demo --workdir=DIR --checkpoint=latest     # default: the best by periodic validation
 
 One page (demo_page.html): record from the microphone (MediaRecorder) or upload any file that
 `wav2pix-generate` reads; the face (the centred window, as `generate` makes it) is shown
@@ -80,12 +81,20 @@ class Limits:
 class Demo:
   """The demo's work, without the web server: generators cached per step, one request at a time."""
 
-  def __init__(self, workdir: str | os.PathLike, *, step: int | None = None, limits=Limits()):
+  def __init__(
+      self,
+      workdir: str | os.PathLike,
+      *,
+      step: int | None = None,
+      checkpoint: str = "best",
+      limits=Limits(),
+  ):
     from wav2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
 
     self._inference = inference
     self.workdir = pathlib.Path(workdir).expanduser().absolute()
     self.default_step = step
+    self.checkpoint = checkpoint  # without --step: "best" (else the latest) or "latest"
     self.limits = limits
     self._generators: dict[int, Any] = {}  # step -> inference.FaceGenerator
     self._lock = threading.Lock()  # serialises generation
@@ -96,13 +105,20 @@ class Demo:
     """The workdir's checkpoint steps, oldest first (read anew: training may still be saving)."""
     return self._inference.checkpoint_steps(self.workdir)
 
+  def checkpoint_choice(self):
+    """The default checkpoint (--step, else --checkpoint's choice) and why (`.source`)."""
+    return self._inference.choose_checkpoint(
+        self.workdir, self.default_step, checkpoint=self.checkpoint
+    )
+
   def generator(self, step: int | None = None):
-    """The generator of `step` (None: --step, else the newest), loaded once per step."""
+    """The generator of `step` (None: --step, else --checkpoint's: the best by periodic
+    validation, else the newest), loaded once per step."""
     steps = self.steps()
     if not steps:
       raise DemoError(f"{self.workdir.name}: no complete checkpoint yet", status=503)
     if step is None:
-      step = self.default_step if self.default_step is not None else steps[-1]
+      step = self.default_step if self.default_step is not None else self.checkpoint_choice().step
     with self._cache_lock:
       if step not in self._generators:
         if step not in steps:
@@ -509,6 +525,7 @@ def serve(demo: Demo, *, host: str = "127.0.0.1", port: int = 7860) -> None:
         "browsers only allow the microphone over https or on localhost",
         host,
     )
+  _LOG.info("%s", demo.checkpoint_choice().source)
   seconds = demo.warm_up()
   _LOG.info("generator of step %s ready in %.1f s", demo.info()["default_step"], seconds)
   shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -531,7 +548,14 @@ def _define_flags():
   flags.DEFINE_string("workdir", None, "Training workdir (or its checkpoints/ directory).")
   flags.DEFINE_string("host", "127.0.0.1", "Address to bind; 0.0.0.0 serves other machines too.")
   flags.DEFINE_integer("port", 7860, "Port to serve the page on.")
-  flags.DEFINE_integer("step", None, "Default checkpoint step (default: the newest).")
+  flags.DEFINE_integer("step", None, "Default checkpoint step (default: --checkpoint's).")
+  flags.DEFINE_enum(
+      "checkpoint",
+      "best",
+      ["best", "latest"],
+      "Default checkpoint without --step. best: the best by periodic validation where the run "
+      "kept one (<workdir>/best), else the latest; latest: the newest checkpoint.",
+  )
   flags.DEFINE_float("max_upload_mb", 10.0, "Largest upload accepted, in MiB.")
   flags.DEFINE_float("max_seconds", 30.0, "Longest decoded sound accepted, in seconds.")
   flags.DEFINE_float(
@@ -570,7 +594,7 @@ def main(argv) -> None:
   except ValueError as e:
     raise app.UsageError(f"--{e}") from None
   try:
-    demo = Demo(flags.workdir, step=flags.step, limits=limits)
+    demo = Demo(flags.workdir, step=flags.step, checkpoint=flags.checkpoint, limits=limits)
     if flags.step is not None and flags.step not in demo.steps():
       fail(f"{flags.workdir}: no checkpoint for step {flags.step}; available: {demo.steps()}")
     serve(demo, host=flags.host, port=flags.port)

@@ -34,7 +34,17 @@ flags.DEFINE_string(
     "Output folder for report.json and grid.png (default: <workdir>/eval/<split>).",
     flag_values=FLAGS,
 )
-flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "step", None, "Checkpoint step (default: the one --checkpoint picks).", flag_values=FLAGS
+)
+flags.DEFINE_enum(
+    "checkpoint",
+    "best",
+    ["best", "latest"],
+    "best: the best checkpoint by periodic validation where the run kept one (<workdir>/best), "
+    "else the latest; latest: the newest checkpoint.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_integer(
     "max_examples", None, "Evaluate only the first N examples (default: all).", flag_values=FLAGS
 )
@@ -98,12 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         split=FLAGS.split,
         out_dir=out,
         step=FLAGS.step,
+        checkpoint=FLAGS.checkpoint,
         max_examples=FLAGS.max_examples,
         batch_size=FLAGS.batch_size,
         train_faces_per_speaker=FLAGS.train_faces_per_speaker,
         data_dir=FLAGS.data_dir,
         dlib_metrics=not FLAGS.no_dlib,
         fuse=fuse,
+        announce=lambda line: print(line, flush=True),  # which checkpoint and why, before the work
     )
   except (config_lib.ConfigError, OSError) as e:  # a bad setting or path; a bug keeps its traceback
     print(cli.error_line(PROG, e), file=sys.stderr)

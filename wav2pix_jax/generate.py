@@ -44,7 +44,17 @@ flags.DEFINE_multi_string(
     flag_values=FLAGS,
 )
 flags.DEFINE_string("out", None, "Output folder for the PNG faces.", flag_values=FLAGS)
-flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "step", None, "Checkpoint step (default: the one --checkpoint picks).", flag_values=FLAGS
+)
+flags.DEFINE_enum(
+    "checkpoint",
+    "best",
+    ["best", "latest"],
+    "best: the best checkpoint by periodic validation where the run kept one (<workdir>/best), "
+    "else the latest; latest: the newest checkpoint.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_float("every", None, "One face every S seconds.", flag_values=FLAGS)
 flags.DEFINE_string(
     "video", None, "Write a talking-face MP4 (one --audio only).", flag_values=FLAGS
@@ -223,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     from wav2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
 
-    generator = inference.load(FLAGS.workdir, FLAGS.step)
+    generator = inference.load(FLAGS.workdir, FLAGS.step, checkpoint=FLAGS.checkpoint)
+    print(generator.source)
     # Decode everything first: a bad file fails before anything is written.
     waveforms = [audio.load_audio(f, sample_rate=generator.sample_rate) for f in files]
     out_dir = pathlib.Path(FLAGS.out)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -124,6 +124,7 @@ def evaluate_workdir(
     split: str = "test",
     out_dir: str | os.PathLike,
     step: int | None = None,
+    checkpoint: str = "best",
     max_examples: int | None = None,
     batch_size: int = inference.DEFAULT_BATCH_SIZE,
     train_faces_per_speaker: int | None = None,
@@ -131,14 +132,20 @@ def evaluate_workdir(
     grid_per_speaker: int = 8,
     dlib_metrics: bool = True,
     fuse: Sequence[int] = (),
+    announce: Callable[[str], None] | None = None,
 ) -> eval_report.Report:
   """Generates faces for `split` with a workdir's generator, evaluates, writes report + grid.
 
   train_faces_per_speaker: reference faces per speaker; None: the run's
   config.eval.reference_faces_per_speaker. The generator runs in the run's config.eval.train_mode.
   fuse: windows per face of extra rows "fused_<k>" (`fused_faces`; 1 is the generated row).
+  step / checkpoint: which checkpoint (`inference.load`: the best by periodic validation, else the
+  latest); report.run says which ("checkpoint": best, latest or step). announce: called with the
+  generator's line saying which checkpoint and why (FaceGenerator.source), once it is loaded.
   """
-  generator = inference.load(workdir, step, batch_size=batch_size)
+  generator = inference.load(workdir, step, checkpoint=checkpoint, batch_size=batch_size)
+  if announce is not None:
+    announce(generator.source)
   config = generator.config
   if train_faces_per_speaker is None:
     train_faces_per_speaker = config.eval.reference_faces_per_speaker
@@ -162,6 +169,7 @@ def evaluate_workdir(
   report.run = {
       "workdir": os.path.abspath(os.path.expanduser(str(workdir))),
       "step": generator.step,
+      "checkpoint": generator.which,
       "dataset": info.name,
       "split": split,
       "train_faces_per_speaker": train_faces_per_speaker,

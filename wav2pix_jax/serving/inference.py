@@ -1,6 +1,7 @@
 """Load a trained generator from a workdir and turn speech into faces (uint8 RGB).
 
-    generator = inference.load("workdirs/base")          # latest checkpoint
+    generator = inference.load("workdirs/base")          # best checkpoint, else the latest
+    print(generator.source)  # "step 3500: the best by periodic validation (...); latest is 4181"
     faces = generator.generate(waveform, 16_000)         # [1, S, S, 3]: the centred 1 s window
     frames = generator.generate(waveform, 16_000, every=0.04)  # one face per 40 ms hop
 
@@ -39,31 +40,6 @@ NO_DROPOUT_MESSAGE = (
 )
 
 
-def _find_checkpoints(
-    path: str | os.PathLike,
-) -> tuple[pathlib.Path, pathlib.Path | None, int | None]:
-  """(checkpoints dir, workdir or None, step fixed by the path or None) for any accepted path."""
-  path = pathlib.Path(path).expanduser().absolute()
-  if not path.exists():
-    raise FileNotFoundError(f"{path}: no such workdir or checkpoint directory")
-  if not path.is_dir():
-    raise config_lib.ConfigError(
-        f"{path}: expected a workdir or a checkpoint directory, got a file"
-    )
-  if (path / "checkpoints").is_dir():
-    return path / "checkpoints", path, None
-  if path.name.isdigit() and (path / "state").is_dir():  # one step: <workdir>/checkpoints/<step>
-    ckpt_dir = path.parent
-    workdir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else None
-    return ckpt_dir, workdir, int(path.name)
-  if any(p.name.isdigit() and p.is_dir() for p in path.iterdir()):
-    return path, path.parent if path.name == "checkpoints" else None, None
-  raise config_lib.ConfigError(
-      f"{path}: neither a workdir (with checkpoints/) nor a checkpoint directory "
-      "(with numbered step folders); has training saved a checkpoint yet?"
-  )
-
-
 @dataclasses.dataclass
 class FaceGenerator:
   """A generator: speech -> faces.
@@ -80,6 +56,11 @@ class FaceGenerator:
   # The authors' predict() never called .eval(): dropout on and BatchNorm on the batch's own
   # statistics (the faces then depend on the batch). None: config.eval.train_mode.
   train_mode: bool | None = None
+  # Which checkpoint `load` chose: "best", "latest", "step" (asked for); "" when built otherwise.
+  which: str = ""
+  # One line saying which step and why ("step 3500: the best by periodic validation (identity
+  # 100.0%, FD 0.104); latest is 4181"), for the tools to print.
+  source: str = ""
 
   def __post_init__(self):
     self._model = factory.make_generator(self.config.model, self.num_speakers, inference=True)
@@ -379,12 +360,8 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
   return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def _config_and_meta(ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step: int):
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  manager = ocp.CheckpointManager(
-      ckpt_dir, options=ocp.CheckpointManagerOptions(create=False), item_names=checkpoints.ITEMS
-  )
+def _config_and_meta(manager, ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step: int):
+  """(config, num_speakers, speaker names or None) of checkpoint `step` (ConfigError)."""
   try:
     meta = checkpoints.load_meta(manager, step)
   except ValueError as e:  # not JSON, not UTF-8 (a pickle, say): never anything else
@@ -424,7 +401,7 @@ def _config_and_meta(ckpt_dir: pathlib.Path, workdir: pathlib.Path | None, step:
     num_speakers, names = dataset["num_speakers"], dataset.get("speaker_names")
   if num_speakers is None:
     raise config_lib.ConfigError(f"{ckpt_dir}: step {step} does not record num_speakers")
-  return manager, config, int(num_speakers), tuple(names) if names else None
+  return config, int(num_speakers), tuple(names) if names else None
 
 
 def _parse_config(raw, source) -> ml_collections.ConfigDict:
@@ -440,34 +417,122 @@ def _parse_config(raw, source) -> ml_collections.ConfigDict:
   return config
 
 
+CHECKPOINT_CHOICES = ("best", "latest")  # load(checkpoint=...), the tools' --checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """The checkpoint `load` reads: its Orbax directory, step and why (`choose_checkpoint`)."""
+
+  directory: pathlib.Path  # <workdir>/checkpoints or <workdir>/best (or a bare checkpoint dir)
+  workdir: pathlib.Path | None
+  step: int
+  which: str  # "best", "latest" or "step" (asked for, by step= or the path)
+  source: str  # one line: which step and why
+
+
+def _describe(record: dict) -> str:
+  """ "identity 100.0%, FD 0.104" from a best checkpoint's record (what it was chosen on)."""
+  parts = []
+  for key, value in (record.get("scalars") or {}).items():
+    name = key.rsplit("/", 1)[-1]
+    if name in ("identity", "pixel_identity"):
+      parts.append(f"{name.replace('_', ' ')} {float(value):.1%}")
+    elif name == "frechet_distance":
+      parts.append(f"FD {float(value):.3f}")
+  return ", ".join(parts) or f"{record.get('metric', 'periodic validation')}"
+
+
+def choose_checkpoint(
+    workdir_or_checkpoint_dir: str | os.PathLike,
+    step: int | None = None,
+    *,
+    checkpoint: str = "best",
+) -> Choice:
+  """The checkpoint `load` reads, and why.
+
+  An explicit `step` (or a path naming one step) wins; else checkpoint="best" picks the best
+  checkpoint by periodic validation (<workdir>/best, kept by training's config.eval.best_metric)
+  where the workdir has one, and the newest complete checkpoint otherwise; "latest" the newest.
+  """
+  if checkpoint not in CHECKPOINT_CHOICES:
+    raise config_lib.ConfigError(
+        f"checkpoint must be one of {list(CHECKPOINT_CHOICES)}, got {checkpoint!r}"
+    )
+  ckpt_dir, workdir, path_step = checkpoints.locate(workdir_or_checkpoint_dir)
+  best = checkpoints.read_best(workdir) if workdir is not None else None
+  best_dir = pathlib.Path(checkpoints.best_dir(workdir)) if best else None
+  steps = checkpoints.list_steps(ckpt_dir)
+  run_steps = checkpoints.list_steps(workdir / "checkpoints") if workdir is not None else steps
+  latest = run_steps[-1] if run_steps else None
+  in_best = best_dir is not None and ckpt_dir == best_dir  # the path names <workdir>/best
+  if step is not None or path_step is not None:
+    directory = ckpt_dir
+    if path_step is None and step not in steps and best is not None:
+      if step != best["step"]:
+        raise config_lib.ConfigError(
+            f"{ckpt_dir}: no checkpoint for step {step}; available steps: "
+            f"{sorted(set(steps) | {best['step']})}"
+        )
+      directory = best_dir  # the best step, gone from checkpoints/ (config.log.max_checkpoints)
+    chosen = checkpoints.pick_step(directory, step, path_step)
+    others = [f"latest is {latest}"] if latest is not None else []
+    if best is not None:
+      others.append(f"best {best['step']}")
+    line = f"step {chosen}: as asked" + (f"; {', '.join(others)}" if others else "")
+    return Choice(directory, workdir, chosen, "step", line)
+  if best is not None and (checkpoint == "best" or in_best):
+    tail = "it is also the latest" if latest == best["step"] else f"latest is {latest}"
+    line = f"step {best['step']}: the best by periodic validation ({_describe(best)}); {tail}"
+    return Choice(best_dir, workdir, best["step"], "best", line)
+  chosen = checkpoints.pick_step(ckpt_dir)
+  if best is not None:
+    line = (
+        f"step {chosen}: the latest checkpoint, as asked; the best by periodic validation is "
+        f"step {best['step']} ({_describe(best)})"
+    )
+  elif workdir is not None and checkpoint == "best":
+    line = f"step {chosen}: the latest checkpoint (no best checkpoint in {workdir.name}/best)"
+  else:
+    line = f"step {chosen}: the latest checkpoint"
+  return Choice(ckpt_dir, workdir, chosen, "latest", line)
+
+
 def checkpoint_steps(workdir_or_checkpoint_dir: str | os.PathLike) -> list[int]:
-  """The steps `load` can restore from this path, oldest first (one when the path names a step)."""
-  ckpt_dir, _, path_step = _find_checkpoints(workdir_or_checkpoint_dir)
+  """The steps `load` can restore from this path, oldest first (one when the path names a step):
+  the checkpoints' and the best checkpoint's."""
+  ckpt_dir, workdir, path_step = checkpoints.locate(workdir_or_checkpoint_dir)
   if path_step is not None:
     return [path_step]
-  return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir())
+  best = checkpoints.read_best(workdir) if workdir is not None else None
+  return sorted(set(checkpoints.list_steps(ckpt_dir)) | ({best["step"]} if best else set()))
 
 
 def load(
     workdir_or_checkpoint_dir: str | os.PathLike,
     step: int | None = None,
     *,
+    checkpoint: str = "best",
     batch_size: int = DEFAULT_BATCH_SIZE,
     use_ema: bool = True,
 ) -> FaceGenerator:
-  """The generator of a training run: a workdir, its checkpoints/ dir, or one step's dir.
+  """The generator of a training run: a workdir, its checkpoints/ or best/ dir, or one step's dir.
 
-  step=None picks the newest complete checkpoint (or the step the path names). use_ema: when
+  step=None: checkpoint="best" loads the best checkpoint by periodic validation where the run kept
+  one (<workdir>/best), else the newest complete checkpoint; "latest" the newest
+  (`choose_checkpoint`; the generator's `which` and `source` say which and why). use_ema: when
   the run kept an EMA of G's weights (config.optim.g.ema_decay), generate with it.
   """
-  ckpt_dir, workdir, path_step = _find_checkpoints(workdir_or_checkpoint_dir)
-  step = _pick_step(ckpt_dir, step, path_step)
+  choice = choose_checkpoint(workdir_or_checkpoint_dir, step, checkpoint=checkpoint)
   if not isinstance(batch_size, int) or batch_size < 1:
     raise config_lib.ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
 
-  manager, config, num_speakers, speaker_names = _config_and_meta(ckpt_dir, workdir, step)
+  manager = checkpoints.open_directory(choice.directory)
+  config, num_speakers, speaker_names = _config_and_meta(
+      manager, choice.directory, choice.workdir, choice.step
+  )
   target = _restore_target(config, num_speakers, use_ema)
-  restored = _restore_generator(manager, ckpt_dir, step, target)
+  restored = _restore_generator(manager, choice.directory, choice.step, target)
   variables = generator_variables(
       types.SimpleNamespace(**{"g_params": None, "g_ema_params": None, **restored})
   )
@@ -475,28 +540,12 @@ def load(
       config=config,
       num_speakers=num_speakers,
       speaker_names=speaker_names,
-      step=step,
+      step=choice.step,
       variables=variables,
       batch_size=batch_size,
+      which=choice.which,
+      source=choice.source,
   )
-
-
-def _pick_step(ckpt_dir: pathlib.Path, step: int | None, path_step: int | None) -> int:
-  """The step to load: `step`, the path's, or the newest complete checkpoint's (ConfigError)."""
-  steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir())
-  if not steps:
-    raise config_lib.ConfigError(f"{ckpt_dir}: no complete checkpoint yet")
-  if step is None:
-    step = path_step if path_step is not None else steps[-1]
-  elif path_step is not None and step != path_step:
-    raise config_lib.ConfigError(
-        f"step={step} contradicts the checkpoint path, which names step {path_step}"
-    )
-  if step not in steps:
-    raise config_lib.ConfigError(
-        f"{ckpt_dir}: no checkpoint for step {step}; available steps: {steps}"
-    )
-  return step
 
 
 def _restore_target(config: ml_collections.ConfigDict, num_speakers: int, use_ema: bool) -> dict:
@@ -527,13 +576,8 @@ def _restore_target(config: ml_collections.ConfigDict, num_speakers: int, use_em
 
 def _restore_generator(manager, ckpt_dir: pathlib.Path, step: int, target: dict) -> dict:
   """`target` restored from the checkpoint of `step` (partial restore); ConfigError on mismatch."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
   try:
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.PyTreeRestore(item=target, partial_restore=True)),
-    )["state"]
+    restored = checkpoints.restore_partial(manager, step, target)
   except (ValueError, KeyError) as e:
     raise config_lib.ConfigError(
         f"{ckpt_dir}/{step}: the checkpoint does not match the generator built from its "

@@ -98,6 +98,8 @@ class Run:
   evaluator: Optional[evaluator_lib.PeriodicEvaluator]  # process 0, config.eval.every_steps > 0
   quality: Optional[monitor.QualityHistory]  # <workdir>/eval/history.jsonl (with the evaluator)
   clock: loop_parts.TrainClock
+  # <workdir>/best (config.eval.best_metric, with the periodic evaluation); on every process.
+  best: Optional[loop_parts.BestCheckpoint] = None
 
   def current_generator(self, state, step: int) -> inference.FaceGenerator:
     host = parallel.unreplicate(state)
@@ -146,6 +148,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       manager, latest, fallback=quality.minutes_before if quality else 0.0
   )
   clock = loop_parts.TrainClock(minutes_before=minutes_before)
+  best = None
+  if config.eval.every_steps and config.eval.get("best_metric", ""):
+    best = loop_parts.BestCheckpoint(
+        workdir, metric=config.eval.best_metric, meta=meta, is_chief=is_chief
+    )
   return Run(
       config=config,
       workdir=workdir,
@@ -163,6 +170,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       evaluator=evaluator,
       quality=quality,
       clock=clock,
+      best=best,
   )
 
 
@@ -270,8 +278,16 @@ def write_images(run: Run, state, step: int, batch: dict) -> None:
   _save_png(os.path.join(run.workdir, "samples", f"step_{step:07d}.png"), grid)
 
 
-def run_evaluation(run: Run, state, step: int) -> None:
-  """The periodic evaluation: TensorBoard scalars, eval/history.jsonl, eval/periodic/report.json."""
+def periodic_evaluation(run: Run, state, step: int) -> None:
+  """run_evaluation on process 0, then the best checkpoint (every process joins its save)."""
+  scalars = run_evaluation(run, state, step) if run.evaluator is not None else None
+  if run.best is not None:
+    run.best.consider(step, state, scalars)
+
+
+def run_evaluation(run: Run, state, step: int) -> dict[str, float]:
+  """The periodic evaluation: TensorBoard scalars, eval/history.jsonl, eval/periodic/report.json;
+  returns the scalars."""
   start = time.time()
   report, scalars = run.evaluator(run.current_generator(state, step))
   scalars["eval/seconds"] = time.time() - start
@@ -287,6 +303,7 @@ def run_evaluation(run: Run, state, step: int) -> None:
       scalars["eval/seconds"],
       report.summary(),
   )
+  return scalars
 
 
 def log_step(run: Run, step: int, scalars: dict[str, float], speed: str) -> None:
@@ -306,8 +323,9 @@ def log_step(run: Run, step: int, scalars: dict[str, float], speed: str) -> None
 
 
 def _evaluation_due(run: Run, step: int) -> bool:
-  """Whether the periodic evaluation runs after `step` (process 0, config.eval.every_steps)."""
-  return run.evaluator is not None and loop_parts.due(
+  """Whether the periodic evaluation runs after `step` (process 0, config.eval.every_steps; every
+  process with a best checkpoint to keep)."""
+  return (run.evaluator is not None or run.best is not None) and loop_parts.due(
       step, run.config.eval.every_steps, run.config.num_train_steps
   )
 
@@ -332,8 +350,8 @@ def _time_limit(run: Run, state, step: int) -> Optional[str]:
     return None
   minutes = run.clock.minutes()
   stopped_by = f"max_train_minutes={max_minutes:g} (at {minutes:.1f} training minutes)"
-  if run.evaluator is not None and not _evaluation_due(run, step):
-    run_evaluation(run, state, step)
+  if (run.evaluator is not None or run.best is not None) and not _evaluation_due(run, step):
+    periodic_evaluation(run, state, step)
   return stopped_by
 
 
@@ -372,7 +390,7 @@ def train_loop(
     if loop_parts.due(step, log.image_every_steps, num_steps):
       write_images(run, state, step, batch)
     if _evaluation_due(run, step):
-      run_evaluation(run, state, step)
+      periodic_evaluation(run, state, step)
     if loop_parts.due(step, log.checkpoint_every_steps, num_steps):
       run.checkpointer.save(step, state, prefetcher.last_state)
     if stop.signal_name is not None:
@@ -427,5 +445,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> step_
   finally:
     prefetcher.close()
     checkpointer.close(completed=completed)
+    if run.best is not None:
+      run.best.close()
     run.writer.flush()
   return parallel.unreplicate_to_host(state)

@@ -2,6 +2,7 @@
 
 due            the one rule for periodic actions (logging, grids, evaluation, checkpoints)
 Checkpointer   saves the host state with the data position; a full disk becomes one clear error
+BestCheckpoint <workdir>/best: the state of the best periodic evaluation so far (best_metric)
 StepMetrics    device metrics fetched one step late (no stall), non-finite checks, per-log means,
                the divergence signal
 Progress       steps/s and ETA between log steps, compilation excluded
@@ -21,6 +22,7 @@ import jax
 import numpy as np
 
 from wav2pix_jax import checkpoints
+from wav2pix_jax import config_lib
 from wav2pix_jax.training import monitor
 from wav2pix_jax.training import parallel
 
@@ -99,6 +101,122 @@ class Checkpointer:
       if completed:
         raise
       logging.exception("Closing the checkpoint manager failed too.")
+
+
+# config.eval.best_metric "identity": the generated row's identity accuracy (dlib's where dlib
+# ran, else the pixel one: both exist on their datasets), then the lower dlib FD on a tie.
+BEST_METRICS = ("identity",)
+IDENTITY_KEYS = ("eval/generated/identity", "eval/generated/pixel_identity")
+FD_KEY = "eval/generated/frechet_distance"
+# Identities this close are a tie (accuracy moves in steps of 1/N: equal counts below N = 200).
+IDENTITY_TIE = 0.005
+
+
+def compared_scalars(scalars: Mapping[str, float]) -> Optional[dict[str, float]]:
+  """The scalars the "identity" criterion compares ({identity key: ..., FD: ...}), or None when
+  the evaluation has no identity."""
+  identity = next((k for k in IDENTITY_KEYS if scalars.get(k) is not None), None)
+  if identity is None:
+    return None
+  compared = {identity: float(scalars[identity])}
+  if scalars.get(FD_KEY) is not None:
+    compared[FD_KEY] = float(scalars[FD_KEY])
+  return compared
+
+
+def is_better(new: Mapping[str, float], best: Optional[Mapping[str, float]]) -> bool:
+  """Whether `new` (compared_scalars) beats `best`: a higher identity, or on a tie (within
+  IDENTITY_TIE) a lower FD; a tie without FD on both (pixel metrics only) goes to `new`, the
+  later step, trained longer."""
+  if not best:
+    return True
+  new_identity, best_identity = _identity(new), _identity(best)
+  if abs(new_identity - best_identity) > IDENTITY_TIE:
+    return new_identity > best_identity
+  if FD_KEY in new and FD_KEY in best:
+    return new[FD_KEY] < best[FD_KEY]
+  return True
+
+
+def _identity(compared: Mapping[str, float]) -> float:
+  return next(float(compared[k]) for k in IDENTITY_KEYS if k in compared)
+
+
+class BestCheckpoint:
+  """<workdir>/best: the state of the best periodic evaluation so far (config.eval.best_metric),
+  beside the latest checkpoints; <workdir>/best/best.json says which step and why.
+
+  Process 0 evaluates and decides; every process joins the save (Orbax's saves are collective,
+  as in Checkpointer). Orbax writes the step atomically; best.json is written once the save is
+  complete, and the previous best is deleted only after that: a crash at any moment leaves one
+  complete best checkpoint. A resumed run starts from the record in best.json.
+  """
+
+  def __init__(self, workdir: str, *, metric: str, meta: dict, is_chief: bool):
+    if metric not in BEST_METRICS:
+      raise config_lib.ConfigError(
+          f"config.eval.best_metric must be one of {list(BEST_METRICS)} or '' (off), "
+          f"got {metric!r}"
+      )
+    self.workdir, self.metric, self.meta, self.is_chief = workdir, metric, meta, is_chief
+    self.manager = checkpoints.create_best_manager(workdir)
+    self.record = checkpoints.read_best(workdir)  # the best of the runs this one resumes
+    if self.record is not None and (
+        self.record.get("metric") != metric or not self.record.get("scalars")
+    ):
+      logging.warning(
+          "%s: the best checkpoint (step %s) was chosen by %r, not %r: the next evaluation "
+          "replaces it.",
+          self.manager.directory,
+          self.record.get("step"),
+          self.record.get("metric"),
+          metric,
+      )
+      self.record = None
+
+  def consider(self, step: int, state, scalars: Optional[Mapping[str, float]]) -> bool:
+    """Saves `state` (replicated) as the best when process 0's `scalars` (None on the other
+    processes) beat the best so far; every process calls it after each periodic evaluation."""
+    compared = compared_scalars(scalars) if scalars is not None else None
+    best = self.record["scalars"] if self.record else None
+    better = parallel.chief_decides(compared is not None and is_better(compared, best))
+    if not better:
+      return False
+    scalars = scalars or {}
+    identity = next((v for k, v in (compared or {}).items() if k in IDENTITY_KEYS), None)
+    record = {
+        "step": int(step),
+        "metric": self.metric,
+        "value": identity,
+        "scalars": compared,
+        "train_minutes": scalars.get("eval/train_minutes"),
+    }
+    if step in checkpoints.list_steps(self.manager.directory):
+      # A resume that went back before the best's step: its replay of that step is better.
+      self.manager.delete(step)
+    checkpoints.save(
+        self.manager,
+        step,
+        state=parallel.unreplicate_to_host(state),
+        data_state=None,
+        meta={**self.meta, TRAIN_MINUTES: record["train_minutes"], checkpoints.BEST: record},
+    )
+    self.manager.wait_until_finished()
+    if self.is_chief:
+      checkpoints.write_best_record(self.workdir, record)
+    checkpoints.keep_only(self.manager, step)
+    self.record = record
+    logging.info(
+        "step %d: the best by periodic validation so far (%s); saved in %s",
+        step,
+        ", ".join(f"{k} {v:.4g}" for k, v in (compared or {}).items()),
+        self.manager.directory,
+    )
+    return True
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
 
 
 class StepMetrics:

@@ -85,6 +85,16 @@ def unreplicate_to_host(tree: PyTree) -> PyTree:
   return jax.device_get(unreplicate(tree))
 
 
+def chief_decides(decision: bool) -> bool:
+  """Process 0's `decision`, on every process (a collective: every process calls it at the same
+  point); the value itself where there is one process."""
+  if jax.process_count() == 1:
+    return bool(decision)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(bool(decision))))
+
+
 def shard(batch: PyTree, num_devices: Optional[int] = None) -> PyTree:
   """Reshapes host-local [B, ...] leaves to [local_devices, B / local_devices, ...].
 
