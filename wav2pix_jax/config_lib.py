@@ -24,6 +24,7 @@ class ConfigError(ValueError):
 
 IMAGE_SIZES = (64, 128)  # models/networks.py: face sides the networks build
 UPSAMPLE_MODES = ("transposed", "resize_conv")  # model.g_upsample
+BEST_METRICS = ("identity",)  # eval.best_metric ("" = off): training/loop_parts.py BestCheckpoint
 D_CONDITIONINGS = ("concat", "projection")  # model.d_conditioning (networks.Discriminator)
 SN_INITS = ("normal", "torch")  # model.sn_init
 CONV_IMPLS = ("xla", "subpixel", "matmul")  # model.*conv_impl (and "auto" for model.conv_impl)
@@ -328,6 +329,7 @@ def validate(config: Any) -> None:
   boolean(config, "eval.dlib")
   positive_int(config, "eval.reference_faces_per_speaker")
   boolean(config, "eval.train_mode")
+  one_of(config, "eval.best_metric", BEST_METRICS + ("",))
 
 
 # ---------------------------------------------------------------------------------------------

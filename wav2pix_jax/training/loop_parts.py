@@ -105,7 +105,7 @@ class Checkpointer:
 
 # config.eval.best_metric "identity": the generated row's identity accuracy (dlib's where dlib
 # ran, else the pixel one: both exist on their datasets), then the lower dlib FD on a tie.
-BEST_METRICS = ("identity",)
+BEST_METRICS = config_lib.BEST_METRICS
 IDENTITY_KEYS = ("eval/generated/identity", "eval/generated/pixel_identity")
 FD_KEY = "eval/generated/frechet_distance"
 # Identities this close are a tie (accuracy moves in steps of 1/N: equal counts below N = 200).
