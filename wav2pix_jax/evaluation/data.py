@@ -1,7 +1,7 @@
 """The data of an evaluation: held-out speech, the paired real faces and the reference faces.
 
 Read through `input_pipeline` (the same centred windows and face decoding as training's eval
-iterator); the metrics themselves are `eval_report`'s.
+iterator); the metrics themselves are `scoring`'s.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 `evaluate_workdir` generates faces for a split with a workdir's generator and writes
 <out>/report.json and <out>/grid.png (`python -m wav2pix_jax.evaluate` is its CLI);
 `PeriodicEvaluator` is the evaluation training runs every config.eval.every_steps. The data comes
-from evaluation/data.py, the metrics and the report (typed rows, report.json) from
-evaluation/report.py; defaults (reference faces per speaker, train mode) from the run's config
-(configs/base.py).
+from evaluation/data.py, the metrics from evaluation/scoring.py, the report (typed rows,
+report.json) from evaluation/report.py; defaults (reference faces per speaker, train mode) from
+the run's config (configs/base.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from wav2pix_jax import config_lib
 from wav2pix_jax.evaluation import data as eval_data
 from wav2pix_jax.evaluation import report as eval_report
+from wav2pix_jax.evaluation import scoring
 from wav2pix_jax.evaluation import face_metrics
 from wav2pix_jax.serving import inference
 from wav2pix_jax.data import input_pipeline
@@ -39,7 +40,7 @@ def save_grid(
   """PNG grid: one band per speaker (name on top), each cell a real face and its generated face."""
   generated = face_metrics.check_images(generated, "generated")
   size = generated.shape[1]
-  real = eval_report.resize_batch(face_metrics.check_images(real, "real"), generated.shape[1:3])
+  real = scoring.resize_batch(face_metrics.check_images(real, "real"), generated.shape[1:3])
   speakers = np.asarray(speakers)
   if not (real.shape[0] == generated.shape[0] == speakers.shape[0]):
     raise ValueError("real, generated and speakers must have the same length")
@@ -78,7 +79,7 @@ def evaluate_set(
   cache: a dict kept between calls on the same eval set (the dlib analyses of its real and
   reference faces are then computed once). fused: `fused_faces`' rows, {k: (faces, speakers)}.
   """
-  report = eval_report.evaluate(
+  report = scoring.evaluate(
       generated=generated,
       real=eval_set.real,
       speakers=eval_set.speakers,
