@@ -147,19 +147,12 @@ def evaluate_workdir(
   generator = inference.load(workdir, step, checkpoint=checkpoint, batch_size=batch_size)
   if announce is not None:
     announce(generator.source)
-  config = generator.config
   if train_faces_per_speaker is None:
-    train_faces_per_speaker = config.eval.reference_faces_per_speaker
-  input_cfg = config.input
-  if data_dir is not None:
-    input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
-  # The run's model section was checked by inference.load; its input section is read here.
-  config_lib.check_input({"input": input_cfg})
-  info = _matching_dataset_info(generator, input_cfg)
-  eval_set = eval_data.load_eval_set(
-      input_cfg,
+    train_faces_per_speaker = generator.config.eval.reference_faces_per_speaker
+  info, eval_set = _workdir_eval_set(
+      generator,
       split=split,
-      image_size=generator.image_size,
+      data_dir=data_dir,
       max_examples=max_examples,
       reference_faces_per_speaker=train_faces_per_speaker,
       batch_size=batch_size,
@@ -185,6 +178,23 @@ def evaluate_workdir(
       per_speaker=grid_per_speaker,
   )
   return report
+
+
+def _workdir_eval_set(
+    generator: inference.FaceGenerator, *, split: str, data_dir: str | None, **load_args
+) -> tuple[input_pipeline.DatasetInfo, eval_data.EvalSet]:
+  """The dataset's info and the eval set of `split`, read with the run's config.input (data_dir
+  overridden); ConfigError where the input section or the dataset's speakers don't fit."""
+  input_cfg = generator.config.input
+  if data_dir is not None:
+    input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
+  # The run's model section was checked by inference.load; its input section is read here.
+  config_lib.check_input({"input": input_cfg})
+  info = _matching_dataset_info(generator, input_cfg)
+  eval_set = eval_data.load_eval_set(
+      input_cfg, split=split, image_size=generator.image_size, **load_args
+  )
+  return info, eval_set
 
 
 def _matching_dataset_info(generator: inference.FaceGenerator, input_cfg):
