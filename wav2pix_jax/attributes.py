@@ -411,16 +411,10 @@ def save_grid(
     path: str | os.PathLike, real: np.ndarray, generated: np.ndarray, speakers: np.ndarray
 ) -> pathlib.Path:
   """A PNG: each speaker's first real face (top row) above its generated face (bottom row)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from wav2pix_jax.evaluation import grids  # pylint: disable=g-import-not-at-top
 
   first = [int(np.flatnonzero(np.asarray(speakers) == s)[0]) for s in np.unique(speakers)]
-  grid = np.concatenate(
-      [np.concatenate(list(real[first]), 1), np.concatenate(list(generated[first]), 1)], 0
-  )
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(grid).save(path)
-  return path
+  return grids.save_png(path, grids.grid([real[first], generated[first]]))
 
 
 def evaluate_workdir(

@@ -16,13 +16,12 @@ import pathlib
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
-
 from wav2pix_jax import config_lib
 from wav2pix_jax.evaluation import data as eval_data
 from wav2pix_jax.evaluation import report as eval_report
 from wav2pix_jax.evaluation import scoring
 from wav2pix_jax.evaluation import face_metrics
+from wav2pix_jax.evaluation import grids
 from wav2pix_jax.serving import inference
 from wav2pix_jax.data import input_pipeline
 
@@ -39,31 +38,18 @@ def save_grid(
 ) -> pathlib.Path:
   """PNG grid: one band per speaker (name on top), each cell a real face and its generated face."""
   generated = face_metrics.check_images(generated, "generated")
-  size = generated.shape[1]
   real = scoring.resize_batch(face_metrics.check_images(real, "real"), generated.shape[1:3])
   speakers = np.asarray(speakers)
   if not (real.shape[0] == generated.shape[0] == speakers.shape[0]):
     raise ValueError("real, generated and speakers must have the same length")
   present = [s for s in range(len(speaker_names)) if np.any(speakers == s)]
-  label_h, cell_w = 14, 2 * size + gap
-  cols = min(per_speaker, max(int(np.sum(speakers == s)) for s in present))
-  width = cols * cell_w + (cols + 1) * gap
-  height = len(present) * (label_h + size + gap) + gap
-  canvas = Image.new("RGB", (width, height), (255, 255, 255))
-  draw = ImageDraw.Draw(canvas)
-  y = gap
+  bands = []
   for s in present:
-    draw.text((gap, y), str(speaker_names[s]), fill=(0, 0, 0))
-    y += label_h
-    for j, i in enumerate(np.flatnonzero(speakers == s)[:per_speaker]):
-      x = gap + j * (cell_w + gap)
-      canvas.paste(Image.fromarray(real[i]), (x, y))
-      canvas.paste(Image.fromarray(generated[i]), (x + size + gap, y))
-    y += size + gap
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  canvas.save(path)
-  return path
+    picks = np.flatnonzero(speakers == s)[:per_speaker]
+    # real_0, generated_0, real_1, ...: each real face next to its generated one.
+    bands.append(np.stack([real[picks], generated[picks]], axis=1).reshape(-1, *real.shape[1:]))
+  image = grids.grid(bands, gap=gap, labels=[speaker_names[s] for s in present])
+  return grids.save_png(path, image)
 
 
 def evaluate_set(
