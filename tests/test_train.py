@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from wav2pix_jax.evaluation import grids
 from wav2pix_jax.training import loop_parts
 from wav2pix_jax.training import parallel
 from wav2pix_jax.training import loop
@@ -273,7 +274,7 @@ def test_nonfinite_terms_names_them():
 def test_image_grid_layout():
   generated = np.full((3, 4, 4, 3), 1.0, np.float32)
   real = np.full((3, 4, 4, 3), -1.0, np.float32)
-  grid = loop.image_grid(generated, real)
+  grid = grids.grid([generated, real])  # training's samples: generated top, real bottom
   assert grid.shape == (8, 12, 3) and grid.dtype == np.uint8
   assert (grid[:4] == 255).all() and (grid[4:] == 0).all()
 

@@ -27,7 +27,8 @@ synthesised by the same function (`synthetic_talking_faces.synthesize_voice`).
 Record format: the shared one (data_prep/features.py) plus extras: the expression (loudness,
 pitch_shift), the voice (f0_hz, formant_scale) and the face attributes' ground truth (beard, jaw,
 hair_length, head_size in [0, 1]; shirt, background as palette ClassLabels).
-`wav2pix_jax/attributes.py` measures the face attributes back from pixels with ATTRIBUTE_LAYOUT.
+`wav2pix_jax/evaluation/attributes.py` measures the face attributes back from pixels with
+ATTRIBUTE_LAYOUT.
 
 Why a sibling builder, not a config of `synthetic_talking_faces`: adding BUILDER_CONFIGS to that
 builder moves its prepared data to `synthetic_talking_faces/<config>/<version>` (every existing
@@ -67,7 +68,7 @@ FACE_BOX, MOUTH_BOX, BROW_BOXES = syn.FACE_BOX, syn.MOUTH_BOX, syn.BROW_BOXES
 F0_RANGE = (95.0, 230.0)  # Hz: f = 0 .. 1
 
 # Geometry in image pixels (IMAGE_SIZE = 64), shared with the measurement
-# (wav2pix_jax/attributes.py).
+# (wav2pix_jax/evaluation/attributes.py).
 CENTRE_X, CENTRE_Y = IMAGE_SIZE / 2, 0.47 * IMAGE_SIZE  # head centre
 HALF_HEIGHT = (18.56, 22.4)  # head half-height at head_size 0 .. 1
 HALF_WIDTH = (15.36, 17.92)  # head half-width at head_size 0 .. 1

@@ -1,7 +1,7 @@
 """The data of an evaluation: held-out speech, the paired real faces and the reference faces.
 
 Read through `input_pipeline` (the same centred windows and face decoding as training's eval
-iterator); the metrics themselves are `eval_report`'s.
+iterator); the metrics themselves are `scoring`'s.
 """
 
 from __future__ import annotations
@@ -95,17 +95,11 @@ def reference_faces(
   return np.stack(faces), np.asarray(labels, np.int64), from_eval
 
 
-def load_eval_set(
-    input_cfg,
-    *,
-    split: str,
-    image_size: int,
-    max_examples: int | None,
-    reference_faces_per_speaker: int,
-    batch_size: int,
-) -> EvalSet:
-  """Reads `split` (the first `max_examples` records, centred windows) and the reference faces."""
-  info = input_pipeline.get_dataset_info(input_cfg)
+def read_split(
+    input_cfg, *, split: str, image_size: int, batch_size: int, max_examples: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(float32 [N, window] preprocessed centred windows, uint8 [N, S, S, 3] real faces, int64 [N]
+  speakers) of the first `max_examples` records of `split` (all: None), in record order."""
   waveforms, real, speakers = [], [], []
   for batch in input_pipeline.create_eval_iterator(
       input_cfg,
@@ -120,10 +114,26 @@ def load_eval_set(
     waveforms.append(np.asarray(batch["waveform"], np.float32)[mask])
     real.append(inference.to_uint8(batch["face"][mask]))
     speakers.append(np.asarray(batch["speaker"], np.int64)[mask])
-  waveforms, real, speakers = (
-      np.concatenate(waveforms),
-      np.concatenate(real),
-      np.concatenate(speakers),
+  return np.concatenate(waveforms), np.concatenate(real), np.concatenate(speakers)
+
+
+def load_eval_set(
+    input_cfg,
+    *,
+    split: str,
+    image_size: int,
+    max_examples: int | None,
+    reference_faces_per_speaker: int,
+    batch_size: int,
+) -> EvalSet:
+  """Reads `split` (the first `max_examples` records, centred windows) and the reference faces."""
+  info = input_pipeline.get_dataset_info(input_cfg)
+  waveforms, real, speakers = read_split(
+      input_cfg,
+      split=split,
+      image_size=image_size,
+      batch_size=batch_size,
+      max_examples=max_examples,
   )
   # Loudness of the raw (not peak-normalised) window the model heard; the eval iterator reads
   # records in order, so record i is example i.

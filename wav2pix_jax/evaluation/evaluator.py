@@ -3,9 +3,9 @@
 `evaluate_workdir` generates faces for a split with a workdir's generator and writes
 <out>/report.json and <out>/grid.png (`python -m wav2pix_jax.evaluate` is its CLI);
 `PeriodicEvaluator` is the evaluation training runs every config.eval.every_steps. The data comes
-from evaluation/data.py, the metrics and the report (typed rows, report.json) from
-evaluation/report.py; defaults (reference faces per speaker, train mode) from the run's config
-(configs/base.py).
+from evaluation/data.py, the metrics from evaluation/scoring.py, the report (typed rows,
+report.json) from evaluation/report.py; defaults (reference faces per speaker, train mode) from
+the run's config (configs/base.py).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pathlib
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
-
 from wav2pix_jax import config_lib
 from wav2pix_jax.evaluation import data as eval_data
 from wav2pix_jax.evaluation import report as eval_report
+from wav2pix_jax.evaluation import scoring
 from wav2pix_jax.evaluation import face_metrics
+from wav2pix_jax.evaluation import grids
 from wav2pix_jax.serving import inference
 from wav2pix_jax.data import input_pipeline
 
@@ -38,31 +38,18 @@ def save_grid(
 ) -> pathlib.Path:
   """PNG grid: one band per speaker (name on top), each cell a real face and its generated face."""
   generated = face_metrics.check_images(generated, "generated")
-  size = generated.shape[1]
-  real = eval_report.resize_batch(face_metrics.check_images(real, "real"), generated.shape[1:3])
+  real = scoring.resize_batch(face_metrics.check_images(real, "real"), generated.shape[1:3])
   speakers = np.asarray(speakers)
   if not (real.shape[0] == generated.shape[0] == speakers.shape[0]):
     raise ValueError("real, generated and speakers must have the same length")
   present = [s for s in range(len(speaker_names)) if np.any(speakers == s)]
-  label_h, cell_w = 14, 2 * size + gap
-  cols = min(per_speaker, max(int(np.sum(speakers == s)) for s in present))
-  width = cols * cell_w + (cols + 1) * gap
-  height = len(present) * (label_h + size + gap) + gap
-  canvas = Image.new("RGB", (width, height), (255, 255, 255))
-  draw = ImageDraw.Draw(canvas)
-  y = gap
+  bands = []
   for s in present:
-    draw.text((gap, y), str(speaker_names[s]), fill=(0, 0, 0))
-    y += label_h
-    for j, i in enumerate(np.flatnonzero(speakers == s)[:per_speaker]):
-      x = gap + j * (cell_w + gap)
-      canvas.paste(Image.fromarray(real[i]), (x, y))
-      canvas.paste(Image.fromarray(generated[i]), (x + size + gap, y))
-    y += size + gap
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  canvas.save(path)
-  return path
+    picks = np.flatnonzero(speakers == s)[:per_speaker]
+    # real_0, generated_0, real_1, ...: each real face next to its generated one.
+    bands.append(np.stack([real[picks], generated[picks]], axis=1).reshape(-1, *real.shape[1:]))
+  image = grids.grid(bands, gap=gap, labels=[speaker_names[s] for s in present])
+  return grids.save_png(path, image)
 
 
 def evaluate_set(
@@ -78,7 +65,7 @@ def evaluate_set(
   cache: a dict kept between calls on the same eval set (the dlib analyses of its real and
   reference faces are then computed once). fused: `fused_faces`' rows, {k: (faces, speakers)}.
   """
-  report = eval_report.evaluate(
+  report = scoring.evaluate(
       generated=generated,
       real=eval_set.real,
       speakers=eval_set.speakers,
@@ -146,19 +133,12 @@ def evaluate_workdir(
   generator = inference.load(workdir, step, checkpoint=checkpoint, batch_size=batch_size)
   if announce is not None:
     announce(generator.source)
-  config = generator.config
   if train_faces_per_speaker is None:
-    train_faces_per_speaker = config.eval.reference_faces_per_speaker
-  input_cfg = config.input
-  if data_dir is not None:
-    input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
-  # The run's model section was checked by inference.load; its input section is read here.
-  config_lib.check_input({"input": input_cfg})
-  info = _matching_dataset_info(generator, input_cfg)
-  eval_set = eval_data.load_eval_set(
-      input_cfg,
+    train_faces_per_speaker = generator.config.eval.reference_faces_per_speaker
+  info, eval_set = _workdir_eval_set(
+      generator,
       split=split,
-      image_size=generator.image_size,
+      data_dir=data_dir,
       max_examples=max_examples,
       reference_faces_per_speaker=train_faces_per_speaker,
       batch_size=batch_size,
@@ -184,6 +164,23 @@ def evaluate_workdir(
       per_speaker=grid_per_speaker,
   )
   return report
+
+
+def _workdir_eval_set(
+    generator: inference.FaceGenerator, *, split: str, data_dir: str | None, **load_args
+) -> tuple[input_pipeline.DatasetInfo, eval_data.EvalSet]:
+  """The dataset's info and the eval set of `split`, read with the run's config.input (data_dir
+  overridden); ConfigError where the input section or the dataset's speakers don't fit."""
+  input_cfg = generator.config.input
+  if data_dir is not None:
+    input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
+  # The run's model section was checked by inference.load; its input section is read here.
+  config_lib.check_input({"input": input_cfg})
+  info = _matching_dataset_info(generator, input_cfg)
+  eval_set = eval_data.load_eval_set(
+      input_cfg, split=split, image_size=generator.image_size, **load_args
+  )
+  return info, eval_set
 
 
 def _matching_dataset_info(generator: inference.FaceGenerator, input_cfg):

@@ -17,6 +17,7 @@ import numpy as np
 from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
 from wav2pix_jax.evaluation import evaluator as evaluator_lib
+from wav2pix_jax.evaluation import grids
 from wav2pix_jax.data import input_pipeline
 from wav2pix_jax.serving import inference
 from wav2pix_jax.training import loop_parts
@@ -37,25 +38,6 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   multi-process start-up, the batch after it)."""
   config_lib.validate(config)
   return parallel.check_batch_size(config.batch_size)
-
-
-def image_grid(generated: np.ndarray, real: np.ndarray) -> np.ndarray:
-  """uint8 [2S, N*S, 3]: generated faces on the top row, the real faces for the same speech below
-  (each uint8, or in [-1, 1])."""
-
-  def row(images):
-    images = np.asarray(images)
-    images = images if images.dtype == np.uint8 else inference.to_uint8(images)
-    return np.concatenate(list(images), axis=1)
-
-  return np.concatenate([row(generated), row(real)], axis=0)
-
-
-def _save_png(path: str, image: np.ndarray) -> None:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.fromarray(image).save(path)
 
 
 def _hparams(config: ml_collections.ConfigDict) -> dict:
@@ -273,9 +255,9 @@ def write_images(run: Run, state, step: int, batch: dict) -> None:
     }
   generator = run.current_generator(state, step)
   images = generator.generate_preprocessed(np.asarray(run.grid_batch["waveform"]))
-  grid = image_grid(images, run.grid_batch["face"])
+  grid = grids.grid([images, run.grid_batch["face"]])
   run.writer.write_images(step, {"faces/generated_top_real_bottom": grid[None]})
-  _save_png(os.path.join(run.workdir, "samples", f"step_{step:07d}.png"), grid)
+  grids.save_png(os.path.join(run.workdir, "samples", f"step_{step:07d}.png"), grid)
 
 
 def periodic_evaluation(run: Run, state, step: int) -> None:
