@@ -127,6 +127,18 @@ def _fuse(generator, files, waveforms, out_dir: pathlib.Path, name: str) -> None
   )
 
 
+def _talking_face(generator, path, waveform: np.ndarray, out_dir: pathlib.Path, name: str) -> None:
+  """`--video`: one frame per 1/fps s, written as the MP4 (with the sound) and as PNGs."""
+  from wav2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
+
+  windows = video.video_windows(generator, waveform, fps=FLAGS.fps)
+  _report_silent(path, inference.check_not_all_silent(windows), len(windows))
+  faces = generator.generate_preprocessed(windows, sample=FLAGS.sample, seed=FLAGS.seed)
+  video.write_video(FLAGS.video, faces, waveform, sample_rate=generator.sample_rate, fps=FLAGS.fps)
+  saved = _save_pngs(out_dir, name, faces)
+  print(f"{path}: {len(faces)} frames -> {FLAGS.video} and {len(saved)} PNG(s) in {out_dir}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry; returns the exit status (2: a bad command line, 1: another user's error)."""
   if cli.wants_help(argv):
@@ -170,14 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       return 0
     for path, stem, waveform in zip(files, stems, waveforms):
       if FLAGS.video is not None:
-        windows = video.video_windows(generator, waveform, fps=FLAGS.fps)
-        _report_silent(path, inference.check_not_all_silent(windows), len(windows))
-        faces = generator.generate_preprocessed(windows, sample=FLAGS.sample, seed=FLAGS.seed)
-        video.write_video(
-            FLAGS.video, faces, waveform, sample_rate=generator.sample_rate, fps=FLAGS.fps
-        )
-        saved = _save_pngs(out_dir, stem, faces)
-        print(f"{path}: {len(faces)} frames -> {FLAGS.video} and {len(saved)} PNG(s) in {out_dir}")
+        _talking_face(generator, path, waveform, out_dir, stem)
       else:
         windows = generator.windows(waveform, generator.sample_rate, every=FLAGS.every)
         if FLAGS.every is not None:
