@@ -80,9 +80,12 @@ class Demo:
       checkpoint: str = "best",
       limits=Limits(),
   ):
+    # JAX is imported with the first Demo, not with this module.
     from wav2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
+    from wav2pix_jax.serving import restore  # pylint: disable=g-import-not-at-top
 
     self._inference = inference
+    self._restore = restore
     self.workdir = pathlib.Path(workdir).expanduser().absolute()
     self.default_step = step
     self.checkpoint = checkpoint  # without --step: "best" (else the latest) or "latest"
@@ -90,15 +93,15 @@ class Demo:
     self._generators: dict[int, Any] = {}  # step -> inference.FaceGenerator
     self._lock = threading.Lock()  # serialises generation
     self._cache_lock = threading.Lock()  # guards the cache (info() need not wait for a generation)
-    inference.checkpoint_steps(self.workdir)  # a missing or empty workdir fails here, clearly
+    restore.checkpoint_steps(self.workdir)  # a missing or empty workdir fails here, clearly
 
   def steps(self) -> list[int]:
     """The workdir's checkpoint steps, oldest first (read anew: training may still be saving)."""
-    return self._inference.checkpoint_steps(self.workdir)
+    return self._restore.checkpoint_steps(self.workdir)
 
   def checkpoint_choice(self):
     """The default checkpoint (--step, else --checkpoint's choice) and why (`.source`)."""
-    return self._inference.choose_checkpoint(
+    return self._restore.choose_checkpoint(
         self.workdir, self.default_step, checkpoint=self.checkpoint
     )
 
