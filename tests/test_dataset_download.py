@@ -6,6 +6,7 @@ import shutil
 import pytest
 import tensorflow_datasets as tfds
 
+from wav2pix_jax.data import datasets
 from wav2pix_jax.data import input_pipeline
 
 import helpers
@@ -32,9 +33,9 @@ def fake_release(youtubers_dir, tmp_path, monkeypatch):
     return str(extracted)
 
   monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", download_and_extract)
-  input_pipeline._prepared_builder.cache_clear()
+  datasets._prepared_builder.cache_clear()
   yield urls
-  input_pipeline._prepared_builder.cache_clear()
+  datasets._prepared_builder.cache_clear()
 
 
 @pytest.mark.parametrize("manual_dir", ["", "/nonexistent/shared/youtubers"])

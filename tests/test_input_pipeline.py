@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from configs import base as base_config
 from data_prep import features
 from wav2pix_jax.data import audio
+from wav2pix_jax.data import datasets
 from wav2pix_jax.data import input_pipeline
 
 SPEAKERS = ("anna", "bert", "carl")
@@ -358,14 +359,14 @@ def test_errors(data_dir, tmp_path):
 
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(tfds.download.DownloadManager, "download_and_extract", offline)
-    input_pipeline._prepared_builder.cache_clear()
+    datasets._prepared_builder.cache_clear()
     with pytest.raises(
         ValueError, match="download from https://github.com.*failed.*--config.input.manual_dir"
     ):
       input_pipeline.get_dataset_info(
           make_cfg(str(tmp_path), dataset="youtubers", manual_dir=str(tmp_path / "nope"))
       )
-    input_pipeline._prepared_builder.cache_clear()
+    datasets._prepared_builder.cache_clear()
   with pytest.raises(ValueError, match="1 speaker.*at least 2"):
     input_pipeline.create_train_iterator(make_cfg(data_dir, train_split="solo"), **kwargs)
   with pytest.raises(ValueError, match="8000 samples, shorter than input.audio_samples=16000"):
