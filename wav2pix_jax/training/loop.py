@@ -141,18 +141,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       config, num_speakers, state, train_mode=False, speaker_names=tuple(info.speaker_names)
   )
   grid_batch = _grid_batch(config) if is_chief else None
-  evaluator = quality = None
-  if is_chief and config.eval.every_steps:  # the eval set is read once, on process 0
-    evaluator, quality = _periodic_evaluation(config, workdir, generator.batch_size, start_step)
-  minutes_before = loop_parts.minutes_at_checkpoint(
-      manager, latest, fallback=quality.minutes_before if quality else 0.0
+  evaluator, quality, clock, best = _evaluation_and_clock(
+      config, workdir, generator.batch_size, start_step, manager, latest, meta, is_chief
   )
-  clock = loop_parts.TrainClock(minutes_before=minutes_before)
-  best = None
-  if config.eval.every_steps and config.eval.get("best_metric", ""):
-    best = loop_parts.BestCheckpoint(
-        workdir, metric=config.eval.best_metric, meta=meta, is_chief=is_chief
-    )
   return Run(
       config=config,
       workdir=workdir,
@@ -172,6 +163,39 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       clock=clock,
       best=best,
   )
+
+
+def _evaluation_and_clock(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    batch_size: int,
+    start_step: int,
+    manager,
+    latest: Optional[int],
+    meta: dict,
+    is_chief: bool,
+) -> tuple[
+    Optional[evaluator_lib.PeriodicEvaluator],
+    Optional[monitor.QualityHistory],
+    loop_parts.TrainClock,
+    Optional[loop_parts.BestCheckpoint],
+]:
+  """setup()'s (evaluator, quality history, clock, best checkpoint): the periodic evaluation and
+  its history on process 0 (config.eval.every_steps > 0), the training minutes resumed from the
+  latest checkpoint (else the history's), <workdir>/best on every process (eval.best_metric)."""
+  evaluator = quality = None
+  if is_chief and config.eval.every_steps:  # the eval set is read once, on process 0
+    evaluator, quality = _periodic_evaluation(config, workdir, batch_size, start_step)
+  minutes_before = loop_parts.minutes_at_checkpoint(
+      manager, latest, fallback=quality.minutes_before if quality else 0.0
+  )
+  clock = loop_parts.TrainClock(minutes_before=minutes_before)
+  best = None
+  if config.eval.every_steps and config.eval.get("best_metric", ""):
+    best = loop_parts.BestCheckpoint(
+        workdir, metric=config.eval.best_metric, meta=meta, is_chief=is_chief
+    )
+  return evaluator, quality, clock, best
 
 
 def _compatible_latest_step(
