@@ -6,8 +6,8 @@ each conv_impl, forward and forward+backward (gradients w.r.t. kernel AND input)
     .venv/bin/python -m benchmarks.conv_layers --impls=xla,matmul,matmul_full --out=conv.json
 
 Shapes: batch 64 for G and the encoder (one g_update), 3 x 64 for D (d_update scores real, fake
-and wrong faces in one call). The pure conv functions of `wav2pix_jax.layers` are timed (no
-spectral norm, no activation). All variants are compiled first, then timed round-robin
+and wrong faces in one call). The pure conv functions of `wav2pix_jax.models.conv_impls` are
+timed (no spectral norm, no activation). All variants are compiled first, then timed round-robin
 (layer-major, impl and mode inner), so load changes on a shared machine hit every variant
 alike; the table shows medians over rounds. GFLOP/s use the NOMINAL FLOPs of the direct conv
 (2 * outputs * k*k*cin for a conv, 2 * inputs * k*k*cout for a transposed conv; 3x that for
@@ -36,6 +36,7 @@ import numpy as np
 
 from benchmarks.timing import LoadMeter, loadavg
 from wav2pix_jax import cli
+from wav2pix_jax.models import conv_impls
 from wav2pix_jax.models import layers
 
 PROG = "benchmarks.conv_layers"
@@ -105,21 +106,21 @@ def conv_transpose_matmul_phase(x, kernel, *, stride, padding):
   k, _, cin, cout = kernel.shape
   b, h, w, _ = x.shape
   if (h == 1 and w == 1) or stride == 1:
-    return layers.conv_transpose_matmul(x, kernel, stride=stride, padding=padding)
+    return conv_impls.conv_transpose_matmul(x, kernel, stride=stride, padding=padding)
   out_h = (h - 1) * stride + k - 2 * padding
   out_w = (w - 1) * stride + k - 2 * padding
-  lo, hi, table = layers._subpixel_kernel_taps(k, stride, padding)
+  lo, hi, table = conv_impls._subpixel_kernel_taps(k, stride, padding)
   m_h, m_w = -(-out_h // stride), -(-out_w // stride)
-  xp = layers._pad_or_crop(x, [(lo, hi + m_h - h), (lo, hi + m_w - w)])
+  xp = conv_impls._pad_or_crop(x, [(lo, hi + m_h - h), (lo, hi + m_w - w)])
   rows = []
   for ry in range(stride):
     cols = []
     for rx in range(stride):
       ty = [t for t, kk in enumerate(table[ry]) if kk >= 0]
       tx = [t for t, kk in enumerate(table[rx]) if kk >= 0]
-      p = layers._stack_channels([xp[:, a : a + m_h, c : c + m_w] for a in ty for c in tx])
+      p = conv_impls._stack_channels([xp[:, a : a + m_h, c : c + m_w] for a in ty for c in tx])
       mat = jnp.concatenate([kernel[table[ry][a], table[rx][c]] for a in ty for c in tx])
-      cols.append(layers._matmul_last(p, mat))
+      cols.append(conv_impls._matmul_last(p, mat))
     rows.append(jnp.stack(cols, axis=3))
   y = jnp.stack(rows, axis=2)
   return y.reshape(b, m_h * stride, m_w * stride, cout)[:, :out_h, :out_w]
@@ -129,16 +130,16 @@ def conv_transpose_matmul_full(x, kernel, *, stride, padding):
   """Transposed conv as one matmul with the full subpixel kernel, then depth-to-space."""
   k = kernel.shape[0]
   if stride == 1:
-    return layers.conv_transpose_matmul(x, kernel, stride=stride, padding=padding)
-  lo, hi, _ = layers._subpixel_kernel_taps(k, stride, padding)
-  sub = layers.subpixel_transpose_kernel(kernel, stride=stride, padding=padding)
+    return conv_impls.conv_transpose_matmul(x, kernel, stride=stride, padding=padding)
+  lo, hi, _ = conv_impls._subpixel_kernel_taps(k, stride, padding)
+  sub = conv_impls.subpixel_transpose_kernel(kernel, stride=stride, padding=padding)
   h, w = x.shape[1:3]
   out_h = (h - 1) * stride + k - 2 * padding
   out_w = (w - 1) * stride + k - 2 * padding
   m_h, m_w = -(-out_h // stride), -(-out_w // stride)
-  xp = layers._pad_or_crop(x, [(lo, hi + m_h - h), (lo, hi + m_w - w)])
-  y = layers._valid_conv_matmul(xp, sub)
-  return layers.depth_to_space(y, stride)[:, :out_h, :out_w]
+  xp = conv_impls._pad_or_crop(x, [(lo, hi + m_h - h), (lo, hi + m_w - w)])
+  y = conv_impls._valid_conv_matmul(xp, sub)
+  return conv_impls.depth_to_space(y, stride)[:, :out_h, :out_w]
 
 
 def _valid_conv_matmul_out(x, kernel):
@@ -149,9 +150,9 @@ def _valid_conv_matmul_out(x, kernel):
   nd = len(taps)
   out = tuple(s - t + 1 for s, t in zip(x.shape[1:-1], taps))
   w = jnp.moveaxis(kernel, -2, 0).reshape(c, -1)
-  y = layers._matmul_last(x, w).reshape(*x.shape[:-1], *taps, n)
+  y = conv_impls._matmul_last(x, w).reshape(*x.shape[:-1], *taps, n)
   acc = None
-  for offs in layers._tap_offsets(taps):
+  for offs in conv_impls._tap_offsets(taps):
     idx = (slice(None),) + tuple(slice(t, t + o) for t, o in zip(offs, out)) + offs
     acc = y[idx] if acc is None else acc + y[idx]
   return acc
@@ -164,9 +165,11 @@ def conv_matmul_out(x, kernel, *, stride, padding):
   out_w = (w + 2 * padding - k) // stride + 1
   a = -(-k // stride)
   need_h, need_w = stride * (out_h + a - 1), stride * (out_w + a - 1)
-  xp = layers._pad_or_crop(x, [(padding, need_h - h - padding), (padding, need_w - w - padding)])
-  z = layers.space_to_depth(xp, stride) if stride > 1 else xp
-  return _valid_conv_matmul_out(z, layers.subpixel_conv_kernel(kernel, stride=stride))
+  xp = conv_impls._pad_or_crop(
+      x, [(padding, need_h - h - padding), (padding, need_w - w - padding)]
+  )
+  z = conv_impls.space_to_depth(xp, stride) if stride > 1 else xp
+  return _valid_conv_matmul_out(z, conv_impls.subpixel_conv_kernel(kernel, stride=stride))
 
 
 def conv1d_matmul_out(x, kernel, *, stride, padding):
@@ -175,7 +178,7 @@ def conv1d_matmul_out(x, kernel, *, stride, padding):
   out_t = (t + padding[0] + padding[1] - k) // stride + 1
   a = -(-k // stride)
   need = stride * (out_t + a - 1)
-  xp = layers._pad_or_crop(x, [(padding[0], need - t - padding[0])])
+  xp = conv_impls._pad_or_crop(x, [(padding[0], need - t - padding[0])])
   z = xp.reshape(b, need // stride, stride * cin)
   sub = jnp.pad(kernel, ((0, a * stride - k), (0, 0), (0, 0))).reshape(a, stride * cin, cout)
   return _valid_conv_matmul_out(z, sub)
@@ -183,19 +186,19 @@ def conv1d_matmul_out(x, kernel, *, stride, padding):
 
 IMPLS: dict[str, dict[str, Callable]] = {
     "xla": {
-        "convT": layers.conv_transpose_xla,
-        "conv": layers.conv_xla,
-        "conv1d": layers.conv1d_xla,
+        "convT": conv_impls.conv_transpose_xla,
+        "conv": conv_impls.conv_xla,
+        "conv1d": conv_impls.conv1d_xla,
     },
     "subpixel": {
-        "convT": layers.conv_transpose_subpixel,
-        "conv": layers.conv_subpixel,
-        "conv1d": layers.conv1d_subpixel,
+        "convT": conv_impls.conv_transpose_subpixel,
+        "conv": conv_impls.conv_subpixel,
+        "conv1d": conv_impls.conv1d_subpixel,
     },
     "matmul": {
-        "convT": layers.conv_transpose_matmul,
-        "conv": layers.conv_matmul,
-        "conv1d": layers.conv1d_matmul,
+        "convT": conv_impls.conv_transpose_matmul,
+        "conv": conv_impls.conv_matmul,
+        "conv1d": conv_impls.conv1d_matmul,
     },
     "matmul_phase": {"convT": conv_transpose_matmul_phase},
     "matmul_full": {"convT": conv_transpose_matmul_full},

@@ -326,7 +326,7 @@ def bench_pipeline(
           f"{config.input.manual_dir}"
       )
     t0 = time.perf_counter()
-    input_pipeline.get_dataset_info(config.input)  # prepares it
+    _import("wav2pix_jax.data.datasets").get_dataset_info(config.input)  # prepares it
     prepare_s = round(time.perf_counter() - t0, 1)
 
   res = {

@@ -10,6 +10,7 @@ import pytest
 from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
 from wav2pix_jax.serving import inference
+from wav2pix_jax.serving import restore
 from wav2pix_jax.training import loop
 from wav2pix_jax.training import loop_parts
 
@@ -99,7 +100,7 @@ def test_training_keeps_the_best_beside_the_latest_and_load_picks_it(tmp_path, m
   asked = inference.load(workdir, step=2)  # from best/: checkpoints/ kept only step 4
   assert (asked.step, asked.which) == (2, "step")
   assert asked.source == "step 2: as asked; latest is 4, best 2"
-  assert inference.checkpoint_steps(workdir) == [2, 4]
+  assert restore.checkpoint_steps(workdir) == [2, 4]
   window = np.zeros((1, best.window), np.float32)
   window[0, ::7] = 1.0
   faces = best.generate_preprocessed(window)

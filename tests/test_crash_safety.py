@@ -84,15 +84,16 @@ elif fault == "nan_l1":
 elif fault.startswith("speakers:"):
   # The dataset now has a different number of speakers (e.g. speakers were added to the data).
   import dataclasses
+  from wav2pix_jax.data import datasets
   from wav2pix_jax.data import input_pipeline
-  original_info = input_pipeline.get_dataset_info
+  original_info = datasets.get_dataset_info
   n = int(fault.split(":")[1])
 
   def get_dataset_info(input_cfg):
     info = original_info(input_cfg)
     return dataclasses.replace(info, num_speakers=n, speaker_names=tuple(f"s{i}" for i in range(n)))
 
-  input_pipeline.get_dataset_info = get_dataset_info
+  datasets.get_dataset_info = get_dataset_info
 sys.argv = ["wav2pix_jax.main"] + sys.argv[1:]
 from wav2pix_jax import main
 main.run()

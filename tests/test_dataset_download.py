@@ -6,6 +6,7 @@ import shutil
 import pytest
 import tensorflow_datasets as tfds
 
+from wav2pix_jax.data import datasets
 from wav2pix_jax.data import input_pipeline
 
 import helpers
@@ -32,9 +33,9 @@ def fake_release(youtubers_dir, tmp_path, monkeypatch):
     return str(extracted)
 
   monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", download_and_extract)
-  input_pipeline._prepared_builder.cache_clear()
+  datasets._prepared_builder.cache_clear()
   yield urls
-  input_pipeline._prepared_builder.cache_clear()
+  datasets._prepared_builder.cache_clear()
 
 
 @pytest.mark.parametrize("manual_dir", ["", "/nonexistent/shared/youtubers"])
@@ -42,7 +43,7 @@ def test_no_manual_dir_downloads_the_release(fake_release, tmp_path, manual_dir,
   config = helpers.load_config("base")
   config.input.data_dir = str(tmp_path / "data")
   config.input.manual_dir = manual_dir
-  info = input_pipeline.get_dataset_info(config.input)
+  info = datasets.get_dataset_info(config.input)
   assert fake_release == ["https://github.com/miqueltubau/Wav2Pix/archive/refs/heads/master.zip"]
   assert info.speaker_names == ("jaimealtozano", "javiermuniz")
   assert info.split_sizes == {"train": 10, "validation": 10}  # per speaker: 1 face each, 5 windows
@@ -56,4 +57,4 @@ def test_missing_manual_dir_without_a_download_is_a_clear_error(tmp_path):
   config.input.data_dir = str(tmp_path / "data")
   config.input.manual_dir = str(tmp_path / "no_videos_here")
   with pytest.raises(ValueError, match="input.manual_dir .* is not a directory"):
-    input_pipeline.get_dataset_info(config.input)
+    datasets.get_dataset_info(config.input)

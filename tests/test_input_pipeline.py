@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from configs import base as base_config
 from data_prep import features
 from wav2pix_jax.data import audio
+from wav2pix_jax.data import datasets
 from wav2pix_jax.data import input_pipeline
 
 SPEAKERS = ("anna", "bert", "carl")
@@ -115,7 +116,7 @@ def assert_batches_equal(a, b):
 
 
 def test_dataset_info(data_dir):
-  info = input_pipeline.get_dataset_info(make_cfg(data_dir))
+  info = datasets.get_dataset_info(make_cfg(data_dir))
   assert info.num_speakers == 3 and info.speaker_names == SPEAKERS
   assert info.split_sizes == {"train": 24, "test": 9, "solo": 4, "short": 4}
 
@@ -345,9 +346,9 @@ def test_workers_path(data_dir):
 def test_errors(data_dir, tmp_path):
   kwargs = dict(batch_size=2, image_size=IMAGE_SIZE, process_index=0, process_count=1)
   with pytest.raises(ValueError, match="unknown dataset 'no_such_faces'.*youtubers"):
-    input_pipeline.get_dataset_info(make_cfg(data_dir, dataset="no_such_faces"))
+    datasets.get_dataset_info(make_cfg(data_dir, dataset="no_such_faces"))
   with pytest.raises(ValueError, match="data_dir is not set.*--config.input.data_dir"):
-    input_pipeline.get_dataset_info(make_cfg(""))
+    datasets.get_dataset_info(make_cfg(""))
   # A missing manual dir falls back to the download; offline (as here, and patched so that a machine
   # with internet does not fetch the release) that is an error naming the URL and the manual dir.
   import requests  # pylint: disable=g-import-not-at-top
@@ -358,14 +359,14 @@ def test_errors(data_dir, tmp_path):
 
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(tfds.download.DownloadManager, "download_and_extract", offline)
-    input_pipeline._prepared_builder.cache_clear()
+    datasets._prepared_builder.cache_clear()
     with pytest.raises(
         ValueError, match="download from https://github.com.*failed.*--config.input.manual_dir"
     ):
-      input_pipeline.get_dataset_info(
+      datasets.get_dataset_info(
           make_cfg(str(tmp_path), dataset="youtubers", manual_dir=str(tmp_path / "nope"))
       )
-    input_pipeline._prepared_builder.cache_clear()
+    datasets._prepared_builder.cache_clear()
   with pytest.raises(ValueError, match="1 speaker.*at least 2"):
     input_pipeline.create_train_iterator(make_cfg(data_dir, train_split="solo"), **kwargs)
   with pytest.raises(ValueError, match="8000 samples, shorter than input.audio_samples=16000"):

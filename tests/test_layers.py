@@ -1,10 +1,12 @@
-"""Tests for wav2pix_jax.layers: torch semantics, subpixel == xla, the authors' spectral norm."""
+"""Tests for models/layers.py and models/conv_impls.py: torch semantics, subpixel == xla, the
+authors' spectral norm."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from wav2pix_jax.models import conv_impls
 from wav2pix_jax.models import layers
 
 RTOL = 1e-5
@@ -93,7 +95,7 @@ def test_conv_transpose_matches_torch_semantics(k, stride, padding, size):
   rng = np.random.default_rng(0)
   x, kernel = _rand(rng, 2, size, size + 1, 3), _rand(rng, k, k, 3, 5)
   expected = ref_conv_transpose(x, kernel, stride, padding)
-  for fn in (layers.conv_transpose_xla, layers.conv_transpose_subpixel):
+  for fn in (conv_impls.conv_transpose_xla, conv_impls.conv_transpose_subpixel):
     got = fn(jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding)
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=fn.__name__)
 
@@ -105,7 +107,7 @@ def test_conv_matches_torch_semantics(k, stride, padding, size):
   rng = np.random.default_rng(1)
   x, kernel = _rand(rng, 2, size, size + 2, 3), _rand(rng, k, k, 3, 5)
   expected = ref_conv(x, kernel, stride, padding)
-  for fn in (layers.conv_xla, layers.conv_subpixel):
+  for fn in (conv_impls.conv_xla, conv_impls.conv_subpixel):
     got = fn(jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding)
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=fn.__name__)
 
@@ -118,7 +120,7 @@ def test_conv1d_matches_torch_semantics(length):
   assert expected.shape[1] == layers.conv1d_output_length(
       length, kernel_size=15, stride=4, padding=(6, 7)
   )
-  for fn in (layers.conv1d_xla, layers.conv1d_subpixel):
+  for fn in (conv_impls.conv1d_xla, conv_impls.conv1d_subpixel):
     got = fn(jnp.asarray(x), jnp.asarray(kernel), stride=4, padding=(6, 7))
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=fn.__name__)
 
@@ -289,7 +291,10 @@ def test_update_spectral_flag_controls_the_collection():
   y_frozen = mod.apply(variables, x, update_spectral=False)
   kernel_sn = variables["params"]["sn"]["kernel"] / (u0 @ matrix @ v0)
   np.testing.assert_allclose(
-      y_frozen, layers.conv_transpose_xla(x, kernel_sn, stride=2, padding=1), rtol=1e-5, atol=1e-6
+      y_frozen,
+      conv_impls.conv_transpose_xla(x, kernel_sn, stride=2, padding=1),
+      rtol=1e-5,
+      atol=1e-6,
   )
 
 

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from wav2pix_jax.models import conv_impls
 from wav2pix_jax.models import layers
 
 from test_layers import ref_conv, ref_conv1d, ref_conv_transpose
@@ -70,13 +71,13 @@ def test_conv_transpose_matmul(k, stride, padding, h, w):
   rng = np.random.default_rng(0)
   x, kernel = _rand(rng, 2, h, w, 3), _rand(rng, k, k, 3, 5)
   expected = ref_conv_transpose(x, kernel, stride, padding)
-  got = layers.conv_transpose_matmul(
+  got = conv_impls.conv_transpose_matmul(
       jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding
   )
   np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
   _check_fn_against_xla(
-      layers.conv_transpose_matmul,
-      layers.conv_transpose_xla,
+      conv_impls.conv_transpose_matmul,
+      conv_impls.conv_transpose_xla,
       jnp.asarray(x),
       jnp.asarray(kernel),
       rng,
@@ -103,11 +104,11 @@ def test_conv_matmul(k, stride, padding, h, w):
   rng = np.random.default_rng(1)
   x, kernel = _rand(rng, 2, h, w, 3), _rand(rng, k, k, 3, 5)
   expected = ref_conv(x, kernel, stride, padding)
-  got = layers.conv_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding)
+  got = conv_impls.conv_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding)
   np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
   _check_fn_against_xla(
-      layers.conv_matmul,
-      layers.conv_xla,
+      conv_impls.conv_matmul,
+      conv_impls.conv_xla,
       jnp.asarray(x),
       jnp.asarray(kernel),
       rng,
@@ -122,11 +123,11 @@ def test_conv1d_matmul(length):
   rng = np.random.default_rng(2)
   x, kernel = _rand(rng, 2, length, 3), _rand(rng, 15, 3, 4)
   expected = ref_conv1d(x, kernel, 4, (6, 7))
-  got = layers.conv1d_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=4, padding=(6, 7))
+  got = conv_impls.conv1d_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=4, padding=(6, 7))
   np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
   _check_fn_against_xla(
-      layers.conv1d_matmul,
-      layers.conv1d_xla,
+      conv_impls.conv1d_matmul,
+      conv_impls.conv1d_xla,
       jnp.asarray(x),
       jnp.asarray(kernel),
       rng,
@@ -143,7 +144,7 @@ def test_conv1d_matmul_other_geometries(k, stride, padding):
   rng = np.random.default_rng(3)
   x, kernel = _rand(rng, 2, 23, 2), _rand(rng, k, 2, 3)
   np.testing.assert_allclose(
-      layers.conv1d_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding),
+      conv_impls.conv1d_matmul(jnp.asarray(x), jnp.asarray(kernel), stride=stride, padding=padding),
       ref_conv1d(x, kernel, stride, padding),
       rtol=RTOL,
       atol=ATOL,

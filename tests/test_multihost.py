@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from wav2pix_jax import checkpoints
+from wav2pix_jax.data import datasets
 from wav2pix_jax.data import input_pipeline
 from wav2pix_jax.training import parallel
 from wav2pix_jax.training import step as step_lib
@@ -46,6 +47,7 @@ TOLERANCE_2_DEVICES = 1e-6
 _REFERENCE_RUNNER = r"""
 import sys
 import numpy as np
+from wav2pix_jax.data import datasets
 from wav2pix_jax.data import input_pipeline
 
 SHARDS = 2
@@ -271,7 +273,7 @@ def _check_disjoint_shards(workdir: pathlib.Path, data_dir: pathlib.Path) -> lis
   """
   ckpt = pathlib.Path(checkpoints.checkpoint_dir(str(workdir)))
   config = helpers.tiny_config(**{"input.data_dir": str(data_dir)})
-  source = input_pipeline.data_source(config.input, "train")
+  source = datasets.data_source(config.input, "train")
   seen = []
   for i in range(2):
     state = json.loads((ckpt / str(NUM_STEPS) / "data" / f"process_{i}-of-2.json").read_text())

@@ -226,9 +226,10 @@ def synthetic_config(tmp_path_factory):
 
 def test_face_layout_comes_from_the_dataset(synthetic_config):
   from wav2pix_jax.evaluation import data as eval_data
+  from wav2pix_jax.data import datasets
   from wav2pix_jax.data import input_pipeline
 
-  info = input_pipeline.get_dataset_info(synthetic_config.input)
+  info = datasets.get_dataset_info(synthetic_config.input)
   assert info.face_layout == {
       "face_box": syn.FACE_BOX,
       "mouth_box": syn.MOUTH_BOX,

@@ -1,5 +1,6 @@
-"""The web demo (wav2pix_jax/demo.py): the page, its limits and errors over HTTP, 20 uploads at
-once, the CLI, and a real headless browser (Debian's chromium through Selenium) driving the page.
+"""The web demo (serving/web_demo.py; its CLI, wav2pix_jax/demo.py): the page, its limits and
+errors over HTTP, 20 uploads at once, the CLI, and a real headless browser (Debian's chromium
+through Selenium) driving the page.
 
 Needs the [demo] extra (starlette, uvicorn); the browser test also needs the [browser] extra
 (selenium) and chromium + chromium-driver (scripts/test.sh installs all of them). Each missing
@@ -33,6 +34,7 @@ import soundfile
 from PIL import Image
 
 from wav2pix_jax import demo
+from wav2pix_jax.serving import web_demo
 from wav2pix_jax.serving import inference
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -47,10 +49,10 @@ def _importable(name: str) -> bool:
 
 
 HAVE_DEMO_EXTRA = _importable("starlette") and _importable("uvicorn")
-needs_demo_extra = pytest.mark.skipif(not HAVE_DEMO_EXTRA, reason=demo.DEMO_EXTRA_HINT)
+needs_demo_extra = pytest.mark.skipif(not HAVE_DEMO_EXTRA, reason=web_demo.DEMO_EXTRA_HINT)
 RATE = 16_000
 # Small limits so the tests stay fast: the tiny model's window is 1,024 samples (64 ms).
-LIMITS = demo.Limits(
+LIMITS = web_demo.Limits(
     max_upload_bytes=256 * 1024, max_seconds=3.0, video_seconds=1.5, fps=10.0, max_waiting=32
 )
 
@@ -110,10 +112,10 @@ def workdir_no_dropout(tmp_path_factory):
 def server(workdir):
   """(base URL, Demo) of the demo on the tiny workdir, generator warmed up."""
   if not HAVE_DEMO_EXTRA:
-    pytest.skip(demo.DEMO_EXTRA_HINT)
-  service = demo.Demo(workdir, limits=LIMITS)
+    pytest.skip(web_demo.DEMO_EXTRA_HINT)
+  service = web_demo.Demo(workdir, limits=LIMITS)
   service.warm_up()
-  with demo.serving_in_background(demo.create_app(service)) as url:
+  with web_demo.serving_in_background(web_demo.create_app(service)) as url:
     yield url, service
 
 
@@ -149,9 +151,10 @@ def _our_temp_dirs() -> set[str]:
 
 
 def test_demo_module_imports_no_web_framework():
-  """The package (demo.py included) imports without the [demo] extra: only create_app needs it."""
+  """The package (demo.py, web_demo.py included) imports without the [demo] extra: only
+  create_app and serve need it."""
   code = (
-      "import sys; import wav2pix_jax.demo, wav2pix_jax.generate; "
+      "import sys; import wav2pix_jax.demo, wav2pix_jax.serving.web_demo, wav2pix_jax.generate; "
       "bad = [m for m in ('starlette', 'uvicorn', 'selenium', 'jax') if m in sys.modules]; "
       "assert not bad, bad"
   )
@@ -160,20 +163,20 @@ def test_demo_module_imports_no_web_framework():
 
 def test_limits_are_checked():
   with pytest.raises(ValueError, match="max_seconds must be positive"):
-    demo.Limits(max_seconds=0)
+    web_demo.Limits(max_seconds=0)
   with pytest.raises(ValueError, match="video_seconds"):
-    demo.Limits(video_seconds=-1)
-  assert demo.is_loopback("127.0.0.1") and demo.is_loopback("localhost")
-  assert demo.is_loopback("::1") and not demo.is_loopback("0.0.0.0")
+    web_demo.Limits(video_seconds=-1)
+  assert web_demo.is_loopback("127.0.0.1") and web_demo.is_loopback("localhost")
+  assert web_demo.is_loopback("::1") and not web_demo.is_loopback("0.0.0.0")
 
 
 def test_variety_is_refused_in_one_line_without_dropout(workdir_no_dropout):
-  service = demo.Demo(workdir_no_dropout, limits=LIMITS)
+  service = web_demo.Demo(workdir_no_dropout, limits=LIMITS)
   info = service.info()
   assert not info["can_sample"] and inference.NO_DROPOUT_MESSAGE in info["variety_note"]
   wav = _encoded(_speech(0.5))
   assert service.run_bytes(wav)["size"] == 64
-  with pytest.raises(demo.DemoError, match="no dropout") as e:
+  with pytest.raises(web_demo.DemoError, match="no dropout") as e:
     service.run_bytes(wav, variety=True, seed=3)
   assert "\n" not in str(e.value)
 
@@ -331,11 +334,11 @@ def test_twenty_simultaneous_uploads_are_all_answered(server):
 
 @needs_demo_extra
 def test_a_full_queue_says_busy_and_still_answers_everyone(workdir):
-  service = demo.Demo(workdir, limits=demo.Limits(max_waiting=2, video_seconds=0))
+  service = web_demo.Demo(workdir, limits=web_demo.Limits(max_waiting=2, video_seconds=0))
   service.warm_up()
   wav = _encoded(_speech(0.5))
   with (
-      demo.serving_in_background(demo.create_app(service)) as url,
+      web_demo.serving_in_background(web_demo.create_app(service)) as url,
       concurrent.futures.ThreadPoolExecutor(8) as pool,
   ):
     with service._lock:  # pylint: disable=protected-access  # hold the generator: requests queue
@@ -357,6 +360,26 @@ def _free_port() -> int:
   with socket.socket() as sock:
     sock.bind(("127.0.0.1", 0))
     return sock.getsockname()[1]
+
+
+def test_cli_bad_command_lines_exit_2_and_user_errors_1_in_one_line(tmp_path, capsys):
+  """The CLI parses into its own flags (every call from the defaults), like generate/evaluate."""
+  for argv, status, message in (
+      ([], 2, "--workdir must have a value other than None"),
+      ([f"--workdir={tmp_path}", "--port=0"], 2, "--port must be in 1..65535, got 0"),
+      ([f"--workdir={tmp_path}", "--max_upload_mb=0"], 2, "--max_upload_mb must be positive"),
+      ([f"--workdir={tmp_path}", "--max_seconds=0"], 2, "--max_seconds must be positive, got 0"),
+      ([f"--workdir={tmp_path}", "extra"], 2, "unexpected arguments ['extra']"),
+      ([f"--workdir={tmp_path / 'none'}"], 1, "no such workdir or checkpoint directory"),
+  ):
+    assert demo.main(argv) == status, argv
+    err = capsys.readouterr().err
+    assert err.startswith("wav2pix-demo: error:") and message in err, (argv, err)
+    assert err.count("\n") == 1, err
+  assert demo.main(["--help"]) == 0
+  printed = capsys.readouterr().out
+  for name in ("workdir", "host", "port", "step", "checkpoint", "max_waiting", "library_logs"):
+    assert f"--{name}:" in printed
 
 
 @pytest.mark.slow
@@ -398,6 +421,9 @@ def test_cli_serves_warns_on_all_interfaces_and_fails_in_one_line(workdir, tmp_p
       assert time.monotonic() < deadline, log.read_text()
       time.sleep(0.2)
     assert "anyone who can reach this machine" in log.read_text()
+    # A quiet console: our lines, not Orbax's INFO logs (those need --library_logs).
+    assert "INFO step 1: as asked" in log.read_text()
+    assert "orbax" not in log.read_text().lower() and "Restoring" not in log.read_text()
     for _ in range(50):  # the log line comes just before uvicorn binds
       with contextlib.suppress(OSError):
         info = json.loads(_get(f"http://127.0.0.1:{port}/api/info")[1])

@@ -1,6 +1,6 @@
 """What the command-line tools share: flags, errors and the console.
 
-The tools: main, evaluate, generate, attributes and the data_prep builders' __main__.
+The tools: main, evaluate, generate, demo, attributes and the data_prep builders' __main__.
 
 - `parse_flags`: absl flags into a tool's OWN `flags.FlagValues`, so that `main(argv)` can be
   called repeatedly (tests, notebooks) and two tools imported in one process (both define

@@ -32,6 +32,7 @@ from PIL import Image
 from wav2pix_jax.data import audio
 from wav2pix_jax import cli
 from wav2pix_jax import config_lib
+from wav2pix_jax.serving import video
 
 PROG = "wav2pix-generate"
 # The tool's own flags (not absl's global FLAGS: see cli.parse_flags).
@@ -70,80 +71,6 @@ flags.DEFINE_boolean("sample", False, "Keep the generator's dropout on.", flag_v
 flags.DEFINE_integer("seed", 0, "Seed of --sample.", flag_values=FLAGS)
 flags.DEFINE_boolean("library_logs", False, cli.LIBRARY_LOGS_HELP, flag_values=FLAGS)
 flags.mark_flags_as_required(["workdir", "audio", "out"], flag_values=FLAGS)
-
-
-def write_video(
-    path: str | os.PathLike,
-    frames: np.ndarray,
-    waveform: np.ndarray,
-    *,
-    sample_rate: int,
-    fps: float,
-) -> None:
-  """H.264 MP4 of uint8 frames [N, S, S, 3] with `waveform` (float mono) as AAC sound; atomic."""
-  import fractions  # pylint: disable=g-import-not-at-top
-
-  import av  # pylint: disable=g-import-not-at-top
-
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # Even dimensions for yuv420p; 64x64 / 128x128 already are.
-  frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
-  fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=f".{path.stem}.")
-  os.close(fd)
-  try:
-    with av.open(tmp, mode="w", format="mp4") as container:
-      rate = fractions.Fraction(fps).limit_denominator(1001)
-      video = container.add_stream("libx264", rate=rate)
-      video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-      sound = container.add_stream("aac", rate=sample_rate, layout="mono")
-      for frame in frames:
-        for packet in video.encode(
-            av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        ):
-          container.mux(packet)
-      for packet in video.encode():
-        container.mux(packet)
-      samples = np.clip(np.asarray(waveform, np.float32), -1.0, 1.0)[None, :]
-      audio_frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-      audio_frame.sample_rate = sample_rate
-      audio_frame.pts = 0
-      for packet in sound.encode(audio_frame):
-        container.mux(packet)
-      for packet in sound.encode():
-        container.mux(packet)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
-def video_windows(generator, waveform: np.ndarray, *, fps: float) -> np.ndarray:
-  """The model inputs of a talking-face video, float32 [frames, window]: one per 1/fps s.
-
-  Frame i is generated from the window CENTRED on time i / fps (the recording padded with half a
-  window of silence at both ends); silent windows are all zeros. `waveform` is at the generator's
-  sample rate. The web demo (demo.py) makes its videos with this function too.
-  """
-  half = generator.window // 2
-  padded = np.concatenate(
-      [np.zeros(half, np.float32), waveform, np.zeros(generator.window - half, np.float32)]
-  )
-  num_frames = max(1, int(np.floor(waveform.shape[0] / generator.sample_rate * fps)))
-  # Frame i at time i / fps; window i starts at i / fps in the padded signal, i.e. centred.
-  starts = np.round(np.arange(num_frames) * generator.sample_rate / fps).astype(int)
-  return np.stack(
-      [
-          audio.windows(
-              padded[s : s + generator.window],
-              window=generator.window,
-              hop=generator.window,
-              silent="zeros",
-              **generator.preprocess_options,
-          )[0]
-          for s in starts
-      ]
-  )
 
 
 def _save_pngs(out_dir: pathlib.Path, name: str, faces: np.ndarray) -> list[pathlib.Path]:
@@ -200,6 +127,18 @@ def _fuse(generator, files, waveforms, out_dir: pathlib.Path, name: str) -> None
   )
 
 
+def _talking_face(generator, path, waveform: np.ndarray, out_dir: pathlib.Path, name: str) -> None:
+  """`--video`: one frame per 1/fps s, written as the MP4 (with the sound) and as PNGs."""
+  from wav2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
+
+  windows = video.video_windows(generator, waveform, fps=FLAGS.fps)
+  _report_silent(path, inference.check_not_all_silent(windows), len(windows))
+  faces = generator.generate_preprocessed(windows, sample=FLAGS.sample, seed=FLAGS.seed)
+  video.write_video(FLAGS.video, faces, waveform, sample_rate=generator.sample_rate, fps=FLAGS.fps)
+  saved = _save_pngs(out_dir, name, faces)
+  print(f"{path}: {len(faces)} frames -> {FLAGS.video} and {len(saved)} PNG(s) in {out_dir}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """CLI entry; returns the exit status (2: a bad command line, 1: another user's error)."""
   if cli.wants_help(argv):
@@ -243,12 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       return 0
     for path, stem, waveform in zip(files, stems, waveforms):
       if FLAGS.video is not None:
-        windows = video_windows(generator, waveform, fps=FLAGS.fps)
-        _report_silent(path, inference.check_not_all_silent(windows), len(windows))
-        faces = generator.generate_preprocessed(windows, sample=FLAGS.sample, seed=FLAGS.seed)
-        write_video(FLAGS.video, faces, waveform, sample_rate=generator.sample_rate, fps=FLAGS.fps)
-        saved = _save_pngs(out_dir, stem, faces)
-        print(f"{path}: {len(faces)} frames -> {FLAGS.video} and {len(saved)} PNG(s) in {out_dir}")
+        _talking_face(generator, path, waveform, out_dir, stem)
       else:
         windows = generator.windows(waveform, generator.sample_rate, every=FLAGS.every)
         if FLAGS.every is not None:

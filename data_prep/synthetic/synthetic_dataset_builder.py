@@ -456,7 +456,7 @@ class SyntheticTalkingFaces(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.1.0")
   # Every face is drawn on one layout (see draw_face): pixel-space metrics read it from here
-  # (input_pipeline.DatasetInfo.face_layout).
+  # (datasets.DatasetInfo.face_layout).
   FACE_LAYOUT = {"face_box": FACE_BOX, "mouth_box": MOUTH_BOX, "brow_boxes": BROW_BOXES}
   RELEASE_NOTES = {
       "1.0.0": "Initial release.",

@@ -339,7 +339,7 @@ class SyntheticVoiceFaces(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  # synthetic_talking_faces' layout (input_pipeline.DatasetInfo.face_layout): pixel identity, mouth
+  # synthetic_talking_faces' layout (datasets.DatasetInfo.face_layout): pixel identity, mouth
   # and eyebrow metrics apply. A beard darkens the mouth box of its speaker at every loudness, so
   # only the within-speaker mouth correlation means anything here.
   FACE_LAYOUT = syn.SyntheticTalkingFaces.FACE_LAYOUT

@@ -28,6 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from wav2pix_jax import config_lib
+from wav2pix_jax.data import datasets
 from wav2pix_jax.data import input_pipeline
 from wav2pix_jax.evaluation import data as eval_data
 from wav2pix_jax.evaluation import grids
@@ -391,7 +392,7 @@ def _split_truth(source, count: int) -> dict[str, np.ndarray]:
 
 def mean_training_face(input_cfg, image_size: int) -> tuple[np.ndarray, dict]:
   """The pixel-mean face of the train split (uint8 [S, S, 3]) and the split's attribute truth."""
-  source = input_pipeline.data_source(input_cfg, input_cfg.train_split)
+  source = datasets.data_source(input_cfg, input_cfg.train_split)
   total = np.zeros((image_size, image_size, 3), np.float64)
   for i in range(len(source)):
     total += input_pipeline.decode_face(source[i]["face"], image_size)
@@ -423,7 +424,7 @@ def evaluate_workdir(
   """
   generator = inference.load(workdir, step, batch_size=batch_size)
   input_cfg = _dataset_config(generator, workdir, data_dir)
-  source = input_pipeline.data_source(input_cfg, split)  # ConfigError for an unknown split
+  source = datasets.data_source(input_cfg, split)  # ConfigError for an unknown split
   waveforms, real, speakers = eval_data.read_split(
       input_cfg, split=split, image_size=generator.image_size, batch_size=batch_size
   )
@@ -457,8 +458,8 @@ def _dataset_config(generator, workdir: str, data_dir: str | None):
   input_cfg = generator.config.input.copy_and_resolve_references()
   if data_dir is not None:
     input_cfg.data_dir = data_dir
-  # input_pipeline's one parsing of a dataset name ("name:version/config" -> name).
-  base_name = input_pipeline._base_name  # pylint: disable=protected-access
+  # datasets' one parsing of a dataset name ("name:version/config" -> name).
+  base_name = datasets.base_name
   if base_name(str(input_cfg.dataset)) != DATASET:
     raise config_lib.ConfigError(
         f"{workdir} was trained on {input_cfg.dataset!r}: attribute ground truth and layout exist "

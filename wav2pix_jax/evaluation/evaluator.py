@@ -23,7 +23,7 @@ from wav2pix_jax.evaluation import scoring
 from wav2pix_jax.evaluation import face_metrics
 from wav2pix_jax.evaluation import grids
 from wav2pix_jax.serving import inference
-from wav2pix_jax.data import input_pipeline
+from wav2pix_jax.data import datasets
 
 
 def save_grid(
@@ -168,7 +168,7 @@ def evaluate_workdir(
 
 def _workdir_eval_set(
     generator: inference.FaceGenerator, *, split: str, data_dir: str | None, **load_args
-) -> tuple[input_pipeline.DatasetInfo, eval_data.EvalSet]:
+) -> tuple[datasets.DatasetInfo, eval_data.EvalSet]:
   """The dataset's info and the eval set of `split`, read with the run's config.input (data_dir
   overridden); ConfigError where the input section or the dataset's speakers don't fit."""
   input_cfg = generator.config.input
@@ -185,7 +185,7 @@ def _workdir_eval_set(
 
 def _matching_dataset_info(generator: inference.FaceGenerator, input_cfg):
   """The dataset's info; ConfigError unless it has the speakers the generator was trained on."""
-  info = input_pipeline.get_dataset_info(input_cfg)
+  info = datasets.get_dataset_info(input_cfg)
   if info.num_speakers != generator.num_speakers or (
       generator.speaker_names and tuple(generator.speaker_names) != tuple(info.speaker_names)
   ):

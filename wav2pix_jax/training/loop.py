@@ -18,6 +18,7 @@ from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
 from wav2pix_jax.evaluation import evaluator as evaluator_lib
 from wav2pix_jax.evaluation import grids
+from wav2pix_jax.data import datasets
 from wav2pix_jax.data import input_pipeline
 from wav2pix_jax.serving import inference
 from wav2pix_jax.training import loop_parts
@@ -103,7 +104,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   is_chief = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
 
-  info = input_pipeline.get_dataset_info(config.input)
+  info = datasets.get_dataset_info(config.input)
   num_speakers = info.num_speakers
   meta = checkpoints.make_meta(config, num_speakers=num_speakers, speaker_names=info.speaker_names)
   manager = checkpoints.create_manager(workdir, max_to_keep=config.log.max_checkpoints)
@@ -123,18 +124,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       config, num_speakers, state, train_mode=False, speaker_names=tuple(info.speaker_names)
   )
   grid_batch = _grid_batch(config) if is_chief else None
-  evaluator = quality = None
-  if is_chief and config.eval.every_steps:  # the eval set is read once, on process 0
-    evaluator, quality = _periodic_evaluation(config, workdir, generator.batch_size, start_step)
-  minutes_before = loop_parts.minutes_at_checkpoint(
-      manager, latest, fallback=quality.minutes_before if quality else 0.0
+  evaluator, quality, clock, best = _evaluation_and_clock(
+      config, workdir, generator.batch_size, start_step, manager, latest, meta, is_chief
   )
-  clock = loop_parts.TrainClock(minutes_before=minutes_before)
-  best = None
-  if config.eval.every_steps and config.eval.get("best_metric", ""):
-    best = loop_parts.BestCheckpoint(
-        workdir, metric=config.eval.best_metric, meta=meta, is_chief=is_chief
-    )
   return Run(
       config=config,
       workdir=workdir,
@@ -154,6 +146,39 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       clock=clock,
       best=best,
   )
+
+
+def _evaluation_and_clock(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    batch_size: int,
+    start_step: int,
+    manager,
+    latest: Optional[int],
+    meta: dict,
+    is_chief: bool,
+) -> tuple[
+    Optional[evaluator_lib.PeriodicEvaluator],
+    Optional[monitor.QualityHistory],
+    loop_parts.TrainClock,
+    Optional[loop_parts.BestCheckpoint],
+]:
+  """setup()'s (evaluator, quality history, clock, best checkpoint): the periodic evaluation and
+  its history on process 0 (config.eval.every_steps > 0), the training minutes resumed from the
+  latest checkpoint (else the history's), <workdir>/best on every process (eval.best_metric)."""
+  evaluator = quality = None
+  if is_chief and config.eval.every_steps:  # the eval set is read once, on process 0
+    evaluator, quality = _periodic_evaluation(config, workdir, batch_size, start_step)
+  minutes_before = loop_parts.minutes_at_checkpoint(
+      manager, latest, fallback=quality.minutes_before if quality else 0.0
+  )
+  clock = loop_parts.TrainClock(minutes_before=minutes_before)
+  best = None
+  if config.eval.every_steps and config.eval.get("best_metric", ""):
+    best = loop_parts.BestCheckpoint(
+        workdir, metric=config.eval.best_metric, meta=meta, is_chief=is_chief
+    )
+  return evaluator, quality, clock, best
 
 
 def _compatible_latest_step(
