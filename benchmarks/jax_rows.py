@@ -225,15 +225,20 @@ def _phase_fns(config, step_lib, parallel) -> dict:
   d_model = factory.make_discriminator(config.model)
   g_tx, d_tx = step_lib.make_optimizers(config)
 
+  def g_out(state, batch, index, update_spectral):  # each phase runs G's forward itself
+    rng = jax.random.fold_in(state.rng, index)
+    return step_lib.g_forward(
+        state, batch, g_model=g_model, rng=rng, update_spectral=update_spectral
+    )
+
   def d_phase(state, batch):
     return step_lib.d_update(
         state,
         batch,
-        g_model=g_model,
+        g_out(state, batch, 1, True),
         d_model=d_model,
         d_tx=d_tx,
         real_label=config.loss.real_label,
-        rng=jax.random.fold_in(state.rng, 1),
         axis_name=parallel.AXIS_NAME,
     )
 
@@ -241,11 +246,10 @@ def _phase_fns(config, step_lib, parallel) -> dict:
     return step_lib.g_update(
         state,
         batch,
-        g_model=g_model,
+        g_out(state, batch, 2, False),
         d_model=d_model,
         g_tx=g_tx,
         loss_weights=config.loss,
-        rng=jax.random.fold_in(state.rng, 2),
         axis_name=parallel.AXIS_NAME,
     )
 

@@ -192,14 +192,7 @@ def test_shared_g_forward_gives_the_straightforward_gradients(adversarial_into_e
     # against the updated D through the saved vjp.
     g_out = step_lib.g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=True)
     d_state, _ = step_lib.d_update(
-        state,
-        batch,
-        g_model=g_model,
-        d_model=d_model,
-        d_tx=kw["d_tx"],
-        real_label=0.9,
-        rng=rng,
-        g_out=g_out,
+        state, batch, g_out, d_model=d_model, d_tx=kw["d_tx"], real_label=0.9
     )
     loss, _, grads = step_lib.g_loss_and_grads(
         d_state, batch, g_out, d_model=d_model, loss_weights=config.loss

@@ -1,7 +1,6 @@
 """training/step.py and loop.py: state, the D/G phases, the pmapped step (2 devices == 1), and
 train_and_evaluate."""
 
-import functools
 import glob
 import json
 import os
@@ -71,16 +70,17 @@ def _phase_kwargs(config):
 def test_d_update_leaves_g_params_untouched(tiny_state):
   config, state = tiny_state
   kw = _phase_kwargs(config)
-  d_update = jax.jit(
-      functools.partial(
-          step_lib.d_update,
-          g_model=kw["g_model"],
-          d_model=kw["d_model"],
-          d_tx=kw["d_tx"],
-          real_label=0.9,
-      )
-  )
-  new, metrics = d_update(state, _batch(config), rng=jax.random.PRNGKey(1))
+
+  @jax.jit
+  def d_update(state, batch):  # as train_step: G's forward (one power iteration), then D's update
+    g_out = step_lib.g_forward(
+        state, batch, g_model=kw["g_model"], rng=jax.random.PRNGKey(1), update_spectral=True
+    )
+    return step_lib.d_update(
+        state, batch, g_out, d_model=kw["d_model"], d_tx=kw["d_tx"], real_label=0.9
+    )
+
+  new, metrics = d_update(state, _batch(config))
   assert _equal(new.g_params, state.g_params)
   assert _equal(new.g_opt_state, state.g_opt_state)
   assert _equal(new.g_batch_stats, state.g_batch_stats)
@@ -98,16 +98,17 @@ def test_d_update_leaves_g_params_untouched(tiny_state):
 def test_g_update_leaves_d_untouched(tiny_state):
   config, state = tiny_state
   kw = _phase_kwargs(config)
-  g_update = jax.jit(
-      functools.partial(
-          step_lib.g_update,
-          g_model=kw["g_model"],
-          d_model=kw["d_model"],
-          g_tx=kw["g_tx"],
-          loss_weights=config.loss,
-      )
-  )
-  new, metrics = g_update(state, _batch(config), rng=jax.random.PRNGKey(1))
+
+  @jax.jit
+  def g_update(state, batch):  # G's forward without a power iteration, then G's update
+    g_out = step_lib.g_forward(
+        state, batch, g_model=kw["g_model"], rng=jax.random.PRNGKey(1), update_spectral=False
+    )
+    return step_lib.g_update(
+        state, batch, g_out, d_model=kw["d_model"], g_tx=kw["g_tx"], loss_weights=config.loss
+    )
+
+  new, metrics = g_update(state, _batch(config))
   assert _equal(new.d_params, state.d_params)
   assert _equal(new.d_opt_state, state.d_opt_state)
   assert _equal(new.d_spectral, state.d_spectral)
@@ -134,14 +135,12 @@ def test_d_phase_does_not_differentiate_through_g(tiny_state):
   batch = _batch(config)
 
   def d_loss_of_g(g_params):
+    moved = state.replace(g_params=g_params)
+    g_out = step_lib.g_forward(
+        moved, batch, g_model=kw["g_model"], rng=jax.random.PRNGKey(1), update_spectral=True
+    )
     _, metrics = step_lib.d_update(
-        state.replace(g_params=g_params),
-        batch,
-        g_model=kw["g_model"],
-        d_model=kw["d_model"],
-        d_tx=kw["d_tx"],
-        real_label=0.9,
-        rng=jax.random.PRNGKey(1),
+        moved, batch, g_out, d_model=kw["d_model"], d_tx=kw["d_tx"], real_label=0.9
     )
     return metrics["d_loss"]
 

@@ -114,11 +114,6 @@ def shard(batch: PyTree, num_devices: Optional[int] = None) -> PyTree:
   return jax.tree.map(split, batch)
 
 
-def unshard(tree: PyTree) -> PyTree:
-  """Inverse of `shard`: merges the leading [devices, per_device] axes (fetches to host)."""
-  return jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]), jax.device_get(tree))
-
-
 def put_sharded(batch: PyTree, devices=None) -> PyTree:
   """Moves a `shard`ed batch onto the local devices, one slice of the leading axis per device."""
   sharding = jax.sharding.NamedSharding(_mesh(devices), jax.sharding.PartitionSpec(AXIS_NAME))

@@ -238,29 +238,24 @@ def d_loss(
 def d_update(
     state: TrainState,
     batch: dict,
+    g_out: GForward,
     *,
-    g_model,
     d_model,
     d_tx: optax.GradientTransformation,
     real_label: float,
-    rng: jax.Array,
     axis_name: Optional[str] = None,
     skip_nonfinite: bool = False,
-    g_out: Optional[GForward] = None,
     augment_policy: str = "",
     r1_weight: float = 0.0,
     augment_rng: Optional[jax.Array] = None,
 ) -> tuple[TrainState, Metrics]:
   """One D update on real (0.9), generated (0) and wrong-face (0) pairs; G's params are untouched.
 
-  `g_out`: this step's G forward (train_step passes the one both phases share); None runs it here
-  (dropout from `rng`, with this step's spectral power iteration for G). Its faces and speech
-  embedding are constants for D: no gradient flows back into G. `augment_policy`: DiffAugment on
-  every image D sees (random draws from `augment_rng`); `r1_weight` > 0 adds the R1 penalty
-  r1_weight/2 * E|d D(real, e) / d real|^2.
+  `g_out`: this step's G forward (g_forward; train_step passes the one both phases share). Its
+  faces and speech embedding are constants for D: no gradient flows back into G.
+  `augment_policy`: DiffAugment on every image D sees (random draws from `augment_rng`);
+  `r1_weight` > 0 adds the R1 penalty r1_weight/2 * E|d D(real, e) / d real|^2.
   """
-  if g_out is None:
-    g_out = g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=True)
   images, embedding = d_inputs(batch, g_out, augment_policy=augment_policy, augment_rng=augment_rng)
   loss_fn = functools.partial(d_loss, d_model=d_model, real_label=real_label, r1_weight=r1_weight)
   (loss, (terms, scores, d_spectral)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -339,26 +334,22 @@ def g_loss_and_grads(
 def g_update(
     state: TrainState,
     batch: dict,
+    g_out: GForward,
     *,
-    g_model,
     d_model,
     g_tx: optax.GradientTransformation,
     loss_weights: ml_collections.ConfigDict,
-    rng: jax.Array,
     axis_name: Optional[str] = None,
     skip_nonfinite: bool = False,
-    g_out: Optional[GForward] = None,
     augment_rng: Optional[jax.Array] = None,
 ) -> tuple[TrainState, Metrics]:
   """One G-side update (encoder, classifier, generator) against the current D; D is untouched.
 
   G loss = w_adv MSE(D(G(e), e), 1) + w_fm feature matching + w_l1 L1(G(e), face)
       + w_ce CE(speaker).
-  `g_out`: this step's shared G forward (from train_step); None runs one here (dropout from `rng`,
-  no power iteration). BatchNorm statistics are taken from that forward.
+  `g_out`: this step's shared G forward (g_forward, from train_step); BatchNorm statistics are taken
+  from it.
   """
-  if g_out is None:
-    g_out = g_forward(state, batch, g_model=g_model, rng=rng, update_spectral=False)
   loss, (terms, accuracy), grads = g_loss_and_grads(
       state,
       batch,
@@ -432,14 +423,12 @@ def train_step(
   state, d_metrics = d_update(
       state,
       batch,
-      g_model=g_model,
+      g_out,
       d_model=d_model,
       d_tx=d_tx,
       real_label=loss_cfg.real_label,
-      rng=dropout_rng,
       axis_name=axis_name,
       skip_nonfinite=skip_nonfinite,
-      g_out=g_out,
       augment_policy=loss_cfg.diff_augment,
       r1_weight=loss_cfg.r1,
       augment_rng=d_augment_rng,
@@ -447,14 +436,12 @@ def train_step(
   state, g_metrics = g_update(
       state,
       batch,
-      g_model=g_model,
+      g_out,
       d_model=d_model,
       g_tx=g_tx,
       loss_weights=loss_cfg,
-      rng=dropout_rng,
       axis_name=axis_name,
       skip_nonfinite=skip_nonfinite,
-      g_out=g_out,
       augment_rng=g_augment_rng,
   )
   if ema_decay > 0:
