@@ -122,7 +122,7 @@ def test_notebook_runs_on_a_wav(workdir, tmp_path, monkeypatch, capsys):
         )
   assert [type(x) for x in displayed] == [Image.Image, Image.Image]
   printed = capsys.readouterr().out
-  assert "checkpoint step 4" in printed and "alice, bob" in printed
+  assert "step 4: the latest checkpoint" in printed and "alice, bob" in printed
 
 
 @pytest.mark.slow
