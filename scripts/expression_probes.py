@@ -40,7 +40,7 @@ import optax
 from data_prep.synthetic import synthetic_dataset_builder as syn
 from wav2pix_jax import cli
 from wav2pix_jax.data import audio
-from wav2pix_jax.evaluation import face_metrics
+from wav2pix_jax.evaluation import pixel_metrics
 from wav2pix_jax.models import networks
 
 PROG = "expression_probes"
@@ -76,18 +76,20 @@ def _columns(records):
 
 def _within_r(x, y, groups):
   return float(
-      np.corrcoef(face_metrics.within_group(x, groups), face_metrics.within_group(y, groups))[0, 1]
+      np.corrcoef(pixel_metrics.within_group(x, groups), pixel_metrics.within_group(y, groups))[
+          0, 1
+      ]
   )
 
 
 def _face_rs(images, speakers, loudness, pitch):
   """Within-speaker r of mouth opening ~ loudness and eyebrow height ~ pitch (pixel metrics)."""
   u8 = np.clip((np.asarray(images) + 1) * 127.5, 0, 255).round().astype(np.uint8)
-  mouth = face_metrics.mouth_expressivity(
-      face_metrics.mouth_opening_px(u8, syn.MOUTH_BOX), loudness, speakers
+  mouth = pixel_metrics.mouth_expressivity(
+      pixel_metrics.mouth_opening_px(u8, syn.MOUTH_BOX), loudness, speakers
   )
-  brows = face_metrics.brow_expressivity(
-      face_metrics.brow_height_px(u8, syn.BROW_BOXES), pitch, speakers
+  brows = pixel_metrics.brow_expressivity(
+      pixel_metrics.brow_height_px(u8, syn.BROW_BOXES), pitch, speakers
   )
   return mouth["loudness_correlation_within_speaker"], brows["pitch_correlation_within_speaker"]
 

@@ -7,7 +7,6 @@ import pytest
 import tensorflow_datasets as tfds
 
 from wav2pix_jax.data import datasets
-from wav2pix_jax.data import input_pipeline
 
 import helpers
 

@@ -22,7 +22,6 @@ import pytest
 
 from wav2pix_jax import checkpoints
 from wav2pix_jax.data import datasets
-from wav2pix_jax.data import input_pipeline
 from wav2pix_jax.training import parallel
 from wav2pix_jax.training import step as step_lib
 

@@ -15,6 +15,7 @@ from data_prep.synthetic import synthetic_dataset_builder as syn
 from wav2pix_jax.evaluation import report as ev
 from wav2pix_jax.evaluation import scoring
 from wav2pix_jax.evaluation import face_metrics as fm
+from wav2pix_jax.evaluation import pixel_metrics
 from wav2pix_jax.training import loop
 from wav2pix_jax.training import loop_parts
 from wav2pix_jax.training import step as step_lib
@@ -43,7 +44,7 @@ def clips():
 
 
 def test_mouth_opening_px_follows_loudness_on_every_speaker(clips):
-  opening = fm.mouth_opening_px(clips["faces"], syn.MOUTH_BOX)
+  opening = pixel_metrics.mouth_opening_px(clips["faces"], syn.MOUTH_BOX)
   assert np.corrcoef(opening, clips["loudness"])[0, 1] > 0.97
   for s in range(len(syn.SPEAKERS)):
     mask = clips["speakers"] == s
@@ -53,15 +54,15 @@ def test_mouth_opening_px_follows_loudness_on_every_speaker(clips):
       0.3 < opening[clips["loudness"].argmin()] < 2.0 and opening[clips["loudness"].argmax()] > 5.0
   )
   with pytest.raises(ValueError, match="does not fit"):
-    fm.mouth_opening_px(clips["faces"], (60, 70, 0, 4))
+    pixel_metrics.mouth_opening_px(clips["faces"], (60, 70, 0, 4))
 
 
 def test_brow_height_px_follows_pitch_on_every_speaker(clips):
-  height = fm.brow_height_px(clips["faces"], syn.BROW_BOXES)
+  height = pixel_metrics.brow_height_px(clips["faces"], syn.BROW_BOXES)
   assert np.corrcoef(height, clips["pitch_shift"])[0, 1] > 0.95
   within = np.corrcoef(
-      fm.within_group(height, clips["speakers"]),
-      fm.within_group(clips["pitch_shift"], clips["speakers"]),
+      pixel_metrics.within_group(height, clips["speakers"]),
+      pixel_metrics.within_group(clips["pitch_shift"], clips["speakers"]),
   )[0, 1]
   assert within > 0.95
   for s in range(len(syn.SPEAKERS)):
@@ -73,7 +74,8 @@ def test_brow_height_px_follows_pitch_on_every_speaker(clips):
   # Mouth and eyebrows are independent measurements: the mouth does not move the eyebrow metric.
   speaker = syn.make_speakers()[0]
   quiet, loud = (
-      fm.brow_height_px(syn.draw_face(speaker, l, 0.3)[None], syn.BROW_BOXES)[0] for l in (0.0, 1.0)
+      pixel_metrics.brow_height_px(syn.draw_face(speaker, l, 0.3)[None], syn.BROW_BOXES)[0]
+      for l in (0.0, 1.0)
   )
   assert quiet == pytest.approx(loud, abs=1e-4)
 
@@ -227,7 +229,6 @@ def synthetic_config(tmp_path_factory):
 def test_face_layout_comes_from_the_dataset(synthetic_config):
   from wav2pix_jax.evaluation import data as eval_data
   from wav2pix_jax.data import datasets
-  from wav2pix_jax.data import input_pipeline
 
   info = datasets.get_dataset_info(synthetic_config.input)
   assert info.face_layout == {

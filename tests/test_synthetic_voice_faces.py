@@ -9,7 +9,7 @@ from data_prep.synthetic_voice_faces import SyntheticVoiceFaces
 from data_prep.synthetic_voice_faces import synthetic_voice_faces_dataset_builder as svf
 from wav2pix_jax import attributes as attributes_cli
 from wav2pix_jax.evaluation import attributes
-from wav2pix_jax.evaluation import face_metrics
+from wav2pix_jax.evaluation import pixel_metrics
 
 NAME = "synthetic_voice_faces"
 EXTRAS = ("loudness", "pitch_shift", "f0_hz", "formant_scale") + tuple(attributes.ATTRIBUTES)
@@ -117,8 +117,8 @@ def test_expression_layout_of_synthetic_talking_faces_still_holds():
   faces = np.stack([svf.draw_face(s, l, p) for s, l, p in zip(speakers, loudness, shift)])
   flat = np.stack([svf.draw_face(s, 0.5, 0.0) for s in speakers])  # each speaker's own baseline
   for metric, box, expression in (
-      (face_metrics.mouth_opening_px, svf.MOUTH_BOX, loudness),
-      (face_metrics.brow_height_px, svf.BROW_BOXES, shift),
+      (pixel_metrics.mouth_opening_px, svf.MOUTH_BOX, loudness),
+      (pixel_metrics.brow_height_px, svf.BROW_BOXES, shift),
   ):
     assert _corr(metric(faces, box) - metric(flat, box), expression) > 0.8
 

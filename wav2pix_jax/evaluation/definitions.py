@@ -3,6 +3,7 @@ report.json's "definitions" (and each row's description), next to the numbers it
 
 from wav2pix_jax.evaluation import emotion
 from wav2pix_jax.evaluation import face_metrics
+from wav2pix_jax.evaluation import pixel_metrics
 
 DEFINITIONS = {
     "face_detection_rate": (
@@ -55,7 +56,7 @@ PIXEL_DEFINITIONS = {
     "pixel_brows": (
         "eyebrow height measured directly in the dataset's known eyebrow boxes: per column, the "
         "row centroid of the darkest pixels (softmin of luma, "
-        f"{face_metrics.BROW_SOFTMIN_LUMA:g}), in px above the boxes' bottom, averaged over "
+        f"{pixel_metrics.BROW_SOFTMIN_LUMA:g}), in px above the boxes' bottom, averaged over "
         "columns; on every image, and its Pearson correlation with each clip's pitch (the "
         "dataset's pitch_shift, semitones); 'within_speaker' as for the mouth"
     ),

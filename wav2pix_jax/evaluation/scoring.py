@@ -30,6 +30,7 @@ from wav2pix_jax.evaluation import clip_metrics
 from wav2pix_jax.evaluation import definitions
 from wav2pix_jax.evaluation import emotion
 from wav2pix_jax.evaluation import face_metrics
+from wav2pix_jax.evaluation import pixel_metrics
 from wav2pix_jax.evaluation import report as eval_report
 
 
@@ -122,21 +123,21 @@ def _pixel_metrics(
     layout: dict,
     pitch: np.ndarray | None = None,
 ) -> eval_report.PixelMetrics:
-  predicted = classifier.predict(face_metrics.pixel_vectors(images, layout["face_box"]))
+  predicted = classifier.predict(pixel_metrics.pixel_vectors(images, layout["face_box"]))
   metrics = eval_report.PixelMetrics(
       identity=_identity(predicted, classes, speakers, speaker_names)
   )
   if layout["mouth_box"] is not None:
     metrics.has_mouth_box = True
     if loudness is not None:
-      opening = face_metrics.mouth_opening_px(images, layout["mouth_box"])
+      opening = pixel_metrics.mouth_opening_px(images, layout["mouth_box"])
       metrics.mouth = eval_report.PixelMouth(
-          **face_metrics.mouth_expressivity(opening, loudness, speakers)
+          **pixel_metrics.mouth_expressivity(opening, loudness, speakers)
       )
   if layout["brow_boxes"] is not None and pitch is not None:
-    height = face_metrics.brow_height_px(images, layout["brow_boxes"])
+    height = pixel_metrics.brow_height_px(images, layout["brow_boxes"])
     metrics.brows = eval_report.PixelBrows(
-        **face_metrics.brow_expressivity(height, pitch, speakers)
+        **pixel_metrics.brow_expressivity(height, pitch, speakers)
     )
   return metrics
 
@@ -356,7 +357,7 @@ def _add_pixel_rows(
       "brow_boxes": layout.get("brow_boxes"),
   }
   pixel_classifier = face_metrics.fit_identity_classifier(
-      face_metrics.pixel_vectors(inputs.train_real, layout["face_box"]),
+      pixel_metrics.pixel_vectors(inputs.train_real, layout["face_box"]),
       inputs.class_index,
       len(inputs.classes),
   )
