@@ -35,6 +35,24 @@ class UsageError(Exception):
   """A bad command line (unknown flag, bad flag value, missing required flag): exit status 2."""
 
 
+def define_checkpoint_flags(flag_values: flags.FlagValues) -> None:
+  """--step and --checkpoint, as every tool that loads a trained generator reads them."""
+  flags.DEFINE_integer(
+      "step",
+      None,
+      "Checkpoint step (default: the one --checkpoint picks).",
+      flag_values=flag_values,
+  )
+  flags.DEFINE_enum(
+      "checkpoint",
+      "best",
+      ["best", "latest"],
+      "best: the best checkpoint by periodic validation where the run kept one (<workdir>/best), "
+      "else the latest; latest: the newest checkpoint.",
+      flag_values=flag_values,
+  )
+
+
 def parse_flags(flag_values: flags.FlagValues, argv: Sequence[str] | None, prog: str) -> list[str]:
   """Parses `argv` (no program name; None: sys.argv[1:]) into `flag_values`, from the defaults.
 

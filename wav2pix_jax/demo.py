@@ -50,17 +50,7 @@ flags.DEFINE_string(
     flag_values=FLAGS,
 )
 flags.DEFINE_integer("port", 7860, "Port to serve the page on.", flag_values=FLAGS)
-flags.DEFINE_integer(
-    "step", None, "Default checkpoint step (default: --checkpoint's).", flag_values=FLAGS
-)
-flags.DEFINE_enum(
-    "checkpoint",
-    "best",
-    ["best", "latest"],
-    "Default checkpoint without --step. best: the best by periodic validation where the run "
-    "kept one (<workdir>/best), else the latest; latest: the newest checkpoint.",
-    flag_values=FLAGS,
-)
+cli.define_checkpoint_flags(FLAGS)  # the page's default checkpoint
 flags.DEFINE_float("max_upload_mb", 10.0, "Largest upload accepted, in MiB.", flag_values=FLAGS)
 flags.DEFINE_float(
     "max_seconds", 30.0, "Longest decoded sound accepted, in seconds.", flag_values=FLAGS

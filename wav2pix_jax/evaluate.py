@@ -34,17 +34,7 @@ flags.DEFINE_string(
     "Output folder for report.json and grid.png (default: <workdir>/eval/<split>).",
     flag_values=FLAGS,
 )
-flags.DEFINE_integer(
-    "step", None, "Checkpoint step (default: the one --checkpoint picks).", flag_values=FLAGS
-)
-flags.DEFINE_enum(
-    "checkpoint",
-    "best",
-    ["best", "latest"],
-    "best: the best checkpoint by periodic validation where the run kept one (<workdir>/best), "
-    "else the latest; latest: the newest checkpoint.",
-    flag_values=FLAGS,
-)
+cli.define_checkpoint_flags(FLAGS)
 flags.DEFINE_integer(
     "max_examples", None, "Evaluate only the first N examples (default: all).", flag_values=FLAGS
 )

@@ -45,17 +45,7 @@ flags.DEFINE_multi_string(
     flag_values=FLAGS,
 )
 flags.DEFINE_string("out", None, "Output folder for the PNG faces.", flag_values=FLAGS)
-flags.DEFINE_integer(
-    "step", None, "Checkpoint step (default: the one --checkpoint picks).", flag_values=FLAGS
-)
-flags.DEFINE_enum(
-    "checkpoint",
-    "best",
-    ["best", "latest"],
-    "best: the best checkpoint by periodic validation where the run kept one (<workdir>/best), "
-    "else the latest; latest: the newest checkpoint.",
-    flag_values=FLAGS,
-)
+cli.define_checkpoint_flags(FLAGS)
 flags.DEFINE_float("every", None, "One face every S seconds.", flag_values=FLAGS)
 flags.DEFINE_string(
     "video", None, "Write a talking-face MP4 (one --audio only).", flag_values=FLAGS
