@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up .venv from the repo's own files and runs the test suite (README.md's test command):
 # the fast tier (`pytest`, which deselects `slow`), then the slow tier (`pytest -m slow`: real
-# processes, long trainings), each with its wall time. TIERS="fast" (or "slow") runs one tier;
-# arguments go to pytest (e.g. `bash scripts/test.sh tests/test_models.py`).
+# processes, long trainings, the real-data quality gate), each with its wall time
+# (docs/testing.md). TIERS="fast" (or "slow") runs one tier; arguments go to pytest (e.g.
+# `bash scripts/test.sh tests/test_models.py`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -50,6 +51,12 @@ if [ -n "$long_lines" ]; then
   exit 1
 fi
 echo "line length: no .py or .html line of $code_dirs passes 100 columns"
+# Each tier on TEST_WORKERS pytest-xdist workers (default 2: CI's cores), one test file per worker
+# (a file's module fixtures are built once), in collection order (tests/conftest.py puts the
+# slowest files first); TEST_WORKERS=0 runs in one process.
+workers=${TEST_WORKERS:-2}
+xdist=()
+if [ "$workers" != 0 ]; then xdist=(-n "$workers" --dist loadfile --no-loadscope-reorder); fi
 status=0
 for tier in ${TIERS:-fast slow}; do
   case "$tier" in
@@ -59,7 +66,7 @@ for tier in ${TIERS:-fast slow}; do
   esac
   start=$(date +%s)
   set +e
-  .venv/bin/python -m pytest -q -m "$marker" "$@"
+  .venv/bin/python -m pytest -q "${xdist[@]}" -m "$marker" "$@"
   rc=$?
   set -e
   echo "tier $tier: exit $rc, $(( $(date +%s) - start )) s wall"
