@@ -409,3 +409,30 @@ def test_training_minutes_continue_over_a_resume_without_evaluations(tmp_path, c
   config = _tiny(**overrides, num_train_steps=50, max_train_minutes=1.5)
   assert int(loop.train_and_evaluate(config, workdir).step) == 3  # 1 minute before + 30 s
   assert "Stopped by max_train_minutes=1.5 (at 1.5 training minutes) after step 3" in caplog.text
+
+
+@pytest.mark.slow
+def test_evaluations_and_image_grids_leave_training_unchanged(tmp_path):
+  """The periodic evaluation, the image grids and the best checkpoint only read the state: the
+  state trained beside them equals, to the bit, the state trained without them."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  data_dir = str(tmp_path / "tfds")
+  states = {}
+  for name, every in (("plain", 0), ("watched", 1)):
+    config = _tiny(
+        **{
+            "input.data_dir": data_dir,
+            "eval.split": "test",
+            "num_train_steps": 3,
+            "eval.every_steps": every,
+            "eval.best_metric": "identity" if every else "",
+            "log.image_every_steps": every or 1000,
+        }
+    )
+    states[name] = jax.device_get(loop.train_and_evaluate(config, str(tmp_path / name)))
+  assert (tmp_path / "watched" / "best").is_dir() and not (tmp_path / "plain" / "best").exists()
+  plain, watched = (jax.tree_util.tree_leaves_with_path(states[k]) for k in ("plain", "watched"))
+  assert len(plain) == len(watched)
+  for (path, a), (_, b) in zip(plain, watched):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))

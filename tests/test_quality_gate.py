@@ -135,8 +135,9 @@ def test_fast_recipe_learns_the_speakers_faces(youtubers_tfds, tmp_path, capsys)
   best = checkpoints.read_best(workdir)
   lines = [
       f"step {step}: identity {m['eval/generated/identity']:.3f}, detection "
-      f"{m['eval/generated/face_detection_rate']:.3f}, FD {m['eval/generated/frechet_distance']:.3f}"
-      f" (mean face {m['eval/mean_face/frechet_distance']:.3f})"
+      f"{m['eval/generated/face_detection_rate']:.3f}, "
+      f"FD {m['eval/generated/frechet_distance']:.3f} "
+      f"(mean face {m['eval/mean_face/frechet_distance']:.3f})"
       + ("  <- best" if step == best["step"] else "")
       for step, m in ((step, h["metrics"]) for step, h in history.items())
   ]
