@@ -2,11 +2,11 @@
 
     WAV2PIX_WORKDIR=workdirs/demo python app.py        # http://0.0.0.0:7860, as a Space expects
 
-Environment: WAV2PIX_WORKDIR (required: a training workdir), WAV2PIX_STEP (default: the newest
-checkpoint), WAV2PIX_MAX_UPLOAD_MB (10), WAV2PIX_MAX_SECONDS (30), WAV2PIX_VIDEO_SECONDS (3),
-HOST (0.0.0.0), PORT (7860), WAV2PIX_LIBRARY_LOGS (1: the libraries' INFO logs too). The same
-page and limits as `python -m wav2pix_jax.demo`; README.md ("Web demo") says how to deploy it
-(space/Dockerfile).
+Environment: WAV2PIX_WORKDIR (required: a training workdir), WAV2PIX_STEP (default:
+<workdir>/best, else the newest checkpoint), WAV2PIX_MAX_UPLOAD_MB (10), WAV2PIX_MAX_SECONDS (30),
+WAV2PIX_VIDEO_SECONDS (3), HOST (0.0.0.0), PORT (7860), WAV2PIX_LIBRARY_LOGS (1: the libraries'
+INFO logs too). The same page and limits as `python -m wav2pix_jax.demo`; README.md ("Web demo")
+says how to deploy it (space/Dockerfile).
 """
 
 import logging
