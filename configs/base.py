@@ -23,6 +23,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_train_steps = 6_400
   # > 0: also stop (checkpoint + evaluation) after this much training wall time
   config.max_train_minutes = 0.0
+  # > 0: G's BatchNorm statistics recomputed for the current weights on the first N training
+  # records before every checkpoint, evaluation and image grid (training never reads them); 0 (the
+  # paper): the running averages, which can lag the weights (docs/results.md, the identity swing)
+  config.precise_bn_examples = 0
   # True: skip updates with a non-finite loss/gradient instead of stopping
   config.skip_nonfinite = False
   # True: jax.distributed.initialize() first (multi-host; SLURM/MPI/TPU auto-detected)
@@ -97,8 +101,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.d.b2 = 0.999  # Adam beta2
 
   config.loss = loss = ml_collections.ConfigDict()
-  loss.real_label = 0.9  # D target for real matching pairs (one-sided label smoothing)
-  loss.adversarial = 1.0  # weight of MSE(D(G(e), e), 1) in the G loss
+  # the adversarial objective: "lsgan" (paper) | "hinge" | "logistic" (non-saturating)
+  loss.gan = "lsgan"
+  loss.real_label = 0.9  # lsgan's D target for real matching pairs (one-sided label smoothing)
+  loss.adversarial = 1.0  # weight of G's adversarial term (lsgan: MSE(D(G(e), e), 1))
   loss.feature_matching = 100.0  # weight of MSE between D-feature batch means (fake vs real)
   loss.l1 = 50.0  # weight of L1(G(e), real face)
   loss.speaker_ce = 20.0  # weight of the auxiliary speaker cross-entropy
@@ -107,6 +113,10 @@ def get_config() -> ml_collections.ConfigDict:
   # the face; every D score then drifts up and the run diverges (docs/results.md). False: that
   # input is a constant for G (the encoder still learns from the adversarial loss via the face).
   loss.adversarial_into_encoder = False  # see above
+  # LeCam regulariser weight (0 = off): D's real scores held under the running mean of its fake
+  # scores and the fake scores over that of the real ones (Tseng et al. 2021; MAGVIT)
+  loss.lecam = 0.0
+  loss.lecam_decay = 0.99  # decay of those running means
   loss.r1 = 0.0  # R1 penalty gamma/2 E|grad_x D(x, e)|^2 on real pairs (0 = off)
   # DiffAugment policy for every image D sees: "" | e.g. "color,translation,cutout"
   loss.diff_augment = ""

@@ -34,6 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.adversarial = 0.1  # the adversarial term sharpens the L1 regression, no more
   config.loss.feature_matching = 0.0
   config.loss.l1 = 100.0
+  # Evaluation-mode BatchNorm statistics recomputed for the weights as they are (40 batches): with
+  # G's learning rate the running averages lag the weights and the faces of every clip become one
+  # speaker's (docs/results.md, the identity swing)
+  config.precise_bn_examples = 640
   config.log.checkpoint_every_steps = 500
   config.eval.every_steps = 500
   config.eval.max_examples = 128

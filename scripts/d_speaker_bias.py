@@ -13,7 +13,12 @@ validation split's real faces:
              the gap between the top speaker and the rest: f's per-speaker bias;
   matching   mean D(real, own speech) - D(real, another speaker's speech): ~0 for an additive D;
   drawn      the share of generated faces nearest (pixels) to each speaker's mean real face:
-             one speaker near 100 % is the collapse.
+             one speaker near 100 % is the collapse;
+  drawn_bs   the same with G's BatchNorm on batch statistics (train mode; fast.py has no dropout)
+             instead of the running averages evaluation uses: a collapse here too is G's, one
+             that vanishes is the running statistics lagging the weights;
+  separable  nearest-centroid speaker accuracy of the speech embeddings (evaluation mode): does
+             the encoder still tell the speakers apart.
 
 Prediction of the hypothesis: when `drawn` collapses onto one speaker, that speaker has the
 highest `realness` at that step (or the step before).
@@ -84,6 +89,14 @@ def nearest_speaker(images: np.ndarray, real: np.ndarray, speakers: np.ndarray) 
   return ids[np.argmin(dist, axis=1)]
 
 
+def centroid_accuracy(embeddings: np.ndarray, speakers: np.ndarray) -> float:
+  """Share of embeddings nearest (cosine) to their own speaker's centroid."""
+  ids = np.unique(speakers)
+  unit = embeddings / (np.linalg.norm(embeddings, axis=1, keepdims=True) + 1e-8)
+  centroids = np.stack([unit[speakers == s].mean(0) for s in ids])
+  return float(np.mean(ids[np.argmax(unit @ centroids.T, axis=1)] == speakers))
+
+
 def score_step(manager, step: int, config, num_speakers: int, eval_set) -> dict:
   """D's scores on every (real face, speech) pair of the eval set, and what G draws, at `step`."""
   abstract = step_lib.abstract_train_state(config, num_speakers)
@@ -102,7 +115,14 @@ def score_step(manager, step: int, config, num_speakers: int, eval_set) -> dict:
 
   table = np.stack([np.asarray(scores_for(e[None])) for e in embeddings], axis=1)  # [face, speech]
   drawn = nearest_speaker(generated, eval_set.real, eval_set.speakers)
-  return {"step": step, **speaker_rows(table, drawn, eval_set.speakers)}
+  batch_stats = inference.FaceGenerator.from_state(
+      config, num_speakers, state, train_mode=True
+  ).generate_preprocessed(eval_set.waveforms)
+  drawn_bs = nearest_speaker(batch_stats, eval_set.real, eval_set.speakers)
+  rows = speaker_rows(table, drawn, eval_set.speakers)
+  rows["drawn_bs"] = {int(s): float(np.mean(drawn_bs == s)) for s in np.unique(eval_set.speakers)}
+  rows["separable"] = centroid_accuracy(embeddings, eval_set.speakers)
+  return {"step": step, **rows}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,7 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         + " ".join(f"{s}:{v:+.3f}" for s, v in row["realness"].items())
         + f"  gap {row['realness_gap']:.3f} (top {row['top_real']})"
         + f"  matching {row['matching_gap']:+.4f}  drawn "
-        + " ".join(f"{s}:{100 * v:.0f}%" for s, v in row["drawn"].items()),
+        + " ".join(f"{s}:{100 * v:.0f}%" for s, v in row["drawn"].items())
+        + "  drawn_bs "
+        + " ".join(f"{s}:{100 * v:.0f}%" for s, v in row["drawn_bs"].items())
+        + f"  separable {100 * row['separable']:.0f}%",
         flush=True,
     )
   if FLAGS.out:

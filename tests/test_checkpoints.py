@@ -1,7 +1,9 @@
 """checkpoints.py: state + grain iterator state round trip, half-written dirs, shape refusal."""
 
 import os
+from typing import Any
 
+import flax
 import grain
 import jax
 import jax.numpy as jnp
@@ -71,6 +73,36 @@ def test_round_trip_state_and_recorded_iterator_state(tmp_path):
   assert next(fresh) == 3  # resumes right after the last trained-on element
   assert checkpoints.load_meta(manager, 3)["speaker_names"] == list("abcde")
   assert checkpoints.load_meta(manager, 3)["config"]["model"]["encoder_channels"] == [4, 8]
+
+
+@flax.struct.dataclass
+class _OldState:
+  step: jax.Array
+  w: jax.Array
+
+
+@flax.struct.dataclass
+class _NewState:
+  step: jax.Array
+  w: jax.Array
+  extra: Any = None  # a field added since: None in runs that do not use it
+
+
+def test_a_checkpoint_from_before_a_new_none_field_restores_and_missing_arrays_fail(tmp_path):
+  manager = checkpoints.create_manager(str(tmp_path), max_to_keep=2)
+  old = _OldState(step=np.asarray(7, np.int32), w=np.full((2, 3), 2.5, np.float32))
+  meta = checkpoints.make_meta(_config(), num_speakers=5)
+  checkpoints.save(manager, 7, state=old, data_state=None, meta=meta)
+  manager.wait_until_finished()
+  abstract = jax.eval_shape(lambda: _NewState(step=jnp.int32(0), w=jnp.zeros((2, 3))))
+  restored = checkpoints.restore(manager, 7, abstract_state=abstract)
+  assert isinstance(restored, _NewState) and restored.extra is None
+  np.testing.assert_array_equal(restored.w, np.full((2, 3), 2.5))
+  needs_more = jax.eval_shape(
+      lambda: _NewState(step=jnp.int32(0), w=jnp.zeros((2, 3)), extra=jnp.zeros(()))
+  )
+  with pytest.raises(ValueError, match="step 7 lacks arrays this run's state needs"):
+    checkpoints.restore(manager, 7, abstract_state=needs_more)
 
 
 def test_max_to_keep_and_latest(tmp_path):

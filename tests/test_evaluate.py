@@ -484,3 +484,18 @@ def test_cli_fuse_adds_rows_for_several_windows_per_face(workdir, tmp_path, caps
     assert err.startswith("wav2pix-evaluate: error: --fuse") and "\n" not in err, err
   assert ev.main(args + ["--fuse=5"]) == 1  # no speaker has 5 examples
   assert "no speaker has 5 examples" in capsys.readouterr().err
+
+
+def test_cli_precise_bn_recomputes_the_batchnorm_statistics(workdir, tmp_path, capsys):
+  """--precise_bn=N: the same weights with BatchNorm statistics recomputed on N training windows
+  (the saved ones here are the initial running averages): other faces, said in report.run."""
+  args = [f"--workdir={workdir}", "--split=test", "--max_examples=4", "--train_faces_per_speaker=3"]
+  assert ev.main(args + [f"--out={tmp_path / 'saved'}"]) == 0
+  assert ev.main(args + [f"--out={tmp_path / 'precise'}", "--precise_bn=6"]) == 0
+  saved = json.loads((tmp_path / "saved" / "report.json").read_text())
+  precise = json.loads((tmp_path / "precise" / "report.json").read_text())
+  assert saved["run"]["precise_bn_examples"] == 0 and precise["run"]["precise_bn_examples"] == 6
+  grids = [np.asarray(Image.open(tmp_path / d / "grid.png")) for d in ("saved", "precise")]
+  assert grids[0].shape == grids[1].shape and not np.array_equal(*grids)
+  assert ev.main(args + [f"--out={tmp_path / 'bad'}", "--precise_bn=-1"]) == 2
+  assert "--precise_bn must be 0 or a positive integer" in capsys.readouterr().err

@@ -51,6 +51,45 @@ def test_generator_adversarial_targets_one():
   )
 
 
+def test_hinge_and_logistic_hand_values():
+  real, fake, wrong = jnp.array([2.0, 0.5]), jnp.array([-2.0, 0.0]), jnp.array([1.0, -0.5])
+  # hinge: relu(1 - real) = 0, 0.5 -> 0.25; relu(1 + fake) = 0, 1 -> 0.5; wrong: 2, 0.5 -> 1.25
+  total, terms = losses.discriminator_loss(
+      real_scores=real, fake_scores=fake, wrong_scores=wrong, gan="hinge"
+  )
+  assert [float(terms[k]) for k in ("d_real", "d_fake", "d_wrong")] == pytest.approx(
+      [0.25, 0.5, 1.25]
+  )
+  assert float(total) == pytest.approx(2.0)
+  assert float(losses.generator_adversarial(fake_scores=fake, gan="hinge")) == pytest.approx(1.0)
+  # logistic: softplus(-real), softplus(fake), softplus(wrong); G: softplus(-fake)
+  sp = lambda x: math.log1p(math.exp(x))
+  _, terms = losses.discriminator_loss(
+      real_scores=real, fake_scores=fake, wrong_scores=wrong, gan="logistic", real_label=0.3
+  )
+  assert float(terms["d_real"]) == pytest.approx((sp(-2.0) + sp(-0.5)) / 2)
+  assert float(terms["d_fake"]) == pytest.approx((sp(-2.0) + sp(0.0)) / 2)
+  assert float(terms["d_wrong"]) == pytest.approx((sp(1.0) + sp(-0.5)) / 2)
+  want = (sp(2.0) + sp(0.0)) / 2
+  assert float(losses.generator_adversarial(fake_scores=fake, gan="logistic")) == pytest.approx(
+      want
+  )
+  with pytest.raises(ValueError, match="unknown GAN loss 'wgan'"):
+    losses.generator_adversarial(fake_scores=fake, gan="wgan")
+
+
+def test_lecam_penalises_only_scores_past_the_other_sides_running_mean():
+  # real 1.0, 0.2 against ema_fake 0.4: relu -> 0.6, 0 -> mean 0.18;
+  # fake 0.0, 0.9 against ema_real 0.5: relu(0.5 - fake) -> 0.5, 0 -> mean 0.125
+  value = losses.lecam(
+      real_scores=jnp.array([1.0, 0.2]),
+      fake_scores=jnp.array([0.0, 0.9]),
+      ema_real=jnp.float32(0.5),
+      ema_fake=jnp.float32(0.4),
+  )
+  assert float(value) == pytest.approx(0.18 + 0.125)
+
+
 def test_feature_matching_compares_batch_means():
   fake = jnp.array([[1.0, 2.0], [3.0, 4.0]])  # batch mean [2, 3]
   real = jnp.array([[0.0, 0.0], [2.0, 0.0]])  # batch mean [1, 0]

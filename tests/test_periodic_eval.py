@@ -412,9 +412,12 @@ def test_training_minutes_continue_over_a_resume_without_evaluations(tmp_path, c
 
 
 @pytest.mark.slow
-def test_evaluations_and_image_grids_leave_training_unchanged(tmp_path):
+@pytest.mark.parametrize("precise_bn", [0, 8])
+def test_evaluations_and_image_grids_leave_training_unchanged(tmp_path, precise_bn):
   """The periodic evaluation, the image grids and the best checkpoint only read the state: the
-  state trained beside them equals, to the bit, the state trained without them."""
+  state trained beside them equals, to the bit, the state trained without them. With precise
+  BatchNorm statistics (recomputed at each checkpoint, evaluation and grid) the same holds, and the
+  final state carries the statistics recomputed from its own weights."""
   import jax  # pylint: disable=g-import-not-at-top
 
   data_dir = str(tmp_path / "tfds")
@@ -428,6 +431,7 @@ def test_evaluations_and_image_grids_leave_training_unchanged(tmp_path):
             "eval.every_steps": every,
             "eval.best_metric": "identity" if every else "",
             "log.image_every_steps": every or 1000,
+            "precise_bn_examples": precise_bn,
         }
     )
     states[name] = jax.device_get(loop.train_and_evaluate(config, str(tmp_path / name)))
@@ -436,3 +440,19 @@ def test_evaluations_and_image_grids_leave_training_unchanged(tmp_path):
   assert len(plain) == len(watched)
   for (path, a), (_, b) in zip(plain, watched):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
+  if precise_bn:
+    final = states["plain"]
+    num_speakers = final.g_params["classifier"]["fc1"]["kernel"].shape[-1]
+    recompute = loop._precise_bn(config, num_speakers)  # pylint: disable=protected-access
+    assert recompute.batches.shape[:2] == (2, 4)  # 8 windows in batches of config.batch_size
+    want = jax.device_get(
+        recompute._stats(  # pylint: disable=protected-access
+            {
+                "params": final.g_params,
+                "batch_stats": final.g_batch_stats,
+                "spectral": final.g_spectral,
+            },
+            recompute.batches,
+        )
+    )
+    jax.tree.map(np.testing.assert_array_equal, final.g_batch_stats, want)

@@ -101,3 +101,18 @@ def test_quality_table_compares_runs_at_their_last_shared_step_and_their_ends(tm
   assert plot.main([f"--out={out}", f"a={a}", f"b={b}"]) == 0
   assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "| b | 1000 | 90.0 | 50.0 % | 62.5 % | 0.250 |" in capsys.readouterr().out
+
+
+def test_d_speaker_bias_rows_of_an_additive_d_and_the_embeddings_separability():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  tool = _tool("d_speaker_bias")
+  speakers = np.array([0, 0, 1, 1])
+  # An additive D: D(face i, speech j) = f_i + g_j; speaker 1's faces score higher.
+  table = np.array([0.1, 0.2, 0.6, 0.7])[:, None] + np.array([0.0, 0.3, 0.1, 0.2])[None, :]
+  rows = tool.speaker_rows(table, drawn=np.array([1, 1, 1, 0]), speakers=speakers)
+  assert rows["top_real"] == 1 and abs(rows["matching_gap"]) < 1e-12
+  assert rows["drawn"] == {0: 0.25, 1: 0.75} and rows["top_drawn"] == 1
+  apart = np.array([[1.0, 0.1], [0.9, -0.1], [0.1, 1.0], [-0.1, 0.8]])
+  assert tool.centroid_accuracy(apart, speakers) == 1.0
+  assert tool.centroid_accuracy(apart[[0, 2, 1, 3]], speakers) == 0.5

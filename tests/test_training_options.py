@@ -128,6 +128,70 @@ def test_r1_adds_half_gamma_times_the_penalty():
   np.testing.assert_allclose(float(metrics["d_loss"]), want, rtol=1e-5)
 
 
+def test_lecam_adds_its_weighted_term_and_moves_its_running_means():
+  config = _tiny(**{"loss.lecam": 0.5, "loss.lecam_decay": 0.9})
+  state, (new, metrics) = _step(config)
+  assert float(state.d_score_ema["real"]) == float(state.d_score_ema["fake"]) == 0.0
+  lecam = float(metrics["d_lecam"])
+  want = float(metrics["d_real"] + metrics["d_fake"] + metrics["d_wrong"]) + 0.5 * lecam
+  np.testing.assert_allclose(float(metrics["d_loss"]), want, rtol=1e-5)
+  # From 0, one step of decay 0.9: 0.1 x this batch's mean scores.
+  for side in ("real", "fake"):
+    np.testing.assert_allclose(
+        float(new.d_score_ema[side]), 0.1 * float(metrics[f"d_score_{side}"]), rtol=1e-5
+    )
+  off = step_lib.create_train_state(_tiny(), NUM_SPEAKERS, jax.random.PRNGKey(0))
+  assert off.d_score_ema is None
+
+
+def test_precise_batch_stats_of_one_batch_make_evaluation_mode_equal_training_mode():
+  """Statistics recomputed from exactly one batch: G in evaluation mode on that batch gives what
+  training mode (normalising by the batch) gives; the stale running averages do not."""
+  config = _tiny(**{"model.dropout_rate": 0.0})  # train mode = batch statistics, nothing else
+  state = step_lib.create_train_state(config, NUM_SPEAKERS, jax.random.PRNGKey(0))
+  g_model = factory.make_generator(config.model, NUM_SPEAKERS, axis_name=None)
+  wave = jnp.asarray(_batch(config, 8)["waveform"])
+  variables = {
+      "params": state.g_params,
+      "batch_stats": state.g_batch_stats,
+      "spectral": state.g_spectral,
+  }
+  train_out, _ = g_model.apply(
+      variables, wave, train=True, update_spectral=False, mutable=["batch_stats", "spectral"]
+  )
+  precise = jax.jit(lambda v, w: networks.precise_batch_stats(g_model, v, w))(variables, wave[None])
+
+  def eval_out(stats):
+    return g_model.apply(
+        {**variables, "batch_stats": stats}, wave, train=False, update_spectral=False
+    )
+
+  for got, want in zip(eval_out(precise), train_out):  # faces, embedding, logits
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+  stale_embedding = eval_out(state.g_batch_stats)[1]
+  assert np.abs(np.asarray(stale_embedding) - np.asarray(train_out[1])).max() > 1e-3
+  # Two batches: the mean of their statistics.
+  halves = jax.jit(lambda v, w: networks.precise_batch_stats(g_model, v, w))(
+      variables, wave.reshape(2, 4, -1)
+  )
+  one = [
+      jax.jit(lambda v, w: networks.precise_batch_stats(g_model, v, w))(variables, w[None])
+      for w in wave.reshape(2, 4, -1)
+  ]
+  jax.tree.map(
+      lambda h, a, b: np.testing.assert_allclose(h, (a + b) / 2, rtol=1e-5, atol=1e-6),
+      halves,
+      *one,
+  )
+
+
+@pytest.mark.parametrize("gan", ["hinge", "logistic"])
+def test_train_step_runs_with_each_gan_loss(gan):
+  _, (new, metrics) = _step(_tiny(**{"loss.gan": gan}))
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert int(new.step) == 1
+
+
 @pytest.mark.slow
 def test_r1_differentiates_the_discriminator_that_scored_even_at_step_0():
   """R1 uses the spectral vectors of the call's own power iteration: at initialisation the stored
@@ -205,6 +269,9 @@ def test_bad_option_values_name_the_field():
       ({"loss.diff_augment": "blur"}, "loss.diff_augment"),
       ({"optim.g.ema_decay": 1.0}, "optim.g.ema_decay"),
       ({"loss.r1": -1.0}, "loss.r1"),
+      ({"loss.gan": "wgan"}, "loss.gan"),
+      ({"loss.lecam": -0.1}, "loss.lecam"),
+      ({"loss.lecam_decay": 1.0}, "loss.lecam_decay"),
       ({"log.divergence_window": 0}, "log.divergence_window"),
       ({"model.g_upsample": "bilinear"}, "model.g_upsample"),
       ({"model.sn_init": "xavier"}, "model.sn_init"),
@@ -291,6 +358,7 @@ def test_resume_refuses_to_switch_ema_or_upsampling():
   checkpoints.check_compatible(meta, _tiny(**{"loss.r1": 5.0}), num_speakers=3)
   for overrides, field in (
       ({"optim.g.ema_decay": 0.99}, "optim.g.ema_decay"),
+      ({"loss.lecam": 0.01}, "loss.lecam"),
       ({"model.g_upsample": "resize_conv"}, "model.g_upsample"),
   ):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
@@ -298,6 +366,7 @@ def test_resume_refuses_to_switch_ema_or_upsampling():
   # A checkpoint written before these fields existed: their defaults.
   old = json.loads(json.dumps(meta))
   del old["config"]["model"]["g_upsample"], old["config"]["optim"]["g"]["ema_decay"]
+  del old["config"]["loss"]["lecam"]
   checkpoints.check_compatible(old, _tiny(), num_speakers=3)
 
 

@@ -53,8 +53,12 @@ SHAPE_FIELDS = (
     "model.d_conditioning",
     "model.d_score_sn",
 )
-# Fields that change the state's structure through a derived property only (EMA on or off).
-STRUCTURE_FIELDS = {"optim.g.ema_decay": lambda value: "on" if (value or 0) > 0 else "off"}
+# Fields that change the state's structure through a derived property only (EMA or LeCam's running
+# means kept or not).
+STRUCTURE_FIELDS = {
+    "optim.g.ema_decay": lambda value: "on" if (value or 0) > 0 else "off",
+    "loss.lecam": lambda value: "on" if (value or 0) > 0 else "off",
+}
 
 ITEMS = ("state", "data", "meta")
 BEST = "best"  # <workdir>/best: the best checkpoint by periodic validation
@@ -309,13 +313,41 @@ def _abstract(tree: PyTree) -> PyTree:
 def restore(
     manager: ocp.CheckpointManager, step: int, *, abstract_state: PyTree, data_iterator: Any = None
 ) -> PyTree:
-  """Restores the state into `abstract_state`'s structure; sets `data_iterator`'s state in place."""
-  items = {"state": ocp.args.StandardRestore(_abstract(abstract_state))}
+  """Restores the state into `abstract_state`'s structure; sets `data_iterator`'s state in place.
+
+  A checkpoint written before a state field existed restores when this run leaves that field None
+  (e.g. TrainState.d_score_ema, None unless loss.lecam > 0): every array must still be there.
+  """
+  target = _abstract(abstract_state)
+  items = {}
   has_data = os.path.isdir(os.path.join(str(manager.directory), str(step), "data"))
   if data_iterator is not None and has_data:
     items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-  restored = manager.restore(step, args=ocp.args.Composite(**items))
-  return restored["state"]
+  try:
+    state_args = ocp.args.StandardRestore(target)
+    return manager.restore(step, args=ocp.args.Composite(state=state_args, **items))["state"]
+  except ValueError as e:
+    if "tree structures do not match" not in str(e):
+      raise
+    mismatch = e
+  # The saved tree lacks fields of this run's state: read what it has (a partial restore), then
+  # require every array of this run's state to have been read.
+  path = os.path.join(str(manager.directory), str(step), "state")
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    state = checkpointer.restore(
+        path, args=ocp.args.PyTreeRestore(item=target, partial_restore=True)
+    )
+  read = jax.tree.leaves(state)
+  if jax.tree.structure(state) != jax.tree.structure(target) or any(
+      isinstance(x, jax.ShapeDtypeStruct) for x in read
+  ):
+    raise ValueError(
+        f"checkpoint step {step} lacks arrays this run's state needs (saved with another "
+        f"configuration?): {mismatch}"
+    ) from mismatch
+  if items:
+    manager.restore(step, args=ocp.args.Composite(**items))
+  return state
 
 
 def restore_partial(manager: ocp.CheckpointManager, step: int, target: PyTree) -> PyTree:

@@ -30,6 +30,7 @@ SN_INITS = ("normal", "torch")  # model.sn_init
 CONV_IMPLS = ("xla", "subpixel", "matmul")  # model.*conv_impl (and "auto" for model.conv_impl)
 DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64 needs jax_enable_x64
 DIFF_AUGMENT_POLICIES = ("color", "translation", "cutout")  # loss.diff_augment, in this order
+GAN_LOSSES = ("lsgan", "hinge", "logistic")  # loss.gan (training/losses.py)
 # network -> its conv_impl override fields, most specific first (the speech encoder follows
 # model.g_conv_impl unless model.encoder_conv_impl is set); model.conv_impl is the fallback.
 CONV_IMPL_OVERRIDES = {
@@ -299,6 +300,7 @@ def validate(config: Any) -> None:
   positive_int(config, "batch_size")
   positive_int(config, "num_train_steps")
   non_negative(config, "max_train_minutes", hint=" (0 = no time limit)")
+  at_least(config, "precise_bn_examples", 0)
   boolean(config, "skip_nonfinite")
   boolean(config, "distributed")
   launch_args(config)
@@ -310,8 +312,10 @@ def validate(config: Any) -> None:
     fraction(config, f"optim.{net}.b2")
   fraction(config, "optim.g.ema_decay")
   fraction(config, "loss.real_label", closed=True)
-  for field in ("adversarial", "feature_matching", "l1", "speaker_ce", "r1"):
+  for field in ("adversarial", "feature_matching", "l1", "speaker_ce", "r1", "lecam"):
     non_negative(config, f"loss.{field}")
+  one_of(config, "loss.gan", GAN_LOSSES)
+  fraction(config, "loss.lecam_decay")
   boolean(config, "loss.adversarial_into_encoder")
   diff_augment_policy(config.loss.diff_augment)
   for field in (

@@ -62,6 +62,14 @@ flags.DEFINE_list(
     "speaker, for each K listed (e.g. 1,3,10: rows fused_3 and fused_10; 1 is the generated row).",
     flag_values=FLAGS,
 )
+flags.DEFINE_integer(
+    "precise_bn",
+    0,
+    "Recompute G's BatchNorm statistics for its weights on the first N training records instead "
+    "of the checkpoint's running averages (0: the checkpoint's; a run with "
+    "config.precise_bn_examples > 0 already saved recomputed ones).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_boolean("library_logs", False, cli.LIBRARY_LOGS_HELP, flag_values=FLAGS)
 flags.mark_flag_as_required("workdir", flag_values=FLAGS)
 
@@ -82,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       value = FLAGS[name].value
       if value is not None and value < 1:
         raise cli.UsageError(f"--{name} must be a positive integer, got {value}")
+    if FLAGS.precise_bn < 0:
+      raise cli.UsageError(f"--precise_bn must be 0 or a positive integer, got {FLAGS.precise_bn}")
     fuse = [int(k) if k.strip().isdigit() else 0 for k in FLAGS.fuse]
     if any(k < 1 for k in fuse):
       raise cli.UsageError(
@@ -105,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir=FLAGS.data_dir,
         dlib_metrics=not FLAGS.no_dlib,
         fuse=fuse,
+        precise_bn_examples=FLAGS.precise_bn,
         announce=lambda line: print(line, flush=True),  # which checkpoint and why, before the work
     )
   except (config_lib.ConfigError, OSError) as e:  # a bad setting or path; a bug keeps its traceback

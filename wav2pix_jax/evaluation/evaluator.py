@@ -120,6 +120,7 @@ def evaluate_workdir(
     dlib_metrics: bool = True,
     fuse: Sequence[int] = (),
     announce: Callable[[str], None] | None = None,
+    precise_bn_examples: int = 0,
 ) -> eval_report.Report:
   """Generates faces for `split` with a workdir's generator, evaluates, writes report + grid.
 
@@ -129,6 +130,8 @@ def evaluate_workdir(
   step / checkpoint: which checkpoint (`inference.load`: the best by periodic validation, else the
   latest); report.run says which ("checkpoint": best, latest or step). announce: called with the
   generator's line saying which checkpoint and why (FaceGenerator.source), once it is loaded.
+  precise_bn_examples > 0: G's BatchNorm statistics recomputed for its weights on the first N
+  training records instead of the checkpoint's (FaceGenerator.with_precise_batch_stats).
   """
   generator = inference.load(workdir, step, checkpoint=checkpoint, batch_size=batch_size)
   if announce is not None:
@@ -143,6 +146,18 @@ def evaluate_workdir(
       reference_faces_per_speaker=train_faces_per_speaker,
       batch_size=batch_size,
   )
+  if precise_bn_examples > 0:
+    input_cfg = generator.config.input
+    if data_dir is not None:
+      input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
+    windows, _, _ = eval_data.read_split(
+        input_cfg,
+        split=input_cfg.train_split,
+        image_size=generator.image_size,
+        batch_size=batch_size,
+        max_examples=precise_bn_examples,
+    )
+    generator = generator.with_precise_batch_stats(windows, batch=int(generator.config.batch_size))
   generated = generator.generate_preprocessed(eval_set.waveforms)
   fused = fused_faces(generator, eval_set, fuse)
   report = evaluate_set(eval_set, generated, dlib_metrics=dlib_metrics, fused=fused)
@@ -153,6 +168,7 @@ def evaluate_workdir(
       "dataset": info.name,
       "split": split,
       "train_faces_per_speaker": train_faces_per_speaker,
+      "precise_bn_examples": precise_bn_examples,
   }
   report.write(out_dir)
   save_grid(

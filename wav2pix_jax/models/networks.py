@@ -23,7 +23,7 @@ SUPPORTED_IMAGE_SIZES = config_lib.IMAGE_SIZES
 UPSAMPLE_MODES = config_lib.UPSAMPLE_MODES
 D_CONDITIONINGS = config_lib.D_CONDITIONINGS  # Discriminator.conditioning
 # torch BatchNorm momentum 0.1 == flax momentum 0.9 (flax weighs the running average).
-_BN_MOMENTUM = 0.9
+BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
 
@@ -40,7 +40,7 @@ def _batch_norm(
   """BatchNorm with torch's defaults and the paper's N(1, 0.02) scale init."""
   return nn.BatchNorm(
       use_running_average=not train,
-      momentum=_BN_MOMENTUM,
+      momentum=BN_MOMENTUM,
       epsilon=_BN_EPSILON,
       scale_init=layers.batchnorm_scale_init(),
       bias_init=nn.initializers.zeros,
@@ -416,3 +416,30 @@ class Wav2PixG(nn.Module):
     logits = self.classifier(embedding, train=train)
     images = self.generator(embedding, train=train, update_spectral=update_spectral)
     return images, embedding, logits
+
+
+def precise_batch_stats(g_model: nn.Module, variables: dict, waveforms: Array) -> dict:
+  """BatchNorm statistics of G's current weights: the mean over batches of its batch statistics.
+
+  `g_model`: Wav2PixGenerator (built without an axis name); `waveforms` [K, B, window]: K batches
+  of preprocessed windows; `variables`: G's params, batch stats and spectral vectors. The running
+  averages training keeps mix many past weights (momentum 0.9); with G's learning rate they can
+  describe a network that no longer exists, and the evaluation-mode encoder then gives every clip
+  one speaker's face (docs/results.md, the identity swing). This recomputes them for the weights as
+  they are ("precise BN", Wu & Johnson 2021).
+  """
+  zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
+  momentum = BN_MOMENTUM  # from zeros, one train-mode call stores (1 - m) x the batch's
+
+  def one(batch):
+    _, new = g_model.apply(
+        {**variables, "batch_stats": zeros},
+        batch,
+        train=True,
+        update_spectral=False,
+        rngs={"dropout": jax.random.PRNGKey(0)},
+        mutable=["batch_stats", "spectral"],
+    )
+    return jax.tree.map(lambda x: x / (1.0 - momentum), new["batch_stats"])
+
+  return jax.tree.map(lambda x: jnp.mean(x, axis=0), jax.lax.map(one, waveforms))

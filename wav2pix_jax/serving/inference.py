@@ -29,6 +29,7 @@ import numpy as np
 from wav2pix_jax.data import audio
 from wav2pix_jax import config_lib
 from wav2pix_jax.models import factory
+from wav2pix_jax.models import networks
 from wav2pix_jax.serving import restore
 
 DEFAULT_BATCH_SIZE = 32  # windows per device call: bounds memory for long recordings
@@ -111,6 +112,19 @@ class FaceGenerator:
         variables=generator_variables(state),
         **{"speaker_names": None, **kwargs},
     )
+
+  def with_precise_batch_stats(self, waveforms: np.ndarray, *, batch: int) -> FaceGenerator:
+    """The same generator with BatchNorm statistics recomputed for its weights on preprocessed
+    training windows [N, window], `batch` at a time (networks.precise_batch_stats): a checkpoint
+    saved with running averages (config.precise_bn_examples = 0) judged without their lag."""
+    batch = min(int(batch), len(waveforms))
+    count = len(waveforms) // batch
+    if count < 1:
+      raise ValueError("precise BatchNorm statistics need at least one window")
+    windows = np.asarray(waveforms[: count * batch], np.float32).reshape(count, batch, -1)
+    model = factory.make_generator(self.config.model, self.num_speakers, axis_name=None)
+    stats = jax.jit(lambda v, w: networks.precise_batch_stats(model, v, w))(self.variables, windows)
+    return self.with_variables({**self.variables, "batch_stats": stats})
 
   def with_variables(self, variables: dict, *, step: int | None = None) -> FaceGenerator:
     """The same generator (same compiled function, nothing recompiled) with other G variables."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
+from wav2pix_jax.evaluation import data as eval_data
 from wav2pix_jax.evaluation import evaluator as evaluator_lib
 from wav2pix_jax.evaluation import grids
 from wav2pix_jax.data import datasets
@@ -83,9 +84,16 @@ class Run:
   clock: loop_parts.TrainClock
   # <workdir>/best (config.eval.best_metric, with the periodic evaluation); on every process.
   best: Optional[loop_parts.BestCheckpoint] = None
+  # G's BatchNorm statistics recomputed for the current weights (config.precise_bn_examples > 0)
+  precise_bn: Optional[loop_parts.PreciseBatchNorm] = None
+
+  def with_precise_bn(self, state, step: int):
+    """`state` (replicated) as checkpoints, evaluation and grids see it: with precise BatchNorm
+    statistics when the run recomputes them, else itself."""
+    return state if self.precise_bn is None else self.precise_bn(state, step)
 
   def current_generator(self, state, step: int) -> inference.FaceGenerator:
-    host = parallel.unreplicate(state)
+    host = parallel.unreplicate(self.with_precise_bn(state, step))
     return self.generator.with_variables(inference.generator_variables(host), step=step)
 
 
@@ -145,7 +153,31 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
       quality=quality,
       clock=clock,
       best=best,
+      precise_bn=_precise_bn(config, num_speakers),
   )
+
+
+def _precise_bn(
+    config: ml_collections.ConfigDict, num_speakers: int
+) -> Optional[loop_parts.PreciseBatchNorm]:
+  """The BatchNorm recomputation on the first config.precise_bn_examples training records (the
+  same on every process), or None."""
+  count = int(config.get("precise_bn_examples", 0) or 0)
+  if count <= 0:
+    return None
+  waveforms, _, _ = eval_data.read_split(
+      config.input,
+      split=config.input.train_split,
+      image_size=config.model.image_size,
+      batch_size=min(count, 64),
+      max_examples=count,
+  )
+  logging.info(
+      "BatchNorm statistics recomputed on %d training windows for every checkpoint, evaluation "
+      "and grid (config.precise_bn_examples).",
+      len(waveforms),
+  )
+  return loop_parts.PreciseBatchNorm(config, num_speakers, waveforms)
 
 
 def _evaluation_and_clock(
@@ -289,7 +321,7 @@ def periodic_evaluation(run: Run, state, step: int) -> None:
   """run_evaluation on process 0, then the best checkpoint (every process joins its save)."""
   scalars = run_evaluation(run, state, step) if run.evaluator is not None else None
   if run.best is not None:
-    run.best.consider(step, state, scalars)
+    run.best.consider(step, run.with_precise_bn(state, step), scalars)
 
 
 def run_evaluation(run: Run, state, step: int) -> dict[str, float]:
@@ -399,6 +431,8 @@ def train_loop(
     if _evaluation_due(run, step):
       periodic_evaluation(run, state, step)
     if loop_parts.due(step, log.checkpoint_every_steps, num_steps):
+      # The checkpoint's statistics become the live state's: a resumed run continues from them.
+      state = run.with_precise_bn(state, step)
       run.checkpointer.save(step, state, prefetcher.last_state)
     if stop.signal_name is not None:
       return state, step, stop.signal_name
@@ -439,6 +473,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> step_
       state, step, stopped_by = train_loop(run, p_train_step, state, prefetcher, metrics, stop)
       metrics.flush()
       if checkpointer.last_saved != step:
+        state = run.with_precise_bn(state, step)
         checkpointer.save(step, state, prefetcher.last_state)
       checkpointer.manager.wait_until_finished()
     metrics.log_skipped(step - run.start_step)

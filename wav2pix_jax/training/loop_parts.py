@@ -8,6 +8,8 @@ StepMetrics    device metrics fetched one step late (no stall), non-finite check
 Progress       steps/s and ETA between log steps, compilation excluded
 TrainClock     training wall time (evaluations excluded, summed over resumed runs through the
                minutes saved in each checkpoint)
+PreciseBatchNorm  BatchNorm statistics recomputed for the current weights before they are used
+               (checkpoints, evaluation, grids; config.precise_bn_examples)
 StopRequest    SIGTERM / SIGINT -> finish the step, checkpoint, return
 """
 
@@ -23,6 +25,8 @@ import numpy as np
 
 from wav2pix_jax import checkpoints
 from wav2pix_jax import config_lib
+from wav2pix_jax.models import factory
+from wav2pix_jax.models import networks
 from wav2pix_jax.training import monitor
 from wav2pix_jax.training import parallel
 
@@ -59,6 +63,38 @@ def format_eta(seconds: float) -> str:
   hours, rest = divmod(seconds, 3600)
   minutes, secs = divmod(rest, 60)
   return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class PreciseBatchNorm:
+  """The replicated state with G's BatchNorm statistics recomputed for its current weights
+  (networks.precise_batch_stats) on fixed training windows: what checkpoints, the periodic
+  evaluation and the image grids use instead of the running averages. Training itself never reads
+  them (train mode normalises by batch), so the weights train exactly as without; the result is
+  kept for the step it was computed at (grids, evaluation and a checkpoint of one step share it).
+  Every process computes the same statistics from the same windows: no communication."""
+
+  def __init__(self, config, num_speakers: int, waveforms: np.ndarray):
+    batch = min(int(config.batch_size), len(waveforms))
+    count = len(waveforms) // batch
+    self.batches = np.asarray(waveforms[: count * batch]).reshape(count, batch, -1)
+    g_model = factory.make_generator(config.model, num_speakers, axis_name=None)
+    self._stats = jax.jit(lambda variables, w: networks.precise_batch_stats(g_model, variables, w))
+    self._cached: tuple[Optional[int], Any] = (None, None)
+
+  def __call__(self, state, step: int):
+    """`state` (replicated) with the recomputed statistics; the same object for the same step."""
+    if self._cached[0] == step:
+      return self._cached[1]
+    host = parallel.unreplicate(state)
+    variables = {
+        "params": host.g_params,
+        "batch_stats": host.g_batch_stats,
+        "spectral": host.g_spectral,
+    }
+    stats = parallel.replicate(self._stats(variables, self.batches))
+    refreshed = state.replace(g_batch_stats=stats)
+    self._cached = (step, refreshed)
+    return refreshed
 
 
 class Checkpointer:

@@ -1,10 +1,13 @@
 """Wav2Pix losses: pure, keyword-only functions of arrays (no models, no config)."""
 
+import functools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from wav2pix_jax.config_lib import GAN_LOSSES
 
 
 def at_least_f32(x: jax.Array) -> jax.Array:
@@ -17,28 +20,68 @@ def lsgan(*, scores: jax.Array, target: float) -> jax.Array:
   return jnp.mean(jnp.square(at_least_f32(scores) - target))
 
 
+# loss.gan, config_lib.GAN_LOSSES: "lsgan" (the paper's least squares: D's real target is
+# loss.real_label), "hinge" and "logistic" (the non-saturating loss of Goodfellow et al.) on D's raw
+# scores; wrong-face pairs count as fakes in every one.
+
+
+def _d_term(scores: jax.Array, *, real: bool, gan: str, real_label: float) -> jax.Array:
+  """One D term: `scores` pushed towards "real" or "fake" under the objective `gan`."""
+  scores = at_least_f32(scores)
+  if gan == "lsgan":
+    return lsgan(scores=scores, target=real_label if real else 0.0)
+  if gan == "hinge":
+    return jnp.mean(jax.nn.relu(1.0 - scores if real else 1.0 + scores))
+  if gan == "logistic":
+    return jnp.mean(jax.nn.softplus(-scores if real else scores))
+  raise ValueError(f"unknown GAN loss {gan!r}; expected one of {GAN_LOSSES}")
+
+
 def discriminator_loss(
     *,
     real_scores: jax.Array,
     fake_scores: jax.Array,
     wrong_scores: jax.Array,
     real_label: float = 0.9,
+    gan: str = "lsgan",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Matching-aware LSGAN D loss: real pairs -> real_label, fakes -> 0, wrong faces -> 0.
+  """Matching-aware D loss: real pairs are real, generated faces and wrong faces are fakes.
 
-  Returns (total, {"d_real", "d_fake", "d_wrong"}).
+  `gan` = "lsgan" (real pairs -> real_label, the others -> 0), "hinge" or "logistic"
+  (`real_label` unused). Returns (total, {"d_real", "d_fake", "d_wrong"}).
   """
+  term = functools.partial(_d_term, gan=gan, real_label=real_label)
   terms = {
-      "d_real": lsgan(scores=real_scores, target=real_label),
-      "d_fake": lsgan(scores=fake_scores, target=0.0),
-      "d_wrong": lsgan(scores=wrong_scores, target=0.0),
+      "d_real": term(real_scores, real=True),
+      "d_fake": term(fake_scores, real=False),
+      "d_wrong": term(wrong_scores, real=False),
   }
   return terms["d_real"] + terms["d_fake"] + terms["d_wrong"], terms
 
 
-def generator_adversarial(*, fake_scores: jax.Array) -> jax.Array:
-  """LSGAN G term: the generator wants D to score its fakes as 1."""
-  return lsgan(scores=fake_scores, target=1.0)
+def generator_adversarial(*, fake_scores: jax.Array, gan: str = "lsgan") -> jax.Array:
+  """G's adversarial term: lsgan MSE(scores, 1); hinge -mean(scores); logistic softplus(-scores)."""
+  scores = at_least_f32(fake_scores)
+  if gan == "lsgan":
+    return lsgan(scores=scores, target=1.0)
+  if gan == "hinge":
+    return -jnp.mean(scores)
+  if gan == "logistic":
+    return jnp.mean(jax.nn.softplus(-scores))
+  raise ValueError(f"unknown GAN loss {gan!r}; expected one of {GAN_LOSSES}")
+
+
+def lecam(
+    *, real_scores: jax.Array, fake_scores: jax.Array, ema_real: jax.Array, ema_fake: jax.Array
+) -> jax.Array:
+  """LeCam regulariser (Tseng et al. 2021, as in MAGVIT): real scores held under the running mean
+  of the fake scores and fake scores over that of the real ones, so D's scores cannot run apart
+  on small data: mean(relu(real - ema_fake)^2) + mean(relu(ema_real - fake)^2)."""
+  real = at_least_f32(real_scores)
+  fake = at_least_f32(fake_scores)
+  return jnp.mean(jnp.square(jax.nn.relu(real - ema_fake))) + jnp.mean(
+      jnp.square(jax.nn.relu(ema_real - fake))
+  )
 
 
 def feature_matching(

@@ -36,6 +36,9 @@ class TrainState:
   # Exponential moving average of g_params (config.optim.g.ema_decay > 0), else None: what
   # evaluation and generation use when present.
   g_ema_params: PyTree = None
+  # Running means of D's scores on real pairs and on generated faces, {"real", "fake"} float32
+  # scalars (config.loss.lecam > 0: the LeCam regulariser's anchors), else None.
+  d_score_ema: PyTree = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -88,9 +91,15 @@ def create_train_state(
         d_spectral=d_vars["spectral"],
         rng=state_rng,
         g_ema_params=g_vars["params"] if config.optim.g.ema_decay > 0 else None,
+        d_score_ema=initial_score_ema() if config.loss.lecam > 0 else None,
     )
 
   return jax.jit(init)(rng)
+
+
+def initial_score_ema() -> dict[str, jax.Array]:
+  """LeCam's running means of D's real and fake scores before the first step: 0 (as MAGVIT)."""
+  return {"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)}
 
 
 def abstract_train_state(config: ml_collections.ConfigDict, num_speakers: int) -> TrainState:
@@ -203,11 +212,15 @@ def d_loss(
     d_model,
     real_label: float,
     r1_weight: float = 0.0,
+    gan: str = "lsgan",
+    lecam_weight: float = 0.0,
+    score_ema: Optional[dict] = None,
 ) -> tuple[jax.Array, tuple[dict, dict, PyTree]]:
   """(D loss, (terms, mean scores, D's spectral vectors after the call)) on d_inputs' output.
 
   One D call on [real; fake; wrong], each conditioned on `embedding` (D has no batch statistics,
-  so this equals three calls).
+  so this equals three calls). `gan`: losses.GAN_LOSSES; `lecam_weight` > 0 adds the LeCam
+  regulariser against `score_ema` (the running means of the real and fake scores).
   """
   (scores, _), d_vars = d_model.apply(
       {"params": d_params, "spectral": d_spectral},
@@ -218,8 +231,16 @@ def d_loss(
   )
   real, fake, wrong = jnp.split(losses.at_least_f32(scores), 3)
   loss, terms = losses.discriminator_loss(
-      real_scores=real, fake_scores=fake, wrong_scores=wrong, real_label=real_label
+      real_scores=real, fake_scores=fake, wrong_scores=wrong, real_label=real_label, gan=gan
   )
+  if lecam_weight > 0:
+    terms["d_lecam"] = losses.lecam(
+        real_scores=real,
+        fake_scores=fake,
+        ema_real=score_ema["real"],
+        ema_fake=score_ema["fake"],
+    )
+    loss = loss + lecam_weight * terms["d_lecam"]
   if r1_weight > 0:
     reals = images[: embedding.shape[0]]
     # The penalty's D is the one that scored: the power iteration of this call, not the vectors
@@ -248,16 +269,29 @@ def d_update(
     augment_policy: str = "",
     r1_weight: float = 0.0,
     augment_rng: Optional[jax.Array] = None,
+    gan: str = "lsgan",
+    lecam_weight: float = 0.0,
+    lecam_decay: float = 0.99,
 ) -> tuple[TrainState, Metrics]:
   """One D update on real (0.9), generated (0) and wrong-face (0) pairs; G's params are untouched.
 
   `g_out`: this step's G forward (g_forward; train_step passes the one both phases share). Its
   faces and speech embedding are constants for D: no gradient flows back into G.
   `augment_policy`: DiffAugment on every image D sees (random draws from `augment_rng`);
-  `r1_weight` > 0 adds the R1 penalty r1_weight/2 * E|d D(real, e) / d real|^2.
+  `r1_weight` > 0 adds the R1 penalty r1_weight/2 * E|d D(real, e) / d real|^2; `lecam_weight` > 0
+  the LeCam regulariser, whose running means of the real and fake scores (state.d_score_ema) move
+  towards this batch's (global) means by `lecam_decay` after the update.
   """
   images, embedding = d_inputs(batch, g_out, augment_policy=augment_policy, augment_rng=augment_rng)
-  loss_fn = functools.partial(d_loss, d_model=d_model, real_label=real_label, r1_weight=r1_weight)
+  loss_fn = functools.partial(
+      d_loss,
+      d_model=d_model,
+      real_label=real_label,
+      r1_weight=r1_weight,
+      gan=gan,
+      lecam_weight=lecam_weight,
+      score_ema=state.d_score_ema,
+  )
   (loss, (terms, scores, d_spectral)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.d_params, state.d_spectral, images, embedding
   )
@@ -269,6 +303,13 @@ def d_update(
   new = state.replace(
       d_params=d_params, d_opt_state=d_opt_state, d_spectral=d_spectral, g_spectral=g_out.spectral
   )
+  if lecam_weight > 0:
+    means = {"real": metrics["d_score_real"], "fake": metrics["d_score_fake"]}
+    new = new.replace(
+        d_score_ema=jax.tree.map(
+            lambda e, m: lecam_decay * e + (1.0 - lecam_decay) * m, state.d_score_ema, means
+        )
+    )
   if skip_nonfinite:
     new = _skip_if_nonfinite(new, state, metrics, "d")
   return new, metrics
@@ -311,7 +352,9 @@ def g_loss_and_grads(
     fake_scores, _ = jnp.split(scores, 2)
     fake_features, real_features = jnp.split(features, 2)
     terms = {
-        "g_adversarial": losses.generator_adversarial(fake_scores=fake_scores),
+        "g_adversarial": losses.generator_adversarial(
+            fake_scores=fake_scores, gan=loss_weights.gan
+        ),
         "g_feature_matching": losses.feature_matching(
             fake_features=fake_features, real_features=real_features, axis_name=axis_name
         ),
@@ -432,6 +475,9 @@ def train_step(
       augment_policy=loss_cfg.diff_augment,
       r1_weight=loss_cfg.r1,
       augment_rng=d_augment_rng,
+      gan=loss_cfg.gan,
+      lecam_weight=loss_cfg.lecam,
+      lecam_decay=loss_cfg.lecam_decay,
   )
   state, g_metrics = g_update(
       state,
