@@ -15,6 +15,7 @@ import sys
 from typing import Mapping
 
 from wav2pix_jax import cli
+from wav2pix_jax.serving import web_app
 from wav2pix_jax.serving import web_demo
 
 
@@ -45,7 +46,7 @@ def main() -> None:
   cli.quiet_library_logs(show=cli.library_logs_wanted())
   try:
     service = demo_from_env()
-    web_demo.serve(
+    web_app.serve(
         service,
         host=os.environ.get("HOST", "0.0.0.0"),
         port=int(os.environ.get("PORT", "7860")),

@@ -75,13 +75,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
   import jax  # pylint: disable=g-import-not-at-top
 
+  from wav2pix_jax.serving import web_app  # pylint: disable=g-import-not-at-top
   from wav2pix_jax.serving import web_demo  # pylint: disable=g-import-not-at-top
 
   service = web_demo.Demo(FLAGS.workdir)
   warm_up_s = service.warm_up()
   info = service.info()
   round_trip_ms, server_ms = [], []
-  with web_demo.serving_in_background(web_demo.create_app(service)) as url:
+  with web_app.serving_in_background(web_app.create_app(service)) as url:
     for run in range(FLAGS.runs):
       data = _clip(FLAGS.seconds, seed=run)
       request = urllib.request.Request(f"{url}/api/generate", data=data, method="POST")

@@ -12,6 +12,7 @@ from PIL import Image
 from wav2pix_jax.evaluation import emotion
 from wav2pix_jax.evaluation import report as eval_report
 from wav2pix_jax.evaluation import scoring
+from wav2pix_jax.evaluation import scoring_inputs
 from wav2pix_jax import evaluate as ev
 from wav2pix_jax.evaluation import evaluator
 from wav2pix_jax.evaluation import face_metrics as fm
@@ -251,7 +252,7 @@ def test_mean_face_row(report, data):
   assert mean["identity"]["accuracy"] == 1.0
   # One image per speaker, repeated: its mouth opening is a per-speaker constant.
   assert mean["expressivity"]["num_faces"] == 2 * PER_SPEAKER
-  faces = scoring.mean_faces(data["train_real"], data["train_speakers"], 2)
+  faces = scoring_inputs.mean_faces(data["train_real"], data["train_speakers"], 2)
   np.testing.assert_allclose(faces[1], data["train_real"][PER_SPEAKER:].mean(0), atol=0.5)
 
 

@@ -1,6 +1,6 @@
-"""The web demo (serving/web_demo.py; its CLI, wav2pix_jax/demo.py): the page, its limits and
-errors over HTTP, 20 uploads at once, the CLI, and a real headless browser (Debian's chromium
-through Selenium) driving the page.
+"""The web demo (serving/web_demo.py, its app serving/web_app.py; its CLI, wav2pix_jax/demo.py):
+the page, its limits and errors over HTTP, 20 uploads at once, the CLI, and a real headless
+browser (Debian's chromium through Selenium) driving the page.
 
 Needs the [demo] extra (starlette, uvicorn); the browser test also needs the [browser] extra
 (selenium) and chromium + chromium-driver (scripts/test.sh installs all of them). Each missing
@@ -34,6 +34,7 @@ import soundfile
 from PIL import Image
 
 from wav2pix_jax import demo
+from wav2pix_jax.serving import web_app
 from wav2pix_jax.serving import web_demo
 from wav2pix_jax.serving import inference
 
@@ -115,7 +116,7 @@ def server(workdir):
     pytest.skip(web_demo.DEMO_EXTRA_HINT)
   service = web_demo.Demo(workdir, limits=LIMITS)
   service.warm_up()
-  with web_demo.serving_in_background(web_demo.create_app(service)) as url:
+  with web_app.serving_in_background(web_app.create_app(service)) as url:
     yield url, service
 
 
@@ -151,10 +152,11 @@ def _our_temp_dirs() -> set[str]:
 
 
 def test_demo_module_imports_no_web_framework():
-  """The package (demo.py, web_demo.py included) imports without the [demo] extra: only
-  create_app and serve need it."""
+  """The package (demo.py, web_demo.py and web_app.py included) imports without the [demo]
+  extra: only create_app and serve need it."""
   code = (
       "import sys; import wav2pix_jax.demo, wav2pix_jax.serving.web_demo, wav2pix_jax.generate; "
+      "import wav2pix_jax.serving.web_app; "
       "bad = [m for m in ('starlette', 'uvicorn', 'selenium', 'jax') if m in sys.modules]; "
       "assert not bad, bad"
   )
@@ -166,8 +168,8 @@ def test_limits_are_checked():
     web_demo.Limits(max_seconds=0)
   with pytest.raises(ValueError, match="video_seconds"):
     web_demo.Limits(video_seconds=-1)
-  assert web_demo.is_loopback("127.0.0.1") and web_demo.is_loopback("localhost")
-  assert web_demo.is_loopback("::1") and not web_demo.is_loopback("0.0.0.0")
+  assert web_app.is_loopback("127.0.0.1") and web_app.is_loopback("localhost")
+  assert web_app.is_loopback("::1") and not web_app.is_loopback("0.0.0.0")
 
 
 def test_variety_is_refused_in_one_line_without_dropout(workdir_no_dropout):
@@ -338,7 +340,7 @@ def test_a_full_queue_says_busy_and_still_answers_everyone(workdir):
   service.warm_up()
   wav = _encoded(_speech(0.5))
   with (
-      web_demo.serving_in_background(web_demo.create_app(service)) as url,
+      web_app.serving_in_background(web_app.create_app(service)) as url,
       concurrent.futures.ThreadPoolExecutor(8) as pool,
   ):
     with service._lock:  # pylint: disable=protected-access  # hold the generator: requests queue

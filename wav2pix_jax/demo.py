@@ -35,6 +35,7 @@ from absl import flags
 from wav2pix_jax import cli
 from wav2pix_jax import config_lib
 from wav2pix_jax.data import audio
+from wav2pix_jax.serving import web_app
 from wav2pix_jax.serving import web_demo
 
 PROG = "wav2pix-demo"
@@ -117,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise config_lib.ConfigError(
           f"{FLAGS.workdir}: no checkpoint for step {FLAGS.step}; available: {demo.steps()}"
       )
-    web_demo.serve(demo, host=FLAGS.host, port=FLAGS.port)
+    web_app.serve(demo, host=FLAGS.host, port=FLAGS.port)
   except (config_lib.ConfigError, web_demo.DemoError, audio.AudioError, OSError, ImportError) as e:
     # A bad setting, workdir or path, or the [demo] extra missing; a bug keeps its traceback.
     print(cli.error_line(PROG, e), file=sys.stderr)

@@ -20,6 +20,7 @@ from wav2pix_jax import config_lib
 from wav2pix_jax.evaluation import data as eval_data
 from wav2pix_jax.evaluation import report as eval_report
 from wav2pix_jax.evaluation import scoring
+from wav2pix_jax.evaluation import scoring_inputs
 from wav2pix_jax.evaluation import face_metrics
 from wav2pix_jax.evaluation import grids
 from wav2pix_jax.serving import inference
@@ -38,7 +39,7 @@ def save_grid(
 ) -> pathlib.Path:
   """PNG grid: one band per speaker (name on top), each cell a real face and its generated face."""
   generated = face_metrics.check_images(generated, "generated")
-  real = scoring.resize_batch(face_metrics.check_images(real, "real"), generated.shape[1:3])
+  real = scoring_inputs.resize_batch(face_metrics.check_images(real, "real"), generated.shape[1:3])
   speakers = np.asarray(speakers)
   if not (real.shape[0] == generated.shape[0] == speakers.shape[0]):
     raise ValueError("real, generated and speakers must have the same length")
