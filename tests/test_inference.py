@@ -26,18 +26,18 @@ def tiny_config():
   return module.get_config()
 
 
-def save_run(workdir: pathlib.Path, config, *, steps=(3,), seed=0, names=NAMES):
+def save_run(workdir: pathlib.Path, config, *, steps=(3,), seed=0, names=NAMES, num_speakers=2):
   """A workdir as training leaves it: config.json, dataset.json and Orbax checkpoints of a real
-  TrainState."""
+  TrainState (of `num_speakers` speakers)."""
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   (workdir / "dataset.json").write_text(
-      json.dumps({"dataset": "x", "num_speakers": 2, "speaker_names": list(names)})
+      json.dumps({"dataset": "x", "num_speakers": num_speakers, "speaker_names": list(names)})
   )
   manager = checkpoints.create_manager(str(workdir), max_to_keep=5)
-  meta = checkpoints.make_meta(config, num_speakers=2, speaker_names=names)
+  meta = checkpoints.make_meta(config, num_speakers=num_speakers, speaker_names=names)
   # The real TrainState structure (eval_shape: nothing compiled), filled with seeded random values.
-  abstract = step_lib.abstract_train_state(config, 2)
+  abstract = step_lib.abstract_train_state(config, num_speakers)
   states = {}
   for i, step in enumerate(steps):
     rng = np.random.default_rng(seed + i)

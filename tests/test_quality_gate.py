@@ -30,13 +30,13 @@ from wav2pix_jax import checkpoints
 import helpers
 
 REPO = helpers.REPO
-GATE_STEPS = 300
+GATE_STEPS = 200
 EVAL_EVERY = 100
 EVAL_EXAMPLES = 64
 # Thresholds on the best checkpoint's evaluation, with margin below the calibration run (seed 0,
-# steps 100 / 200 / 300: identity 0.703 / 0.859 / 0.500, detection 0.953 / 0.828 / 0.906, FD
-# 2.2 / 1.4 / 2.4 x the mean face's) and above the broken models (identity 0.484-0.516, FD
-# 2.8-3.6 x): docs/testing.md.
+# steps 100 / 200: identity 0.891 / 0.953, detection 0.750 / 0.906, FD 2.1 / 1.4 x the mean
+# face's) and above the broken models (identity 0.484, FD 3.2-3.6 x at steps 100-200):
+# docs/testing.md.
 MIN_IDENTITY = 0.75  # chance (one face for both speakers): 0.5
 MIN_DETECTION = 0.6  # dlib finds a face
 MAX_FD_OVER_MEAN_FACE = 2.0  # FD at most this times the per-speaker mean training face's

@@ -1,7 +1,9 @@
 """Face attributes of a trained workdir's faces for unseen voices (synthetic_voice_faces).
 
-The table of evaluation.attributes (each attribute's error on the generated faces against chance
-and the mean training face); writes <out>/attributes.json and attributes_grid.png:
+The evaluation of evaluate.py (pixel metrics: dlib does not see these cartoon faces) with its
+attribute section, printed as the table of evaluation.attributes (each attribute's error on the
+generated faces against chance and the mean training face); writes <out>/report.json (the
+section under "attributes") and grid.png:
 
     python -m wav2pix_jax.attributes --workdir=workdirs/demo_unseen --split=test_unseen
 """
@@ -17,6 +19,8 @@ from absl import flags
 from wav2pix_jax import cli
 from wav2pix_jax import config_lib
 from wav2pix_jax.evaluation import attributes
+from wav2pix_jax.evaluation import evaluator
+from wav2pix_jax.evaluation import report as eval_report
 
 PROG = "attributes"
 # The tool's own flags (not absl's global FLAGS: see cli.parse_flags).
@@ -28,11 +32,10 @@ flags.DEFINE_string("split", "test_unseen", "Dataset split to evaluate.", flag_v
 flags.DEFINE_string(
     "out",
     None,
-    f"Folder for {attributes.REPORT_FILENAME} and {attributes.GRID_FILENAME} "
-    "(default: <workdir>/eval/<split>).",
+    f"Folder for {eval_report.REPORT_FILENAME} and grid.png (default: <workdir>/eval/<split>).",
     flag_values=FLAGS,
 )
-flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).", flag_values=FLAGS)
+cli.define_checkpoint_flags(FLAGS)
 flags.DEFINE_string("data_dir", None, "Override config.input.data_dir.", flag_values=FLAGS)
 flags.mark_flag_as_required("workdir", flag_values=FLAGS)
 
@@ -47,16 +50,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
   out = FLAGS.out or str(pathlib.Path(FLAGS.workdir).expanduser() / "eval" / FLAGS.split)
   try:
-    report = attributes.evaluate_workdir(
-        FLAGS.workdir, split=FLAGS.split, out_dir=out, step=FLAGS.step, data_dir=FLAGS.data_dir
+    report = evaluator.evaluate_workdir(
+        FLAGS.workdir,
+        split=FLAGS.split,
+        out_dir=out,
+        step=FLAGS.step,
+        checkpoint=FLAGS.checkpoint,
+        data_dir=FLAGS.data_dir,
+        dlib_metrics=False,
+        with_attributes=True,
     )
   except (config_lib.ConfigError, OSError) as e:  # a bad setting or path; a bug keeps its traceback
     print(cli.error_line(PROG, e), file=sys.stderr)
     return 1
-  print(attributes.table(report))
-  for name, verdict in report["verdict"].items():
+  print(attributes.table(report.attributes))
+  for name, verdict in report.attributes["verdict"].items():
     print(f"  {name}: {verdict}")
-  print(f"report: {pathlib.Path(out) / attributes.REPORT_FILENAME}")
+  print(f"report: {pathlib.Path(out) / eval_report.REPORT_FILENAME}")
   return 0
 
 

@@ -4,7 +4,8 @@ For `synthetic_voice_faces` (data_prep/synthetic_voice_faces), whose face attrib
 voice by a known mapping and whose layout is known: `measure(images)` reads each attribute back
 from face pixels (generated or real), `evaluate_attributes` compares the generated faces of a
 split's speakers with the ground truth, against chance and against the mean training face;
-`evaluate_workdir` does it for a trained workdir (`python -m wav2pix_jax.attributes` is its CLI).
+`section` does it for a trained workdir's faces: the "attributes" section of the evaluation's one
+report (evaluation/evaluator.py evaluate_workdir; `python -m wav2pix_jax.attributes` prints it).
 
 Attributes (ATTRIBUTES): beard, jaw, hair_length (follow the pitch), head_size (follows the
 formant spacing) in [0, 1]; shirt and background colours (palette indices), the controls: random,
@@ -20,9 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
-import pathlib
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -30,12 +29,7 @@ import numpy as np
 from wav2pix_jax import config_lib
 from wav2pix_jax.data import datasets
 from wav2pix_jax.data import input_pipeline
-from wav2pix_jax.evaluation import data as eval_data
-from wav2pix_jax.evaluation import grids
-from wav2pix_jax.serving import inference
 
-REPORT_FILENAME = "attributes.json"
-GRID_FILENAME = "attributes_grid.png"  # each speaker's first real face above its generated one
 DATASET = "synthetic_voice_faces"
 
 
@@ -400,38 +394,23 @@ def mean_training_face(input_cfg, image_size: int) -> tuple[np.ndarray, dict]:
   return np.clip(np.round(mean), 0, 255).astype(np.uint8), _split_truth(source, len(source))
 
 
-def save_grid(
-    path: str | os.PathLike, real: np.ndarray, generated: np.ndarray, speakers: np.ndarray
-) -> pathlib.Path:
-  """A PNG: each speaker's first real face (top row) above its generated face (bottom row)."""
-  first = [int(np.flatnonzero(np.asarray(speakers) == s)[0]) for s in np.unique(speakers)]
-  return grids.save_png(path, grids.grid([real[first], generated[first]]))
+def check_dataset(input_cfg, workdir: str | os.PathLike) -> None:
+  """ConfigError unless `input_cfg` (a run's config.input) reads DATASET."""
+  if datasets.base_name(str(input_cfg.dataset)) != DATASET:
+    raise config_lib.ConfigError(
+        f"{workdir} was trained on {input_cfg.dataset!r}: attribute ground truth and layout exist "
+        f"only for {DATASET!r} (configs/demo_unseen.py)"
+    )
 
 
-def evaluate_workdir(
-    workdir: str,
-    *,
-    split: str = "test_unseen",
-    out_dir: str | os.PathLike | None = None,
-    step: int | None = None,
-    data_dir: str | None = None,
-    batch_size: int = 32,
+def section(
+    input_cfg, *, split: str, generated: np.ndarray, real: np.ndarray, speakers: np.ndarray
 ) -> dict:
-  """Generates faces for `split` with a trained workdir's generator; the attribute report.
-
-  Writes out_dir/REPORT_FILENAME and out_dir/GRID_FILENAME where out_dir is given. A user's error
-  (a workdir of another dataset, an unknown split...) raises config_lib.ConfigError.
-  """
-  generator = inference.load(workdir, step, batch_size=batch_size)
-  input_cfg = _dataset_config(generator, workdir, data_dir)
-  source = datasets.data_source(input_cfg, split)  # ConfigError for an unknown split
-  waveforms, real, speakers = eval_data.read_split(
-      input_cfg, split=split, image_size=generator.image_size, batch_size=batch_size
-  )
-  truth = _split_truth(source, len(real))  # read in record order: record i is example i
-  mean_face, train_truth = mean_training_face(input_cfg, generator.image_size)
-  generated = generator.generate_preprocessed(waveforms)
-  report = evaluate_attributes(
+  """The report's attribute section (`evaluate_attributes`) of faces generated for the first
+  len(generated) records of `split` (record order), with the train split's mean face and truth."""
+  truth = _split_truth(datasets.data_source(input_cfg, split), len(generated))
+  mean_face, train_truth = mean_training_face(input_cfg, generated.shape[1])
+  return evaluate_attributes(
       generated=generated,
       truth=truth,
       speakers=speakers,
@@ -439,30 +418,3 @@ def evaluate_workdir(
       mean_face=mean_face,
       real=real,
   )
-  report["run"] = {
-      "workdir": os.path.abspath(os.path.expanduser(str(workdir))),
-      "step": generator.step,
-      "dataset": input_cfg.dataset,
-      "split": split,
-  }
-  if out_dir is not None:
-    path = pathlib.Path(out_dir) / REPORT_FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    save_grid(pathlib.Path(out_dir) / GRID_FILENAME, real, generated, speakers)
-  return report
-
-
-def _dataset_config(generator, workdir: str, data_dir: str | None):
-  """The run's config.input (data_dir overridden); ConfigError unless it reads DATASET."""
-  input_cfg = generator.config.input.copy_and_resolve_references()
-  if data_dir is not None:
-    input_cfg.data_dir = data_dir
-  # datasets' one parsing of a dataset name ("name:version/config" -> name).
-  base_name = datasets.base_name
-  if base_name(str(input_cfg.dataset)) != DATASET:
-    raise config_lib.ConfigError(
-        f"{workdir} was trained on {input_cfg.dataset!r}: attribute ground truth and layout exist "
-        f"only for {DATASET!r} (configs/demo_unseen.py)"
-    )
-  return input_cfg

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 from wav2pix_jax import config_lib
+from wav2pix_jax.evaluation import attributes
 from wav2pix_jax.evaluation import data as eval_data
 from wav2pix_jax.evaluation import report as eval_report
 from wav2pix_jax.evaluation import scoring
@@ -122,6 +123,7 @@ def evaluate_workdir(
     fuse: Sequence[int] = (),
     announce: Callable[[str], None] | None = None,
     precise_bn_examples: int = 0,
+    with_attributes: bool | None = None,
 ) -> eval_report.Report:
   """Generates faces for `split` with a workdir's generator, evaluates, writes report + grid.
 
@@ -133,8 +135,17 @@ def evaluate_workdir(
   generator's line saying which checkpoint and why (FaceGenerator.source), once it is loaded.
   precise_bn_examples > 0: G's BatchNorm statistics recomputed for its weights on the first N
   training records instead of the checkpoint's (FaceGenerator.with_precise_batch_stats).
+  with_attributes: the report's attribute section (attributes.section); None: where the dataset
+  has one (synthetic_voice_faces); True: required (ConfigError for another dataset).
   """
   generator = inference.load(workdir, step, checkpoint=checkpoint, batch_size=batch_size)
+  input_cfg = generator.config.input
+  if data_dir is not None:
+    input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
+  if with_attributes:
+    attributes.check_dataset(input_cfg, workdir)
+  elif with_attributes is None:
+    with_attributes = datasets.base_name(str(input_cfg.dataset)) == attributes.DATASET
   if announce is not None:
     announce(generator.source)
   if train_faces_per_speaker is None:
@@ -148,9 +159,6 @@ def evaluate_workdir(
       batch_size=batch_size,
   )
   if precise_bn_examples > 0:
-    input_cfg = generator.config.input
-    if data_dir is not None:
-      input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
     windows, _, _ = eval_data.read_split(
         input_cfg,
         split=input_cfg.train_split,
@@ -162,6 +170,14 @@ def evaluate_workdir(
   generated = generator.generate_preprocessed(eval_set.waveforms)
   fused = fused_faces(generator, eval_set, fuse)
   report = evaluate_set(eval_set, generated, dlib_metrics=dlib_metrics, fused=fused)
+  if with_attributes:
+    report.attributes = attributes.section(
+        input_cfg,
+        split=split,
+        generated=generated,
+        real=eval_set.real,
+        speakers=eval_set.speakers,
+    )
   report.run = {
       "workdir": os.path.abspath(os.path.expanduser(str(workdir))),
       "step": generator.step,

@@ -390,6 +390,9 @@ class Report:
   num_examples: int
   rows: dict[str, Row]
   run: dict[str, Any] | None = None  # what was evaluated (workdir, step, dataset, split...)
+  # Face attributes read back from the faces (evaluation/attributes.py evaluate_attributes: each
+  # attribute's error against chance and the mean face), on synthetic_voice_faces; else None.
+  attributes: dict[str, Any] | None = None
 
   def to_json(self) -> dict:
     """The report.json object."""
@@ -402,6 +405,8 @@ class Report:
     }
     if self.run is not None:
       out["run"] = dict(self.run)
+    if self.attributes is not None:
+      out["attributes"] = dict(self.attributes)
     return out
 
   @classmethod
@@ -414,6 +419,7 @@ class Report:
         num_examples=d["num_examples"],
         rows={name: Row.from_json(row) for name, row in d["rows"].items()},
         run=d.get("run"),
+        attributes=d.get("attributes"),
     )
 
   @classmethod
