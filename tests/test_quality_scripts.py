@@ -116,3 +116,27 @@ def test_d_speaker_bias_rows_of_an_additive_d_and_the_embeddings_separability():
   apart = np.array([[1.0, 0.1], [0.9, -0.1], [0.1, 1.0], [-0.1, 0.8]])
   assert tool.centroid_accuracy(apart, speakers) == 1.0
   assert tool.centroid_accuracy(apart[[0, 2, 1, 3]], speakers) == 0.5
+
+
+def test_precise_bn_ab_summary_counts_the_swing_per_arm():
+  tool = _tool("precise_bn_ab")
+  arm = lambda identity, fd: {
+      "identity": identity,
+      "face_detection_rate": 1.0,
+      "frechet_distance": fd,
+  }
+  rows = [
+      {"running": arm(0.5, 0.4), "precise": arm(1.0, 0.2)},
+      {"running": arm(0.9, 0.2), "precise": arm(0.9, 0.2)},
+  ]
+  got = tool.summary(rows)
+  assert got["running"] == {
+      "evaluations": 2,
+      "identity_mean": pytest.approx(0.7),
+      "identity_min": 0.5,
+      "swing_share": 0.5,
+      "fd_mean": pytest.approx(0.3),
+  }
+  assert got["precise"]["swing_share"] == 0.0 and got["precise"]["identity_min"] == 0.9
+  assert "running  50.0% / 100.0% / 0.400" in tool._arm_text("running", rows[0]["running"])
+  assert tool.main(["--workdirs="]) == 2
