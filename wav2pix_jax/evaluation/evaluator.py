@@ -125,27 +125,18 @@ def evaluate_workdir(
     precise_bn_examples: int = 0,
     with_attributes: bool | None = None,
 ) -> eval_report.Report:
-  """Generates faces for `split` with a workdir's generator, evaluates, writes report + grid.
-
-  train_faces_per_speaker: reference faces per speaker; None: the run's
-  config.eval.reference_faces_per_speaker. The generator runs in the run's config.eval.train_mode.
-  fuse: windows per face of extra rows "fused_<k>" (`fused_faces`; 1 is the generated row).
-  step / checkpoint: which checkpoint (`inference.load`: the best by periodic validation, else the
-  latest); report.run says which ("checkpoint": best, latest or step). announce: called with the
-  generator's line saying which checkpoint and why (FaceGenerator.source), once it is loaded.
-  precise_bn_examples > 0: G's BatchNorm statistics recomputed for its weights on the first N
-  training records instead of the checkpoint's (FaceGenerator.with_precise_batch_stats).
-  with_attributes: the report's attribute section (attributes.section); None: where the dataset
-  has one (synthetic_voice_faces); True: required (ConfigError for another dataset).
+  """Generates faces for `split` with a workdir's generator (in its config.eval.train_mode),
+  evaluates, writes report + grid. train_faces_per_speaker (None: the run's
+  config.eval.reference_faces_per_speaker); fuse: extra rows "fused_<k>" (`fused_faces`);
+  step / checkpoint: `inference.load`'s choice, said in report.run and to `announce` once loaded;
+  precise_bn_examples > 0: BatchNorm statistics recomputed on that many training records;
+  with_attributes: the attribute section (None: where the dataset has one, `_attributes_wanted`).
   """
   generator = inference.load(workdir, step, checkpoint=checkpoint, batch_size=batch_size)
   input_cfg = generator.config.input
   if data_dir is not None:
     input_cfg = _with_overrides(input_cfg, data_dir=data_dir)
-  if with_attributes:
-    attributes.check_dataset(input_cfg, workdir)
-  elif with_attributes is None:
-    with_attributes = datasets.base_name(str(input_cfg.dataset)) == attributes.DATASET
+  with_attributes = _attributes_wanted(input_cfg, workdir, with_attributes)
   if announce is not None:
     announce(generator.source)
   if train_faces_per_speaker is None:
@@ -159,34 +150,37 @@ def evaluate_workdir(
       batch_size=batch_size,
   )
   if precise_bn_examples > 0:
-    windows, _, _ = eval_data.read_split(
-        input_cfg,
-        split=input_cfg.train_split,
-        image_size=generator.image_size,
-        batch_size=batch_size,
-        max_examples=precise_bn_examples,
-    )
-    generator = generator.with_precise_batch_stats(windows, batch=int(generator.config.batch_size))
+    generator = _with_precise_bn(generator, input_cfg, precise_bn_examples, batch_size)
   generated = generator.generate_preprocessed(eval_set.waveforms)
-  fused = fused_faces(generator, eval_set, fuse)
-  report = evaluate_set(eval_set, generated, dlib_metrics=dlib_metrics, fused=fused)
+  report = evaluate_set(
+      eval_set, generated, dlib_metrics=dlib_metrics, fused=fused_faces(generator, eval_set, fuse)
+  )
   if with_attributes:
     report.attributes = attributes.section(
-        input_cfg,
-        split=split,
-        generated=generated,
-        real=eval_set.real,
-        speakers=eval_set.speakers,
+        input_cfg, split=split, generated=generated, real=eval_set.real, speakers=eval_set.speakers
     )
-  report.run = {
+  report.run = _run_record(
+      workdir, generator, dataset=info.name, split=split, train_faces=train_faces_per_speaker
+  )
+  report.run["precise_bn_examples"] = precise_bn_examples
+  _write(out_dir, report, eval_set, generated, grid_per_speaker)
+  return report
+
+
+def _run_record(workdir, generator, *, dataset: str, split: str, train_faces: int) -> dict:
+  """report.run: what was evaluated (workdir, step, which checkpoint, dataset, split...)."""
+  return {
       "workdir": os.path.abspath(os.path.expanduser(str(workdir))),
       "step": generator.step,
       "checkpoint": generator.which,
-      "dataset": info.name,
+      "dataset": dataset,
       "split": split,
-      "train_faces_per_speaker": train_faces_per_speaker,
-      "precise_bn_examples": precise_bn_examples,
+      "train_faces_per_speaker": train_faces,
   }
+
+
+def _write(out_dir, report, eval_set: eval_data.EvalSet, generated, per_speaker: int) -> None:
+  """out_dir/report.json and out_dir/grid.png (`per_speaker` faces of each speaker)."""
   report.write(out_dir)
   save_grid(
       pathlib.Path(out_dir) / "grid.png",
@@ -194,9 +188,33 @@ def evaluate_workdir(
       generated=generated,
       speakers=eval_set.speakers,
       speaker_names=eval_set.speaker_names,
-      per_speaker=grid_per_speaker,
+      per_speaker=per_speaker,
   )
-  return report
+
+
+def _attributes_wanted(input_cfg, workdir: str, wanted: bool | None) -> bool:
+  """Whether the report gets an attribute section: `wanted`, or (None) where the dataset has
+  one; ConfigError when it is wanted on another dataset."""
+  if wanted:
+    attributes.check_dataset(input_cfg, workdir)
+    return True
+  if wanted is None:
+    return datasets.base_name(str(input_cfg.dataset)) == attributes.DATASET
+  return False
+
+
+def _with_precise_bn(
+    generator: inference.FaceGenerator, input_cfg, examples: int, batch_size: int
+) -> inference.FaceGenerator:
+  """`generator` with BatchNorm statistics recomputed on the first `examples` training records."""
+  windows, _, _ = eval_data.read_split(
+      input_cfg,
+      split=input_cfg.train_split,
+      image_size=generator.image_size,
+      batch_size=batch_size,
+      max_examples=examples,
+  )
+  return generator.with_precise_batch_stats(windows, batch=int(generator.config.batch_size))
 
 
 def _workdir_eval_set(
