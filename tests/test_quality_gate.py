@@ -59,9 +59,11 @@ BREAKS = {
 
 
 def _single_device_env() -> dict:
-  """The environment of a user's run: conftest's 2 fake CPU devices removed."""
+  """The environment of a user's run: conftest's 2 fake CPU devices and XLA optimisation level 0
+  removed."""
   env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
-  flags = [f for f in env.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+  conftest_flags = ("host_platform_device_count", "xla_backend_optimization_level")
+  flags = [f for f in env.get("XLA_FLAGS", "").split() if not any(c in f for c in conftest_flags)]
   env["XLA_FLAGS"] = " ".join(flags)
   return env
 
