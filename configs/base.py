@@ -117,6 +117,9 @@ def get_config() -> ml_collections.ConfigDict:
   # scores and the fake scores over that of the real ones (Tseng et al. 2021; MAGVIT)
   loss.lecam = 0.0
   loss.lecam_decay = 0.99  # decay of those running means
+  # fer's expression network in G's loss (0 = off; training/expression_loss.py)
+  loss.expression = 0.0  # weight of KL(real face's expressions || generated face's)
+  loss.expression_features = 0.0  # weight of MSE of fer's last features (a perceptual loss)
   loss.r1 = 0.0  # R1 penalty gamma/2 E|grad_x D(x, e)|^2 on real pairs (0 = off)
   # DiffAugment policy for every image D sees: "" | e.g. "color,translation,cutout"
   loss.diff_augment = ""

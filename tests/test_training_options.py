@@ -18,6 +18,7 @@ from wav2pix_jax.models import layers
 from wav2pix_jax.models import networks
 from wav2pix_jax.training import monitor
 from wav2pix_jax.training import loop
+from wav2pix_jax.training import losses
 from wav2pix_jax.training import step as step_lib
 
 import helpers
@@ -212,9 +213,9 @@ def test_r1_differentiates_the_discriminator_that_scored_even_at_step_0():
       real_label=1.0,
       r1_weight=1.0,
   )
-  want = step_lib.r1_penalty(state.d_params, spectral, images[:4], embedding, d_model=d_model)
+  want = losses.r1_penalty(state.d_params, spectral, images[:4], embedding, d_model=d_model)
   np.testing.assert_allclose(float(terms["d_r1"]), float(want), rtol=1e-6)
-  stale = step_lib.r1_penalty(
+  stale = losses.r1_penalty(
       state.d_params, state.d_spectral, images[:4], embedding, d_model=d_model
   )
   assert float(terms["d_r1"]) < 1.0 < 1e3 * float(terms["d_r1"]) < float(stale)

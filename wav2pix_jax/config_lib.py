@@ -312,7 +312,16 @@ def validate(config: Any) -> None:
     fraction(config, f"optim.{net}.b2")
   fraction(config, "optim.g.ema_decay")
   fraction(config, "loss.real_label", closed=True)
-  for field in ("adversarial", "feature_matching", "l1", "speaker_ce", "r1", "lecam"):
+  for field in (
+      "adversarial",
+      "feature_matching",
+      "l1",
+      "speaker_ce",
+      "r1",
+      "lecam",
+      "expression",
+      "expression_features",
+  ):
     non_negative(config, f"loss.{field}")
   one_of(config, "loss.gan", GAN_LOSSES)
   fraction(config, "loss.lecam_decay")

@@ -105,6 +105,23 @@ def preprocess(images: np.ndarray) -> np.ndarray:
   return ((gray / 255.0 - 0.5) * 2.0)[..., None]
 
 
+def preprocess_float(images: jax.Array) -> jax.Array:
+  """`preprocess` in jnp, differentiable, for float RGB images in [-1, 1] (the model's faces):
+  float32 [N, 64, 64, 1]. The same BT.601 luma without cv2's rounding to grey levels (the luma of
+  an image in [-1, 1] is already the network's [-1, 1] input), and where the size is not 64 a
+  linear resize with half-pixel centres (jax.image.resize, no antialiasing, as cv2 INTER_LINEAR).
+  """
+  images = jnp.asarray(images, jnp.float32)
+  gray = images @ jnp.asarray(_LUMA_FLOAT)
+  if gray.shape[1:] != (INPUT_SIZE, INPUT_SIZE):
+    shape = (gray.shape[0], INPUT_SIZE, INPUT_SIZE)
+    gray = jax.image.resize(gray, shape, "linear", antialias=False)
+  return gray[..., None]
+
+
+_LUMA_FLOAT = np.array([0.299, 0.587, 0.114], np.float32)
+
+
 # ------------------------------------------------------------------------------- the network
 
 
@@ -190,7 +207,8 @@ def _apply(layer: _Layer, w: dict, inputs: list):
   return _ACTIVATIONS[c["activation"]](y)
 
 
-def _forward(weights: dict, x: jax.Array, *, layers: tuple[_Layer, ...], output: str) -> jax.Array:
+def _values(weights: dict, x: jax.Array, layers: tuple[_Layer, ...]) -> dict[str, jax.Array]:
+  """Every layer's output for the input x, by layer name."""
   values = {}
   for layer in layers:
     if layer.kind == "InputLayer":
@@ -198,7 +216,11 @@ def _forward(weights: dict, x: jax.Array, *, layers: tuple[_Layer, ...], output:
     else:
       inputs = [values[name] for name in layer.inputs]
       values[layer.name] = _apply(layer, weights.get(layer.name, {}), inputs)
-  return values[output]
+  return values
+
+
+def _forward(weights: dict, x: jax.Array, *, layers: tuple[_Layer, ...], output: str) -> jax.Array:
+  return _values(weights, x, layers)[output]
 
 
 class ExpressionClassifier:
@@ -210,8 +232,24 @@ class ExpressionClassifier:
     if layers[0].kind != "InputLayer" or shape != (INPUT_SIZE, INPUT_SIZE, 1):
       raise ValueError(f"{path}: expected a {INPUT_SIZE}x{INPUT_SIZE}x1 input, got {shape}")
     self.path = pathlib.Path(path)
+    self._layers = layers
     self._weights = jax.tree.map(jnp.asarray, weights)
     self._forward = jax.jit(functools.partial(_forward, layers=layers, output=output))
+    # The softmax's input (fer's network ends in GlobalAveragePooling2D -> softmax).
+    last = next(layer for layer in layers if layer.name == output)
+    if last.kind != "Activation" or last.config["activation"] != "softmax":
+      raise ValueError(f"{path}: expected the output layer to be a softmax, got {last.kind}")
+    input_of = {layer.name: layer.inputs[0] for layer in layers if layer.inputs}
+    self.logits_layer = last.inputs[0]
+    # The last residual block's output: what the 7-channel classifier convolution reads.
+    self.features_layer = input_of[input_of[self.logits_layer]]
+
+  def layer_outputs(self, x: jax.Array, names: Sequence[str]) -> tuple[jax.Array, ...]:
+    """The named layers' outputs for `preprocess`ed (or `preprocess_float`ed) x: plain jnp with the
+    weights as constants, differentiable w.r.t. x, traced into the caller's jit (not jitted here).
+    """
+    values = _values(self._weights, jnp.asarray(x, jnp.float32), self._layers)
+    return tuple(values[name] for name in names)
 
   def probabilities_preprocessed(self, x: np.ndarray) -> np.ndarray:
     """float32 [N, 7] of `preprocess`'s output, in LABELS order."""

@@ -214,6 +214,11 @@ def _with_precise_bn(
       batch_size=batch_size,
       max_examples=examples,
   )
+  if not len(windows):
+    raise config_lib.ConfigError(
+        f"precise BatchNorm statistics ({examples} examples) need training records; split "
+        f"{input_cfg.train_split!r} of {input_cfg.data_dir or 'the default data_dir'} has none"
+    )
   return generator.with_precise_batch_stats(windows, batch=int(generator.config.batch_size))
 
 

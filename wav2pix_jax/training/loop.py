@@ -245,8 +245,8 @@ def _initial_state(
   abstract = step_lib.abstract_train_state(config, num_speakers)
   logging.info(
       "G parameters: %d, D parameters: %d",
-      step_lib.count_params(abstract.g_params),
-      step_lib.count_params(abstract.d_params),
+      loop_parts.count_params(abstract.g_params),
+      loop_parts.count_params(abstract.d_params),
   )
   if latest is None:
     return step_lib.create_train_state(config, num_speakers, jax.random.PRNGKey(config.seed))

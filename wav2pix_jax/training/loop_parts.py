@@ -422,3 +422,8 @@ class StopRequest:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
     return False
+
+
+def count_params(tree) -> int:
+  """The number of scalars in a pytree of arrays (or of their shapes)."""
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))

@@ -120,3 +120,16 @@ def speaker_cross_entropy(*, logits: jax.Array, labels: jax.Array) -> jax.Array:
 def speaker_accuracy(*, logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Share of the batch whose speaker the auxiliary classifier gets right."""
   return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+
+
+def r1_penalty(d_params, d_spectral, reals, embedding, *, d_model) -> jax.Array:
+  """E|d D(real, e) / d real|^2 over the batch (D's power iteration not advanced)."""
+
+  def real_scores_sum(x):
+    scores, _ = d_model.apply(
+        {"params": d_params, "spectral": d_spectral}, x, embedding, update_spectral=False
+    )
+    return jnp.sum(at_least_f32(scores))
+
+  grads = jax.grad(real_scores_sum)(reals)
+  return jnp.mean(jnp.sum(jnp.square(grads), axis=(1, 2, 3)))

@@ -8,11 +8,11 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from wav2pix_jax.models import factory
 from wav2pix_jax.training import augment
+from wav2pix_jax.training import expression_loss
 from wav2pix_jax.training import losses
 from wav2pix_jax.training import parallel
 
@@ -62,11 +62,32 @@ def make_optimizers(
 def create_train_state(
     config: ml_collections.ConfigDict, num_speakers: int, rng: jax.Array
 ) -> TrainState:
-  """Initialises both nets and both optimizers (N(0, 0.02) weights; see models.py)."""
+  """Initialises both nets and both optimizers (N(0, 0.02) weights; see models.py).
+
+  The initialiser is compiled once per (config, num_speakers) and reused for every rng.
+  """
+  key = (config.to_json_best_effort(sort_keys=True), num_speakers)
+  init = _COMPILED_INITS.pop(key, None) or jax.jit(_initializer(config, num_speakers))
+  _COMPILED_INITS[key] = init  # the most recently used last
+  while len(_COMPILED_INITS) > _MAX_COMPILED_INITS:
+    del _COMPILED_INITS[next(iter(_COMPILED_INITS))]
+  return init(rng)
+
+
+# create_train_state's compiled initialisers, least recently used first.
+_COMPILED_INITS: dict[tuple[str, int], Callable[[jax.Array], "TrainState"]] = {}
+_MAX_COMPILED_INITS = 8
+
+
+def _initializer(
+    config: ml_collections.ConfigDict, num_speakers: int
+) -> Callable[[jax.Array], TrainState]:
   g_model = factory.make_generator(config.model, num_speakers)
   d_model = factory.make_discriminator(config.model)
   g_tx, d_tx = make_optimizers(config)
   size = config.model.image_size
+  ema = config.optim.g.ema_decay > 0
+  lecam = config.loss.lecam > 0
 
   def init(rng):
     g_rng, d_rng, dropout_rng, state_rng = jax.random.split(rng, 4)
@@ -90,11 +111,11 @@ def create_train_state(
         d_opt_state=d_tx.init(d_vars["params"]),
         d_spectral=d_vars["spectral"],
         rng=state_rng,
-        g_ema_params=g_vars["params"] if config.optim.g.ema_decay > 0 else None,
-        d_score_ema=initial_score_ema() if config.loss.lecam > 0 else None,
+        g_ema_params=g_vars["params"] if ema else None,
+        d_score_ema=initial_score_ema() if lecam else None,
     )
 
-  return jax.jit(init)(rng)
+  return init
 
 
 def initial_score_ema() -> dict[str, jax.Array]:
@@ -107,10 +128,6 @@ def abstract_train_state(config: ml_collections.ConfigDict, num_speakers: int) -
   return jax.eval_shape(
       functools.partial(create_train_state, config, num_speakers), jax.random.PRNGKey(0)
   )
-
-
-def count_params(tree: PyTree) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
 # ------------------------------------------------------------------------------------------
@@ -190,19 +207,6 @@ def d_inputs(
   return images, embedding
 
 
-def r1_penalty(d_params: PyTree, d_spectral: PyTree, reals, embedding, *, d_model) -> jax.Array:
-  """E|d D(real, e) / d real|^2 over the batch (D's power iteration not advanced)."""
-
-  def real_scores_sum(x):
-    scores, _ = d_model.apply(
-        {"params": d_params, "spectral": d_spectral}, x, embedding, update_spectral=False
-    )
-    return jnp.sum(losses.at_least_f32(scores))
-
-  grads = jax.grad(real_scores_sum)(reals)
-  return jnp.mean(jnp.sum(jnp.square(grads), axis=(1, 2, 3)))
-
-
 def d_loss(
     d_params: PyTree,
     d_spectral: PyTree,
@@ -246,7 +250,7 @@ def d_loss(
     # The penalty's D is the one that scored: the power iteration of this call, not the vectors
     # before it (at step 0 those are random and unrelated, sigma = u^T W v near 0: R1 ~1e13).
     spectral = d_vars["spectral"]
-    terms["d_r1"] = r1_penalty(d_params, spectral, reals, embedding, d_model=d_model)
+    terms["d_r1"] = losses.r1_penalty(d_params, spectral, reals, embedding, d_model=d_model)
     loss = loss + 0.5 * r1_weight * terms["d_r1"]
   scores = {
       "d_score_real": jnp.mean(real),
@@ -324,6 +328,7 @@ def g_loss_and_grads(
     loss_weights: ml_collections.ConfigDict,
     axis_name: Optional[str] = None,
     augment_rng: Optional[jax.Array] = None,
+    expression: Optional[expression_loss.ExpressionLoss] = None,
 ) -> tuple[jax.Array, tuple, PyTree]:
   """(G loss, (terms, speaker accuracy), d loss / d g_params) against state's D, via g_out's vjp.
 
@@ -331,6 +336,7 @@ def g_loss_and_grads(
   through the saved forward: the same gradient as differentiating a fresh forward, without one.
   D's speech-embedding input is a constant unless loss_weights.adversarial_into_encoder (the
   authors' code): otherwise G could raise D's score by moving the condition, not the face.
+  `expression` (expression_loss.make) adds fer's expression terms.
   """
   face = batch["face"]
 
@@ -367,6 +373,10 @@ def g_loss_and_grads(
         + loss_weights.l1 * terms["g_l1"]
         + loss_weights.speaker_ce * terms["g_speaker_ce"]
     )
+    if expression is not None:
+      extra = expression.terms(fakes, face)
+      terms.update(extra)
+      loss = loss + expression.weighted(extra)
     accuracy = losses.speaker_accuracy(logits=logits, labels=batch["speaker"])
     return loss, (terms, accuracy)
 
@@ -385,6 +395,7 @@ def g_update(
     axis_name: Optional[str] = None,
     skip_nonfinite: bool = False,
     augment_rng: Optional[jax.Array] = None,
+    expression: Optional[expression_loss.ExpressionLoss] = None,
 ) -> tuple[TrainState, Metrics]:
   """One G-side update (encoder, classifier, generator) against the current D; D is untouched.
 
@@ -401,6 +412,7 @@ def g_update(
       loss_weights=loss_weights,
       axis_name=axis_name,
       augment_rng=augment_rng,
+      expression=expression,
   )
   grads = parallel.pmean(grads, axis_name)
   updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
@@ -453,6 +465,7 @@ def train_step(
     axis_name: Optional[str] = parallel.AXIS_NAME,
     skip_nonfinite: bool = False,
     ema_decay: float = 0.0,
+    expression: Optional[expression_loss.ExpressionLoss] = None,
 ) -> tuple[TrainState, Metrics]:
   """One Wav2Pix iteration: D update, then G update against the UPDATED D. Pure; pmap it.
 
@@ -489,6 +502,7 @@ def train_step(
       axis_name=axis_name,
       skip_nonfinite=skip_nonfinite,
       augment_rng=g_augment_rng,
+      expression=expression,
   )
   if ema_decay > 0:
     state = with_ema_update(state, decay=ema_decay)
@@ -513,6 +527,7 @@ def make_train_step(
       axis_name=axis_name,
       skip_nonfinite=bool(config.skip_nonfinite),
       ema_decay=float(config.optim.g.ema_decay),
+      expression=expression_loss.make(config.loss),
   )
 
 
