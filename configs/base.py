@@ -107,6 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
   loss.adversarial = 1.0  # weight of G's adversarial term (lsgan: MSE(D(G(e), e), 1))
   loss.feature_matching = 100.0  # weight of MSE between D-feature batch means (fake vs real)
   loss.l1 = 50.0  # weight of L1(G(e), real face)
+  loss.l1_low_pass = 1  # 1: per-pixel L1 (paper); k > 1: L1 of k x k block means (coarse only)
   loss.speaker_ce = 20.0  # weight of the auxiliary speaker cross-entropy
   # True (the authors' code): G's adversarial loss also trains the speech encoder through D's
   # speech-embedding input, so G can raise D's score by moving the condition instead of improving

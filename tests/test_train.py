@@ -285,6 +285,7 @@ def test_image_grid_layout():
         ("log.every_steps", 0, "log.every_steps"),
         ("max_train_minutes", -1.0, "max_train_minutes"),
         ("model.d_conditioning", "film", "model.d_conditioning"),
+        ("loss.l1_low_pass", 3, "loss.l1_low_pass"),
     ],
 )
 def test_bad_configs_fail_fast_naming_the_field(tmp_path, key, value, field):

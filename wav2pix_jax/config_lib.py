@@ -324,6 +324,10 @@ def validate(config: Any) -> None:
   ):
     non_negative(config, f"loss.{field}")
   one_of(config, "loss.gan", GAN_LOSSES)
+  if config.model.image_size % positive_int(config, "loss.l1_low_pass"):
+    raise _fail(
+        "config.", "loss.l1_low_pass", "a divisor of model.image_size", config.loss.l1_low_pass
+    )
   fraction(config, "loss.lecam_decay")
   boolean(config, "loss.adversarial_into_encoder")
   diff_augment_policy(config.loss.diff_augment)

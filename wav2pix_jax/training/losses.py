@@ -103,9 +103,22 @@ def feature_matching(
   return jnp.mean(jnp.square(fake_mean - real_mean))
 
 
-def l1(*, predictions: jax.Array, targets: jax.Array) -> jax.Array:
-  """Mean absolute error."""
-  return jnp.mean(jnp.abs(at_least_f32(predictions) - at_least_f32(targets)))
+def l1(*, predictions: jax.Array, targets: jax.Array, low_pass: int = 1) -> jax.Array:
+  """Mean absolute error. With low_pass = k > 1 (images [N, H, W, C], k dividing H and W), of the
+  k x k block means: the L1 then pins only what is coarser than k pixels and leaves the finer
+  detail to the adversarial term."""
+  predictions, targets = at_least_f32(predictions), at_least_f32(targets)
+  if low_pass > 1:
+    predictions, targets = block_mean(predictions, low_pass), block_mean(targets, low_pass)
+  return jnp.mean(jnp.abs(predictions - targets))
+
+
+def block_mean(images: jax.Array, k: int) -> jax.Array:
+  """[N, H / k, W / k, C]: the means of the k x k blocks of images [N, H, W, C]."""
+  n, h, w, c = images.shape
+  if h % k or w % k:
+    raise ValueError(f"block size {k} does not divide the images' {h} x {w}")
+  return images.reshape(n, h // k, k, w // k, k, c).mean(axis=(2, 4))
 
 
 def speaker_cross_entropy(*, logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -319,6 +319,22 @@ def d_update(
   return new, metrics
 
 
+def _d_on_fakes_and_reals(state, fakes, face, condition, d_model, loss_weights, augment_rng):
+  """One D call on [fake; real] (DiffAugment'ed if asked): the fakes' scores, both features."""
+  images = jnp.concatenate([fakes, face])
+  if loss_weights.diff_augment:
+    images = augment.diff_augment(images, augment_rng, loss_weights.diff_augment)
+  scores, features = d_model.apply(
+      {"params": state.d_params, "spectral": state.d_spectral},
+      images,
+      jnp.concatenate([condition, condition]),
+      update_spectral=False,
+  )
+  fake_scores, _ = jnp.split(scores, 2)
+  fake_features, real_features = jnp.split(features, 2)
+  return fake_scores, fake_features, real_features
+
+
 def g_loss_and_grads(
     state: TrainState,
     batch: dict,
@@ -345,18 +361,9 @@ def g_loss_and_grads(
     condition = (
         embedding if loss_weights.adversarial_into_encoder else jax.lax.stop_gradient(embedding)
     )
-    images = jnp.concatenate([fakes.astype(face.dtype), face])
-    if loss_weights.diff_augment:
-      images = augment.diff_augment(images, augment_rng, loss_weights.diff_augment)
-    # One D call on [fake; real]: scores of the fakes, features of both for feature matching.
-    scores, features = d_model.apply(
-        {"params": state.d_params, "spectral": state.d_spectral},
-        images,
-        jnp.concatenate([condition, condition]),
-        update_spectral=False,
+    fake_scores, fake_features, real_features = _d_on_fakes_and_reals(
+        state, fakes.astype(face.dtype), face, condition, d_model, loss_weights, augment_rng
     )
-    fake_scores, _ = jnp.split(scores, 2)
-    fake_features, real_features = jnp.split(features, 2)
     terms = {
         "g_adversarial": losses.generator_adversarial(
             fake_scores=fake_scores, gan=loss_weights.gan
@@ -364,7 +371,7 @@ def g_loss_and_grads(
         "g_feature_matching": losses.feature_matching(
             fake_features=fake_features, real_features=real_features, axis_name=axis_name
         ),
-        "g_l1": losses.l1(predictions=fakes, targets=face),
+        "g_l1": losses.l1(predictions=fakes, targets=face, low_pass=loss_weights.l1_low_pass),
         "g_speaker_ce": losses.speaker_cross_entropy(logits=logits, labels=batch["speaker"]),
     }
     loss = (
