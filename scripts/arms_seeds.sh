@@ -9,7 +9,15 @@
 #
 # Arms (each fast.py plus its flags): fast (as it is), score_sn (D's score layer spectrally
 # normalised), projection (projection-conditioned D with SN score and projection layers), joint
-# (the joint 1x1 layer of d_joint_channels=64).
+# (the joint 1x1 layer of d_joint_channels=64); issue 22's: hinge, logistic (the adversarial
+# objective), lecam (MAGVIT v2's pairing: non-saturating losses, LeCam 0.001, its means decaying
+# by 0.999), expression (fer's expression KL in G's loss, weight 10), expression_features (fer's
+# features as a perceptual loss, weight 10), low_pass_l1 (L1 of 4 x 4 block means), low_l1 (L1
+# weight 30 instead of 100).
+#
+# Each run's final model is what the issue judges: evaluate it on all of validation with
+#     python -m wav2pix_jax.evaluate --workdir=$RUNS/<arm>/seed<N> --checkpoint=latest
+# and summarise an arm with scripts/seed_summary.py over its seeds' report.json files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARMS=${ARMS:-fast score_sn projection}
@@ -22,7 +30,20 @@ arm_flags() {
     score_sn) echo "--config.model.d_score_sn=True" ;;
     projection) echo "--config.model.d_conditioning=projection --config.model.d_score_sn=True" ;;
     joint) echo "--config.model.d_joint_channels=64" ;;
-    *) echo "arms_seeds.sh: unknown arm '$1' (fast score_sn projection joint)" >&2; exit 2 ;;
+    hinge) echo "--config.loss.gan=hinge" ;;
+    logistic) echo "--config.loss.gan=logistic" ;;
+    lecam)
+      echo "--config.loss.gan=logistic --config.loss.lecam=0.001 --config.loss.lecam_decay=0.999"
+      ;;
+    expression) echo "--config.loss.expression=10.0" ;;
+    expression_features) echo "--config.loss.expression_features=10.0" ;;
+    low_pass_l1) echo "--config.loss.l1_low_pass=4" ;;
+    low_l1) echo "--config.loss.l1=30.0" ;;
+    *)
+      echo "arms_seeds.sh: unknown arm '$1' (fast score_sn projection joint hinge logistic" \
+        "lecam expression expression_features low_pass_l1 low_l1)" >&2
+      exit 2
+      ;;
   esac
 }
 
