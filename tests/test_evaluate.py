@@ -500,3 +500,23 @@ def test_cli_precise_bn_recomputes_the_batchnorm_statistics(workdir, tmp_path, c
   assert grids[0].shape == grids[1].shape and not np.array_equal(*grids)
   assert ev.main(args + [f"--out={tmp_path / 'bad'}", "--precise_bn=-1"]) == 2
   assert "--precise_bn must be 0 or a positive integer" in capsys.readouterr().err
+
+
+def test_cli_precise_bn_without_training_records_is_one_line(
+    workdir, tmp_path, capsys, monkeypatch
+):
+  """A dataset whose train split reads empty: --precise_bn stops with one line, no traceback."""
+  read_split = evaluator.eval_data.read_split
+
+  def no_train_records(input_cfg, *, split, **kwargs):
+    windows, real, speakers = read_split(input_cfg, split=split, **kwargs)
+    if split == input_cfg.train_split:
+      return windows[:0], real[:0], speakers[:0]
+    return windows, real, speakers
+
+  monkeypatch.setattr(evaluator.eval_data, "read_split", no_train_records)
+  args = [f"--workdir={workdir}", "--split=test", "--max_examples=4", "--train_faces_per_speaker=3"]
+  assert ev.main(args + [f"--out={tmp_path / 'out'}", "--precise_bn=6"]) == 1
+  err = capsys.readouterr().err
+  assert "precise BatchNorm statistics (6 examples) need training records" in err
+  assert "Traceback" not in err and len(err.strip().splitlines()) == 1
