@@ -4,6 +4,12 @@
         results/demo_seeds/seed0/test/report.json results/demo_seeds/seed1/test/report.json ...
 
 Prints one line per metric (mean +- sample sd, n, the values) and writes them as JSON.
+With --table, also writes the goals of issue 22 as a Markdown table: each goal's metric on the
+generated faces (mean +- sd over the reports, the worst report, every report's value) beside
+the real faces' and the mean faces' (the first report's: they do not depend on the model).
+
+    python scripts/seed_summary.py --out=results/final/summary.json \
+        --table=results/final/table.md results/final/seed{0,1,2}/report.json
 """
 
 import json
@@ -21,12 +27,47 @@ PROG = "seed_summary"
 # The tool's own flags (not absl's global FLAGS: see wav2pix_jax/cli.py).
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("out", None, "Write the summary here as JSON.", flag_values=FLAGS)
+flags.DEFINE_string("table", None, "Write the goals table (Markdown) here.", flag_values=FLAGS)
+
+# Issue 22's goals on the final model: (metric, label, goal, higher is better, as a percentage).
+# "expression_agreement_over_chance" is derived: agreement minus within-speaker chance.
+GOALS = (
+    ("identity", "identity (chance 50 %)", 0.97, True, True),
+    ("face_detection_rate", "dlib detection", 0.95, True, True),
+    ("frechet_distance", "Frechet distance", 0.06, False, False),
+    ("clip_matching_dlib", "within-speaker matching, dlib (chance 50 %)", 0.60, True, True),
+    ("clip_matching_pixels", "within-speaker matching, pixels (chance 50 %)", None, True, True),
+    ("clip_diversity_dlib", "within-speaker diversity, dlib (real 1)", 0.5, True, False),
+    ("clip_diversity_pixels", "within-speaker diversity, pixels (real 1)", None, True, False),
+    ("sharpness", "sharpness (real 1)", 0.7, True, False),
+    (
+        "expression_agreement_over_chance",
+        "expression agreement minus within-speaker chance",
+        0.05,
+        True,
+        True,
+    ),
+)
+
+
+def _scalars(report: dict) -> dict[str, float]:
+  """The report's headline numbers, plus each row's expression agreement over within-speaker
+  chance where both exist."""
+  out = eval_report.Report.from_json(report).scalars()
+  for key in list(out):
+    if key.endswith("/expression_agreement"):
+      chance = out.get(
+          key.replace("expression_agreement", "expression_chance_agreement") + "_within_speaker"
+      )
+      if chance is not None:
+        out[key + "_over_chance"] = out[key] - chance
+  return out
 
 
 def summarize(reports: list[dict]) -> dict[str, dict]:
   """{metric: {"mean", "sd", "n", "values"}} over the reports' headline numbers
   (`Report.scalars`)."""
-  flat = [eval_report.Report.from_json(r).scalars() for r in reports]
+  flat = [_scalars(r) for r in reports]
   keys = sorted(set().union(*flat))
   out = {}
   for key in keys:
@@ -41,6 +82,55 @@ def summarize(reports: list[dict]) -> dict[str, dict]:
     )
     out[key] = {"mean": mean, "sd": sd, "n": len(values), "values": values}
   return out
+
+
+def _fmt(value: float | None, percent: bool, sign: bool = False) -> str:
+  if value is None:
+    return "n/a"
+  if percent:
+    return f"{100 * value:{'+' if sign else ''}.1f} {'points' if sign else '%'}"
+  return f"{value:{'+' if sign else ''}.3f}"
+
+
+def goals_table(reports: list[dict], names: Sequence[str]) -> str:
+  """Issue 22's goals as a Markdown table over the reports (one per seed, named by `names`)."""
+  summary = summarize(reports)
+  first = _scalars(reports[0])
+  lines = [
+      f"| metric | goal | generated, mean +- sd ({len(reports)} seeds) | worst seed | "
+      f"{' | '.join(names)} | real faces | mean face |",
+      "| --- " * (6 + len(names)) + "|",
+  ]
+  for key, label, goal, higher, percent in GOALS:
+    s = summary.get(f"eval/generated/{key}")
+    if s is None:
+      continue
+    sign = key.endswith("_over_chance")
+    worst = min(s["values"]) if higher else max(s["values"])
+    met = ""
+    if goal is not None:
+      met = " (met)" if (worst >= goal if higher else worst <= goal) else " (not met)"
+    goal_text = "" if goal is None else f"{'>=' if higher else '<='} {_fmt(goal, percent, sign)}"
+    per_seed = [_fmt(_scalars(r).get(f"eval/generated/{key}"), percent, sign) for r in reports]
+    mean_sd = f"{_fmt(s['mean'], percent, sign)} +- {_fmt(s['sd'], percent, sign)}"
+    lines.append(
+        f"| {label} | {goal_text} | {mean_sd} | {_fmt(worst, percent, sign)}{met} | "
+        f"{' | '.join(per_seed)} | {_fmt(first.get(f'eval/real/{key}'), percent, sign)} | "
+        f"{_fmt(first.get(f'eval/mean_face/{key}'), percent, sign)} |"
+    )
+  return "\n".join(lines) + "\n"
+
+
+def _names(paths: Sequence[str]) -> list[str]:
+  """Each path's folders that not every path shares (seed0/eval/x/report.json ... -> seed0)."""
+  parts = [pathlib.Path(p).parent.parts for p in paths]
+  names = []
+  for own in parts:
+    differing = [
+        part for i, part in enumerate(own) if any(i >= len(o) or o[i] != part for o in parts)
+    ]
+    names.append("/".join(differing) or own[-1] if own else str(len(names)))
+  return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if FLAGS.out:
     pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(FLAGS.out).write_text(json.dumps({"reports": paths, "metrics": summary}, indent=1))
+  if FLAGS.table:
+    names = _names(paths)
+    pathlib.Path(FLAGS.table).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(FLAGS.table).write_text(goals_table(reports, names))
   return 0
 
 

@@ -11,6 +11,13 @@
 # STEPS=N trains N steps with no time limit (a run that does not depend on how busy the machine
 # is: configs/fast.py's 60 training minutes are ~4,200 steps on a quiet 2-core EPYC); without it
 # the config's own limits apply. EXTRA: more flags for every run.
+#
+# EVAL=<split> then evaluates each run's final model (the latest checkpoint) on that whole split
+# into $RUNS/seed<N>/eval/final_<split>/report.json (skipped where that report exists) and
+# summarises the seeds (scripts/seed_summary.py: $RUNS/summary_<split>.json and the goals table
+# $RUNS/table_<split>.md). README's results are
+#
+#     DATA=/path/to/tfds STEPS=4200 EVAL=validation RUNS=workdirs/final bash scripts/seeds.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -33,3 +40,17 @@ for seed in $SEEDS; do
     --config.seed="$seed" --config.input.shuffle_seed="$seed" "${EXTRA_FLAGS[@]}" 2>&1 \
     | tee -a "$wd/train_log.txt"
 done
+if [[ -n "${EVAL:-}" ]]; then
+  reports=()
+  for seed in $SEEDS; do
+    wd="$RUNS/seed$seed"
+    out="$wd/eval/final_$EVAL"
+    if [[ ! -f "$out/report.json" ]]; then
+      "$PY" -m wav2pix_jax.evaluate --workdir="$wd" --split="$EVAL" --checkpoint=latest \
+        --out="$out" ${DATA:+--data_dir="$DATA"} 2>&1 | tee "$wd/eval_final_$EVAL.txt"
+    fi
+    reports+=("$out/report.json")
+  done
+  "$PY" scripts/seed_summary.py --out="$RUNS/summary_$EVAL.json" --table="$RUNS/table_$EVAL.md" \
+    "${reports[@]}"
+fi
