@@ -47,7 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.classifier_hidden = 200  # hidden width of the auxiliary speaker classifier
   model.g_base_channels = 64  # generator width of the last hidden layer (doubles towards 4x4)
   model.d_base_channels = 64  # discriminator width of the first conv (doubles towards 4x4)
-  model.dropout_rate = 0.5  # generator dropout (its only source of randomness)
+  model.dropout_rate = 0.5  # generator dropout (a source of randomness)
+  model.noise_dim = 0  # noise input z ~ N(0, I) beside the embedding (0: none, the paper)
   # "auto" (per backend and network: factory.conv_impl) | "xla" | "subpixel" | "matmul"
   model.conv_impl = "auto"
   # Per-network overrides below take one value or a comma-separated list, one per conv layer.

@@ -13,7 +13,8 @@
 # objective), lecam (MAGVIT v2's pairing: non-saturating losses, LeCam 0.001, its means decaying
 # by 0.999), expression (fer's expression KL in G's loss, weight 10), expression_features (fer's
 # features as a perceptual loss, weight 10), low_pass_l1 (L1 of 4 x 4 block means), low_l1 (L1
-# weight 30 instead of 100).
+# weight 30 instead of 100), noise (a noise input of 16 values beside the embedding), noise_low_l1
+# (the noise input with L1 weight 30).
 #
 # Each run's final model is what the issue judges: evaluate it on all of validation with
 #     python -m wav2pix_jax.evaluate --workdir=$RUNS/<arm>/seed<N> --checkpoint=latest
@@ -39,9 +40,11 @@ arm_flags() {
     expression_features) echo "--config.loss.expression_features=10.0" ;;
     low_pass_l1) echo "--config.loss.l1_low_pass=4" ;;
     low_l1) echo "--config.loss.l1=30.0" ;;
+    noise) echo "--config.model.noise_dim=16" ;;
+    noise_low_l1) echo "--config.model.noise_dim=16 --config.loss.l1=30.0" ;;
     *)
       echo "arms_seeds.sh: unknown arm '$1' (fast score_sn projection joint hinge logistic" \
-        "lecam expression expression_features low_pass_l1 low_l1)" >&2
+        "lecam expression expression_features low_pass_l1 low_l1 noise noise_low_l1)" >&2
       exit 2
       ;;
   esac

@@ -12,7 +12,8 @@ from test_inference import save_run, tiny_config  # the workdir layout training 
 
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory):
-  """Two tiny runs: one with the generator's dropout (0.5), one without (like the demo)."""
+  """Tiny runs: one with the generator's dropout (0.5), one without (like the demo), and one
+  without dropout but with a noise input."""
   root = tmp_path_factory.mktemp("runs")
   dropout = root / "dropout"
   save_run(dropout, tiny_config(), steps=(1,))
@@ -20,7 +21,11 @@ def workdirs(tmp_path_factory):
   deterministic_config.model.dropout_rate = 0.0
   deterministic = root / "deterministic"
   save_run(deterministic, deterministic_config, steps=(1,))
-  return dropout, deterministic
+  noise_config = tiny_config()
+  noise_config.model.dropout_rate = 0.0
+  noise_config.model.noise_dim = 4
+  save_run(root / "noise", noise_config, steps=(1,))
+  return dropout, deterministic, root / "noise"
 
 
 def _write(path, samples):
@@ -35,7 +40,7 @@ def _speech(seconds):
 
 @pytest.mark.slow
 def test_sample_varies_faces_only_where_there_is_dropout(workdirs, tmp_path, capsys):
-  dropout, deterministic = workdirs
+  dropout, deterministic, _ = workdirs
   clip = _write(tmp_path / "a.wav", _speech(0.5))
   generator = inference.load(dropout)
   assert generator.can_sample
@@ -66,10 +71,23 @@ def test_sample_varies_faces_only_where_there_is_dropout(workdirs, tmp_path, cap
   )
 
 
+@pytest.mark.slow
+def test_a_noise_input_samples_faces_without_dropout(workdirs):
+  generator = inference.load(workdirs[2])
+  assert generator.can_sample
+  waveform = _speech(0.5).astype(np.float32)
+  a = generator.generate(waveform, 16_000, sample=True, seed=1)
+  assert not np.array_equal(a, generator.generate(waveform, 16_000, sample=True, seed=2))
+  # Deterministic generation: the noise at zero, the same faces every time.
+  np.testing.assert_array_equal(
+      generator.generate(waveform, 16_000), generator.generate(waveform, 16_000)
+  )
+
+
 def test_silent_windows_get_faces_and_are_counted_but_all_silence_is_refused(
     workdirs, tmp_path, capsys
 ):
-  dropout, _ = workdirs
+  dropout, _, _ = workdirs
   # 0.5 s of speech, then 0.5 s of silence: windows of 1024 samples every 0.1 s.
   clip = _write(tmp_path / "pause.wav", np.concatenate([_speech(0.5), np.zeros(8_000)]))
   assert (

@@ -209,6 +209,34 @@ def test_train_step_runs_with_each_gan_loss(gan):
   assert int(new.step) == 1
 
 
+def test_noise_input_is_sampled_in_train_mode_and_zero_otherwise():
+  gen = networks.Generator(image_size=64, base_channels=4, dropout_rate=0.0, noise_dim=3)
+  emb = jnp.ones((2, 8))
+  variables = gen.init(
+      {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
+      emb,
+      train=False,
+      update_spectral=False,
+  )
+  # The first layer reads the embedding and the noise: 8 + 3 input channels.
+  assert variables["params"]["deconv0"]["sn"]["kernel"].shape[2] == 11
+  apply = lambda train, key: gen.apply(
+      variables, emb, train=train, update_spectral=False, rngs={"dropout": jax.random.PRNGKey(key)}
+  )
+  deterministic = apply(False, 0)
+  np.testing.assert_array_equal(deterministic, apply(False, 1))  # no noise outside train mode
+  a, b = apply(True, 0), apply(True, 1)
+  assert float(jnp.abs(a - b).max()) > 1e-3  # each key its own draw
+  np.testing.assert_array_equal(a, apply(True, 0))
+  assert float(jnp.abs(a[0] - a[1]).max()) > 1e-3  # and each example its own, same speech
+
+
+def test_train_step_runs_with_a_noise_input():
+  _, (new, metrics) = _step(_tiny(**{"model.noise_dim": 4}))
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert int(new.step) == 1
+
+
 @pytest.mark.slow
 def test_r1_differentiates_the_discriminator_that_scored_even_at_step_0():
   """R1 uses the spectral vectors of the call's own power iteration: at initialisation the stored
@@ -292,6 +320,7 @@ def test_bad_option_values_name_the_field():
       ({"log.divergence_window": 0}, "log.divergence_window"),
       ({"model.g_upsample": "bilinear"}, "model.g_upsample"),
       ({"model.sn_init": "xavier"}, "model.sn_init"),
+      ({"model.noise_dim": -1}, "model.noise_dim"),
   ):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
       loop.check_config(_tiny(**overrides))

@@ -268,6 +268,7 @@ def check_model(model_cfg: Any) -> None:
   positive_ints(root, "model.encoder_channels")
   positive_ints(root, "model.encoder_hidden")
   fraction(root, "model.dropout_rate")
+  at_least(root, "model.noise_dim", 0)
   one_of(root, "model.g_upsample", UPSAMPLE_MODES)
   one_of(root, "model.sn_init", SN_INITS)
   one_of(root, "model.dtype", DTYPES)

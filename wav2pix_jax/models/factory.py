@@ -103,6 +103,7 @@ def make_generator(
       image_size=model_cfg.image_size,
       base_channels=model_cfg.g_base_channels,
       dropout_rate=model_cfg.dropout_rate,
+      noise_dim=model_cfg.noise_dim,
       conv_impl=conv_impl(model_cfg, "g", inference=inference),
       encoder_conv_impl=conv_impl(model_cfg, "encoder", inference=inference),
       upsample=model_cfg.g_upsample,

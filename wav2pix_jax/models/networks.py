@@ -174,11 +174,18 @@ class SpeakerClassifier(nn.Module):
 
 
 class Generator(nn.Module):
-  """Embedding [B, E] -> face [B, S, S, 3] in [-1, 1]; SN transposed convs, no noise input."""
+  """Embedding [B, E] -> face [B, S, S, 3] in [-1, 1]; SN transposed convs.
+
+  noise_dim > 0: a noise input z ~ N(0, I) [B, noise_dim] beside the embedding, drawn from the
+  "dropout" rng stream when `train` (training, and sampling at generation), zero (the prior's
+  mode) otherwise; so what the speech cannot predict (pose, background) can be sampled instead of
+  averaged. 0: none (the paper).
+  """
 
   image_size: int = 64
   base_channels: int = 64
   dropout_rate: float = 0.5
+  noise_dim: int = 0
   conv_impl: str = "xla"
   upsample: str = "transposed"  # UPSAMPLE_MODES
   sn_init: str = "normal"  # layers.SN_INITS
@@ -198,7 +205,12 @@ class Generator(nn.Module):
       raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {self.upsample!r}")
     if embedding.ndim != 2:
       raise ValueError(f"embedding must be [batch, embed_dim], got shape {embedding.shape}")
-    x = embedding.astype(self.dtype)[:, None, None, :]
+    x = embedding.astype(self.dtype)
+    if self.noise_dim:
+      shape = (x.shape[0], self.noise_dim)
+      z = jax.random.normal(self.make_rng("dropout"), shape) if train else jnp.zeros(shape)
+      x = jnp.concatenate([x, z.astype(self.dtype)], axis=-1)
+    x = x[:, None, None, :]
     widths = [self.base_channels * 2 ** (num_up - 1 - i) for i in range(num_up)] + [3]
     for i, width in enumerate(widths):
       first = i == 0
@@ -368,6 +380,7 @@ class Wav2PixG(nn.Module):
   image_size: int = 64
   base_channels: int = 64
   dropout_rate: float = 0.5
+  noise_dim: int = 0  # Generator.noise_dim
   conv_impl: str = "xla"
   encoder_conv_impl: str = ""  # the speech encoder's conv_impl ("" = conv_impl)
   upsample: str = "transposed"  # Generator.upsample
@@ -401,6 +414,7 @@ class Wav2PixG(nn.Module):
         image_size=self.image_size,
         base_channels=self.base_channels,
         dropout_rate=self.dropout_rate,
+        noise_dim=self.noise_dim,
         conv_impl=self.conv_impl,
         upsample=self.upsample,
         sn_init=self.sn_init,

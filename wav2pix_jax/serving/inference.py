@@ -35,8 +35,8 @@ from wav2pix_jax.serving import restore
 DEFAULT_BATCH_SIZE = 32  # windows per device call: bounds memory for long recordings
 # Why sample=True is refused for a run trained without dropout (the CLI and the web demo say it).
 NO_DROPOUT_MESSAGE = (
-    "this run's generator has no dropout (model.dropout_rate=0), its only source "
-    "of randomness: sampling would repeat the deterministic face"
+    "this run's generator has no dropout (model.dropout_rate=0) and no noise input "
+    "(model.noise_dim=0), its sources of randomness: sampling would repeat the deterministic face"
 )
 
 
@@ -80,7 +80,7 @@ class FaceGenerator:
       return apply(variables, lambda m, w: m.encoder(w, train=train_mode), waveform)
 
     def decode(variables, embedding, rng, sample):
-      # `sample` only switches the generator's dropout on, its one source of randomness.
+      # `sample` switches the generator's randomness on: its dropout and its noise input.
       return apply(
           variables,
           lambda m, e: m.generator(e, train=sample, update_spectral=False),
@@ -308,8 +308,9 @@ class FaceGenerator:
 
   @property
   def can_sample(self) -> bool:
-    """Whether `sample=True` can vary the faces: the generator's dropout is its only randomness."""
-    return self.train_mode or float(self.config.model.dropout_rate) > 0
+    """Whether `sample=True` can vary the faces: the generator's dropout or noise input."""
+    model = self.config.model
+    return self.train_mode or float(model.dropout_rate) > 0 or int(model.noise_dim) > 0
 
   @property
   def preprocess_options(self) -> dict:
