@@ -398,6 +398,7 @@ def run() -> dict:
       "num_train": int(len(train["speakers"])),
       "embedding": {**score_all(preds.__getitem__, val, baselines), "regularisation": chosen},
   }
+  print(_line("embedding", report["embedding"]), flush=True)
   if FLAGS.waveform_steps:
     preds = waveform_probe(train, val, baselines, generator.config.model, num_speakers)
     report["waveform"] = {
@@ -407,6 +408,7 @@ def run() -> dict:
         "learning_rate": FLAGS.learning_rate,
         "seed": FLAGS.seed,
     }
+    print(_line("waveform", report["waveform"]), flush=True)
   return report
 
 
@@ -440,9 +442,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (config_lib.ConfigError, OSError, emotion.Unavailable) as e:
     print(cli.error_line(PROG, e), file=sys.stderr)
     return 1
-  for name in ("embedding", "waveform"):
-    if name in report:
-      print(_line(name, report[name]))
   if FLAGS.out:
     pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(FLAGS.out).write_text(json.dumps(report, indent=1))
