@@ -217,3 +217,53 @@ def test_seed_summary_goals_table_shows_mean_sd_worst_seed_and_reference_rows(tm
   assert "62.0 % (met)" in lines["| within-speaker matching, dlib (chance 50 %)"]
   assert "+6.0 points (met)" in lines["| expression agreement minus within-speaker chance"]
   capsys.readouterr()
+
+
+def test_seeds_sh_evaluates_each_final_model_once_and_writes_the_goals_table(tmp_path):
+  """scripts/seeds.sh with EVAL=: trains each seed, evaluates its latest checkpoint on the split
+  (not again once its report exists) and summarises; a stub stands in for training and evaluation.
+  """
+  import os
+  import subprocess
+  import sys
+
+  report, calls = tmp_path / "report.json", tmp_path / "calls.txt"
+  report.write_text(json.dumps(_report(0.99, 0.10, 0.62, 0.60, 0.52)))
+  stub = tmp_path / "python"
+  stub.write_text(
+      "#!/bin/bash\n"
+      f'if [[ "$1" != "-m" ]]; then exec {sys.executable} "$@"; fi\n'
+      f'echo "$@" >> {calls}\n'
+      'if [[ "$2" == wav2pix_jax.evaluate ]]; then\n'
+      '  for a in "$@"; do [[ $a == --out=* ]] && out=${a#--out=}; done\n'
+      f'  mkdir -p "$out" && cp {report} "$out/report.json"\n'
+      "fi\n"
+  )
+  stub.chmod(0o755)
+  env = {
+      **os.environ,
+      "PY": str(stub),
+      "SEEDS": "0 1",
+      "RUNS": str(tmp_path / "runs"),
+      "EVAL": "validation",
+      "STEPS": "7",
+      "DATA": "/data",
+  }
+  for _ in range(2):
+    subprocess.run(
+        ["bash", str(helpers.REPO / "scripts" / "seeds.sh")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+  lines = calls.read_text().splitlines()
+  trains = [l for l in lines if "wav2pix_jax.main" in l]
+  evals = [l for l in lines if "wav2pix_jax.evaluate" in l]
+  assert len(trains) == 4 and "--config.num_train_steps=7" in trains[0]
+  assert "--config.seed=1 --config.input.shuffle_seed=1" in trains[1]
+  assert len(evals) == 2  # the second call finds both reports
+  assert "--split=validation --checkpoint=latest" in evals[0] and "--data_dir=/data" in evals[0]
+  assert f"--out={tmp_path}/runs/seed1/eval/final_validation" in evals[1]
+  table = (tmp_path / "runs" / "table_validation.md").read_text()
+  assert "| seed0 | seed1 | real faces | mean face |" in table
+  assert (tmp_path / "runs" / "summary_validation.json").exists()
