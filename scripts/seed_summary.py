@@ -84,11 +84,12 @@ def summarize(reports: list[dict]) -> dict[str, dict]:
   return out
 
 
-def _fmt(value: float | None, percent: bool, sign: bool = False) -> str:
+def _fmt(value: float | None, percent: bool, sign: bool = False, points: bool = False) -> str:
+  """`value` as a percentage (or percentage points), else to 3 decimals; `sign`: always signed."""
   if value is None:
     return "n/a"
   if percent:
-    return f"{100 * value:{'+' if sign else ''}.1f} {'points' if sign else '%'}"
+    return f"{100 * value:{'+' if sign else ''}.1f} {'points' if points else '%'}"
   return f"{value:{'+' if sign else ''}.3f}"
 
 
@@ -105,18 +106,20 @@ def goals_table(reports: list[dict], names: Sequence[str]) -> str:
     s = summary.get(f"eval/generated/{key}")
     if s is None:
       continue
-    sign = key.endswith("_over_chance")
+    sign = points = key.endswith("_over_chance")
     worst = min(s["values"]) if higher else max(s["values"])
     met = ""
     if goal is not None:
       met = " (met)" if (worst >= goal if higher else worst <= goal) else " (not met)"
-    goal_text = "" if goal is None else f"{'>=' if higher else '<='} {_fmt(goal, percent, sign)}"
-    per_seed = [_fmt(_scalars(r).get(f"eval/generated/{key}"), percent, sign) for r in reports]
-    mean_sd = f"{_fmt(s['mean'], percent, sign)} +- {_fmt(s['sd'], percent, sign)}"
+    goal_text = (
+        "" if goal is None else f"{'>=' if higher else '<='} {_fmt(goal, percent, sign, points)}"
+    )
+    fmt = lambda v: _fmt(v, percent, sign, points)
+    per_seed = [fmt(_scalars(r).get(f"eval/generated/{key}")) for r in reports]
+    mean_sd = f"{fmt(s['mean'])} +- {_fmt(s['sd'], percent, points=points)}"
     lines.append(
-        f"| {label} | {goal_text} | {mean_sd} | {_fmt(worst, percent, sign)}{met} | "
-        f"{' | '.join(per_seed)} | {_fmt(first.get(f'eval/real/{key}'), percent, sign)} | "
-        f"{_fmt(first.get(f'eval/mean_face/{key}'), percent, sign)} |"
+        f"| {label} | {goal_text} | {mean_sd} | {fmt(worst)}{met} | {' | '.join(per_seed)} | "
+        f"{fmt(first.get(f'eval/real/{key}'))} | {fmt(first.get(f'eval/mean_face/{key}'))} |"
     )
   return "\n".join(lines) + "\n"
 
