@@ -1,5 +1,5 @@
-"""Shared test helpers: configs loaded by path, with overrides, and random batches of the right
-shapes.
+"""Shared test helpers: configs loaded by path, with overrides, random batches of the right
+shapes, and the scripts/ tools loaded as modules.
 
 Tests import it as `helpers` (pytest puts tests/ on sys.path: rootdir-relative "prepend" imports).
 """
@@ -11,6 +11,14 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_SPEAKERS = 3
+
+
+def load_script(name: str):
+  """scripts/<name>.py as a module (scripts/ is not a package)."""
+  spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def load_config(name: str, **overrides):

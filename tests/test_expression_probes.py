@@ -1,19 +1,12 @@
 """scripts/expression_probes.py (issue 3's diagnostics) runs end to end: one step of each probe."""
 
-import importlib.util
-
 import pytest
 
 import helpers
 
 
 def _probes():
-  spec = importlib.util.spec_from_file_location(
-      "expression_probes", helpers.REPO / "scripts" / "expression_probes.py"
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return helpers.load_script("expression_probes")
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """scripts/train_minutes.py (training minutes from a console log across resumes) and
 scripts/plot_quality.py (time to quality: table and figure)."""
 
-import importlib.util
 import json
 
 import pytest
@@ -10,10 +9,7 @@ import helpers
 
 
 def _tool(name="train_minutes"):
-  spec = importlib.util.spec_from_file_location(name, helpers.REPO / "scripts" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return helpers.load_script(name)
 
 
 def _line(stamp, text, level="I", day="1205"):

@@ -1,8 +1,6 @@
 """scripts/speech_probes.py (issue 22 part 2): its targets, scores and the embedding probe find a
 within-speaker signal where the speech carries one and none where it does not."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -10,12 +8,7 @@ import helpers
 
 
 def _probes():
-  spec = importlib.util.spec_from_file_location(
-      "speech_probes", helpers.REPO / "scripts" / "speech_probes.py"
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return helpers.load_script("speech_probes")
 
 
 def _landmarks(left, right, nose):
