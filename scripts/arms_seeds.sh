@@ -14,7 +14,9 @@
 # by 0.999), expression (fer's expression KL in G's loss, weight 10), expression_features (fer's
 # features as a perceptual loss, weight 10), low_pass_l1 (L1 of 4 x 4 block means), low_l1 (L1
 # weight 30 instead of 100), noise (a noise input of 16 values beside the embedding), noise_low_l1
-# (the noise input with L1 weight 30).
+# (the noise input with L1 weight 30), adv1 (adversarial weight 1 instead of 0.1: fast.py's GAN term
+# is ~1.5 % of G's loss at the end of a run), adv1_l1_10 (adversarial weight 1 and L1 weight 10,
+# the two terms about equal).
 #
 # Each run's final model is what the issue judges: evaluate it on all of validation with
 #     python -m wav2pix_jax.evaluate --workdir=$RUNS/<arm>/seed<N> --checkpoint=latest
@@ -42,9 +44,12 @@ arm_flags() {
     low_l1) echo "--config.loss.l1=30.0" ;;
     noise) echo "--config.model.noise_dim=16" ;;
     noise_low_l1) echo "--config.model.noise_dim=16 --config.loss.l1=30.0" ;;
+    adv1) echo "--config.loss.adversarial=1.0" ;;
+    adv1_l1_10) echo "--config.loss.adversarial=1.0 --config.loss.l1=10.0" ;;
     *)
       echo "arms_seeds.sh: unknown arm '$1' (fast score_sn projection joint hinge logistic" \
-        "lecam expression expression_features low_pass_l1 low_l1 noise noise_low_l1)" >&2
+        "lecam expression expression_features low_pass_l1 low_l1 noise noise_low_l1 adv1" \
+        "adv1_l1_10)" >&2
       exit 2
       ;;
   esac
