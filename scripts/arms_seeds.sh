@@ -20,7 +20,9 @@
 #
 # Each run's final model is what the issue judges: evaluate it on all of validation with
 #     python -m wav2pix_jax.evaluate --workdir=$RUNS/<arm>/seed<N> --checkpoint=latest
-# and summarise an arm with scripts/seed_summary.py over its seeds' report.json files.
+# and summarise an arm with scripts/seed_summary.py over its seeds' report.json files; the arms side
+# by side (the per-lever table; --step=N compares them at any step from the periodic evaluation):
+#     python scripts/arms_table.py --runs=$RUNS --out=$RUNS/table.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARMS=${ARMS:-fast score_sn projection}

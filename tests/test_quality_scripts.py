@@ -263,3 +263,55 @@ def test_seeds_sh_evaluates_each_final_model_once_and_writes_the_goals_table(tmp
   table = (tmp_path / "runs" / "table_validation.md").read_text()
   assert "| seed0 | seed1 | real faces | mean face |" in table
   assert (tmp_path / "runs" / "summary_validation.json").exists()
+
+
+def _history(path, step_metrics):
+  """history.jsonl with one periodic evaluation per {step: {metric: value}} (generated faces)."""
+  path.mkdir(parents=True)
+  lines = [
+      json.dumps({"step": step, "metrics": {f"eval/generated/{k}": v for k, v in m.items()}})
+      for step, m in step_metrics.items()
+  ]
+  (path / "history.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_arms_table_says_which_arm_beats_the_seed_spread(tmp_path, capsys):
+  tool = _tool("arms_table")
+  values = {  # (arm, seed): (sharpness, identity, Frechet distance) at step 1000
+      ("fast", 0): (0.10, 0.99, 0.14),
+      ("fast", 1): (0.12, 1.00, 0.15),
+      ("sharp", 0): (0.30, 0.98, 0.145),
+      ("sharp", 1): (0.25, 0.50, 0.16),
+  }
+  for (arm, seed), (sharp, ident, fd) in values.items():
+    metrics = {"sharpness": sharp, "identity": ident, "frechet_distance": fd}
+    _history(tmp_path / arm / f"seed{seed}" / "eval", {500: metrics, 1000: metrics})
+  _history(tmp_path / "short" / "seed0" / "eval", {500: {"sharpness": 0.9}})
+  out = tmp_path / "table.md"
+  assert tool.main(["--runs", str(tmp_path), "--step=1000", f"--out={out}"]) == 0
+  rows = {line.split(" | ")[0][2:]: line for line in out.read_text().splitlines()[2:]}
+  assert list(rows) == ["fast", "sharp", "short"]  # the baseline first
+  cells = rows["sharp"].split(" | ")
+  assert cells[1] == "seed0, seed1"
+  assert cells[7] == "0.275 +- 0.035 (worst 0.250) **above spread**"  # sharpness
+  assert cells[2] == "74.0 % +- 33.9 % (worst 50.0 %) **below spread**"  # identity
+  assert "spread" not in cells[4]  # Frechet distance: 0.145 lies within fast's 0.14-0.15
+  assert "spread" not in rows["fast"]
+  assert rows["short"].split(" | ")[1] == "none"  # never reached step 1000
+  assert tool.main(["--runs", str(tmp_path), "--step=2000"]) == 1
+  assert "no run under" in capsys.readouterr().err
+
+
+def test_arms_table_of_final_reports_agrees_with_seed_summary(tmp_path):
+  tool = _tool("arms_table")
+  for seed in range(3):
+    report = helpers.REPO / "results" / "final" / f"seed{seed}" / "report.json"
+    folder = tmp_path / "fast" / f"seed{seed}" / "eval" / "final_validation"
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(report.read_text())
+  out = tmp_path / "table.md"
+  assert tool.main(["--runs", str(tmp_path), f"--out={out}"]) == 0
+  row = out.read_text().splitlines()[2].split(" | ")
+  goals = (helpers.REPO / "results" / "final" / "table_validation.md").read_text().splitlines()
+  sharpness = next(line for line in goals if line.startswith("| sharpness")).split(" | ")
+  assert row[7].startswith(f"{sharpness[2]} (worst {sharpness[3].split(' (')[0]})")

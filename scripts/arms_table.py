@@ -1,0 +1,155 @@
+"""The per-lever table of an A/B over seeds: issue 22's goal metrics, one row per arm.
+
+    python scripts/arms_table.py --runs=workdirs/arms --out=results/arms/table.md
+    python scripts/arms_table.py --runs=workdirs/arms --step=1000 --out=... fast adv1 low_pass_l1
+
+`--runs` holds scripts/arms_seeds.sh's layout, <arm>/seed<N>/. Without --step each seed's final
+model is read from its evaluation report (<arm>/seed<N>/eval/final_<split>/report.json, as
+`EVAL=<split> scripts/seeds.sh` writes it); with --step, from training's periodic evaluation at
+that step (<arm>/seed<N>/eval/history.jsonl: fewer pairs, `eval.max_examples`, but free and at
+any step every run reached). Each cell: mean +- sample sd over the arm's seeds and the worst seed.
+
+An arm beats the seed spread on a metric when its worst seed is better than the baseline arm's
+best seed ("above spread"), and falls below it when its best seed is worse than the baseline's
+worst ("below spread"); anything else is within the spread: not a difference these seeds show.
+"""
+
+import json
+import pathlib
+import sys
+from typing import Sequence
+
+from absl import flags
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import seed_summary  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from wav2pix_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+PROG = "arms_table"
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("runs", None, "Folder of <arm>/seed<N>/ runs.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "step",
+    None,
+    "Read training's periodic evaluation at this step instead of the final " "reports.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_string("split", "validation", "The final reports' split.", flag_values=FLAGS)
+flags.DEFINE_string("baseline", "fast", "The arm the others are compared with.", flag_values=FLAGS)
+flags.DEFINE_string("out", None, "Write the Markdown table here.", flag_values=FLAGS)
+
+# The goal metrics of seed_summary.GOALS that have a goal: (metric, label, goal, higher, percent).
+COLUMNS = tuple(g for g in seed_summary.GOALS if g[2] is not None)
+
+
+def history_scalars(path: pathlib.Path, step: int) -> dict[str, float] | None:
+  """Periodic evaluation at `step` from history.jsonl as report scalars (None: not reached)."""
+  if not path.is_file():
+    return None
+  for line in path.read_text().splitlines():
+    record = json.loads(line)
+    if record.get("step") == step:
+      out = dict(record["metrics"])
+      for key in list(out):
+        chance = out.get(
+            key.replace("expression_agreement", "expression_chance_agreement") + "_within_speaker"
+        )
+        if key.endswith("/expression_agreement") and chance is not None:
+          out[key + "_over_chance"] = out[key] - chance
+      return out
+  return None
+
+
+def arm_scalars(arm_dir: pathlib.Path, step: int | None, split: str) -> dict[str, dict]:
+  """{seed folder name: scalars} for each of the arm's seeds that has the step or the report."""
+  out = {}
+  for seed_dir in sorted(arm_dir.glob("seed*")):
+    if step is not None:
+      scalars = history_scalars(seed_dir / "eval" / "history.jsonl", step)
+    else:
+      report = seed_dir / "eval" / f"final_{split}" / "report.json"
+      scalars = seed_summary._scalars(json.loads(report.read_text())) if report.is_file() else None
+    if scalars is not None:
+      out[seed_dir.name] = scalars
+  return out
+
+
+def _values(seeds: dict[str, dict], key: str) -> list[float]:
+  return [s[f"eval/generated/{key}"] for s in seeds.values() if f"eval/generated/{key}" in s]
+
+
+def compare(values: list[float], base: list[float], higher: bool) -> str:
+  """ "above spread" / "below spread" / "" for an arm's values against the baseline's."""
+  if not values or not base or values is base:
+    return ""
+  sign = 1 if higher else -1
+  if min(sign * v for v in values) > max(sign * b for b in base):
+    return "above spread"
+  if max(sign * v for v in values) < min(sign * b for b in base):
+    return "below spread"
+  return ""
+
+
+def cell(values: list[float], base: list[float], column: tuple) -> str:
+  """One table cell: mean +- sd, the worst seed, and the comparison with the baseline."""
+  key, _, _, higher, percent = column
+  if not values:
+    return "n/a"
+  sign = points = key.endswith("_over_chance")
+  fmt = lambda v: seed_summary._fmt(v, percent, sign, points)
+  mean = sum(values) / len(values)
+  sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0
+  worst = min(values) if higher else max(values)
+  verdict = compare(values, base, higher)
+  return f"{fmt(mean)} +- {seed_summary._fmt(sd, percent, points=points)} (worst {fmt(worst)})" + (
+      f" **{verdict}**" if verdict else ""
+  )
+
+
+def table(arms: dict[str, dict[str, dict]], baseline: str) -> str:
+  """The Markdown table: one row per arm (baseline first), one column per goal."""
+  header = []
+  for key, label, goal, higher, percent in COLUMNS:
+    points = key.endswith("_over_chance")
+    goal_text = seed_summary._fmt(goal, percent, points, points)
+    header.append(f"{label.split(' (')[0]} ({'>=' if higher else '<='} {goal_text})")
+  lines = ["| arm | seeds | " + " | ".join(header) + " |", "| --- " * (2 + len(COLUMNS)) + "|"]
+  base = arms.get(baseline, {})
+  for arm, seeds in arms.items():
+    cells = [
+        cell(_values(seeds, c[0]), _values(base, c[0]) if arm != baseline else [], c)
+        for c in COLUMNS
+    ]
+    lines.append(f"| {arm} | {', '.join(seeds) or 'none'} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """CLI entry (arm names are the arguments; none: every arm under --runs); the exit status."""
+  names, status = cli.parse_with_arguments(
+      FLAGS, argv, PROG, __doc__, lambda args: None if FLAGS.runs else "give --runs"
+  )
+  if status is not None:
+    return status
+  runs = pathlib.Path(FLAGS.runs)
+  if not runs.is_dir():
+    print(cli.error_line(PROG, f"--runs={runs} is not a folder"), file=sys.stderr)
+    return 1
+  names = names or sorted(p.name for p in runs.iterdir() if any(p.glob("seed*")))
+  names = sorted(names, key=lambda n: n != FLAGS.baseline)  # the baseline first
+  arms = {name: arm_scalars(runs / name, FLAGS.step, FLAGS.split) for name in names}
+  if not any(arms.values()):
+    where = f"step {FLAGS.step}" if FLAGS.step is not None else f"final_{FLAGS.split} reports"
+    print(cli.error_line(PROG, f"no run under {runs} has its {where}"), file=sys.stderr)
+    return 1
+  text = table(arms, FLAGS.baseline)
+  print(text, end="")
+  if FLAGS.out:
+    pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(FLAGS.out).write_text(text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
