@@ -92,19 +92,21 @@ def compare(values: list[float], base: list[float], higher: bool) -> str:
 
 
 def cell(values: list[float], base: list[float], column: tuple) -> str:
-  """One table cell: mean +- sd, the worst seed, and the comparison with the baseline."""
+  """One table cell: mean +- sd and the worst seed (one seed: its value), and the comparison
+  with the baseline."""
   key, _, _, higher, percent = column
   if not values:
     return "n/a"
   sign = points = key.endswith("_over_chance")
   fmt = lambda v: seed_summary._fmt(v, percent, sign, points)
+  verdict = f" **{compare(values, base, higher)}**" if compare(values, base, higher) else ""
+  if len(values) == 1:  # one seed: its value, no spread
+    return fmt(values[0]) + verdict
   mean = sum(values) / len(values)
-  sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0
+  sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
   worst = min(values) if higher else max(values)
-  verdict = compare(values, base, higher)
-  return f"{fmt(mean)} +- {seed_summary._fmt(sd, percent, points=points)} (worst {fmt(worst)})" + (
-      f" **{verdict}**" if verdict else ""
-  )
+  sd_text = seed_summary._fmt(sd, percent, points=points)
+  return f"{fmt(mean)} +- {sd_text} (worst {fmt(worst)}){verdict}"
 
 
 def table(arms: dict[str, dict[str, dict]], baseline: str) -> str:

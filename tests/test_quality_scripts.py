@@ -315,3 +315,13 @@ def test_arms_table_of_final_reports_agrees_with_seed_summary(tmp_path):
   goals = (helpers.REPO / "results" / "final" / "table_validation.md").read_text().splitlines()
   sharpness = next(line for line in goals if line.startswith("| sharpness")).split(" | ")
   assert row[7].startswith(f"{sharpness[2]} (worst {sharpness[3].split(' (')[0]})")
+
+
+def test_arms_table_gives_one_seed_its_value_without_a_spread(tmp_path):
+  tool = _tool("arms_table")
+  _history(tmp_path / "fast" / "seed0" / "eval", {1000: {"sharpness": 0.1}})
+  _history(tmp_path / "fast" / "seed1" / "eval", {1000: {"sharpness": 0.2}})
+  _history(tmp_path / "one" / "seed0" / "eval", {1000: {"sharpness": 0.15}})
+  out = tmp_path / "table.md"
+  assert tool.main(["--runs", str(tmp_path), "--step=1000", f"--out={out}"]) == 0
+  assert out.read_text().splitlines()[3].split(" | ")[7] == "0.150"
