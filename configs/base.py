@@ -129,7 +129,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.log = log = ml_collections.ConfigDict()
   log.every_steps = 50  # scalars (losses, D scores, grad norms, steps/s) and a progress line
   log.image_every_steps = 500  # generated-vs-real face grid in TensorBoard
-  log.num_images = 8  # faces per grid (pairs: generated next to real)
+  log.num_images = 8  # faces per grid (generated over real; validation clips, speakers in turn)
   log.checkpoint_every_steps = 1_000  # checkpoint schedule (plus one at the end / on SIGTERM)
   log.max_checkpoints = 3  # checkpoints kept
   log.divergence_window = 200  # steps per window of the divergence signal (D loss and score drift)

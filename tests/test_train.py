@@ -433,3 +433,21 @@ def test_sigterm_finishes_the_step_saves_and_returns(
   assert _latest(workdir) == 2
   assert "Stopped by SIGTERM after step 2" in caplog.text
   assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
+
+
+def test_grid_batch_takes_each_speaker_in_turn(synthetic_data_dir):
+  # The split's records come grouped by speaker: the first num_images would be one speaker's.
+  config = _tiny(**{"input.data_dir": synthetic_data_dir, "log.num_images": 6})
+  from wav2pix_jax.data import datasets
+
+  info = datasets.get_dataset_info(config.input)
+  index = datasets.scan_split(
+      info.name, info.data_dir, config.input.eval_split, config.input.audio_samples
+  )
+  batch = loop._grid_batch(config, info.num_speakers)
+  assert batch["waveform"].shape == (6, config.input.audio_samples)
+  assert batch["face"].shape[0] == 6
+  order = list(dict.fromkeys(index.speakers.tolist()))  # the speakers in record order
+  expected = [s for _ in range(6) for s in order][:6]
+  assert batch["speaker"].tolist() == expected
+  assert len(set(batch["speaker"].tolist())) == min(6, info.num_speakers) > 1

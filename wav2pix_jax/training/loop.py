@@ -131,7 +131,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   generator = inference.FaceGenerator.from_state(
       config, num_speakers, state, train_mode=False, speaker_names=tuple(info.speaker_names)
   )
-  grid_batch = _grid_batch(config) if is_chief else None
+  grid_batch = _grid_batch(config, num_speakers) if is_chief else None
   evaluator, quality, clock, best = _evaluation_and_clock(
       config, workdir, generator.batch_size, start_step, manager, latest, meta, is_chief
   )
@@ -281,24 +281,43 @@ def _periodic_evaluation(
   return evaluator, quality
 
 
-def _grid_batch(config: ml_collections.ConfigDict) -> Optional[dict]:
-  """A fixed batch for the image grids: validation speech if there is such a split."""
+# Records read at most to find every speaker's examples for the grids (the split's record order
+# groups the speakers, so the first `num_images` are usually one speaker's).
+_GRID_SCAN_RECORDS = 1024
+
+
+def _grid_batch(config: ml_collections.ConfigDict, num_speakers: int) -> Optional[dict]:
+  """A fixed batch for the image grids: validation speech if there is such a split, its examples
+  taken from each speaker in turn, so a grid shows whether G tells the speakers apart."""
+  n = config.log.num_images
   try:
-    return next(
-        iter(
-            input_pipeline.create_eval_iterator(
-                config.input,
-                batch_size=config.log.num_images,
-                image_size=config.model.image_size,
-                process_index=0,
-                process_count=1,
-                max_examples=config.log.num_images,
-            )
-        )
+    batches = input_pipeline.create_eval_iterator(
+        config.input,
+        batch_size=n,
+        image_size=config.model.image_size,
+        process_index=0,
+        process_count=1,
+        max_examples=_GRID_SCAN_RECORDS,
     )
-  except (ValueError, StopIteration) as e:
+    by_speaker: dict[int, list[int]] = {}  # speaker -> its rows, in record order
+    rows = {"waveform": [], "face": [], "speaker": []}
+    for batch in batches:
+      for i in np.flatnonzero(batch["mask"]):
+        mine = by_speaker.setdefault(int(batch["speaker"][i]), [])
+        if len(mine) < n:
+          mine.append(len(rows["face"]))
+          for key, values in rows.items():
+            values.append(batch[key][i])
+      if len(by_speaker) >= num_speakers and all(len(r) >= n for r in by_speaker.values()):
+        break
+  except ValueError as e:
     logging.warning("No eval batch for image grids (%s); using the first training batch.", e)
     return None
+  if not by_speaker:
+    logging.warning("No eval batch for image grids (empty split); using the first training batch.")
+    return None
+  turns = [r[k] for k in range(n) for r in by_speaker.values() if k < len(r)][:n]
+  return {key: np.stack([values[t] for t in turns]) for key, values in rows.items()}
 
 
 def write_images(run: Run, state, step: int, batch: dict) -> None:
