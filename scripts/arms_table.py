@@ -12,6 +12,8 @@ any step every run reached). Each cell: mean +- sample sd over the arm's seeds a
 An arm beats the seed spread on a metric when its worst seed is better than the baseline arm's
 best seed ("above spread"), and falls below it when its best seed is worse than the baseline's
 worst ("below spread"); anything else is within the spread: not a difference these seeds show.
+Sharpness and diversity are ratios to the real faces': above 1 is no better than below (a sharpness
+of 50 is noise), so they are compared by their distance from 1.
 """
 
 import json
@@ -79,14 +81,27 @@ def _values(seeds: dict[str, dict], key: str) -> list[float]:
   return [s[f"eval/generated/{key}"] for s in seeds.values() if f"eval/generated/{key}" in s]
 
 
-def compare(values: list[float], base: list[float], higher: bool) -> str:
+# Ratios to the real faces (1 = as real): above 1 is not better (a sharpness of 50 is noise), so
+# these are compared by their distance from 1 in log space, min(v, 1 / v).
+RATIOS_TO_REAL = ("sharpness", "clip_diversity_dlib", "clip_diversity_pixels")
+
+
+def _goodness(value: float, key: str, higher: bool) -> float:
+  """`value` on a scale where larger is better."""
+  if key in RATIOS_TO_REAL:
+    return min(value, 1 / value) if value > 0 else 0.0
+  return value if higher else -value
+
+
+def compare(values: list[float], base: list[float], key: str, higher: bool) -> str:
   """ "above spread" / "below spread" / "" for an arm's values against the baseline's."""
   if not values or not base or values is base:
     return ""
-  sign = 1 if higher else -1
-  if min(sign * v for v in values) > max(sign * b for b in base):
+  mine = [_goodness(v, key, higher) for v in values]
+  theirs = [_goodness(b, key, higher) for b in base]
+  if min(mine) > max(theirs):
     return "above spread"
-  if max(sign * v for v in values) < min(sign * b for b in base):
+  if max(mine) < min(theirs):
     return "below spread"
   return ""
 
@@ -99,12 +114,15 @@ def cell(values: list[float], base: list[float], column: tuple) -> str:
     return "n/a"
   sign = points = key.endswith("_over_chance")
   fmt = lambda v: seed_summary._fmt(v, percent, sign, points)
-  verdict = f" **{compare(values, base, higher)}**" if compare(values, base, higher) else ""
+  verdict = compare(values, base, key, higher)
+  verdict = f" **{verdict}**" if verdict else ""
+  if key in RATIOS_TO_REAL and max(values) > 1:
+    verdict = " (above the real faces')" + verdict
   if len(values) == 1:  # one seed: its value, no spread
     return fmt(values[0]) + verdict
   mean = sum(values) / len(values)
   sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-  worst = min(values) if higher else max(values)
+  worst = min(values, key=lambda v: _goodness(v, key, higher))
   sd_text = seed_summary._fmt(sd, percent, points=points)
   return f"{fmt(mean)} +- {sd_text} (worst {fmt(worst)}){verdict}"
 

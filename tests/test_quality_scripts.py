@@ -325,3 +325,18 @@ def test_arms_table_gives_one_seed_its_value_without_a_spread(tmp_path):
   out = tmp_path / "table.md"
   assert tool.main(["--runs", str(tmp_path), "--step=1000", f"--out={out}"]) == 0
   assert out.read_text().splitlines()[3].split(" | ")[7] == "0.150"
+
+
+def test_arms_table_takes_sharpness_above_the_real_faces_as_no_better(tmp_path):
+  tool = _tool("arms_table")
+  for seed, sharp in enumerate((0.10, 0.12)):
+    _history(tmp_path / "fast" / f"seed{seed}" / "eval", {1000: {"sharpness": sharp}})
+  for seed, sharp in enumerate((50.0, 76.0)):  # noise: far sharper than real faces
+    _history(tmp_path / "noisy" / f"seed{seed}" / "eval", {1000: {"sharpness": sharp}})
+  for seed, sharp in enumerate((1.5, 0.9)):
+    _history(tmp_path / "near" / f"seed{seed}" / "eval", {1000: {"sharpness": sharp}})
+  out = tmp_path / "table.md"
+  assert tool.main(["--runs", str(tmp_path), "--step=1000", f"--out={out}"]) == 0
+  rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in out.read_text().splitlines()[2:]}
+  assert rows["noisy"][7].endswith("(worst 76.000) (above the real faces') **below spread**")
+  assert rows["near"][7].endswith("(worst 1.500) (above the real faces') **above spread**")
