@@ -265,7 +265,7 @@ def test_seeds_sh_evaluates_each_final_model_once_and_writes_the_goals_table(tmp
   assert (tmp_path / "runs" / "summary_validation.json").exists()
 
 
-def _history(path, step_metrics):
+def _arm_history(path, step_metrics):
   """history.jsonl with one periodic evaluation per {step: {metric: value}} (generated faces)."""
   path.mkdir(parents=True)
   lines = [
@@ -285,8 +285,8 @@ def test_arms_table_says_which_arm_beats_the_seed_spread(tmp_path, capsys):
   }
   for (arm, seed), (sharp, ident, fd) in values.items():
     metrics = {"sharpness": sharp, "identity": ident, "frechet_distance": fd}
-    _history(tmp_path / arm / f"seed{seed}" / "eval", {500: metrics, 1000: metrics})
-  _history(tmp_path / "short" / "seed0" / "eval", {500: {"sharpness": 0.9}})
+    _arm_history(tmp_path / arm / f"seed{seed}" / "eval", {500: metrics, 1000: metrics})
+  _arm_history(tmp_path / "short" / "seed0" / "eval", {500: {"sharpness": 0.9}})
   out = tmp_path / "table.md"
   assert tool.main(["--runs", str(tmp_path), "--step=1000", f"--out={out}"]) == 0
   rows = {line.split(" | ")[0][2:]: line for line in out.read_text().splitlines()[2:]}
@@ -319,9 +319,9 @@ def test_arms_table_of_final_reports_agrees_with_seed_summary(tmp_path):
 
 def test_arms_table_gives_one_seed_its_value_without_a_spread(tmp_path):
   tool = _tool("arms_table")
-  _history(tmp_path / "fast" / "seed0" / "eval", {1000: {"sharpness": 0.1}})
-  _history(tmp_path / "fast" / "seed1" / "eval", {1000: {"sharpness": 0.2}})
-  _history(tmp_path / "one" / "seed0" / "eval", {1000: {"sharpness": 0.15}})
+  _arm_history(tmp_path / "fast" / "seed0" / "eval", {1000: {"sharpness": 0.1}})
+  _arm_history(tmp_path / "fast" / "seed1" / "eval", {1000: {"sharpness": 0.2}})
+  _arm_history(tmp_path / "one" / "seed0" / "eval", {1000: {"sharpness": 0.15}})
   out = tmp_path / "table.md"
   assert tool.main(["--runs", str(tmp_path), "--step=1000", f"--out={out}"]) == 0
   assert out.read_text().splitlines()[3].split(" | ")[7] == "0.150"
@@ -330,11 +330,11 @@ def test_arms_table_gives_one_seed_its_value_without_a_spread(tmp_path):
 def test_arms_table_takes_sharpness_above_the_real_faces_as_no_better(tmp_path):
   tool = _tool("arms_table")
   for seed, sharp in enumerate((0.10, 0.12)):
-    _history(tmp_path / "fast" / f"seed{seed}" / "eval", {1000: {"sharpness": sharp}})
+    _arm_history(tmp_path / "fast" / f"seed{seed}" / "eval", {1000: {"sharpness": sharp}})
   for seed, sharp in enumerate((50.0, 76.0)):  # noise: far sharper than real faces
-    _history(tmp_path / "noisy" / f"seed{seed}" / "eval", {1000: {"sharpness": sharp}})
+    _arm_history(tmp_path / "noisy" / f"seed{seed}" / "eval", {1000: {"sharpness": sharp}})
   for seed, sharp in enumerate((1.5, 0.9)):
-    _history(tmp_path / "near" / f"seed{seed}" / "eval", {1000: {"sharpness": sharp}})
+    _arm_history(tmp_path / "near" / f"seed{seed}" / "eval", {1000: {"sharpness": sharp}})
   out = tmp_path / "table.md"
   assert tool.main(["--runs", str(tmp_path), "--step=1000", f"--out={out}"]) == 0
   rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in out.read_text().splitlines()[2:]}
