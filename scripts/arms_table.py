@@ -7,7 +7,9 @@
 model is read from its evaluation report (<arm>/seed<N>/eval/final_<split>/report.json, as
 `EVAL=<split> scripts/seeds.sh` writes it); with --step, from training's periodic evaluation at
 that step (<arm>/seed<N>/eval/history.jsonl: fewer pairs, `eval.max_examples`, but free and at
-any step every run reached). Each cell: mean +- sample sd over the arm's seeds and the worst seed.
+any step every run reached). Runs committed under results/ (report.json and history.jsonl at the
+top of each seed folder) are read as well. Each cell: mean +- sample sd over the arm's seeds
+and the worst seed.
 
 An arm beats the seed spread on a metric when its worst seed is better than the baseline arm's
 best seed ("above spread"), and falls below it when its best seed is worse than the baseline's
@@ -47,8 +49,6 @@ COLUMNS = tuple(g for g in seed_summary.GOALS if g[2] is not None)
 
 def history_scalars(path: pathlib.Path, step: int) -> dict[str, float] | None:
   """Periodic evaluation at `step` from history.jsonl as report scalars (None: not reached)."""
-  if not path.is_file():
-    return None
   for line in path.read_text().splitlines():
     record = json.loads(line)
     if record.get("step") == step:
@@ -63,15 +63,25 @@ def history_scalars(path: pathlib.Path, step: int) -> dict[str, float] | None:
   return None
 
 
+def _first_file(*paths: pathlib.Path) -> pathlib.Path | None:
+  return next((p for p in paths if p.is_file()), None)
+
+
 def arm_scalars(arm_dir: pathlib.Path, step: int | None, split: str) -> dict[str, dict]:
-  """{seed folder name: scalars} for each of the arm's seeds that has the step or the report."""
+  """{seed folder name: scalars} for each of the arm's seeds that has the step or the report.
+
+  A seed folder is a run's workdir, or its files as committed under results/ (history.jsonl and
+  report.json at its top)."""
   out = {}
   for seed_dir in sorted(arm_dir.glob("seed*")):
     if step is not None:
-      scalars = history_scalars(seed_dir / "eval" / "history.jsonl", step)
+      history = _first_file(seed_dir / "eval" / "history.jsonl", seed_dir / "history.jsonl")
+      scalars = history_scalars(history, step) if history else None
     else:
-      report = seed_dir / "eval" / f"final_{split}" / "report.json"
-      scalars = seed_summary._scalars(json.loads(report.read_text())) if report.is_file() else None
+      report = _first_file(
+          seed_dir / "eval" / f"final_{split}" / "report.json", seed_dir / "report.json"
+      )
+      scalars = seed_summary._scalars(json.loads(report.read_text())) if report else None
     if scalars is not None:
       out[seed_dir.name] = scalars
   return out

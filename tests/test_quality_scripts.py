@@ -340,3 +340,13 @@ def test_arms_table_takes_sharpness_above_the_real_faces_as_no_better(tmp_path):
   rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in out.read_text().splitlines()[2:]}
   assert rows["noisy"][7].endswith("(worst 76.000) (above the real faces') **below spread**")
   assert rows["near"][7].endswith("(worst 1.500) (above the real faces') **above spread**")
+
+
+def test_committed_arms_table_is_what_the_committed_runs_give(tmp_path):
+  # results/arms/table_step1000.md is arms_table.py's output on the committed histories, untouched.
+  tool = _tool("arms_table")
+  arms = helpers.REPO / "results" / "arms"
+  out = tmp_path / "table.md"
+  command = (arms / "table_step1000.md").read_text().splitlines()
+  assert tool.main(["--runs", str(arms), "--step=1000", f"--out={out}"]) == 0
+  assert out.read_text().splitlines() == command
