@@ -36,7 +36,7 @@ flags.DEFINE_string("runs", None, "Folder of <arm>/seed<N>/ runs.", flag_values=
 flags.DEFINE_integer(
     "step",
     None,
-    "Read training's periodic evaluation at this step instead of the final " "reports.",
+    "Read training's periodic evaluation at this step instead of the final reports.",
     flag_values=FLAGS,
 )
 flags.DEFINE_string("split", "validation", "The final reports' split.", flag_values=FLAGS)
@@ -167,8 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(cli.error_line(PROG, f"--runs={runs} is not a folder"), file=sys.stderr)
     return 1
   names = names or sorted(p.name for p in runs.iterdir() if any(p.glob("seed*")))
+  missing = [name for name in names if not (runs / name).is_dir()]
+  if missing:
+    print(cli.error_line(PROG, f"no arm folder {', '.join(missing)} under {runs}"), file=sys.stderr)
+    return 1
   names = sorted(names, key=lambda n: n != FLAGS.baseline)  # the baseline first
-  arms = {name: arm_scalars(runs / name, FLAGS.step, FLAGS.split) for name in names}
+  try:
+    arms = {name: arm_scalars(runs / name, FLAGS.step, FLAGS.split) for name in names}
+  except (OSError, ValueError, KeyError) as e:  # an unreadable or truncated history / report
+    print(cli.error_line(PROG, f"{type(e).__name__}: {e}"), file=sys.stderr)
+    return 1
   if not any(arms.values()):
     where = f"step {FLAGS.step}" if FLAGS.step is not None else f"final_{FLAGS.split} reports"
     print(cli.error_line(PROG, f"no run under {runs} has its {where}"), file=sys.stderr)

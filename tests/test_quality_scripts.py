@@ -358,3 +358,13 @@ def test_committed_final_arms_table_is_what_the_committed_reports_give(tmp_path)
   out = tmp_path / "table.md"
   assert tool.main(["--runs", str(arms), f"--out={out}", "fast", "adv1"]) == 0
   assert out.read_text() == (arms / "table_final.md").read_text()
+
+
+def test_arms_table_refuses_a_missing_arm_and_a_broken_history(tmp_path, capsys):
+  tool = _tool("arms_table")
+  _arm_history(tmp_path / "fast" / "seed0" / "eval", {1000: {"sharpness": 0.1}})
+  assert tool.main(["--runs", str(tmp_path), "--step=1000", "fast", "adv2"]) == 1
+  assert "no arm folder adv2" in capsys.readouterr().err
+  (tmp_path / "fast" / "seed0" / "eval" / "history.jsonl").write_text('{"step": 10')
+  assert tool.main(["--runs", str(tmp_path), "--step=1000"]) == 1
+  assert "JSONDecodeError" in capsys.readouterr().err
