@@ -91,24 +91,12 @@ def _values(seeds: dict[str, dict], key: str) -> list[float]:
   return [s[f"eval/generated/{key}"] for s in seeds.values() if f"eval/generated/{key}" in s]
 
 
-# Ratios to the real faces (1 = as real): above 1 is not better (a sharpness of 50 is noise), so
-# these are compared by their distance from 1 in log space, min(v, 1 / v).
-RATIOS_TO_REAL = ("sharpness", "clip_diversity_dlib", "clip_diversity_pixels")
-
-
-def _goodness(value: float, key: str, higher: bool) -> float:
-  """`value` on a scale where larger is better."""
-  if key in RATIOS_TO_REAL:
-    return min(value, 1 / value) if value > 0 else 0.0
-  return value if higher else -value
-
-
 def compare(values: list[float], base: list[float], key: str, higher: bool) -> str:
   """ "above spread" / "below spread" / "" for an arm's values against the baseline's."""
   if not values or not base or values is base:
     return ""
-  mine = [_goodness(v, key, higher) for v in values]
-  theirs = [_goodness(b, key, higher) for b in base]
+  mine = [seed_summary.goodness(v, key, higher) for v in values]
+  theirs = [seed_summary.goodness(b, key, higher) for b in base]
   if min(mine) > max(theirs):
     return "above spread"
   if max(mine) < min(theirs):
@@ -126,13 +114,13 @@ def cell(values: list[float], base: list[float], column: tuple) -> str:
   fmt = lambda v: seed_summary._fmt(v, percent, sign, points)
   verdict = compare(values, base, key, higher)
   verdict = f" **{verdict}**" if verdict else ""
-  if key in RATIOS_TO_REAL and max(values) > 1:
+  if key in seed_summary.RATIOS_TO_REAL and max(values) > 1:
     verdict = " (above the real faces')" + verdict
   if len(values) == 1:  # one seed: its value, no spread
     return fmt(values[0]) + verdict
   mean = sum(values) / len(values)
   sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-  worst = min(values, key=lambda v: _goodness(v, key, higher))
+  worst = min(values, key=lambda v: seed_summary.goodness(v, key, higher))
   sd_text = seed_summary._fmt(sd, percent, points=points)
   return f"{fmt(mean)} +- {sd_text} (worst {fmt(worst)}){verdict}"
 
@@ -141,9 +129,8 @@ def table(arms: dict[str, dict[str, dict]], baseline: str) -> str:
   """The Markdown table: one row per arm (baseline first), one column per goal."""
   header = []
   for key, label, goal, higher, percent in COLUMNS:
-    points = key.endswith("_over_chance")
-    goal_text = seed_summary._fmt(goal, percent, points, points)
-    header.append(f"{label.split(' (')[0]} ({'>=' if higher else '<='} {goal_text})")
+    goal_text = seed_summary.goal_text(key, goal, higher, percent)
+    header.append(f"{label.split(' (')[0]} ({goal_text})")
   lines = ["| arm | seeds | " + " | ".join(header) + " |", "| --- " * (2 + len(COLUMNS)) + "|"]
   base = arms.get(baseline, {})
   for arm, seeds in arms.items():

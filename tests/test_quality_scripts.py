@@ -186,6 +186,9 @@ def _report(identity, fd, matching, agreement, chance_within):
 def test_seed_summary_goals_table_shows_mean_sd_worst_seed_and_reference_rows(tmp_path, capsys):
   tool = _tool("seed_summary")
   reports = [_report(0.99, 0.10, 0.62, 0.60, 0.52), _report(0.95, 0.05, 0.64, 0.58, 0.52)]
+  # Sharpness 0.9 and 2.0 times the real faces': 2.0 is noise, the worst seed, and misses the goal.
+  reports[0]["rows"]["generated"]["clip"]["sharpness"] = 0.9
+  reports[1]["rows"]["generated"]["clip"]["sharpness"] = 2.0
   paths = []
   for i, r in enumerate(reports):
     (tmp_path / f"seed{i}").mkdir()
@@ -212,6 +215,8 @@ def test_seed_summary_goals_table_shows_mean_sd_worst_seed_and_reference_rows(tm
   assert "60.0 % (met)" not in lines["| within-speaker matching, dlib (chance 50 %)"]
   assert "62.0 % (met)" in lines["| within-speaker matching, dlib (chance 50 %)"]
   assert "+6.0 points (met)" in lines["| expression agreement minus within-speaker chance"]
+  assert "| >= 0.700 and <= 1.429 |" in lines["| sharpness (real 1)"]
+  assert "| 2.000 (not met) |" in lines["| sharpness (real 1)"]
   capsys.readouterr()
 
 
