@@ -34,9 +34,9 @@ GATE_STEPS = 200
 EVAL_EVERY = 100
 EVAL_EXAMPLES = 64
 # Thresholds on the best checkpoint's evaluation, with margin below the calibration run (seed 0,
-# steps 100 / 200: identity 0.891 / 0.953, detection 0.750 / 0.906, FD 2.1 / 1.4 x the mean
-# face's) and above the broken models (identity 0.484, FD 3.2-3.6 x at steps 100-200):
-# docs/testing.md.
+# adversarial weight 1, steps 100 / 200: identity 0.953 / 0.969, detection 0.812 / 0.844, FD 2.0 /
+# 1.3 x the mean face's) and above the broken models (identity 0.484, detection 0, FD 2.9-3.6 x
+# at steps 100-200): docs/testing.md.
 MIN_IDENTITY = 0.75  # chance (one face for both speakers): 0.5
 MIN_DETECTION = 0.6  # dlib finds a face
 MAX_FD_OVER_MEAN_FACE = 2.0  # FD at most this times the per-speaker mean training face's

@@ -353,7 +353,7 @@ def test_committed_arms_table_is_what_the_committed_runs_give(tmp_path):
   arms = helpers.REPO / "results" / "arms"
   out = tmp_path / "table.md"
   command = (arms / "table_step1000.md").read_text().splitlines()
-  assert tool.main(["--runs", str(arms), "--step=1000", f"--out={out}"]) == 0
+  assert tool.main(["--runs", str(arms), "--step=1000", "--baseline=adv01", f"--out={out}"]) == 0
   assert out.read_text().splitlines() == command
 
 
@@ -361,7 +361,7 @@ def test_committed_final_arms_table_is_what_the_committed_reports_give(tmp_path)
   tool = _tool("arms_table")
   arms = helpers.REPO / "results" / "arms"
   out = tmp_path / "table.md"
-  assert tool.main(["--runs", str(arms), f"--out={out}", "fast", "adv1"]) == 0
+  assert tool.main(["--runs", str(arms), f"--out={out}", "--baseline=adv01", "adv01", "adv1"]) == 0
   assert out.read_text() == (arms / "table_final.md").read_text()
 
 
