@@ -17,9 +17,9 @@
 # weight 10), low_pass_l1 (L1 of 4 x 4 block means), low_l1 (L1 weight 30 instead of 100), noise (a
 # noise input of 16 values beside the embedding), noise_low_l1 (the noise input with L1 weight 30),
 # adv01 (adversarial weight 0.1: fast.py before it took base.py's 1, results/arms/adv01), adv1
-# (adversarial weight 1: fast.py since, the same runs as fast; at 0.1 the GAN term was ~1.5 % of G's
-# loss at the end of a run), adv1_l1_10 (adversarial weight 1 and L1 weight 10, the two terms about
-# equal).
+# (adversarial weight 1, what fast.py has now, so the same runs as fast; at 0.1 the GAN term was
+# ~1.5 % of G's loss at the end of a run), adv1_l1_10 (adversarial weight 1 and L1 weight 10, the
+# two terms about equal).
 #
 # Each run's final model is what the issue judges: evaluate it on all of validation with
 #     python -m wav2pix_jax.evaluate --workdir=$RUNS/<arm>/seed<N> --checkpoint=latest
